@@ -1,0 +1,36 @@
+"""attngrad: explain what a Transformer looked at, from its attention maps and their gradients.
+
+Implements Cui, Fan & Chen, "Transformer Interpretability from Perspective of
+Attention and Gradient" (arXiv 2605.11392) — the signed ``complete`` map —
+with the methods it builds on (rollout, GAE) and competes with.
+"""
+
+from .errors import AttngradError
+from .explainer import Explainer, Explanation, Prediction
+from .io import load_image
+from .losses import LOSSES, get_loss
+from .methods import METHODS, Method, Trace, get_method, rollout
+from .models import DEFAULT_MODEL, ModelAdapter, load_model, wrap_model
+from .targets import class_index, resolve_targets
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "LOSSES",
+    "METHODS",
+    "AttngradError",
+    "Explainer",
+    "Explanation",
+    "Method",
+    "ModelAdapter",
+    "Prediction",
+    "Trace",
+    "class_index",
+    "get_loss",
+    "get_method",
+    "load_image",
+    "load_model",
+    "resolve_targets",
+    "rollout",
+    "wrap_model",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,106 @@
+"""Commands ``explain``, ``predict``, ``classes`` and ``demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from .. import viz
+from ..errors import AttngradError
+from ..io import load_image
+from ..losses import LOSSES
+from . import main
+from .common import model_options, out_dir, safe_name, split_list
+
+
+def _load_all(paths: tuple[str, ...]) -> tuple[list[tuple[str, object]], list[str]]:
+    """Load every image; failures become messages and the image is skipped."""
+    good, failed = [], []
+    for p in paths:
+        try:
+            good.append((p, load_image(p)))
+        except AttngradError as err:
+            failed.append(str(err))
+            click.echo(f"attngrad: skipped: {err}", err=True)
+    return good, failed
+
+
+def _print_top5(name: str, preds) -> None:
+    click.echo(f"{name}: " + ", ".join(f"{p.label} {p.probability:.3f}" for p in preds))
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True)
+@model_options
+@click.option("--method", "-m", default="complete", show_default=True, help="Method(s), comma-separated, or 'all'.")
+@click.option("--target", "-t", "targets", multiple=True, help="Class name, index or topK; repeat for several (default: top1).")
+@click.option("--contrast", "-c", default=None, help="Second class for two-class losses (normdiff, diff, ratio).")
+@click.option("--loss", "-l", default="logit", show_default=True, help=f"One of {', '.join(LOSSES)}.")
+@click.option("--start-layer", default=0, show_default=True, help="First layer of the rollout product.")
+@click.option("--token", default="cls", show_default=True, help="Special token whose row is read (cls, distillation).")
+@click.option("--out", "-o", default="attngrad-out", show_default=True, help="Output folder.")
+@click.option("--batch-size", "-b", default=16, show_default=True, help="Images per forward/backward pass.")
+def explain(images, explainer, method, targets, contrast, loss, start_layer, token, out, batch_size):
+    """Explain IMAGES: print top-5 predictions; write an overlay PNG and the raw map (.npy)
+    per image x method x target into OUT/<image>/<method>_<target>.{png,npy}."""
+    methods = split_list(method)
+    loaded, failed = _load_all(images)
+    out_path = out_dir(out)
+    written = 0
+    batches = [loaded[i : i + batch_size] for i in range(0, len(loaded), batch_size)]
+    for batch in tqdm(batches, desc="explaining", unit="batch", disable=len(batches) < 2):
+        paths, pils = zip(*batch)
+        for p, preds in zip(paths, explainer.predict(list(pils))):
+            _print_top5(p, preds)
+        for target in targets or ("top1",):
+            results = explainer.explain_methods(list(pils), methods, target, loss, contrast, start_layer, token)
+            for name, res in results.items():
+                for i, p in enumerate(paths):
+                    label = res.target_names[i]
+                    if res.contrasts is not None:
+                        label += f"_vs_{res.contrast_names[i]}"
+                    folder = out_dir(out_path / safe_name(Path(p).stem))
+                    stem = folder / f"{name}_{safe_name(label)}"
+                    np.save(stem.with_suffix(".npy"), res.maps[i].detach().cpu().numpy())
+                    viz.save_overlay(stem.with_suffix(".png"), res.images[i], res.maps[i], f"{name}: {label}")
+                    written += 1
+    click.echo(f"wrote {written} maps to {out_path}")
+    if failed:
+        raise AttngradError(f"{len(failed)} of {len(images)} images could not be read (see above)")
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True)
+@model_options
+@click.option("-k", default=5, show_default=True, help="How many classes to show.")
+def predict(images, explainer, k):
+    """Print the top-k predictions for IMAGES."""
+    loaded, failed = _load_all(images)
+    for p, img in loaded:
+        _print_top5(p, explainer.predict(img, k=k)[0])
+    if failed:
+        raise AttngradError(f"{len(failed)} of {len(images)} images could not be read (see above)")
+
+
+@main.command()
+@model_options
+@click.option("--search", "-s", default=None, help="Only classes whose name contains this text.")
+def classes(explainer, search):
+    """List the model's class indices and names."""
+    for i, label in enumerate(explainer.labels):
+        if search is None or search.lower() in label.lower():
+            click.echo(f"{i}\t{label}")
+
+
+@main.command()
+@model_options
+@click.option("--out", "-o", default="attngrad-demo", show_default=True, help="Output folder.")
+def demo(explainer, out):
+    """Write the demo gallery (el1: elephant + zebra, catdog: dog + cat; gae / complete / absolute)."""
+    from ..demo import build_demo
+
+    index = build_demo(explainer, out)
+    click.echo(f"demo written: {index}")

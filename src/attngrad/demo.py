@@ -1,0 +1,67 @@
+"""The demo gallery: the paper's multi-class cases on the shipped model, as PNG files + index.html.
+
+Elephant + zebra (``el1``) and dog + cat (``catdog``), each class explained with
+``gae``, ``complete`` and ``absolute`` side by side (the paper's Figure 5 setting).
+"""
+
+from __future__ import annotations
+
+import html
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from . import viz
+from .explainer import Explainer
+
+#: Image file shipped in ``attngrad/assets/images`` -> the two classes it contains.
+CASES = {
+    "el1.jpg": ("zebra", "African elephant"),
+    "catdog.png": ("bull mastiff", "tiger cat"),
+}
+METHODS = ("gae", "complete", "absolute")
+
+
+def asset_image(name: str) -> Path:
+    """Path of an image shipped with the package (``el1.jpg``, ``catdog.png``, ImageNet samples)."""
+    return Path(str(resources.files("attngrad").joinpath("assets/images", name)))
+
+
+def build_demo(explainer: Explainer, out: str | Path, methods: tuple[str, ...] = METHODS) -> Path:
+    """Write the gallery into ``out``; returns the path of ``index.html``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sections = []
+    for filename, classes in CASES.items():
+        stem = Path(filename).stem
+        path = asset_image(filename)
+        top5 = explainer.predict(path, k=5)[0]
+        results = explainer.explain_methods([path] * len(classes), methods, target=list(classes))
+        images = results[methods[0]].images
+        maps = [[results[m].maps[i] for m in methods] for i in range(len(classes))]
+        fig = viz.grid(images, maps, col_titles=["image", *methods], row_titles=list(classes))
+        viz.save_figure(fig, out / f"{stem}.png")
+        for m in methods:
+            np.save(out / f"{stem}_{m}.npy", results[m].numpy())
+        rows = "".join(
+            f"<tr><td>{html.escape(p.label)}</td><td>{p.probability:.3f}</td><td>{p.logit:.2f}</td></tr>" for p in top5
+        )
+        sections.append(
+            f"<section><h2>{html.escape(filename)}: {' + '.join(map(html.escape, classes))}</h2>"
+            f"<img src='{stem}.png' alt='{html.escape(stem)} explained'>"
+            f"<table><tr><th>top-5</th><th>probability</th><th>logit</th></tr>{rows}</table></section>"
+        )
+    index = out / "index.html"
+    index.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>attngrad demo</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
+        "td,th{padding:2px 10px;text-align:left}</style></head><body>"
+        "<h1>attngrad demo: multi-class images</h1>"
+        "<p>Rows: the class explained. Columns: <b>gae</b> (positive gradient, Chefer et al. 2021), "
+        "<b>complete</b> (signed attention x gradient, Cui, Fan &amp; Chen, eq. 5) and <b>absolute</b> (eq. 6). "
+        "Red supports the class, blue opposes it; each map is scaled by its own max |S|.</p>"
+        + "".join(sections)
+        + "</body></html>"
+    )
+    return index

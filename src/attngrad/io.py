@@ -1,0 +1,80 @@
+"""Loading and validating images with Pillow.
+
+Every image comes back as an 8-bit RGB ``PIL.Image``: grayscale, palette, RGBA
+(composited on white), CMYK and 16-bit images are converted; missing, empty,
+truncated, non-image or oversized files raise :class:`AttngradError` with a
+message that says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import AttngradError
+
+ImageLike = Union[str, os.PathLike, Image.Image]
+
+#: Largest image accepted, in pixels (Pillow's decompression-bomb limit is 2x its warning level).
+MAX_PIXELS = 2 * 89_478_485
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB without losing the picture."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr8 = np.clip(np.round(arr / hi * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, mode="L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(source: ImageLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open ``source`` (a path or a PIL image) as an 8-bit RGB image.
+
+    Raises:
+        AttngradError: the file is missing, a directory, empty, not an image,
+            truncated, or larger than ``max_pixels``.
+    """
+    if isinstance(source, Image.Image):
+        return _to_rgb(source)
+    path = Path(source)
+    if not path.exists():
+        raise AttngradError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise AttngradError(f"{path}: is a directory; pass image files (e.g. {path}/*.jpg)")
+    if path.stat().st_size == 0:
+        raise AttngradError(f"{path}: the file is empty (0 bytes); re-download or re-export it")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise AttngradError(
+                        f"{path}: {w}x{h} = {w * h:,} pixels is over the limit of {max_pixels:,}; "
+                        "downscale the image first"
+                    )
+                img.load()
+                return _to_rgb(img)
+    except AttngradError:
+        raise
+    except UnidentifiedImageError:
+        raise AttngradError(f"{path}: not an image Pillow can read; pass a JPEG, PNG, BMP, TIFF or WebP file") from None
+    except Image.DecompressionBombError as err:
+        raise AttngradError(f"{path}: too large to decode safely ({err}); downscale the image first") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise AttngradError(f"{path}: the image is damaged or truncated ({err}); re-download or re-export it") from None

@@ -1,0 +1,47 @@
+"""Explanation methods and their registry by name."""
+
+from __future__ import annotations
+
+from ..errors import AttngradError
+from .attention import AttentionGradCAM, RawAttention
+from .base import Method, Trace
+from .rollout import GAE, Absolute, AttentionRollout, AttentionRolloutEq1, Complete, Rollout, rollout
+
+__all__ = [
+    "METHODS",
+    "GAE",
+    "Absolute",
+    "AttentionGradCAM",
+    "AttentionRollout",
+    "AttentionRolloutEq1",
+    "Complete",
+    "Method",
+    "RawAttention",
+    "Rollout",
+    "Trace",
+    "get_method",
+    "register",
+    "rollout",
+]
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Add a method class to the registry under ``cls.name`` (usable as a decorator)."""
+    METHODS[cls.name] = cls
+    return cls
+
+
+for _cls in (Complete, GAE, Absolute, AttentionRollout, AttentionRolloutEq1, RawAttention, AttentionGradCAM):
+    register(_cls)
+
+
+def get_method(method: str | Method, **options) -> Method:
+    """A method instance from a name (options such as ``start_layer`` go to rollout methods) or as is."""
+    if isinstance(method, Method):
+        return method
+    if method not in METHODS:
+        raise AttngradError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    cls = METHODS[method]
+    return cls(**options) if issubclass(cls, Rollout) else cls()

@@ -1,0 +1,147 @@
+"""Image preprocessing read from a model's own configuration, without torchvision.
+
+Hugging Face models describe it in ``preprocessor_config.json`` (size, resample,
+centre crop, rescale factor, mean, std); timm models in ``pretrained_cfg``
+(input size, interpolation, crop_pct, mean, std). Both become a
+:class:`Preprocessor`, which resizes with Pillow exactly as those libraries do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+_TIMM_INTERPOLATION = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """Resize (to a fixed size or by the shortest edge), centre-crop, rescale, normalise.
+
+    Attributes:
+        resize: ``(height, width)`` to resize to, or ``None``.
+        shortest_edge: resize so the short side has this length (aspect kept), or ``None``.
+        crop: ``(height, width)`` of the centre crop, or ``None``.
+        resample: a Pillow resampling filter.
+        rescale: factor from 0..255 to the model's range (usually 1/255).
+        mean, std: per-channel normalisation, or ``None`` to skip it.
+        crop_rounding: "floor" (Hugging Face) or "round" (torchvision/timm) for the crop offset.
+    """
+
+    resize: tuple[int, int] | None = (224, 224)
+    shortest_edge: int | None = None
+    crop: tuple[int, int] | None = None
+    resample: int = Image.Resampling.BICUBIC
+    rescale: float = 1 / 255
+    mean: tuple[float, ...] | None = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] | None = (0.5, 0.5, 0.5)
+    crop_rounding: str = "floor"
+
+    @classmethod
+    def from_hf(cls, cfg: Mapping[str, Any]) -> "Preprocessor":
+        """Build from a Hugging Face ``preprocessor_config.json`` dictionary."""
+        size = cfg.get("size") or {}
+        if isinstance(size, int):
+            size = {"height": size, "width": size}
+        resize, shortest = None, None
+        if cfg.get("do_resize", True):
+            if "height" in size:
+                resize = (int(size["height"]), int(size["width"]))
+            elif "shortest_edge" in size:
+                shortest = int(size["shortest_edge"])
+        crop = None
+        if cfg.get("do_center_crop"):
+            cs = cfg.get("crop_size") or {}
+            if isinstance(cs, int):
+                cs = {"height": cs, "width": cs}
+            crop = (int(cs["height"]), int(cs["width"]))
+        return cls(
+            resize=resize,
+            shortest_edge=shortest,
+            crop=crop,
+            resample=int(cfg.get("resample", Image.Resampling.BILINEAR)),
+            rescale=float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 1.0,
+            mean=tuple(cfg.get("image_mean", (0.5, 0.5, 0.5))) if cfg.get("do_normalize", True) else None,
+            std=tuple(cfg.get("image_std", (0.5, 0.5, 0.5))) if cfg.get("do_normalize", True) else None,
+        )
+
+    @classmethod
+    def from_timm(cls, cfg: Mapping[str, Any]) -> "Preprocessor":
+        """Build from a timm ``pretrained_cfg`` (timm's eval transform: resize by crop_pct, centre crop)."""
+        _, h, w = cfg.get("input_size", (3, 224, 224))
+        crop_pct = float(cfg.get("crop_pct", 0.875) or 1.0)
+        mode = cfg.get("crop_mode", "center")
+        resample = _TIMM_INTERPOLATION.get(cfg.get("interpolation", "bicubic"), Image.Resampling.BICUBIC)
+        if mode == "squash":
+            resize, shortest = (math.floor(h / crop_pct), math.floor(w / crop_pct)), None
+        else:
+            resize, shortest = None, math.floor(min(h, w) / crop_pct)
+        return cls(
+            resize=resize,
+            shortest_edge=shortest,
+            crop=(h, w),
+            resample=resample,
+            rescale=1 / 255,
+            mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+            std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+            crop_rounding="round",
+        )
+
+    def geometry(self, img: Image.Image) -> Image.Image:
+        """Resize and crop an RGB image to what the model sees (no value change)."""
+        if self.resize is not None:
+            img = img.resize((self.resize[1], self.resize[0]), resample=self.resample, reducing_gap=None)
+        elif self.shortest_edge is not None:
+            w, h = img.size
+            short, long = (w, h) if w <= h else (h, w)
+            new_long = int(self.shortest_edge * long / short)
+            size = (self.shortest_edge, new_long) if w <= h else (new_long, self.shortest_edge)
+            img = img.resize(size, resample=self.resample, reducing_gap=None)
+        if self.crop is not None:
+            ch, cw = self.crop
+            w, h = img.size
+            if self.crop_rounding == "round":
+                top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
+            else:
+                top, left = (h - ch) // 2, (w - cw) // 2
+            img = img.crop((left, top, left + cw, top + ch))
+        return img
+
+    def normalize(self, pixels01: torch.Tensor) -> torch.Tensor:
+        """Map a (B, 3, H, W) tensor of values already rescaled (e.g. [0, 1]) to model input."""
+        if self.mean is None:
+            return pixels01
+        mean = torch.tensor(self.mean, dtype=pixels01.dtype, device=pixels01.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=pixels01.dtype, device=pixels01.device).view(1, -1, 1, 1)
+        return (pixels01 - mean) / std
+
+    def denormalize(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`normalize`."""
+        if self.mean is None:
+            return pixel_values
+        mean = torch.tensor(self.mean, dtype=pixel_values.dtype, device=pixel_values.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=pixel_values.dtype, device=pixel_values.device).view(1, -1, 1, 1)
+        return pixel_values * std + mean
+
+    def to_unit(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Geometry + rescale: a (B, 3, H, W) float tensor in the rescaled range (usually [0, 1])."""
+        arrays = [np.asarray(self.geometry(im), dtype=np.float32) for im in images]
+        shapes = {a.shape for a in arrays}
+        if len(shapes) != 1:
+            raise ValueError(f"preprocessed images differ in size {sorted(shapes)}; set a fixed resize or crop")
+        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+        return batch * self.rescale
+
+    def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Full preprocessing: a (B, 3, H, W) float tensor ready for the model."""
+        return self.normalize(self.to_unit(images))
