@@ -44,8 +44,8 @@ class HFAdapter(ModelAdapter):
 
     Args:
         model: e.g. ``ViTForImageClassification``; switched to eager attention and eval mode.
-        preprocessor: defaults to ``Preprocessor()`` (224 px, mean = std = 0.5) when the
-            model came without a ``preprocessor_config.json``.
+        preprocessor: defaults to a resize to ``config.image_size`` with mean = std = 0.5 when
+            the model came without a ``preprocessor_config.json``.
         labels: defaults to ``config.id2label``.
     """
 
@@ -61,7 +61,9 @@ class HFAdapter(ModelAdapter):
                     f"{type(model).__name__} cannot use eager attention, so it returns no attention maps ({err})"
                 ) from None
         self.model = model.eval()
-        self.preprocessor = preprocessor or Preprocessor()
+        size = getattr(config, "image_size", 224)
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        self.preprocessor = preprocessor or Preprocessor(resize=size)
         id2label = getattr(config, "id2label", None) or {}
         n = getattr(config, "num_labels", len(id2label))
         self.labels = labels or [str(id2label.get(i, id2label.get(str(i), f"class_{i}"))) for i in range(n)]
@@ -105,7 +107,7 @@ class HFAdapter(ModelAdapter):
 
     def forward(self, pixel_values: torch.Tensor) -> ForwardOutput:
         out = self.model(pixel_values=pixel_values, output_attentions=True)
-        return ForwardOutput(out.logits, self.check_attentions(out.attentions))
+        return ForwardOutput(out.logits, self.check_attentions(getattr(out, "attentions", None)))
 
     @contextmanager
     def override_attention(self, maps: Sequence[torch.Tensor]) -> Iterator[None]:

@@ -1,0 +1,85 @@
+"""Explanation speed: ms per image for forward, forward+backward and each method, and the ratio
+explain / (forward+backward), at several batch sizes.
+
+    python benchmarks/explain_speed.py [--model PATH] [--batch-sizes 1,16,64] [--methods ...] [--repeats 5]
+
+"forward+backward" is the minimal pass a gradient explanation needs: a forward pass of the
+same (eager-attention) model and a backward pass of the summed target logits to the input.
+"fwd+bwd (weights)" also computes every weight's gradient, as a training step would.
+Timings are medians over ``--repeats`` runs after one warm-up run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from attngrad import Explainer, METHODS
+from attngrad.demo import asset_image
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--batch-sizes", default="1,16,64")
+    parser.add_argument("--methods", default="complete,gae,absolute,rollout,raw_attention,attn_gradcam")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}; choose from {sorted(METHODS)}")
+
+    ex = Explainer.from_pretrained(args.model, device=args.device)
+    model = ex.adapter.model
+    pixels, _ = ex.prepare(asset_image("el1.jpg"))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {ex.device}")
+    header = f"{'batch':>5} {'forward':>9} {'fwd+bwd':>9} {'fwd+bwd (weights)':>18} " + " ".join(
+        f"{m:>13}" for m in methods
+    )
+    print("ms per image; in brackets: method time / (forward+backward) time")
+    print(header)
+    for b in [int(x) for x in args.batch_sizes.split(",")]:
+        batch = pixels.expand(b, -1, -1, -1).contiguous()
+
+        def forward():
+            with torch.no_grad():
+                ex.adapter.forward(batch)
+
+        def fwd_bwd():
+            x = batch.detach().requires_grad_(True)
+            logits = ex.adapter.forward(x).logits
+            torch.autograd.grad(logits.max(dim=1).values.sum(), x)
+
+        def fwd_bwd_weights():
+            model.zero_grad(set_to_none=True)
+            ex.adapter.forward(batch).logits.max(dim=1).values.sum().backward()
+
+        base = median_ms(fwd_bwd, args.repeats)
+        row = [median_ms(forward, args.repeats), base, median_ms(fwd_bwd_weights, args.repeats)]
+        ratios = []
+        for m in methods:
+            t = median_ms(lambda: ex.explain(batch, method=m), args.repeats)
+            row.append(t)
+            ratios.append(t / base)
+        cells = " ".join(f"{t / b:9.2f}" for t in row[:2]) + f" {row[2] / b:18.2f} "
+        cells += " ".join(f"{t / b:7.2f} ({r:.2f})" for t, r in zip(row[3:], ratios))
+        print(f"{b:>5} {cells}")
+
+
+if __name__ == "__main__":
+    main()

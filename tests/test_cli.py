@@ -1,0 +1,100 @@
+"""The command line: outputs, one-line errors with exit code 2, help texts.
+
+Two tests run the installed ``attngrad`` entry point in a subprocess; the rest use
+click's in-process runner on the same ``main``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from attngrad.cli import main
+from attngrad.demo import asset_image
+
+from .conftest import tiny_vit_config
+
+EL1 = str(asset_image("el1.jpg"))
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "attngrad", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_explain_subprocess_writes_maps_and_prints_top5(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    proc = run("explain", EL1, str(bad), "--method", "complete,gae", "-t", "zebra", "-t", "top2", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2  # one image failed; the other was still written
+    assert "el1.jpg: zebra 0.41" in proc.stdout
+    assert "bad.jpg: not an image" in proc.stderr and "Traceback" not in proc.stderr
+    files = sorted(p.name for p in (tmp_path / "o" / "el1").iterdir())
+    assert files == sorted(f"{m}_{c}.{e}" for m in ("complete", "gae") for c in ("zebra", "African_elephant")
+                           for e in ("png", "npy"))
+    assert np.load(tmp_path / "o" / "el1" / "complete_zebra.npy").shape == (14, 14)
+
+
+@pytest.mark.slow
+def test_demo_subprocess(tmp_path):
+    proc = run("demo", "--out", str(tmp_path / "d"))
+    assert proc.returncode == 0, proc.stderr
+    html = (tmp_path / "d" / "index.html").read_text()
+    assert "el1.png" in html and "catdog.png" in html and "African elephant" in html and "bull mastiff" in html
+    assert (tmp_path / "d" / "el1.png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    import torch
+    from transformers import ViTForImageClassification
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("m") / "tiny"
+    ViTForImageClassification(tiny_vit_config()).save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["explain", "missing.jpg"], "missing.jpg: no such file"),
+        (["explain", EL1, "--target", "zebar"], "unknown class 'zebar'; did you mean 'zebra'"),
+        (["explain", EL1, "--target", "99"], "class index 99 is out of range"),
+        (["explain", EL1, "--method", "gradcam"], "unknown method 'gradcam'"),
+        (["explain", EL1, "--loss", "kl"], "unknown loss 'kl'"),
+        (["explain", EL1, "--loss", "normdiff"], "give a contrast class"),
+    ],
+)
+def test_one_line_errors_exit_2(tiny_model_dir, tmp_path, args, message):
+    result = CliRunner().invoke(main, [*args, "--model", tiny_model_dir, "--out", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("attngrad: error")]
+    assert len(lines) == 1 and "Traceback" not in result.output
+
+
+def test_model_folder_without_weights(tmp_path):
+    tiny_vit_config().to_json_file(tmp_path / "config.json")
+    result = CliRunner().invoke(main, ["predict", EL1, "--model", str(tmp_path)])
+    assert result.exit_code == 2 and "no weights" in result.output
+
+
+def test_debug_shows_traceback(tiny_model_dir):
+    result = CliRunner().invoke(main, ["--debug", "explain", "missing.jpg", "--model", tiny_model_dir])
+    assert result.exit_code != 0 and result.exception is not None
+
+
+@pytest.mark.parametrize("command", ["explain", "predict", "classes", "demo"])
+def test_help(command):
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output and "--model" in result.output
+
+
+def test_classes_search():
+    result = CliRunner().invoke(main, ["classes", "--search", "zebra"])
+    assert result.output.strip() == "340\tzebra"
