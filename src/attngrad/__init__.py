@@ -23,6 +23,7 @@ __all__ = [
     "Method",
     "ModelAdapter",
     "Prediction",
+    "TextExplainer",
     "Trace",
     "class_index",
     "get_loss",
@@ -34,3 +35,12 @@ __all__ = [
     "wrap_model",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``attngrad.TextExplainer`` imports the text extra only when used."""
+    if name == "TextExplainer":
+        from .text import TextExplainer
+
+        return TextExplainer
+    raise AttributeError(f"module 'attngrad' has no attribute {name!r}")

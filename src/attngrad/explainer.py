@@ -36,8 +36,33 @@ class Prediction:
     logit: float
 
 
+class MapResult:
+    """What image and text results share: ``maps`` (B, ...), ``targets``, ``contrasts``, ``labels``."""
+
+    maps: torch.Tensor
+    targets: torch.Tensor
+    contrasts: torch.Tensor | None
+    labels: list[str]
+
+    @property
+    def target_names(self) -> list[str]:
+        return [self.labels[i] for i in self.targets.tolist()]
+
+    @property
+    def contrast_names(self) -> list[str] | None:
+        return None if self.contrasts is None else [self.labels[i] for i in self.contrasts.tolist()]
+
+    def normalized(self) -> torch.Tensor:
+        """``S / max|S|`` per item: values in [-1, 1], sign kept (method.md, "Display")."""
+        peak = self.maps.abs().flatten(1).amax(dim=1).clamp(min=torch.finfo(self.maps.dtype).tiny)
+        return self.maps / peak.view(-1, *[1] * (self.maps.ndim - 1))
+
+    def numpy(self) -> np.ndarray:
+        return self.maps.detach().cpu().numpy()
+
+
 @dataclass
-class Explanation:
+class Explanation(MapResult):
     """Maps for a batch, with what produced them.
 
     Attributes:
@@ -58,21 +83,6 @@ class Explanation:
     labels: list[str]
     images: list[Image.Image]
 
-    @property
-    def target_names(self) -> list[str]:
-        return [self.labels[i] for i in self.targets.tolist()]
-
-    @property
-    def contrast_names(self) -> list[str] | None:
-        return None if self.contrasts is None else [self.labels[i] for i in self.contrasts.tolist()]
-
-    def normalized(self) -> torch.Tensor:
-        """``S / max|S|`` per image: values in [-1, 1], sign kept (method.md, "Display")."""
-        peak = self.maps.abs().flatten(1).amax(dim=1).clamp(min=torch.finfo(self.maps.dtype).tiny)
-        return self.maps / peak.view(-1, 1, 1)
-
-    def numpy(self) -> np.ndarray:
-        return self.maps.detach().cpu().numpy()
 
 
 class Explainer:
@@ -205,8 +215,22 @@ class Explainer:
         contrast: TargetSpec = None,
         start_layer: int = 0,
         token: int | str = "cls",
+        guide: ImageLike | None = None,
+        layout: str = "left-right",
+        gallery: str | Path | None = None,
     ) -> dict[str, Explanation]:
-        """Several methods from one shared forward + backward pass; returns ``{name: Explanation}``."""
+        """Several methods from one shared forward + backward pass; returns ``{name: Explanation}``.
+
+        With ``guide`` (an image, or a class name looked up in ``gallery``), each image is explained
+        stitched beside the guide (paper, external guidance); see
+        :func:`attngrad.experiments.guidance.explain_guided`.
+        """
+        if guide is not None:
+            from .experiments.guidance import explain_guided
+
+            return explain_guided(
+                self, images, guide, methods, target, loss, contrast, start_layer, token, layout, gallery
+            )
         pixel_values, shown = self.prepare(images)
         instances = [get_method(m, start_layer=start_layer) for m in methods]
         trace = self.trace(pixel_values, target, loss, contrast, instances, token)
@@ -234,6 +258,9 @@ class Explainer:
         contrast: TargetSpec = None,
         start_layer: int = 0,
         token: int | str = "cls",
+        guide: ImageLike | None = None,
+        layout: str = "left-right",
+        gallery: str | Path | None = None,
     ) -> Explanation:
         """Explain a batch with one method (default ``complete``, the paper's eq. 5).
 
@@ -245,6 +272,11 @@ class Explainer:
             contrast: the second class of a two-class loss, in the same forms as ``target``.
             start_layer: first layer of the rollout product.
             token: special token whose row is read (``"cls"`` or ``"distillation"``, or its index).
+            guide: external guidance (paper, experiment 3): an image, or a class name looked up in
+                ``gallery``, stitched beside each image (``layout``); the map of the original's
+                region is returned (a :class:`~attngrad.experiments.guidance.GuidedExplanation`).
         """
-        (result,) = self.explain_methods(images, [method], target, loss, contrast, start_layer, token).values()
+        (result,) = self.explain_methods(
+            images, [method], target, loss, contrast, start_layer, token, guide, layout, gallery
+        ).values()
         return result

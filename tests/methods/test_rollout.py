@@ -14,6 +14,7 @@ import math
 import pytest
 import torch
 
+from attngrad import AttngradError
 from attngrad.methods import METHODS, rollout
 
 
@@ -93,6 +94,8 @@ def test_start_layer(tiny_explainer, tiny_pixels):
     torch.testing.assert_close(res.maps[0], expected, rtol=1e-4, atol=1e-6)
     full = tiny_explainer.explain(tiny_pixels[:1], target=1, method="complete").maps[0]
     assert not torch.allclose(full, res.maps[0])
+    with pytest.raises(AttngradError, match="start_layer 3 is out of range"):
+        tiny_explainer.explain(tiny_pixels[:1], start_layer=3)
 
 
 def test_signs(tiny_explainer, tiny_pixels):

@@ -35,6 +35,15 @@ def test_override_reproduces_logits_exactly_and_changes_them_otherwise(tiny_expl
     assert torch.equal(base.logits, after.logits)  # the override removed itself
 
 
+def test_deit_plain_classifier_also_has_the_distillation_token():
+    from transformers import DeiTConfig, DeiTForImageClassification
+
+    cfg = DeiTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                     image_size=32, patch_size=8, num_labels=4)
+    ex = Explainer(DeiTForImageClassification(cfg).eval())
+    assert ex.explain(torch.randn(1, 3, 32, 32), method="gae").maps.shape == (1, 4, 4)
+
+
 def test_deit_distilled_has_two_special_tokens():
     from transformers import DeiTConfig, DeiTForImageClassificationWithTeacher
 

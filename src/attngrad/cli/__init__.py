@@ -38,3 +38,8 @@ def main(debug: bool) -> None:
 
 
 from . import explain  # noqa: E402,F401  (registers commands)
+from . import experiments  # noqa: E402,F401
+from . import compare  # noqa: E402,F401
+from . import serve  # noqa: E402,F401
+from . import evaluate  # noqa: E402,F401
+from . import text  # noqa: E402,F401

@@ -43,9 +43,13 @@ def _print_top5(name: str, preds) -> None:
 @click.option("--token", default="cls", show_default=True, help="Special token whose row is read (cls, distillation).")
 @click.option("--out", "-o", default="attngrad-out", show_default=True, help="Output folder.")
 @click.option("--batch-size", "-b", default=16, show_default=True, help="Images per forward/backward pass.")
-def explain(images, explainer, method, targets, contrast, loss, start_layer, token, out, batch_size):
+@click.option("--guide", "-g", default=None, help="External guidance: an image or a class name (e.g. zebra) stitched beside each image.")
+@click.option("--gallery", default=None, help="Folder of <wnid>_<class>.jpg images for --guide CLASS (default: ImageNet sample).")
+@click.option("--layout", default="left-right", show_default=True, help="Where the original goes: left-right, right-left, top-bottom, bottom-top.")
+def explain(images, explainer, method, targets, contrast, loss, start_layer, token, out, batch_size, guide, gallery, layout):
     """Explain IMAGES: print top-5 predictions; write an overlay PNG and the raw map (.npy)
-    per image x method x target into OUT/<image>/<method>_<target>.{png,npy}."""
+    per image x method x target into OUT/<image>/<method>_<target>.{png,npy}.
+    With --guide, the map is of the original's half of the stitched input (plus *_stitched.png)."""
     methods = split_list(method)
     loaded, failed = _load_all(images)
     out_path = out_dir(out)
@@ -56,7 +60,9 @@ def explain(images, explainer, method, targets, contrast, loss, start_layer, tok
         for p, preds in zip(paths, explainer.predict(list(pils))):
             _print_top5(p, preds)
         for target in targets or ("top1",):
-            results = explainer.explain_methods(list(pils), methods, target, loss, contrast, start_layer, token)
+            results = explainer.explain_methods(
+                list(pils), methods, target, loss, contrast, start_layer, token, guide, layout, gallery
+            )
             for name, res in results.items():
                 for i, p in enumerate(paths):
                     label = res.target_names[i]
@@ -66,6 +72,8 @@ def explain(images, explainer, method, targets, contrast, loss, start_layer, tok
                     stem = folder / f"{name}_{safe_name(label)}"
                     np.save(stem.with_suffix(".npy"), res.maps[i].detach().cpu().numpy())
                     viz.save_overlay(stem.with_suffix(".png"), res.images[i], res.maps[i], f"{name}: {label}")
+                    if guide is not None:
+                        viz.save_overlay(f"{stem}_stitched.png", res.stitched_images[i], res.full_maps[i], f"{name}: {label}")
                     written += 1
     click.echo(f"wrote {written} maps to {out_path}")
     if failed:

@@ -5,17 +5,23 @@ from __future__ import annotations
 from ..errors import AttngradError
 from .attention import AttentionGradCAM, RawAttention
 from .base import Method, Trace
+from .random import RandomBaseline
 from .rollout import GAE, Absolute, AttentionRollout, AttentionRolloutEq1, Complete, Rollout, rollout
+from .tattr import LRP, PartialLRP, TAttr
 
 __all__ = [
     "METHODS",
     "GAE",
+    "LRP",
+    "PartialLRP",
+    "TAttr",
     "Absolute",
     "AttentionGradCAM",
     "AttentionRollout",
     "AttentionRolloutEq1",
     "Complete",
     "Method",
+    "RandomBaseline",
     "RawAttention",
     "Rollout",
     "Trace",
@@ -33,7 +39,9 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-for _cls in (Complete, GAE, Absolute, AttentionRollout, AttentionRolloutEq1, RawAttention, AttentionGradCAM):
+for _cls in (Complete, GAE, Absolute, AttentionRollout, AttentionRolloutEq1, RawAttention, AttentionGradCAM, RandomBaseline):
+    register(_cls)
+for _cls in (TAttr, LRP, PartialLRP):  # relevance propagation (Chefer et al., CVPR 2021)
     register(_cls)
 
 

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..errors import AttngradError
 from ..models.base import ModelAdapter
 
 
@@ -70,4 +71,10 @@ class Method:
         """The map (B, gh, gw) over the patch grid: :meth:`token_scores` without the special tokens."""
         row = self.token_scores(trace)
         gh, gw = trace.grid
-        return row[:, trace.num_prefix_tokens :].reshape(row.shape[0], gh, gw)
+        patches = row[:, trace.num_prefix_tokens :]
+        if patches.shape[1] != gh * gw:
+            raise AttngradError(
+                f"the model has {row.shape[1]} tokens but {trace.num_prefix_tokens} special tokens + a {gh}x{gw} "
+                "patch grid were expected; set the adapter's special_tokens for this architecture"
+            )
+        return patches.reshape(row.shape[0], gh, gw)

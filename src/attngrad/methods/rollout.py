@@ -11,12 +11,13 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..errors import AttngradError
 from .base import Method, Trace
 
 Weighting = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
-def rollout(mixes: Sequence[torch.Tensor], token: int, renormalize: bool = False) -> torch.Tensor:
+def rollout(mixes: Sequence[torch.Tensor], token: int | slice, renormalize: bool = False) -> torch.Tensor:
     """Row ``token`` of ``prod_l (I + M_l)`` for layers last to first; ``mixes[l]`` is (B, N, N).
 
     Computed as a row vector from the last layer down (``v <- v · Abar(l)``), which is the
@@ -24,7 +25,8 @@ def rollout(mixes: Sequence[torch.Tensor], token: int, renormalize: bool = False
 
     Args:
         mixes: per layer, the head-averaged weighted attention ``E_H(w ⊙ A)``, first layer first.
-        token: the row read (0 = CLS).
+        token: the row read (0 = CLS); a slice reads the sum of those rows (text models with
+            mean pooling read every real token's row, see :mod:`attngrad.text`).
         renormalize: divide each row of ``I + M`` by its sum (Abnar & Zuidema's
             implementation); ``False`` is the paper's eq. 1 and GAE's ``R <- R + Abar·R``.
 
@@ -80,8 +82,12 @@ class Rollout(Method):
 
     def token_scores(self, trace: Trace) -> torch.Tensor:
         grads = trace.gradients or [None] * len(trace.attentions)
-        mixes = [self.weighting(a, g).mean(dim=1) for a, g in zip(trace.attentions, grads)]
-        return rollout(mixes[self.start_layer :], trace.token, self.renormalize)
+        layers = len(trace.attentions)
+        if not 0 <= self.start_layer < layers:
+            raise AttngradError(f"start_layer {self.start_layer} is out of range; this model has layers 0..{layers - 1}")
+        pairs = zip(trace.attentions[self.start_layer :], grads[self.start_layer :])
+        mixes = [self.weighting(a, g).mean(dim=1) for a, g in pairs]
+        return rollout(mixes, trace.token, self.renormalize)
 
 
 class AttentionRollout(Rollout):

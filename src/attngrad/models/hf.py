@@ -70,7 +70,7 @@ class HFAdapter(ModelAdapter):
         patch = getattr(config, "patch_size", 16)
         self.patch_size = (patch, patch) if isinstance(patch, int) else tuple(patch)
         self.special_tokens = {"cls": 0}
-        if "distill" in type(model).__name__.lower() or "WithTeacher" in type(model).__name__:
+        if getattr(config, "model_type", "") == "deit":  # every DeiT embedding has a distillation token
             self.special_tokens["distillation"] = 1
 
     @classmethod

@@ -1,0 +1,106 @@
+"""Command ``evaluate perturbation``: the perturbation test of several methods on a data set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..explainer import Explainer
+from ..models import load_model
+from . import main
+from .common import split_list
+
+DEFAULT_METHODS = "gae,complete,rollout,raw_attention,attn_gradcam,random"
+
+
+@main.group()
+def evaluate() -> None:
+    """Evaluate explanation methods (perturbation test)."""
+
+
+@evaluate.command()
+@click.option("--data", required=True, type=click.Path(), help="Folder of <wnid>_<name>.jpg images or of class sub-folders.")
+@click.option("--labels", "table", default=None, type=click.Path(), help="Class table TSV (index, wnid, name); default: imagenet_classes.tsv next to the data.")
+@click.option("--methods", default=DEFAULT_METHODS, show_default=True, help="Comma-separated methods, or 'all'.")
+@click.option("--explain", type=click.Choice(["label", "predicted"]), default="label", show_default=True, help="Class explained and tested.")
+@click.option("--guide", default=None, type=click.Path(), help="Guide image stitched beside every image (paper: a zebra).")
+@click.option("--limit", default=None, type=int, help="Use the first N labelled images (sorted by path).")
+@click.option("--out", "-o", required=True, type=click.Path(), help="Results folder.")
+@click.option("--resume", is_flag=True, help="Continue the run stored in --out (a larger --limit extends it when its images fill whole batches).")
+@click.option("--batch-size", "-b", default=16, show_default=True, help="Images per explanation pass (unit of resumption).")
+@click.option("--eval-batch-size", default=64, show_default=True, help="Perturbed images per forward pass.")
+@click.option("--workers", default=2, show_default=True, help="DataLoader processes decoding images.")
+@click.option("--model", default=None, help="Hugging Face folder or Hub name, or timm:NAME (default: shipped ViT-Ti).")
+@click.option("--checkpoint", type=click.Path(), default=None, help="Weights file for a timm:NAME model.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (under torchrun, cuda means cuda:LOCAL_RANK).")
+def perturbation(data, table, methods, explain, guide, limit, out, resume, batch_size, eval_batch_size, workers,
+                 model, checkpoint, device):  # fmt: skip
+    """Positive / negative perturbation AUC per method (Chefer et al. 2021 protocol).
+
+    Writes results.json, results.csv, results.md, curves.png and the per-image raw
+    results (shards/, per_image.npz) to OUT. Run under `torchrun --nproc-per-node N -m
+    attngrad.evaluation perturbation ...` to share the images among processes.
+    """
+    from ..evaluation.data import discover
+    from ..evaluation.runner import dist_info, init_distributed, run_perturbation
+
+    device = init_distributed(device)
+    explainer = Explainer(load_model(model, device=device, checkpoint=checkpoint))
+    dataset = discover(data, explainer.labels, table, limit)
+    rank = dist_info()[0]
+    if rank == 0:
+        for path, why in dataset.skipped:
+            click.echo(f"attngrad: skipped: {why} ({path})", err=True)
+        click.echo(f"{len(dataset.samples)} labelled images in {data}" + (f" (class table {dataset.table})" if dataset.table else ""))
+    summary = run_perturbation(
+        explainer, dataset, split_list(methods), out, explain=explain, guide=guide, batch_size=batch_size,
+        eval_batch_size=eval_batch_size, workers=workers, resume=resume, limit=limit, data=str(Path(data)),
+        model=str(model or "shipped ViT-Ti"),
+    )  # fmt: skip
+    if summary is not None:
+        click.echo(Path(out, "results.md").read_text())
+        click.echo(f"wrote results.json, results.csv, results.md, curves.png, per_image.npz to {out}")
+
+
+@evaluate.command()
+@click.option("--data", required=True, type=click.Path(), help="Folder of <wnid>_<name>.jpg images or of class sub-folders.")
+@click.option("--labels", "table", default=None, type=click.Path(), help="Class table TSV (index, wnid, name).")
+@click.option("--methods", default=DEFAULT_METHODS, show_default=True, help="Comma-separated methods, or 'all'.")
+@click.option("--explain", type=click.Choice(["label", "predicted"]), default="label", show_default=True)
+@click.option("--limit", default=32, show_default=True, help="Use the first N labelled images.")
+@click.option("--out", "-o", required=True, type=click.Path(), help="Results folder.")
+@click.option("--batch-size", "-b", default=16, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of the re-initialisation.")
+@click.option("--model", default=None, help="Hugging Face folder or Hub name, or timm:NAME (default: shipped ViT-Ti).")
+@click.option("--checkpoint", type=click.Path(), default=None, help="Weights file for a timm:NAME model.")
+@click.option("--device", default=None, help="cpu, cuda, ...")
+def sanity(data, table, methods, explain, limit, out, batch_size, seed, model, checkpoint, device):
+    """Model-parameter randomisation test (Adebayo et al. 2018): Spearman correlation of each
+    method's maps on the trained and a top-down randomised model. Writes sanity.json/.csv/.png."""
+    from ..evaluation.data import discover
+    from ..evaluation.sanity import randomisation_test, write_sanity
+
+    explainer = Explainer(load_model(model, device=device, checkpoint=checkpoint))
+    dataset = discover(data, explainer.labels, table, limit)
+    for path, why in dataset.skipped:
+        click.echo(f"attngrad: skipped: {why} ({path})", err=True)
+    summary = randomisation_test(explainer, dataset, split_list(methods), explain, batch_size, seed)
+    write_sanity(summary, out)
+    for name, values in summary["methods"].items():
+        click.echo(f"{name:>14}: " + " ".join(f"{v:+.2f}" for v in values))
+    click.echo(f"wrote sanity.json, sanity.csv, sanity.png to {out}")
+
+
+@evaluate.command()
+@click.argument("results", type=click.Path())
+@click.argument("method_a")
+@click.argument("method_b")
+def compare(results, method_a, method_b):
+    """Paired per-image comparison of METHOD_A and METHOD_B in a RESULTS folder (no model needed):
+    mean AUCs, their difference and its 95 % interval, per direction."""
+    from ..evaluation.runner import compare_methods
+
+    for direction, e in compare_methods(results, method_a, method_b).items():
+        click.echo(f"{direction}: {method_a} {e[method_a]:.2f}, {method_b} {e[method_b]:.2f}, difference "
+                   f"{e['difference']:+.2f} +- {e['ci95']:.2f} (95 %, {e['images']} images)")  # fmt: skip

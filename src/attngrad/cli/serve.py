@@ -1,0 +1,44 @@
+"""Command ``serve``: the web explorer (HTTP API + one-page UI) with uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import click
+
+from ..errors import AttngradError
+from . import main
+from .common import model_options
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@main.command()
+@model_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless you mean to share it).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--max-upload-mb", default=20.0, show_default=True, type=click.FloatRange(min=0.001), help="Largest upload accepted (413 above).")
+@click.option("--queue-size", default=8, show_default=True, type=click.IntRange(min=1), help="Model tasks running or waiting (503 above).")
+@click.option("--model-name", default=None, help="Name shown in the UI (default: --model or the shipped ViT-Ti).")
+def serve(explainer, host, port, max_upload_mb, queue_size, model_name):
+    """Serve the explorer: choose or upload an image, see top-5 predictions, click one to explain it
+    with several methods side by side; the API is documented at /docs."""
+    try:
+        import uvicorn
+
+        from ..server import ServerSettings, create_app
+    except ImportError as err:
+        raise AttngradError(f"the server needs extra packages ({err.name}); pip install 'attngrad[server]'") from None
+    if not _is_loopback(host):
+        click.echo(f"attngrad: warning: binding to {host}; anyone who can reach it can use the model", err=True)
+    settings = ServerSettings(max_upload_bytes=int(max_upload_mb * 2**20), queue_capacity=queue_size)
+    app = create_app(explainer, settings, model_name=model_name or click.get_current_context().params.get("model") or "shipped ViT-Ti")
+    click.echo(f"attngrad explorer on http://{host}:{port}/  (API docs: /docs; Ctrl+C to stop)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

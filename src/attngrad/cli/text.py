@@ -1,0 +1,96 @@
+"""Commands ``explain-text`` and ``text-deletion`` (BERT-family text models, :mod:`attngrad.text`)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import click
+from tqdm import tqdm
+
+from ..losses import LOSSES
+from . import main
+from .common import out_dir, split_list
+
+
+def _text_explainer(model: str | None, device: str | None):
+    from ..text import TextExplainer
+
+    return TextExplainer.from_pretrained(model, device=device)
+
+
+def _model_options(fn):
+    fn = click.option("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cpu).")(fn)
+    return click.option(
+        "--model", default=None, help="BERT-family model folder (default: all-MiniLM-L6-v2 from attngrad[text])."
+    )(fn)
+
+
+@main.command("explain-text")
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--against", "-a", multiple=True, help="Similarity: the text to compare with (one for all, or one per TEXT).")
+@click.option("--labels", default=None, help="Zero-shot: label descriptions, comma-separated ('sports,finance,repair').")
+@_model_options
+@click.option("--method", "-m", default="complete", show_default=True, help="Method(s), comma-separated.")
+@click.option("--target", "-t", default=None, help="Label name, index or topK (default: top1).")
+@click.option("--contrast", "-c", default=None, help="Second label for two-class losses (e.g. top2, the runner-up).")
+@click.option("--loss", "-l", default="logit", show_default=True, help=f"One of {', '.join(LOSSES)}.")
+@click.option("--start-layer", default=0, show_default=True, help="First layer of the rollout product.")
+@click.option("--out", "-o", default="attngrad-text", show_default=True, help="Output folder.")
+@click.option("--batch-size", "-b", default=32, show_default=True, help="Texts per forward/backward pass.")
+@click.option("--color/--no-color", default=None, help="Colour the terminal view (default: when printing to a terminal).")
+def explain_text(texts, against, labels, model, device, method, target, contrast, loss, start_layer, out, batch_size, color):
+    """Explain TEXTS word by word with a classifier, a similarity (--against) or zero-shot labels (--labels).
+
+    Prints each text coloured (red: supports, blue: opposes) and writes OUT/explanation.html and
+    OUT/scores.json (raw token and word scores).
+    """
+    from ..text import TruncationWarning, save_html, save_json, terminal
+    from ..text.display import describe
+
+    explainer = _text_explainer(model, device)
+    methods = split_list(method)
+    colour = sys.stdout.isatty() if color is None else color
+    partners = list(against) if against else None
+    if partners and len(partners) not in (1, len(texts)):
+        raise click.UsageError(f"{len(partners)} --against texts for {len(texts)} texts; give one, or one per text")
+    results = []
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, desc="explaining", unit="batch", disable=len(starts) < 2):
+        batch = list(texts[start : start + batch_size])
+        part = None if partners is None else partners if len(partners) == 1 else partners[start : start + batch_size]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TruncationWarning)
+            found = explainer.explain_methods(batch, methods, target, loss, contrast, start_layer, part, labels)
+        for w in caught:
+            click.echo(f"attngrad: warning: {w.message}", err=True)
+        results.extend(found.values())
+        for res in found.values():
+            for i, text in enumerate(res.texts):
+                click.echo(f"[{describe(res, i)}]")
+                click.echo("  " + terminal(text, res.words(i), colour))
+                if res.reverse is not None:
+                    click.echo("  B: " + terminal(res.reverse.texts[i], res.reverse.words(i), colour))
+    folder = out_dir(out)
+    save_html(folder / "explanation.html", results)
+    save_json(folder / "scores.json", results)
+    click.echo(f"wrote {folder / 'explanation.html'} and {folder / 'scores.json'}")
+
+
+@main.command("text-deletion")
+@_model_options
+@click.option("--method", "-m", default="complete,gae,rollout,random", show_default=True, help="Methods, comma-separated.")
+@click.option("--pairs", "limit", default=0, help="Use only the first N of the 240 pairs (0: all).")
+@click.option("--batch-size", "-b", default=32, show_default=True, help="Pairs per explanation pass.")
+@click.option("--lowest-first", is_flag=True, help="Remove the lowest-scored tokens first (negative direction).")
+@click.option("--out", "-o", default="attngrad-text-deletion", show_default=True, help="Output folder.")
+def text_deletion(model, device, method, limit, batch_size, lowest_first, out):
+    """Token-deletion test on the built-in sentence pairs: similarity curves, AUC table, CSV + JSON."""
+    from ..text.deletion import run_deletion, sentence_pairs
+
+    explainer = _text_explainer(model, device)
+    pairs = sentence_pairs()
+    result = run_deletion(explainer, pairs[:limit] if limit else pairs, split_list(method), batch_size=batch_size,
+                          lowest_first=lowest_first)
+    click.echo(result.table())
+    click.echo(f"wrote {result.save(out)} ({result.pairs} pairs)")

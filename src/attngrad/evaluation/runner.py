@@ -1,0 +1,501 @@
+"""Running the perturbation test over a data set: batched, resumable, distributed.
+
+- **Batches.** The labelled images, in sorted order, are cut into fixed batches of
+  ``batch_size``. Per batch: one forward + one backward pass explains every method
+  (:meth:`Explainer.explain_methods`); that pass's logits are the unperturbed (0 %)
+  prediction shared by all methods; each method's map serves both directions; the
+  perturbed inputs go through the model in chunks of ``eval_batch_size``.
+- **Resumable.** Each finished batch is written at once, atomically, as
+  ``shards/batch-NNNNNN.npz`` (per-image raw results). ``resume=True`` skips the batches
+  already written, so a stopped run loses at most the batches in flight; since batches
+  are fixed, the final numbers equal an uninterrupted run's exactly.
+- **Distributed.** Under ``torchrun`` (``WORLD_SIZE`` > 1), batch ``j`` goes to rank
+  ``j % world_size`` (gloo on CPU, nccl on GPU); every batch has the same images as in a
+  single-process run, each rank writes its own shard files, and rank 0 merges them.
+- **Results.** :func:`summarize` turns the shards into ``results.json``, ``results.csv``,
+  ``results.md``, ``curves.png`` and ``per_image.npz``; it can be re-run on a results
+  folder without the model.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import hashlib
+import json
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..errors import AttngradError
+from ..explainer import Explainer
+from ..io import load_image
+from ..methods import get_method
+from .data import Batch, DataSet, ImageDataset, LabelResolver, collate
+from .perturbation import DIRECTIONS, PERCENTS, PerturbationTest, auc
+
+SHARDS = "shards"
+RUN_FILE = "run.json"
+#: Settings that must match for ``--resume`` to continue a run.
+RESUME_KEYS = ("data", "methods", "explain", "guide", "limit", "batch_size", "eval_batch_size", "model", "table")
+
+
+@dataclass
+class Settings:
+    """What a run computes; stored in ``run.json`` and in ``results.json``."""
+
+    data: str
+    methods: list[str]
+    explain: str = "label"
+    guide: str | None = None
+    limit: int | None = None
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    model: str = ""
+    table: str | None = None
+    device: str = "cpu"
+    world_size: int = 1
+    num_samples: int = 0
+    samples_digest: str = ""
+    protocol: str = (
+        "Chefer et al. 2021: rank pixels by the bilinearly upsampled map; set floor(f*H*W) pixels to 0 in [0,1] "
+        "space for f = 0.1..0.9; top-1 == explained class; AUC = np.trapezoid(curve, dx=0.1) * 100"
+    )
+    skipped_unknown: list[tuple[str, str]] = field(default_factory=list)
+    skipped_guide_class: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- distribution
+
+
+def dist_info() -> tuple[int, int]:
+    """``(rank, world_size)``: from the initialised process group, else ``(0, 1)``."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: str | None) -> str | None:
+    """Join the ``torchrun`` process group when ``WORLD_SIZE`` > 1; return this rank's device.
+
+    gloo on CPU, nccl on CUDA (each rank on ``cuda:LOCAL_RANK`` when no index is given).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
+        return device
+    cuda = device is not None and device.startswith("cuda")
+    if cuda and ":" not in device:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group(backend="nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=24))
+    return device
+
+
+def _from_rank0(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (a no-op in a single process)."""
+    if dist_info()[1] == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _barrier() -> None:
+    if dist_info()[1] > 1:
+        torch.distributed.barrier()
+
+
+# ----------------------------------------------------------------------------- guide
+
+
+def load_guide(guide: str | Path, resolver: LabelResolver, explainer: Explainer) -> tuple[Image.Image, int]:
+    """The guide image and its class (from its ``<wnid>_<name>`` file name, else the model's top-1)."""
+    image = load_image(guide)  # raises AttngradError with a clear message for a bad path
+    try:
+        return image, resolver.resolve(Path(guide).stem)
+    except AttngradError:
+        return image, explainer.predict(image, k=1)[0][0].index
+
+
+def _guidance() -> tuple[Any, Any]:
+    try:
+        from ..experiments.guidance import crop_region, stitch
+    except ImportError as err:
+        raise AttngradError(f"--guide needs attngrad.experiments.guidance, which cannot be imported ({err})") from None
+    return stitch, crop_region
+
+
+# ----------------------------------------------------------------------------- one batch
+
+
+def _forward(explainer: Explainer):
+    adapter = explainer.adapter
+
+    def forward(pixel_values: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return adapter.forward(pixel_values).logits
+
+    return forward
+
+
+def evaluate_batch(
+    explainer: Explainer,
+    batch: Batch,
+    methods: Sequence[str],
+    explain: str = "label",
+    eval_batch_size: int = 64,
+    crop_region: Any = None,
+) -> dict[str, np.ndarray]:
+    """Per-image raw results of one batch: the unperturbed prediction, and per method and
+    direction, top-1 hits and the class probability at 10 %, ..., 90 % removed."""
+    device = explainer.device
+    pre = explainer.adapter.preprocessor
+    forward = _forward(explainer)
+    unit = batch.unit.to(device)
+    labels = batch.labels.to(device)
+    if batch.guided is None:
+        results = explainer.explain_methods(pre.normalize(unit), methods, target=labels if explain == "label" else None)
+        first = next(iter(results.values()))
+        logits0, targets = first.logits, first.targets
+        maps = {name: r.maps for name, r in results.items()}
+    else:
+        # Explain the class on the stitched image, crop the map to the original's region,
+        # and perturb the original image (method.md, experiment 3 and the perturbation test).
+        logits0 = forward(pre.normalize(unit))
+        targets = labels if explain == "label" else logits0.argmax(dim=-1)
+        results = explainer.explain_methods(pre.normalize(batch.guided.to(device)), methods, target=targets)
+        size = tuple(unit.shape[-2:])
+        maps = {
+            name: torch.cat(
+                [
+                    F.interpolate(crop_region(r.maps[i : i + 1], region)[:, None].float(), size=size, mode="bilinear")[:, 0]
+                    for i, region in enumerate(batch.regions)
+                ]
+            )
+            for name, r in results.items()
+        }
+    logits0 = logits0.detach().float()
+    out: dict[str, np.ndarray] = {
+        "index": np.asarray(batch.indices, dtype=np.int64),
+        "label": batch.labels.numpy().astype(np.int64),
+        "target": targets.cpu().numpy().astype(np.int64),
+        "pred0": logits0.argmax(dim=-1).cpu().numpy().astype(np.int64),
+        "prob0": logits0.softmax(dim=-1).gather(1, targets.view(-1, 1))[:, 0].cpu().numpy().astype(np.float32),
+    }
+    for name in methods:
+        for direction in DIRECTIONS:
+            res = PerturbationTest(direction, eval_batch_size)(forward, unit, maps[name], targets, pre.normalize)
+            out[f"{name}.{direction}.correct"] = res.correct.numpy()
+            out[f"{name}.{direction}.prob"] = res.probability.numpy().astype(np.float32)
+    return out
+
+
+# ----------------------------------------------------------------------------- shards
+
+
+def _shard_path(out: Path, j: int) -> Path:
+    return out / SHARDS / f"batch-{j:06d}.npz"
+
+
+def _write_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write atomically: a partial file is renamed only once complete and flushed to disk."""
+    tmp = path.with_name(f".{path.name}.partial")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def samples_digest(paths: Sequence[str]) -> str:
+    """SHA-256 of the ordered image paths: identifies which images a run's batches hold."""
+    return hashlib.sha256("\n".join(paths).encode()).hexdigest()
+
+
+def _grows(stored: dict[str, Any], settings: Settings, paths: Sequence[str]) -> bool:
+    """A larger ``--limit`` may continue a run whose written batches stay the same: the stored images
+    are a prefix of the new list and fill whole batches."""
+    n = stored.get("num_samples", 0)
+    return 0 < n <= len(paths) and n % settings.batch_size == 0 and samples_digest(paths[:n]) == stored.get("samples_digest")
+
+
+def _prepare_folder(out: Path, settings: Settings, resume: bool, paths: Sequence[str]) -> None:
+    """Create ``out`` and ``run.json``; on resume, check the settings match the stored run (rank 0 only).
+
+    On resume the limit may grow when the written batches stay valid (see :func:`_grows`).
+    """
+    run_file = out / RUN_FILE
+    if run_file.exists():
+        stored = json.loads(run_file.read_text())
+        if not resume:
+            raise AttngradError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+        diff = [k for k in RESUME_KEYS if stored.get(k) != json.loads(json.dumps(getattr(settings, k)))]
+        if diff == ["limit"] and _grows(stored, settings, paths):
+            run_file.write_text(json.dumps(asdict(settings), indent=2))
+        elif diff:
+            raise AttngradError(
+                f"cannot resume {out}: settings differ ({', '.join(diff)}); use the run's settings or another --out"
+                + (" (a larger --limit needs the stored images to fill whole batches)" if diff == ["limit"] else "")
+            )
+    else:
+        (out / SHARDS).mkdir(parents=True, exist_ok=True)
+        run_file.write_text(json.dumps(asdict(settings), indent=2))
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def run_perturbation(
+    explainer: Explainer,
+    dataset: DataSet,
+    methods: Sequence[str],
+    out: str | Path,
+    explain: str = "label",
+    guide: str | Path | None = None,
+    batch_size: int = 16,
+    eval_batch_size: int = 64,
+    workers: int = 2,
+    resume: bool = False,
+    limit: int | None = None,
+    data: str = "",
+    model: str = "",
+    progress: bool = True,
+    max_batches: int | None = None,
+) -> dict[str, Any] | None:
+    """Run the perturbation test of ``methods`` on ``dataset`` into ``out``; return the summary (rank 0).
+
+    Args:
+        explain: ``"label"`` (the data set's class) or ``"predicted"`` (the model's top-1).
+        guide: a guide image stitched to every image (images of its class are skipped).
+        batch_size: images per explanation pass (the unit of resumption and distribution).
+        eval_batch_size: perturbed images per forward pass.
+        workers: DataLoader worker processes decoding images.
+        max_batches: stop after this many batches of this rank (for tests and benchmarks).
+    """
+    if explain not in ("label", "predicted"):
+        raise AttngradError(f"--explain must be label or predicted, not {explain!r}")
+    if not methods:
+        raise AttngradError("no methods given; e.g. --methods gae,complete,random")
+    for name in methods:
+        get_method(name)  # unknown names fail here, before any work
+    out = Path(out)
+    rank, world = dist_info()
+    samples = dataset.samples
+    guide_image, stitch, crop_region, skipped_guide = None, None, None, []
+    if guide is not None:
+        guide_image, guide_class = load_guide(guide, LabelResolver(explainer.labels, dataset.table), explainer)
+        stitch, crop_region = _guidance()
+        skipped_guide = [s.path for s in samples if s.label == guide_class]
+        samples = [s for s in samples if s.label != guide_class]
+    if not samples:
+        raise AttngradError("no labelled images left to evaluate (see the skipped files above)")
+    settings = Settings(
+        data=data, methods=list(methods), explain=explain, guide=str(guide) if guide else None, limit=limit,
+        batch_size=batch_size, eval_batch_size=eval_batch_size, model=model, table=dataset.table,
+        device=str(explainer.device), world_size=world, skipped_unknown=dataset.skipped,
+        skipped_guide_class=skipped_guide, num_samples=len(samples),
+        samples_digest=samples_digest([s.path for s in samples]),
+    )  # fmt: skip
+    error = None
+    if rank == 0:
+        try:
+            _prepare_folder(out, settings, resume, [s.path for s in samples])
+        except AttngradError as err:
+            error = str(err)
+    error = _from_rank0(error)
+    if error:
+        raise AttngradError(error)
+
+    batches = [list(range(i, min(i + batch_size, len(samples)))) for i in range(0, len(samples), batch_size)]
+    todo = [j for j in range(rank, len(batches), world) if not _shard_path(out, j).exists()]
+    if max_batches is not None:
+        todo = todo[:max_batches]
+    mine = sum(len(batches[j]) for j in range(rank, len(batches), world))
+    loader = DataLoader(
+        ImageDataset(samples, explainer.adapter.preprocessor, guide_image, stitch),
+        batch_sampler=[batches[j] for j in todo],
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=explainer.device.type == "cuda",
+    )
+    bar = tqdm(
+        total=mine, initial=mine - sum(len(batches[j]) for j in todo), unit="img", desc="perturbation",
+        disable=not progress or rank != 0, dynamic_ncols=True,
+    )  # fmt: skip
+    for j, batch in zip(todo, loader):
+        for index, message in batch.failed:
+            tqdm.write(f"attngrad: skipped: {message}", file=sys.stderr)
+        arrays = {
+            "failed_index": np.asarray([i for i, _ in batch.failed], dtype=np.int64),
+            "failed_message": np.asarray([m for _, m in batch.failed], dtype=str),
+        }
+        if batch.indices:
+            arrays["path"] = np.asarray([samples[i].path for i in batch.indices], dtype=str)
+            arrays.update(evaluate_batch(explainer, batch, methods, explain, eval_batch_size, crop_region))
+        _write_shard(_shard_path(out, j), arrays)
+        bar.update(len(batches[j]))
+    bar.close()
+    _barrier()
+    if rank != 0 or (max_batches is not None and any(not _shard_path(out, j).exists() for j in range(len(batches)))):
+        return None
+    return summarize(out)
+
+
+# ----------------------------------------------------------------------------- merging and reporting
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for pkg in ("attngrad", "torch", "transformers", "timm", "numpy"):
+        try:
+            found[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def load_shards(out: str | Path) -> dict[str, np.ndarray]:
+    """Merge every batch shard of a results folder into per-image arrays, sorted by image index."""
+    files = sorted((Path(out) / SHARDS).glob("batch-*.npz"))
+    if not files:
+        raise AttngradError(f"{out}: no result shards; run the evaluation first")
+    parts = [dict(np.load(f)) for f in files]
+    evaluated = [p for p in parts if "index" in p]
+    keys = list(evaluated[0]) if evaluated else []
+    merged = {k: np.concatenate([p[k] for p in evaluated]) for k in keys if not k.startswith("failed_")}
+    merged["failed_index"] = np.concatenate([p["failed_index"] for p in parts])
+    merged["failed_message"] = np.concatenate([p["failed_message"] for p in parts]).astype(str)
+    if evaluated:
+        order = np.argsort(merged["index"], kind="stable")
+        merged.update({k: v[order] for k, v in merged.items() if not k.startswith("failed_")})
+    return merged
+
+
+def summarize(out: str | Path) -> dict[str, Any]:
+    """Curves and AUCs from the per-image raw results; writes results.json/.csv/.md, curves.png, per_image.npz."""
+    out = Path(out)
+    settings = json.loads((out / RUN_FILE).read_text())
+    raw = load_shards(out)
+    if "index" not in raw or len(raw["index"]) == 0:
+        raise AttngradError(f"{out}: no image could be evaluated (all unreadable?)")
+    n = len(raw["index"])
+    hits0 = (raw["pred0"] == raw["target"]).astype(np.float64)
+    methods: dict[str, Any] = {}
+    for name in settings["methods"]:
+        entry: dict[str, Any] = {"images": n}
+        for direction in DIRECTIONS:
+            correct = np.concatenate([hits0[:, None], raw[f"{name}.{direction}.correct"]], axis=1).mean(axis=0)
+            prob = np.concatenate([raw["prob0"][:, None], raw[f"{name}.{direction}.prob"]], axis=1).mean(axis=0)
+            entry[direction] = {
+                "auc": auc(correct),
+                "curve": correct.tolist(),
+                "probability_auc": auc(prob),
+                "probability_curve": prob.astype(np.float64).tolist(),
+                "higher_is_better": PerturbationTest(direction).higher_is_better,
+            }
+        methods[name] = entry
+    summary = {
+        "methods": methods,
+        "percent_removed": list(PERCENTS),
+        "images": n,
+        "complete": len(list((out / SHARDS).glob("batch-*.npz"))) == -(-settings["num_samples"] // settings["batch_size"]),
+        "accuracy_at_0": float((raw["pred0"] == raw["label"]).mean()),
+        "explained_class": settings["explain"],
+        "skipped": {
+            "unreadable": [str(m) for m in raw["failed_message"]],
+            "unknown_label": [f"{p}: {why}" for p, why in settings.get("skipped_unknown", [])],
+            "guide_class": len(settings.get("skipped_guide_class", [])),
+        },
+        "settings": {k: v for k, v in settings.items() if not k.startswith("skipped")},
+        "versions": _versions(),
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    np.savez_compressed(out / "per_image.npz", **{k: v for k, v in raw.items() if not k.startswith("failed_")})
+    _write_csv(out / "results.csv", summary)
+    (out / "results.md").write_text(markdown_table(summary))
+    plot_curves(summary, out / "curves.png")
+    return summary
+
+
+def compare_methods(out: str | Path, a: str, b: str) -> dict[str, dict[str, float]]:
+    """Paired per-image comparison of two methods from a results folder (no model needed).
+
+    Per direction: both mean AUCs (each image's own curve's area; their mean is the data
+    set's AUC), the mean difference ``a - b`` and the half-width of its normal 95 % interval.
+    """
+    raw = load_shards(out)
+    missing = [m for m in (a, b) if f"{m}.positive.correct" not in raw]
+    if missing:
+        known = sorted({k.split(".")[0] for k in raw if k.endswith(".correct")})
+        raise AttngradError(f"no results for {', '.join(missing)} in {out}; it has {', '.join(known)}")
+    hits0 = (raw["pred0"] == raw["target"]).astype(np.float64)[:, None]
+    found = {}
+    for direction in DIRECTIONS:
+        areas = [auc(np.concatenate([hits0, raw[f"{m}.{direction}.correct"]], axis=1)) for m in (a, b)]
+        diff = areas[0] - areas[1]
+        found[direction] = {
+            a: float(areas[0].mean()), b: float(areas[1].mean()), "difference": float(diff.mean()),
+            "ci95": float(1.96 * diff.std(ddof=1) / np.sqrt(len(diff))), "images": len(diff),
+        }  # fmt: skip
+    return found
+
+
+def _write_csv(path: Path, summary: dict[str, Any]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "direction", "auc", "probability_auc", "images", *(f"acc_{p}" for p in PERCENTS)])
+        for name, entry in summary["methods"].items():
+            for direction in DIRECTIONS:
+                d = entry[direction]
+                writer.writerow([name, direction, f"{d['auc']:.4f}", f"{d['probability_auc']:.4f}", entry["images"],
+                                 *(f"{v:.6f}" for v in d["curve"])])  # fmt: skip
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    """The AUCs as a Markdown table (positive: lower is better; negative: higher is better)."""
+    lines = [
+        ("" if summary["complete"] else "(partial run) ")
+        + f"Perturbation test, {summary['images']} images, explained class: {summary['explained_class']}, "
+        f"top-1 accuracy at 0 %: {100 * summary['accuracy_at_0']:.1f} %"
+        + (f", guide: {Path(summary['settings']['guide']).name}" if summary["settings"].get("guide") else ""),
+        "",
+        "| method | positive AUC (lower is better) | negative AUC (higher is better) |",
+        "|---|---:|---:|",
+    ]
+    for name, entry in summary["methods"].items():
+        lines.append(f"| {name} | {entry['positive']['auc']:.2f} | {entry['negative']['auc']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(summary: dict[str, Any], path: str | Path) -> Path:
+    """One panel per direction, one line per method: top-1 accuracy against the fraction removed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..viz import save_figure
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, direction in zip(axes, DIRECTIONS):
+        for name, entry in summary["methods"].items():
+            d = entry[direction]
+            ax.plot(summary["percent_removed"], d["curve"], marker="o", ms=3, label=f"{name} ({d['auc']:.1f})")
+        better = "higher" if direction == "negative" else "lower"
+        ax.set_title(f"{direction} perturbation ({better} AUC is better)")
+        ax.set_xlabel("% of pixels removed")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("top-1 accuracy")
+    return save_figure(fig, path)

@@ -1,0 +1,102 @@
+"""T-Attr and its LRP baselines (Chefer, Gur & Wolf, CVPR 2021) on real Hugging Face / timm ViTs.
+
+- ``tattr``: ``Abar(l) = E_H(max(grad A(l) * R_A(l), 0))``, renormalised rollout with ``I``
+  added, read at the CLS row (method.md, "T-Attr", step 3);
+- ``partial_lrp``: the last layer's ``R_A``, positive part, head mean, CLS row;
+- ``lrp``: the relevance carried on to the pixels (z^B first layer), summed over channels:
+  a pixel-level map (B, H, W).
+
+The relevance ``R_A(l)`` comes from :mod:`attngrad.methods.relprop`; activations are
+recorded by hooks during the Explainer's one forward pass and one propagation pass serves
+every relevance method sharing a trace.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any, Iterator
+
+import torch
+
+from ..models.base import ModelAdapter
+from .base import Method, Trace
+from .relprop import Relevance, propagate, record_activations
+from .rollout import Rollout, rollout
+
+_RECORD = "relprop.recording"
+_RESULT = "relprop.relevance"
+
+
+class _RelevanceMethod(Method):
+    """Shared plumbing: record activations during the forward pass, propagate once per trace."""
+
+    def capture(self, adapter: ModelAdapter, extras: dict[str, Any]) -> AbstractContextManager[None]:
+        if _RECORD in extras:  # another relevance method of the same pass already records
+            return nullcontext()
+        return _recording(adapter, extras)
+
+    def stop_layer(self, trace: Trace) -> int:
+        """Lowest layer whose ``R_A`` this method needs (``-1``: the pixels)."""
+        raise NotImplementedError
+
+    def relevance(self, trace: Trace) -> Relevance:
+        """The propagation for ``trace``, computed once and reused by methods that need no deeper one."""
+        stop = self.stop_layer(trace)
+        cached = trace.extras.get(_RESULT)
+        if cached is None or cached.stop_layer > stop:
+            cached = propagate(trace.extras[_RECORD], trace.attentions, trace.targets, stop)
+            trace.extras[_RESULT] = cached
+        return cached
+
+
+@contextmanager
+def _recording(adapter: ModelAdapter, extras: dict[str, Any]) -> Iterator[None]:
+    with record_activations(adapter.model) as rec:
+        extras[_RECORD] = rec
+        yield
+
+
+class TAttr(_RelevanceMethod, Rollout):
+    """Transformer attribution (T-Attr): rollout of ``E_H(max(grad A * R_A, 0))``, rows renormalised.
+
+    The gradient is that of the Explainer's loss (the target logit by default, as in the
+    reference code); the relevance starts one-hot at the target class.
+    """
+
+    name = "tattr"
+    default_renormalize = True
+
+    def stop_layer(self, trace: Trace) -> int:
+        return self.start_layer
+
+    def token_scores(self, trace: Trace) -> torch.Tensor:
+        r_attn = self.relevance(trace).attention
+        mixes = [(g * r).clamp(min=0).mean(dim=1) for g, r in
+                 zip(trace.gradients[self.start_layer :], r_attn[self.start_layer :])]
+        return rollout(mixes, trace.token, self.renormalize)
+
+
+class PartialLRP(_RelevanceMethod):
+    """Partial LRP: the last layer's ``R_A``, positive part, head mean, read row."""
+
+    name = "partial_lrp"
+    needs_gradients = False
+
+    def stop_layer(self, trace: Trace) -> int:
+        return len(trace.attentions) - 1
+
+    def token_scores(self, trace: Trace) -> torch.Tensor:
+        return self.relevance(trace).attention[-1].clamp(min=0).mean(dim=1)[:, trace.token]
+
+
+class LRP(_RelevanceMethod):
+    """Full LRP to the pixels (z^B first layer), summed over channels: a (B, H, W) map."""
+
+    name = "lrp"
+    needs_gradients = False
+
+    def stop_layer(self, trace: Trace) -> int:
+        return -1
+
+    def __call__(self, trace: Trace) -> torch.Tensor:
+        return self.relevance(trace).pixels.sum(dim=1)

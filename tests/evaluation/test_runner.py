@@ -1,0 +1,209 @@
+"""The runner: protocol against a naive per-image loop, resume, shards, random baseline, bad data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+from attngrad.cli import main
+from attngrad.errors import AttngradError
+from attngrad.evaluation import discover, load_shards, run_perturbation, summarize
+from attngrad.evaluation.data import LabelResolver
+
+METHODS = ["gae", "raw_attention", "random"]
+
+
+def _run(explainer, data, out, **kwargs):
+    dataset = discover(data, explainer.labels)
+    options = dict(batch_size=3, eval_batch_size=5, workers=0, progress=False)
+    options.update(kwargs)
+    return run_perturbation(explainer, dataset, METHODS, out, **options)
+
+
+def _naive_hits(explainer, path, label, method, descending, maps=None):
+    """One image at a time, from the protocol's words: upsample, sort, zero pixels, normalise, top-1."""
+    pre = explainer.adapter.preprocessor
+    from attngrad.io import load_image
+
+    unit = pre.to_unit([load_image(path)])
+    if maps is None:
+        maps = explainer.explain(pre.normalize(unit), target=label, method=method).maps
+    h, w = unit.shape[-2:]
+    scores = F.interpolate(maps[:, None], size=(h, w), mode="bilinear", align_corners=False).flatten().numpy()
+    order = np.argsort(-scores if descending else scores, kind="stable")
+    hits = []
+    for tenth in range(1, 10):
+        count = int(tenth * h * w // 10)
+        image = unit.clone().view(3, -1)
+        image[:, order[:count]] = 0.0
+        with torch.no_grad():
+            logits = explainer.adapter.model(pixel_values=pre.normalize(image.view(1, 3, h, w))).logits
+        hits.append(int(logits.argmax()) == label)
+    return hits
+
+
+def test_results_match_a_naive_per_image_loop(tiny_explainer, image_dir, tmp_path):
+    summary = _run(tiny_explainer, image_dir, tmp_path / "out", limit=None)
+    raw = load_shards(tmp_path / "out")
+    assert raw["index"].tolist() == list(range(8))
+    for i in (0, 4, 7):
+        path, label = raw["path"][i], int(raw["label"][i])
+        assert label == i % 5
+        for method in ("gae", "random"):
+            assert raw[f"{method}.positive.correct"][i].tolist() == _naive_hits(tiny_explainer, path, label, method, True)
+            assert raw[f"{method}.negative.correct"][i].tolist() == _naive_hits(tiny_explainer, path, label, method, False)
+    # curves and AUCs from the raw hits, computed here
+    hits0 = (raw["pred0"] == raw["label"]).astype(float)
+    for method in METHODS:
+        for direction in ("positive", "negative"):
+            curve = np.concatenate([[hits0.mean()], raw[f"{method}.{direction}.correct"].mean(0)])
+            entry = summary["methods"][method][direction]
+            assert entry["curve"] == pytest.approx(curve.tolist())
+            assert entry["auc"] == pytest.approx(100 * 0.1 * (curve.sum() - (curve[0] + curve[-1]) / 2))
+    assert summary["images"] == 8 and summary["complete"]
+    assert summary["accuracy_at_0"] == pytest.approx(hits0.mean())
+    out = tmp_path / "out"
+    for name in ("results.json", "results.csv", "results.md", "curves.png", "per_image.npz"):
+        assert (out / name).stat().st_size > 0
+    assert "| gae |" in (out / "results.md").read_text()
+    assert len((out / "results.csv").read_text().splitlines()) == 1 + 2 * len(METHODS)
+
+
+def test_predicted_class_is_explained_on_request(tiny_explainer, image_dir, tmp_path):
+    _run(tiny_explainer, image_dir, tmp_path / "out", explain="predicted")
+    raw = load_shards(tmp_path / "out")
+    assert (raw["target"] == raw["pred0"]).all()
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["explained_class"] == "predicted"
+
+
+def test_resume_equals_uninterrupted(tiny_explainer, image_dir, tmp_path):
+    full = _run(tiny_explainer, image_dir, tmp_path / "full")
+    assert _run(tiny_explainer, image_dir, tmp_path / "cut", max_batches=1) is None  # stopped after one batch
+    shards = sorted(p.name for p in (tmp_path / "cut" / "shards").iterdir())
+    assert shards == ["batch-000000.npz"]
+    (tmp_path / "cut" / "shards" / ".batch-000001.npz.partial").write_bytes(b"half a file")  # the batch in flight
+    partial = summarize(tmp_path / "cut")  # what is done so far can be summarised, and says so
+    assert partial["complete"] is False and partial["images"] == 3
+    assert (tmp_path / "cut" / "results.md").read_text().startswith("(partial run)")
+    with pytest.raises(AttngradError, match="--resume"):
+        _run(tiny_explainer, image_dir, tmp_path / "cut")
+    with pytest.raises(AttngradError, match="settings differ"):
+        _run(tiny_explainer, image_dir, tmp_path / "cut", resume=True, batch_size=4)
+    resumed = _run(tiny_explainer, image_dir, tmp_path / "cut", resume=True)
+    assert resumed["methods"] == full["methods"]
+    a, b = load_shards(tmp_path / "full"), load_shards(tmp_path / "cut")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert summarize(tmp_path / "cut")["methods"] == full["methods"]  # recomputed without the model
+
+
+def test_random_baseline_does_not_depend_on_the_batch(tiny_explainer, image_dir):
+    paths = sorted(str(p) for p in image_dir.iterdir())[:3]
+    together = tiny_explainer.explain(paths, method="random").maps
+    alone = torch.cat([tiny_explainer.explain(p, method="random").maps for p in paths])
+    assert torch.equal(together, alone)
+    assert not torch.equal(together[0], together[1])
+    assert together.shape == (3, 4, 4) and ((together >= 0) & (together < 1)).all()
+
+
+def test_unreadable_and_unlabelled_images_are_skipped_and_counted(tiny_explainer, image_dir, tmp_path):
+    (image_dir / "n00000100_LABEL_1.jpg").write_bytes(b"not a jpeg")
+    (image_dir / "n00000101_no_such_class.png").write_bytes((image_dir / "n00000000_LABEL_0.png").read_bytes())
+    (image_dir / "n00000102_LABEL_2.png").write_bytes(b"")
+    summary = _run(tiny_explainer, image_dir, tmp_path / "out")
+    assert summary["images"] == 8 and summary["complete"]
+    assert len(summary["skipped"]["unreadable"]) == 2
+    assert any("n00000100_LABEL_1.jpg" in m and "not an image" in m for m in summary["skipped"]["unreadable"])
+    assert any("empty" in m for m in summary["skipped"]["unreadable"])
+    assert len(summary["skipped"]["unknown_label"]) == 1
+    assert "unknown class 'no_such_class'" in summary["skipped"]["unknown_label"][0]
+
+
+def test_labels_from_table_and_class_subfolders(tiny_explainer, tmp_path, write_images):
+    table = tmp_path / "classes.tsv"
+    table.write_text("index\twnid\tname\n" + "".join(f"{i}\tn{900 + i:08d}\tthing {i}\n" for i in range(5)))
+    for k, sub in enumerate(["n00000903", "LABEL_1", "4"]):
+        write_images(tmp_path / "tree" / sub, 2, seed=k)
+    found = discover(tmp_path / "tree", tiny_explainer.labels, table)
+    assert [s.label for s in found.samples] == [4, 4, 1, 1, 3, 3]  # folders "4", "LABEL_1", "n00000903"
+    resolver = LabelResolver(tiny_explainer.labels, table)
+    assert resolver.resolve("n00000902_whatever") == 2
+    assert resolver.resolve("thing_3") == 3
+    with pytest.raises(AttngradError, match="ambiguous"):
+        LabelResolver(["crane", "crane"]).resolve("n01234567_crane")
+
+
+def test_empty_folder_and_bad_guide_give_clear_errors(tiny_model_dir, tiny_explainer, image_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AttngradError, match="no images found"):
+        discover(tmp_path / "empty", tiny_explainer.labels)
+    with pytest.raises(AttngradError, match="no such file"):
+        _run(tiny_explainer, image_dir, tmp_path / "out", guide=str(tmp_path / "zebra.jpg"))
+    runner = CliRunner()
+    common = ["evaluate", "perturbation", "--model", str(tiny_model_dir), "--workers", "0"]
+    res = runner.invoke(main, [*common, "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o1")])
+    assert res.exit_code == 2 and "no images found" in res.output
+    res = runner.invoke(main, [*common, "--data", str(image_dir), "--out", str(tmp_path / "o2"), "--methods", "nope"])
+    assert res.exit_code == 2 and "unknown method 'nope'" in res.output
+
+
+def test_cli_runs_and_writes_results(tiny_model_dir, image_dir, tmp_path):
+    out = tmp_path / "cli"
+    args = ["evaluate", "perturbation", "--data", str(image_dir), "--model", str(tiny_model_dir), "--workers", "0",
+            "--methods", "complete,random", "--limit", "4", "--batch-size", "2", "--out", str(out)]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["images"] == 4 and set(results["methods"]) == {"complete", "random"}
+    assert results["settings"]["limit"] == 4 and "torch" in results["versions"]
+    assert len(results["methods"]["complete"]["negative"]["curve"]) == 10
+
+
+def test_guide_is_stitched_and_its_class_skipped(tiny_explainer, image_dir, tmp_path):
+    from attngrad.experiments.guidance import crop_region, stitch
+
+    guide = tmp_path / "n00000099_LABEL_2.png"
+    guide.write_bytes((image_dir / "n00000003_LABEL_3.png").read_bytes())
+    summary = _run(tiny_explainer, image_dir, tmp_path / "out", guide=str(guide))
+    assert summary["images"] == 6 and summary["skipped"]["guide_class"] == 2  # images 2 and 7 are class 2
+    raw = load_shards(tmp_path / "out")
+    assert 2 not in raw["label"].tolist()
+    path, label = raw["path"][0], int(raw["label"][0])
+    stitched, region = stitch(path, guide)
+    maps = crop_region(tiny_explainer.explain(stitched, target=label, method="gae").maps, region)
+    assert maps.shape == (1, 4, 2)  # the original's half of the 4 x 4 grid
+    assert raw["gae.positive.correct"][0].tolist() == _naive_hits(tiny_explainer, path, label, "gae", True, maps)
+    assert raw["gae.negative.correct"][0].tolist() == _naive_hits(tiny_explainer, path, label, "gae", False, maps)
+
+
+def test_a_larger_limit_continues_a_run_whose_batches_stay_the_same(tiny_model_dir, tiny_explainer, image_dir, tmp_path):
+    def run(out, limit, **kwargs):
+        dataset = discover(image_dir, tiny_explainer.labels, limit=limit)
+        return run_perturbation(tiny_explainer, dataset, ["gae"], out, batch_size=3, eval_batch_size=5, workers=0,
+                                progress=False, limit=limit, **kwargs)  # fmt: skip
+
+    full = run(tmp_path / "full", 8)
+    run(tmp_path / "grown", 6)
+    grown = run(tmp_path / "grown", 8, resume=True)  # 6 images = 2 whole batches: they stay valid
+    assert grown["methods"] == full["methods"] and grown["images"] == 8
+    assert json.loads((tmp_path / "grown" / "run.json").read_text())["limit"] == 8
+    run(tmp_path / "odd", 4)
+    with pytest.raises(AttngradError, match="whole batches"):
+        run(tmp_path / "odd", 8, resume=True)  # 4 images end inside a batch
+
+
+def test_paired_comparison_from_raw_results(tiny_explainer, image_dir, tmp_path):
+    from attngrad.evaluation import compare_methods
+
+    summary = _run(tiny_explainer, image_dir, tmp_path / "out")
+    found = compare_methods(tmp_path / "out", "gae", "random")
+    for direction in ("positive", "negative"):
+        entry = found[direction]
+        assert entry["gae"] == pytest.approx(summary["methods"]["gae"][direction]["auc"])
+        assert entry["random"] == pytest.approx(summary["methods"]["random"][direction]["auc"])
+        assert entry["difference"] == pytest.approx(entry["gae"] - entry["random"])
+        assert entry["images"] == 8 and entry["ci95"] >= 0

@@ -1,0 +1,157 @@
+"""The explorer page in a real headless Chromium (Debian's system browser), driven by Playwright.
+
+A uvicorn server on 127.0.0.1 (free port) serves the app with the shipped ViT-Ti.
+Skips with a reason when Playwright or /usr/bin/chromium is missing
+(``scripts/setup-browser`` installs both).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="the server extra is not installed (pip install -e '.[server]')")
+uvicorn = pytest.importorskip("uvicorn", reason="the server extra is not installed (pip install -e '.[server]')")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (scripts/setup-browser)")
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def server_url(vit_ti):
+    """The app served by uvicorn on a free loopback port for the whole module."""
+    from attngrad.server import create_app
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(vit_ti), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def page(server_url):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / ".gitignore").write_text("*\n")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(server_url)
+        page.wait_for_selector("body[data-ready='true']", timeout=15_000)
+        yield page
+        browser.close()
+        assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_explain_zebra_on_elephant_zebra_sample(page, vit_ti):
+    from attngrad.demo import asset_image
+
+    el1 = asset_image("el1.jpg")
+    page.click("#gallery button[data-sample='el1']")
+    page.wait_for_selector("#predictions .pred", timeout=20_000)
+    labels = page.locator("#predictions .pred .label").all_text_contents()
+    expected = [p.label for p in vit_ti.predict(el1, k=5)[0]]
+    assert labels == expected
+    assert labels[0] == vit_ti.predict(el1, k=1)[0][0].label
+
+    zebra = page.locator("#predictions .pred").filter(has=page.locator(".label", has_text=re.compile(r"^zebra$")))
+    zebra.click()
+    page.wait_for_function("document.querySelectorAll('#results .result img.overlay').length === 2", timeout=20_000)
+    page.wait_for_function(
+        "[...document.querySelectorAll('#results img.overlay')].every(i => i.complete && i.naturalWidth === 224)"
+    )
+    methods = page.locator("#results .result").evaluate_all("els => els.map(e => e.dataset.method)")
+    assert sorted(methods) == ["complete", "gae"]
+    assert "zebra" in page.locator("#explained-title").text_content()
+
+    # the colour bar: red at the top (+1), white in the middle (0), blue at the bottom (-1)
+    top, mid, bottom = page.evaluate(
+        """() => { const c = document.getElementById('colorbar'), ctx = c.getContext('2d');
+                   const px = (y) => Array.from(ctx.getImageData(12, y, 1, 1).data);
+                   return [px(12), px(c.height / 2), px(c.height - 12)]; }"""
+    )
+    assert top[0] > 150 and top[2] < 60, top
+    assert min(mid[:3]) > 230, mid
+    assert bottom[2] > 150 and bottom[0] < 60, bottom
+
+    # hovering a patch shows that patch's value of the map, S / max|S|, as computed by the library
+    row, col = 4, 9
+    expected_maps = vit_ti.explain_methods(el1, ["gae", "complete"], target="zebra")
+    complete_map = expected_maps["complete"].normalized()[0].numpy()
+    box = page.locator(".result[data-method='complete'] .overlay-wrap").bounding_box()
+    page.mouse.move(box["x"] + (col + 0.5) * box["width"] / 14, box["y"] + (row + 0.5) * box["height"] / 14)
+    readout = page.locator(".result[data-method='complete'] .readout").text_content()
+    assert f"patch ({row}, {col})" in readout
+    shown = float(re.search(r"S/max\|S\| = (-?[\d.]+)", readout).group(1))
+    assert shown == pytest.approx(float(complete_map[row, col]), abs=2e-3)
+    assert np.sign(shown) == np.sign(complete_map[row, col])
+
+    # download links point at the cached result
+    href = page.locator(".result[data-method='gae'] .downloads a").first.get_attribute("href")
+    assert re.fullmatch(r"/api/results/[0-9a-f]{64}/gae\.png", href)
+    page.screenshot(path=str(ARTIFACTS / "explorer-zebra.png"), full_page=True)
+
+
+def test_class_rewriting_and_attention_transfer(page):
+    page.click("#gallery button[data-sample='n01871265_tusker']")
+    page.wait_for_selector("#experiments:not([hidden])", timeout=20_000)
+    page.fill("#rewrite-to", "bull mastiff")
+    page.click("#rewrite-run")
+    page.wait_for_selector("#rewrite-result table", timeout=60_000)
+    rows = dict(zip(page.locator("#rewrite-result th").all_text_contents(), page.locator("#rewrite-result td").all_text_contents()))
+    assert rows["classes"] == "tusker → bull mastiff"
+    assert rows["after (top-1)"].startswith("bull mastiff") and rows["reached"].startswith("yes")
+    assert int(rows["L-inf (0..255)"]) <= 2
+    assert page.locator("#rewrite-result img").count() == 7  # before, after, change + 2 x 2 maps
+
+    page.fill("#transfer-steps", "3")
+    page.click("#transfer-run")
+    page.wait_for_selector("#transfer-result .player", timeout=60_000)
+    assert page.locator("#transfer-result input[type=range]").get_attribute("max") == "3"
+    page.wait_for_function("document.querySelector('#transfer-result .readout').textContent.startsWith('step 2')")
+    assert "tusker logit" in page.locator("#transfer-result .readout").text_content()
+    page.screenshot(path=str(ARTIFACTS / "explorer-experiments.png"), full_page=True)
+
+
+def test_upload_not_an_image_shows_error(page):
+    page.set_input_files("#upload", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"just text"}])
+    error = page.locator("#error")
+    error.wait_for(state="visible", timeout=10_000)
+    assert "not an image" in error.text_content()
+    assert "notes.txt" in error.text_content()
+    page.screenshot(path=str(ARTIFACTS / "explorer-upload-error.png"), full_page=True)

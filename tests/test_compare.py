@@ -1,0 +1,85 @@
+"""The comparison grid (rows: classes, columns: methods), its page and the ``compare`` command."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from attngrad import viz
+from attngrad.cli import main
+from attngrad.compare import build_comparison_page, comparison_grid
+from attngrad.errors import AttngradError
+
+from .conftest import MULTICLASS
+
+
+@pytest.fixture(scope="module")
+def tiny_image():
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+
+
+def test_grid_rows_are_classes_and_columns_methods(tiny_explainer, tiny_image):
+    methods = ["complete", "tattr", "lrp"]
+    fig = comparison_grid(tiny_explainer, tiny_image, ["zebra", "cat"], methods)
+    image_axes = [ax for ax in fig.axes if ax.images]
+    assert len(image_axes) == 2 * (1 + len(methods))
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["image", *methods]
+    assert fig.axes[0].get_ylabel() == "zebra" and fig.axes[4].get_ylabel() == "cat"
+    # each cell is the method's own map under the shared display rules (viz.overlay)
+    res = tiny_explainer.explain_methods([tiny_image], ["lrp"], target="cat")["lrp"]
+    cell = fig.axes[4 + 3].images[0].get_array()
+    expected = np.asarray(viz.overlay(res.images[0], res.maps[0]))
+    assert np.array_equal(np.asarray(cell), expected)
+    plt.close(fig)
+
+
+def test_grid_needs_a_target(tiny_explainer, tiny_image):
+    with pytest.raises(AttngradError, match="target"):
+        comparison_grid(tiny_explainer, tiny_image, [], ["tattr"])
+
+
+@pytest.mark.slow
+def test_comparison_page(vit_ti, tmp_path):
+    page = build_comparison_page(vit_ti, tmp_path, methods=["complete", "tattr", "lrp"])
+    text = page.read_text()
+    for stem in ("el1", "catdog"):
+        png = tmp_path / f"{stem}_compare.png"
+        assert f"src='{png.name}'" in text
+        with Image.open(png) as im:
+            assert im.width > im.height > 100  # 2 rows x 4 columns
+    assert "bull mastiff" in text and "African elephant" in text
+
+
+@pytest.mark.slow
+def test_compare_command(tmp_path):
+    runner = CliRunner()
+    args = ["compare", str(MULTICLASS / "el1.jpg"), "--targets", "zebra,African elephant", "--methods",
+            "tattr,partial_lrp,gae", "--out", str(tmp_path)]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "el1_compare.png").is_file()
+    bad = runner.invoke(main, [*args[:3], "zebraa", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "unknown class 'zebraa'" in bad.output
+
+
+def test_page_methods_default_to_all_registered(tiny_explainer, tiny_image, monkeypatch, tmp_path):
+    from attngrad import compare
+
+    seen = {}
+
+    def fake_grid(explainer, image, targets, methods, loss="logit"):
+        seen[tuple(targets)] = methods
+        return viz.grid([tiny_image], [[torch.zeros(2, 2)]])
+
+    monkeypatch.setattr(compare, "comparison_grid", fake_grid)
+    monkeypatch.setattr(compare, "asset_image", lambda name: tiny_image)
+    from attngrad.methods import METHODS
+
+    page = build_comparison_page(tiny_explainer, tmp_path)
+    assert seen == {("zebra", "African elephant"): list(METHODS), ("bull mastiff", "tiger cat"): list(METHODS)}
+    assert page.name == "compare.html" and "tattr" in page.read_text()
