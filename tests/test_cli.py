@@ -45,6 +45,7 @@ def test_demo_subprocess(tmp_path):
     assert proc.returncode == 0, proc.stderr
     html = (tmp_path / "d" / "index.html").read_text()
     assert "el1.png" in html and "catdog.png" in html and "African elephant" in html and "bull mastiff" in html
+    assert "compare.html" in html and (tmp_path / "d" / "el1_compare.png").exists()
     assert (tmp_path / "d" / "el1.png").stat().st_size > 10_000
 
 

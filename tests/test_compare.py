@@ -67,7 +67,7 @@ def test_compare_command(tmp_path):
     assert bad.exit_code == 2 and "unknown class 'zebraa'" in bad.output
 
 
-def test_page_methods_default_to_all_registered(tiny_explainer, tiny_image, monkeypatch, tmp_path):
+def test_page_methods_default_to_the_papers_figure_13(tiny_explainer, tiny_image, monkeypatch, tmp_path):
     from attngrad import compare
 
     seen = {}
@@ -78,8 +78,7 @@ def test_page_methods_default_to_all_registered(tiny_explainer, tiny_image, monk
 
     monkeypatch.setattr(compare, "comparison_grid", fake_grid)
     monkeypatch.setattr(compare, "asset_image", lambda name: tiny_image)
-    from attngrad.methods import METHODS
-
     page = build_comparison_page(tiny_explainer, tmp_path)
-    assert seen == {("zebra", "African elephant"): list(METHODS), ("bull mastiff", "tiger cat"): list(METHODS)}
+    paper = ["raw_attention", "rollout", "attn_gradcam", "partial_lrp", "lrp", "tattr", "gae", "absolute", "complete"]
+    assert seen == {("zebra", "African elephant"): paper, ("bull mastiff", "tiger cat"): paper}
     assert page.name == "compare.html" and "tattr" in page.read_text()

@@ -1,7 +1,8 @@
 """The demo gallery: the paper's multi-class cases on the shipped model, as PNG files + index.html.
 
 Elephant + zebra (``el1``) and dog + cat (``catdog``), each class explained with
-``gae``, ``complete`` and ``absolute`` side by side (the paper's Figure 5 setting).
+``gae``, ``complete`` and ``absolute`` side by side (the paper's Figure 5 setting), and a
+comparison page with every method of the paper's Figure 13 (``compare.html``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ def build_demo(explainer: Explainer, out: str | Path, methods: tuple[str, ...] =
             f"<img src='{stem}.png' alt='{html.escape(stem)} explained'>"
             f"<table><tr><th>top-5</th><th>probability</th><th>logit</th></tr>{rows}</table></section>"
         )
+    from .compare import build_comparison_page
+
+    compare = build_comparison_page(explainer, out)
     index = out / "index.html"
     index.write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>attngrad demo</title>"
@@ -60,7 +64,8 @@ def build_demo(explainer: Explainer, out: str | Path, methods: tuple[str, ...] =
         "<h1>attngrad demo: multi-class images</h1>"
         "<p>Rows: the class explained. Columns: <b>gae</b> (positive gradient, Chefer et al. 2021), "
         "<b>complete</b> (signed attention x gradient, Cui, Fan &amp; Chen, eq. 5) and <b>absolute</b> (eq. 6). "
-        "Red supports the class, blue opposes it; each map is scaled by its own max |S|.</p>"
+        "Red supports the class, blue opposes it; each map is scaled by its own max |S|. "
+        f"<a href='{compare.name}'>All methods compared (raw attention, rollout, GradCAM, LRP, T-Attr, ...)</a>.</p>"
         + "".join(sections)
         + "</body></html>"
     )
