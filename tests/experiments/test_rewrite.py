@@ -58,7 +58,11 @@ def test_rewrite_stays_in_budget_and_on_the_8bit_grid(tiny_explainer, tmp_path):
     image = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
     logits = tiny_explainer.adapter.forward(tiny_explainer.prepare(image)[0]).logits[0]
     to = int(logits.argsort()[-2])  # the runner-up: reachable on the random model
-    res = rewrite(tiny_explainer, image, to, eps=8 / 255, steps=60, probability=0.215)
+    seen = []
+    res = rewrite(tiny_explainer, image, to, eps=8 / 255, steps=60, probability=0.215,
+                  on_step=lambda step, numbers: seen.append((step, numbers)))
+    assert [s for s, _ in seen] == list(range(res.steps + 1))  # one report per forward pass
+    assert seen[-1][1]["done"] == 1 and seen[-1][1]["to_probability"] >= 0.215 > seen[0][1]["to_probability"]
     a0 = np.asarray(image, dtype=np.int64)
     a1 = np.asarray(res.rewritten, dtype=np.int64)
     assert np.abs(a1 - a0).max() == res.linf <= 8

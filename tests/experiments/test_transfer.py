@@ -121,3 +121,23 @@ def test_transfer_moves_zebra_attention_onto_the_elephant(vit_ti):
     assert last.target_logit < last.opposing_logit
     assert last.opposing_share > first.opposing_share + 0.2
     assert np.isfinite([s.opposing_share for s in res.steps]).all()
+
+
+def test_on_step_reports_every_step_and_can_stop_the_run(tiny_explainer, tiny_pixels):
+    seen = []
+    res = attention_transfer(tiny_explainer, tiny_pixels[:1], 1, 2, steps=3, on_step=lambda s, n: seen.append((s, n)))
+    assert [s for s, _ in seen] == [0, 1, 2, 3]
+    assert [n["target_logit"] for _, n in seen] == [s.target_logit for s in res.steps]
+    weights = list(tiny_explainer.adapter.model.parameters())
+    flags = [w.requires_grad for w in weights]
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_one(step, numbers):
+        if step == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        attention_transfer(tiny_explainer, tiny_pixels[:1], 1, 2, steps=5, on_step=stop_at_one)
+    assert [w.requires_grad for w in weights] == flags  # weights unfrozen again after the stop

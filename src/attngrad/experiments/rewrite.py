@@ -23,7 +23,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -238,6 +238,7 @@ def rewrite_batch(
     probability: float = 0.9,
     loss: LossLike = "margin",
     progress: bool = False,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> list[RewriteResult]:
     """Rewrite a batch of images towards ``to`` (one class for all, or one per image).
 
@@ -252,6 +253,8 @@ def rewrite_batch(
             difference against the strongest other class, see :class:`Margin`), ``"diff"``
             (``logit[from] - logit[to]``, the paper's loss with a fixed ``from``), ``"normdiff"``
             (eq. 8), ``"xent"`` (``-log p(to)``), or another two-class loss.
+        on_step: called after every forward pass as ``on_step(step, numbers)`` (numbers: images
+            done, mean probability of ``to``); an exception it raises stops the run (cancel).
 
     Raises:
         AttngradError: ``eps <= 0`` or under one 8-bit level, ``to`` equal to the current
@@ -303,6 +306,9 @@ def rewrite_batch(
             newly = reached & ~done
             used[newly.cpu()] = step
             done |= reached
+            if on_step is not None:
+                to_prob = float(probs.gather(1, to_idx[:, None]).mean())
+                on_step(step, {"done": int(done.sum()), "to_probability": to_prob})
             if bool(done.all()) or step == steps:
                 break
             (grad,) = torch.autograd.grad(loss_fn(logits, from_idx, to_idx).sum(), x)
@@ -350,9 +356,10 @@ def rewrite(
     probability: float = 0.9,
     loss: LossLike = "margin",
     progress: bool = False,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> RewriteResult:
     """Rewrite one image's class (see :func:`rewrite_batch`)."""
-    return rewrite_batch(explainer, [image], to, from_, eps, steps, probability, loss, progress)[0]
+    return rewrite_batch(explainer, [image], to, from_, eps, steps, probability, loss, progress, on_step)[0]
 
 
 def random_targets(explainer: "Explainer", images: Sequence[ImageLike], rng: np.random.Generator) -> list[int]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -179,6 +179,7 @@ def attention_transfer(
     optimizer: str = "adam",
     token: int | str = "cls",
     progress: bool = False,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TransferResult:
     """Descend the target logit with respect to every layer's attention map, weights frozen.
 
@@ -197,6 +198,9 @@ def attention_transfer(
     Raises:
         AttngradError: bad step count, learning rate or optimizer; opposing equal to target;
             or the model cannot reproduce its logits from its own stored maps.
+
+    ``on_step(step, numbers)`` is called after every re-interpretation (numbers: both logits and
+    the share); an exception it raises stops the run (cancel).
     """
     if optimizer not in OPTIMIZERS:
         raise AttngradError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
@@ -256,6 +260,10 @@ def attention_transfer(
                         float(positive_share(smap, region)),
                     )
                 )
+                if on_step is not None:
+                    last = result.steps[-1]
+                    on_step(step, {"target_logit": last.target_logit, "opposing_logit": last.opposing_logit,
+                                   "share": last.opposing_share})
                 if step == steps:
                     break
                 for param, grad in zip(maps, trace.gradients):
