@@ -69,3 +69,13 @@ def test_rgba_composited_on_white(tmp_path):
     img = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
     out = load_image(img)
     assert out.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_bytes_are_decoded_with_the_same_checks(tmp_path):
+    path = tmp_path / "a.png"
+    _rgb().save(path)
+    assert load_image(path.read_bytes()).size == (40, 30)
+    with pytest.raises(AttngradError, match="^upload 'x.jpg': not an image"):
+        load_image(b"hello", name="upload 'x.jpg'")
+    with pytest.raises(AttngradError, match="^image bytes: the file is empty"):
+        load_image(b"")

@@ -1,6 +1,7 @@
 """Loading and validating images with Pillow.
 
-Every image comes back as an 8-bit RGB ``PIL.Image``: grayscale, palette, RGBA
+Paths, the bytes of an image file (uploads) and PIL images are accepted. Every image
+comes back as an 8-bit RGB ``PIL.Image``: grayscale, palette, RGBA
 (composited on white), CMYK and 16-bit images are converted; missing, empty,
 truncated, non-image or oversized files raise :class:`AttngradError` with a
 message that says what to do.
@@ -8,6 +9,7 @@ message that says what to do.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -42,8 +44,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(source: ImageLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open ``source`` (a path or a PIL image) as an 8-bit RGB image.
+def load_image(source: ImageLike | bytes, max_pixels: int = MAX_PIXELS, name: str | None = None) -> Image.Image:
+    """Open ``source`` (a path, the bytes of an image file, or a PIL image) as an 8-bit RGB image.
+
+    ``name`` is how messages refer to the image (default: the path; ``"image bytes"`` for bytes).
 
     Raises:
         AttngradError: the file is missing, a directory, empty, not an image,
@@ -51,21 +55,32 @@ def load_image(source: ImageLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """
     if isinstance(source, Image.Image):
         return _to_rgb(source)
+    if isinstance(source, (bytes, bytearray)):
+        label = name or "image bytes"
+        if not source:
+            raise AttngradError(f"{label}: the file is empty (0 bytes); re-download or re-export it")
+        return _decode(io.BytesIO(source), label, max_pixels)
     path = Path(source)
+    label = name or str(path)
     if not path.exists():
-        raise AttngradError(f"{path}: no such file; check the path")
+        raise AttngradError(f"{label}: no such file; check the path")
     if path.is_dir():
-        raise AttngradError(f"{path}: is a directory; pass image files (e.g. {path}/*.jpg)")
+        raise AttngradError(f"{label}: is a directory; pass image files (e.g. {path}/*.jpg)")
     if path.stat().st_size == 0:
-        raise AttngradError(f"{path}: the file is empty (0 bytes); re-download or re-export it")
+        raise AttngradError(f"{label}: the file is empty (0 bytes); re-download or re-export it")
+    return _decode(path, label, max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, label: str, max_pixels: int) -> Image.Image:
+    """Decode with Pillow, turning every way it can fail into one-line :class:`AttngradError`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 w, h = img.size
                 if w * h > max_pixels:
                     raise AttngradError(
-                        f"{path}: {w}x{h} = {w * h:,} pixels is over the limit of {max_pixels:,}; "
+                        f"{label}: {w}x{h} = {w * h:,} pixels is over the limit of {max_pixels:,}; "
                         "downscale the image first"
                     )
                 img.load()
@@ -73,8 +88,8 @@ def load_image(source: ImageLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
     except AttngradError:
         raise
     except UnidentifiedImageError:
-        raise AttngradError(f"{path}: not an image Pillow can read; pass a JPEG, PNG, BMP, TIFF or WebP file") from None
+        raise AttngradError(f"{label}: not an image Pillow can read; pass a JPEG, PNG, BMP, TIFF or WebP file") from None
     except Image.DecompressionBombError as err:
-        raise AttngradError(f"{path}: too large to decode safely ({err}); downscale the image first") from None
+        raise AttngradError(f"{label}: too large to decode safely ({err}); downscale the image first") from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise AttngradError(f"{path}: the image is damaged or truncated ({err}); re-download or re-export it") from None
+        raise AttngradError(f"{label}: the image is damaged or truncated ({err}); re-download or re-export it") from None

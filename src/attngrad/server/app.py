@@ -20,7 +20,6 @@ import base64
 import io
 import json
 import re
-import tempfile
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -357,13 +356,7 @@ class Explorer:
 
     def _decode(self, data: bytes, name: str) -> StoredImage:
         """Validate and preprocess image bytes with :func:`attngrad.io.load_image` (no client path involved)."""
-        with tempfile.TemporaryDirectory(prefix="attngrad-upload-") as tmp:
-            path = Path(tmp) / "upload"
-            path.write_bytes(data)
-            try:
-                image = load_image(path, max_pixels=self.settings.max_pixels)
-            except AttngradError as err:
-                raise AttngradError(str(err).replace(str(path), f"upload {name!r}")) from None
+        image = load_image(data, max_pixels=self.settings.max_pixels, name=f"upload {name!r}")
         pixels, _ = self.explainer.prepare(image)
         if image.width * image.height > ORIGINAL_PIXELS:
             scale = (ORIGINAL_PIXELS / (image.width * image.height)) ** 0.5
