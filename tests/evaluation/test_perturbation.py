@@ -9,8 +9,10 @@ import torch.nn.functional as F
 
 from attngrad.errors import AttngradError
 from attngrad.evaluation.perturbation import (
+    InsertionDeletion,
     PerturbationTest,
     auc,
+    blur,
     pixel_ranks,
     removal_counts,
     remove_pixels,
@@ -25,6 +27,11 @@ def test_auc_on_hand_made_curves():
     assert auc([1 - 0.1 * i for i in range(10)]) == pytest.approx(49.5)
     # a single step down after 0 %: 0.1 * (1 + 0) / 2 * 100 = 5
     assert auc([1.0] + [0.0] * 9) == pytest.approx(5.0)
+
+
+def test_auc_of_insertion_deletion_curves_spans_0_to_100_percent():
+    assert auc([1.0] * 11) == pytest.approx(100.0)
+    assert auc([i / 10 for i in range(11)]) == pytest.approx(50.0)  # the diagonal
 
 
 def test_auc_rejects_wrong_length():
@@ -71,15 +78,49 @@ def test_removal_touches_exactly_the_requested_pixels(height, width):
         assert torch.equal(out[~zero.view(3, 1, height, width).expand_as(out)], unit[~zero.view(3, 1, height, width).expand_as(out)])
 
 
+def test_removal_with_a_fill_takes_exactly_the_requested_pixels_from_it():
+    gen = torch.Generator().manual_seed(2)
+    unit, fill = torch.rand(2, 3, 9, 7, generator=gen), torch.rand(2, 3, 9, 7, generator=gen) + 2.0
+    ranks = pixel_ranks(torch.rand(2, 3, 3, generator=gen), (9, 7), descending=True)
+    out = remove_pixels(unit, ranks, torch.tensor([5, 20]), fill)
+    from_fill = (out >= 2.0).all(dim=1).flatten(1)  # fill's values are >= 2, unit's < 1
+    assert from_fill.sum(dim=1).tolist() == [5, 20]
+    for b, count in enumerate((5, 20)):
+        assert set(torch.nonzero(from_fill[b]).flatten().tolist()) == set(torch.nonzero(ranks[b] < count).flatten().tolist())
+    mask = from_fill.view(2, 1, 9, 7).expand_as(out)
+    assert torch.equal(out[mask], fill[mask]) and torch.equal(out[~mask], unit[~mask])
+
+
+def test_blur_is_rise_gaussian_with_reflected_borders():
+    gen = torch.Generator().manual_seed(4)
+    image = torch.rand(2, 3, 16, 13, generator=gen, dtype=torch.float64)
+    # the 11 x 11 kernel from its equation, exp(-(dx^2 + dy^2) / (2 sigma^2)) normalised, applied by hand
+    d = np.arange(11) - 5
+    kernel = np.exp(-(d[:, None] ** 2 + d[None, :] ** 2) / (2 * 5.0**2))
+    kernel /= kernel.sum()
+    padded = np.pad(image.numpy(), ((0, 0), (0, 0), (5, 5), (5, 5)), mode="reflect")
+    expected = np.zeros_like(image.numpy())
+    for y in range(16):
+        for x in range(13):
+            expected[..., y, x] = (padded[..., y : y + 11, x : x + 11] * kernel).sum(axis=(-2, -1))
+    assert np.allclose(blur(image).numpy(), expected, atol=1e-12)
+    assert torch.allclose(blur(torch.full((1, 3, 12, 12), 0.3)), torch.full((1, 3, 12, 12), 0.3))
+
+
 def test_directions_state_what_is_better():
     assert PerturbationTest("positive").higher_is_better is False
     assert PerturbationTest("negative").higher_is_better is True
+    assert InsertionDeletion("insertion").higher_is_better is True
+    assert InsertionDeletion("deletion").higher_is_better is False
     with pytest.raises(AttngradError, match="positive or negative"):
         PerturbationTest("sideways")
+    with pytest.raises(AttngradError, match="insertion or deletion"):
+        InsertionDeletion("positive")
 
 
-def _synthetic(batch: int, size: int = 16, grid: int = 4):
-    """A model whose class-0 logit is the importance-weighted mean of the pixels (class 1's: 0.5).
+def _synthetic(batch: int, size: int = 16, grid: int = 4, scale: float = 1.0):
+    """A model whose class-0 logit is ``scale`` x the importance-weighted mean of the pixels
+    (class 1's: ``scale`` x 0.5).
 
     The importance ``W`` is a known, peaked grid map upsampled bilinearly, so ranking pixels by
     that map ranks them exactly by how much they move the logit. Images: almost all ones
@@ -91,15 +132,15 @@ def _synthetic(batch: int, size: int = 16, grid: int = 4):
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         score = (x.mean(dim=1) * weights).flatten(1).sum(1) / weights.sum()
-        return torch.stack([score, torch.full_like(score, 0.5)], dim=1)
+        return scale * torch.stack([score, torch.full_like(score, 0.5)], dim=1)
 
     unit = torch.ones(batch, 3, size, size) - torch.arange(batch).view(-1, 1, 1, 1) * 1e-3
-    return unit, true_map.expand(batch, grid, grid), forward
+    return unit, true_map.expand(batch, grid, grid), forward, weights
 
 
 def test_true_importance_beats_random_in_both_directions():
     batch = 12
-    unit, true_maps, forward = _synthetic(batch)
+    unit, true_maps, forward, _ = _synthetic(batch)
     trace = Trace(
         pixel_values=unit, logits=torch.zeros(batch, 2), attentions=[torch.zeros(batch, 1, 17, 17)], gradients=None,
         targets=torch.zeros(batch, dtype=torch.long), contrasts=None, token=0, num_prefix_tokens=1, grid=(4, 4),
@@ -116,6 +157,30 @@ def test_true_importance_beats_random_in_both_directions():
             aucs[name, direction] = auc(curve)
     assert aucs["true", "positive"] < aucs["random", "positive"] - 10
     assert aucs["true", "negative"] > aucs["random", "negative"] + 10
+
+
+def test_true_importance_beats_random_in_insertion_and_deletion():
+    batch = 12
+    unit, true_maps, forward, weights = _synthetic(batch, scale=20.0)
+    # bright only where the model looks: blurring dims it, so inserting those pixels first pays
+    unit = unit * (weights >= weights.flatten().quantile(0.8)).to(unit.dtype)
+    random_maps = torch.rand(batch, 4, 4, generator=torch.Generator().manual_seed(5))
+    targets = torch.zeros(batch, dtype=torch.long)
+
+    def probability(x: torch.Tensor) -> torch.Tensor:
+        return forward(x).softmax(-1)[:, 0]
+
+    ends = {"insertion": (probability(blur(unit)), probability(unit)),
+            "deletion": (probability(unit), probability(torch.zeros_like(unit)))}  # fmt: skip
+    aucs = {}
+    for name, maps in (("true", true_maps), ("random", random_maps)):
+        for direction, (first, last) in ends.items():
+            res = InsertionDeletion(direction, batch_size=5)(forward, unit, maps, targets, lambda x: x)
+            assert res.probability.shape == (batch, 9)
+            curve = torch.cat([first[:, None], res.probability, last[:, None]], dim=1).mean(0).numpy()
+            aucs[name, direction] = auc(curve)
+    assert aucs["true", "insertion"] > aucs["random", "insertion"] + 5
+    assert aucs["true", "deletion"] < aucs["random", "deletion"] - 5
 
 
 def test_auc_per_curve_and_its_mean_is_the_auc_of_the_mean_curve():

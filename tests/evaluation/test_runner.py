@@ -71,7 +71,61 @@ def test_results_match_a_naive_per_image_loop(tiny_explainer, image_dir, tmp_pat
     for name in ("results.json", "results.csv", "results.md", "curves.png", "per_image.npz"):
         assert (out / name).stat().st_size > 0
     assert "| gae |" in (out / "results.md").read_text()
-    assert len((out / "results.csv").read_text().splitlines()) == 1 + 2 * len(METHODS)
+    assert len((out / "results.csv").read_text().splitlines()) == 1 + 4 * len(METHODS)  # 2 directions x 2 measures
+    assert "insertion" not in summary["methods"]["gae"]
+
+
+def _naive_probabilities(explainer, path, label, maps, insert):
+    """Insertion (or deletion) for one image from its words: rank by the upsampled map, paste the top
+    pixels into the blurred image (torchvision's Gaussian blur, 11 x 11, sigma 5) or set them to 0."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    from attngrad.io import load_image
+
+    pre = explainer.adapter.preprocessor
+    unit = pre.to_unit([load_image(path)])
+    h, w = unit.shape[-2:]
+    base = gaussian_blur(unit, [11, 11], [5.0, 5.0]).view(3, -1) if insert else torch.zeros(3, h * w)
+    scores = F.interpolate(maps[:, None], size=(h, w), mode="bilinear", align_corners=False).flatten().numpy()
+    order = np.argsort(-scores, kind="stable")
+    probs = []
+    for tenth in range(0, 11):
+        top = order[: tenth * h * w // 10]
+        image = unit.clone().view(3, -1)
+        if insert:
+            image, source = base.clone(), image
+            image[:, top] = source[:, top]
+        else:
+            image[:, top] = 0.0
+        with torch.no_grad():
+            logits = explainer.adapter.model(pixel_values=pre.normalize(image.view(1, 3, h, w))).logits
+        probs.append(float(logits.softmax(-1)[0, label]))
+    return probs
+
+
+def test_insertion_and_deletion_match_a_naive_per_image_loop(tiny_explainer, image_dir, tmp_path):
+    pytest.importorskip("torchvision")
+    summary = _run(tiny_explainer, image_dir, tmp_path / "out", insertion_deletion=True)
+    raw = load_shards(tmp_path / "out")
+    curves = {"insertion": [], "deletion": []}
+    for i in range(8):
+        path, label = raw["path"][i], int(raw["label"][i])
+        maps = tiny_explainer.explain(path, target=label, method="gae").maps
+        for direction in curves:
+            curves[direction].append(_naive_probabilities(tiny_explainer, path, label, maps, direction == "insertion"))
+    for direction, per_image in curves.items():
+        per_image = np.array(per_image)
+        inner = raw["gae.insertion.prob"] if direction == "insertion" else raw["gae.positive.prob"]
+        assert np.allclose(inner, per_image[:, 1:10], atol=1e-5)
+        entry = summary["methods"]["gae"][direction]
+        assert entry["curve"] == pytest.approx(per_image.mean(0).tolist(), abs=1e-5)
+        assert entry["auc"] == pytest.approx(100 * np.trapezoid(per_image.mean(0), dx=0.1), abs=1e-3)
+        assert entry["higher_is_better"] is (direction == "insertion") and len(entry["percent"]) == 11
+    out = tmp_path / "out"
+    assert "insertion AUC (higher is better)" in (out / "results.md").read_text()
+    rows = (out / "results.csv").read_text().splitlines()
+    assert len(rows) == 1 + 6 * len(METHODS) and rows[0].split(",")[-1] == "at_100"
+    assert any(r.startswith("gae,insertion,probability,") for r in rows)
 
 
 def test_predicted_class_is_explained_on_request(tiny_explainer, image_dir, tmp_path):
@@ -94,6 +148,10 @@ def test_resume_equals_uninterrupted(tiny_explainer, image_dir, tmp_path):
         _run(tiny_explainer, image_dir, tmp_path / "cut")
     with pytest.raises(AttngradError, match="settings differ"):
         _run(tiny_explainer, image_dir, tmp_path / "cut", resume=True, batch_size=4)
+    run_file = tmp_path / "cut" / "run.json"  # a run stored before insertion_deletion existed resumes
+    run_file.write_text(json.dumps({k: v for k, v in json.loads(run_file.read_text()).items() if k != "insertion_deletion"}))
+    with pytest.raises(AttngradError, match="settings differ \\(insertion_deletion\\)"):
+        _run(tiny_explainer, image_dir, tmp_path / "cut", resume=True, insertion_deletion=True)
     resumed = _run(tiny_explainer, image_dir, tmp_path / "cut", resume=True)
     assert resumed["methods"] == full["methods"]
     a, b = load_shards(tmp_path / "full"), load_shards(tmp_path / "cut")
@@ -154,13 +212,15 @@ def test_empty_folder_and_bad_guide_give_clear_errors(tiny_model_dir, tiny_expla
 def test_cli_runs_and_writes_results(tiny_model_dir, image_dir, tmp_path):
     out = tmp_path / "cli"
     args = ["evaluate", "perturbation", "--data", str(image_dir), "--model", str(tiny_model_dir), "--workers", "0",
-            "--methods", "complete,random", "--limit", "4", "--batch-size", "2", "--out", str(out)]  # fmt: skip
+            "--methods", "complete,random", "--limit", "4", "--batch-size", "2", "--out", str(out),
+            "--insertion-deletion"]  # fmt: skip
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     results = json.loads((out / "results.json").read_text())
     assert results["images"] == 4 and set(results["methods"]) == {"complete", "random"}
     assert results["settings"]["limit"] == 4 and "torch" in results["versions"]
     assert len(results["methods"]["complete"]["negative"]["curve"]) == 10
+    assert len(results["methods"]["complete"]["insertion"]["curve"]) == 11 and results["settings"]["insertion_deletion"]
 
 
 def test_guide_is_stitched_and_its_class_skipped(tiny_explainer, image_dir, tmp_path):
@@ -191,9 +251,12 @@ def test_a_larger_limit_continues_a_run_whose_batches_stay_the_same(tiny_model_d
     grown = run(tmp_path / "grown", 8, resume=True)  # 6 images = 2 whole batches: they stay valid
     assert grown["methods"] == full["methods"] and grown["images"] == 8
     assert json.loads((tmp_path / "grown" / "run.json").read_text())["limit"] == 8
-    run(tmp_path / "odd", 4)
-    with pytest.raises(AttngradError, match="whole batches"):
-        run(tmp_path / "odd", 8, resume=True)  # 4 images end inside a batch
+    run(tmp_path / "odd", 4)  # 4 images end inside the second batch: it is redone with 3 images
+    odd = run(tmp_path / "odd", 8, resume=True)
+    assert odd["methods"] == full["methods"] and odd["images"] == 8
+    assert len(load_shards(tmp_path / "odd")["index"]) == 8
+    with pytest.raises(AttngradError, match="first ones"):
+        run(tmp_path / "odd", 5, resume=True)  # shrinking: the stored images are no prefix
 
 
 def test_paired_comparison_from_raw_results(tiny_explainer, image_dir, tmp_path):

@@ -521,6 +521,8 @@ def test_serve_command_binds_loopback_by_default(monkeypatch, tiny_explainer):
     app, kw = calls[0]
     assert kw["host"] == "127.0.0.1" and kw["port"] == 8123
     assert app.state.explorer.settings.max_upload_bytes == 2**20
-    assert "warning" not in result.output
+    assert "warning" not in result.output and app.state.explorer.text_model is None
+    result = CliRunner().invoke(main, ["serve", "--text-model", "/models/my-bert"])
+    assert result.exit_code == 0 and calls[1][0].state.explorer.text_model == "/models/my-bert"
     result = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0"])
     assert result.exit_code == 0 and "warning: binding to 0.0.0.0" in result.output

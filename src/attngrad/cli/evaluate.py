@@ -27,15 +27,16 @@ def evaluate() -> None:
 @click.option("--guide", default=None, type=click.Path(), help="Guide image stitched beside every image (paper: a zebra).")
 @click.option("--limit", default=None, type=int, help="Use the first N labelled images (sorted by path).")
 @click.option("--out", "-o", required=True, type=click.Path(), help="Results folder.")
-@click.option("--resume", is_flag=True, help="Continue the run stored in --out (a larger --limit extends it when its images fill whole batches).")
+@click.option("--resume", is_flag=True, help="Continue the run stored in --out (a larger --limit extends it).")
 @click.option("--batch-size", "-b", default=16, show_default=True, help="Images per explanation pass (unit of resumption).")
 @click.option("--eval-batch-size", default=64, show_default=True, help="Perturbed images per forward pass.")
 @click.option("--workers", default=2, show_default=True, help="DataLoader processes decoding images.")
+@click.option("--insertion-deletion", is_flag=True, help="Also measure insertion / deletion AUC (class probability; Petsiuk et al. 2018).")
 @click.option("--model", default=None, help="Hugging Face folder or Hub name, or timm:NAME (default: shipped ViT-Ti).")
 @click.option("--checkpoint", type=click.Path(), default=None, help="Weights file for a timm:NAME model.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (under torchrun, cuda means cuda:LOCAL_RANK).")
 def perturbation(data, table, methods, explain, guide, limit, out, resume, batch_size, eval_batch_size, workers,
-                 model, checkpoint, device):  # fmt: skip
+                 insertion_deletion, model, checkpoint, device):  # fmt: skip
     """Positive / negative perturbation AUC per method (Chefer et al. 2021 protocol).
 
     Writes results.json, results.csv, results.md, curves.png and the per-image raw
@@ -56,7 +57,7 @@ def perturbation(data, table, methods, explain, guide, limit, out, resume, batch
     summary = run_perturbation(
         explainer, dataset, split_list(methods), out, explain=explain, guide=guide, batch_size=batch_size,
         eval_batch_size=eval_batch_size, workers=workers, resume=resume, limit=limit, data=str(Path(data)),
-        model=str(model or "shipped ViT-Ti"),
+        model=str(model or "shipped ViT-Ti"), insertion_deletion=insertion_deletion,
     )  # fmt: skip
     if summary is not None:
         click.echo(Path(out, "results.md").read_text())

@@ -27,7 +27,8 @@ def _is_loopback(host: str) -> bool:
 @click.option("--max-upload-mb", default=20.0, show_default=True, type=click.FloatRange(min=0.001), help="Largest upload accepted (413 above).")
 @click.option("--queue-size", default=8, show_default=True, type=click.IntRange(min=1), help="Model tasks running or waiting (503 above).")
 @click.option("--model-name", default=None, help="Name shown in the UI (default: --model or the shipped ViT-Ti).")
-def serve(explainer, host, port, max_upload_mb, queue_size, model_name):
+@click.option("--text-model", default=None, help="BERT-family folder or Hub name for the Text tab (default: all-MiniLM-L6-v2).")
+def serve(explainer, host, port, max_upload_mb, queue_size, model_name, text_model):
     """Serve the explorer: choose or upload an image, see top-5 predictions, click one to explain it
     with several methods side by side; the API is documented at /docs."""
     try:
@@ -39,6 +40,7 @@ def serve(explainer, host, port, max_upload_mb, queue_size, model_name):
     if not _is_loopback(host):
         click.echo(f"attngrad: warning: binding to {host}; anyone who can reach it can use the model", err=True)
     settings = ServerSettings(max_upload_bytes=int(max_upload_mb * 2**20), queue_capacity=queue_size)
-    app = create_app(explainer, settings, model_name=model_name or click.get_current_context().params.get("model") or "shipped ViT-Ti")
+    name = model_name or click.get_current_context().params.get("model") or "shipped ViT-Ti"
+    app = create_app(explainer, settings, model_name=name, text_model=text_model)
     click.echo(f"attngrad explorer on http://{host}:{port}/  (API docs: /docs; Ctrl+C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

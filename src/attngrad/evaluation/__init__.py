@@ -1,11 +1,22 @@
-"""Evaluation of explanation methods: the perturbation test (positive / negative AUC).
+"""Evaluation of explanation methods: the perturbation test (positive / negative AUC) and,
+as an option, insertion / deletion AUC.
 
 ``attngrad evaluate perturbation ...`` or, distributed,
 ``torchrun --nproc-per-node N -m attngrad.evaluation perturbation ...``.
 """
 
 from .data import DataSet, ImageDataset, LabelResolver, Sample, discover
-from .perturbation import DIRECTIONS, PERCENTS, PerturbationTest, auc, pixel_ranks, remove_pixels, removal_counts
+from .perturbation import (
+    DIRECTIONS,
+    PERCENTS,
+    InsertionDeletion,
+    PerturbationTest,
+    auc,
+    blur,
+    pixel_ranks,
+    removal_counts,
+    remove_pixels,
+)
 from .runner import compare_methods, evaluate_batch, load_shards, run_perturbation, summarize
 
 __all__ = [
@@ -13,10 +24,12 @@ __all__ = [
     "PERCENTS",
     "DataSet",
     "ImageDataset",
+    "InsertionDeletion",
     "LabelResolver",
     "PerturbationTest",
     "Sample",
     "auc",
+    "blur",
     "compare_methods",
     "discover",
     "evaluate_batch",

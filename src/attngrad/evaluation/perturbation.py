@@ -9,8 +9,13 @@ prediction is compared with the class. The curve is the accuracy over the data s
 (the unperturbed images), 10 %, ..., 90 %; its area is the trapezoid rule with step 0.1,
 x 100 (method.md, "Evaluation: the perturbation test").
 
-Like a Quantus metric, :class:`PerturbationTest` states its own direction
-(``higher_is_better``) and works on batches.
+Beyond the paper, :class:`InsertionDeletion` is the insertion / deletion test of Petsiuk
+et al. (RISE, BMVC 2018) on the same ranking: the class probability while the
+highest-scored pixels are deleted (set to 0, lower area is better) or inserted into a
+blurred copy of the image (higher area is better), at 0 %, 10 %, ..., 100 %.
+
+Like Quantus metrics, both classes state their own direction (``higher_is_better``) and
+work on batches.
 """
 
 from __future__ import annotations
@@ -29,19 +34,26 @@ STEPS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 #: x-axis of a curve, in percent: 0, 10, ..., 90.
 PERCENTS: tuple[int, ...] = (0, *(10 * s for s in STEPS))
 DIRECTIONS: tuple[str, ...] = ("positive", "negative")
+#: Insertion / deletion: x-axis 0, 10, ..., 100 % (the runner adds both ends).
+INSERTION_PERCENTS: tuple[int, ...] = (*PERCENTS, 100)
+INSERTION_DIRECTIONS: tuple[str, ...] = ("insertion", "deletion")
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
 def auc(curve: np.ndarray | list[float]) -> float | np.ndarray:
-    """Area under a curve sampled at 0 %, 10 %, ..., 90 %: ``np.trapezoid`` with step 0.1, x 100.
+    """Area under a curve sampled at 0 %, 10 %, ..., 90 % (perturbation test) or ..., 100 %
+    (insertion / deletion): ``np.trapezoid`` with step 0.1, x 100.
 
-    ``curve`` holds fractions in [0, 1] (accuracy); a constant curve of 1 gives 90. A (..., 10)
-    array (e.g. one curve per image) gives one area per curve.
+    ``curve`` holds fractions in [0, 1] (accuracy or probability); a constant curve of 1 gives
+    90 (or 100 over 0..100 %). A (..., P) array (e.g. one curve per image) gives one area per curve.
     """
     values = np.asarray(curve, dtype=np.float64)
-    if values.shape[-1] != len(PERCENTS):
-        raise AttngradError(f"a perturbation curve has {len(PERCENTS)} points (0 %..90 %), not {values.shape[-1]}")
+    if values.shape[-1] not in (len(PERCENTS), len(INSERTION_PERCENTS)):
+        raise AttngradError(
+            f"a curve has {len(PERCENTS)} points (0 %..90 %) or {len(INSERTION_PERCENTS)} (0 %..100 %), "
+            f"not {values.shape[-1]}"
+        )
     area = np.trapezoid(values, dx=0.1, axis=-1) * 100.0
     return float(area) if values.ndim == 1 else area
 
@@ -62,14 +74,31 @@ def pixel_ranks(maps: torch.Tensor, size: tuple[int, int], descending: bool) -> 
     return torch.empty_like(order).scatter_(1, order, positions)
 
 
-def remove_pixels(unit: torch.Tensor, ranks: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:
-    """Copy of ``unit`` (B, C, H, W) in [0, 1] with the ``count`` first-ranked pixels of each image set to 0.
+def remove_pixels(
+    unit: torch.Tensor, ranks: torch.Tensor, count: int | torch.Tensor, fill: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Copy of ``unit`` (B, C, H, W) in [0, 1] with the ``count`` first-ranked pixels of each image set
+    to 0, or to the same pixels of ``fill`` (B, C, H, W) when given.
 
     ``count`` is one number for all images or a (B,) tensor, one per image.
     """
     threshold = torch.as_tensor(count, device=ranks.device).reshape(-1, 1)
     keep = (ranks >= threshold).view(unit.shape[0], 1, *unit.shape[-2:])
-    return unit * keep.to(unit.dtype)
+    if fill is None:
+        return unit * keep.to(unit.dtype)
+    return torch.where(keep, unit, fill)
+
+
+def blur(unit: torch.Tensor, size: int = 11, sigma: float = 5.0) -> torch.Tensor:
+    """Gaussian blur of (B, C, H, W) images (RISE's insertion start: an 11 x 11 kernel, sigma 5),
+    separable, with reflected borders."""
+    x = torch.arange(size, dtype=unit.dtype, device=unit.device) - (size - 1) / 2
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    channels = unit.shape[1]
+    out = F.pad(unit, (size // 2,) * 4, mode="reflect")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, size), groups=channels)
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(channels, 1, size, 1), groups=channels)
 
 
 @dataclass
@@ -96,8 +125,8 @@ class PerturbationTest:
     directions: ClassVar[tuple[str, ...]] = DIRECTIONS
 
     def __init__(self, direction: str, batch_size: int = 32, steps: tuple[int, ...] = STEPS):
-        if direction not in DIRECTIONS:
-            raise AttngradError(f"unknown direction {direction!r}; use positive or negative")
+        if direction not in self.directions:
+            raise AttngradError(f"unknown direction {direction!r}; use {' or '.join(self.directions)}")
         self.direction = direction
         self.batch_size = max(1, int(batch_size))
         self.steps = steps
@@ -106,6 +135,15 @@ class PerturbationTest:
     def higher_is_better(self) -> bool:
         """Negative perturbation: the class should survive long (high area); positive: the reverse."""
         return self.direction == "negative"
+
+    @property
+    def descending(self) -> bool:
+        """Whether the highest-scored pixels are taken first."""
+        return self.direction == "positive"
+
+    def start_and_fill(self, unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The image the ranked pixels are taken from, and what replaces them (None: 0)."""
+        return unit, None
 
     def __call__(
         self,
@@ -116,7 +154,8 @@ class PerturbationTest:
         normalize: Callable[[torch.Tensor], torch.Tensor],
     ) -> PerturbationResult:
         batch, _, height, width = unit.shape
-        ranks = pixel_ranks(maps.to(unit.device), (height, width), descending=self.direction == "positive")
+        ranks = pixel_ranks(maps.to(unit.device), (height, width), descending=self.descending)
+        source, fill = self.start_and_fill(unit)
         counts = removal_counts(height * width, self.steps)
         # All (image, step) pairs, step-major inside each image, evaluated in chunks.
         pairs = [(b, s) for b in range(batch) for s in range(len(counts))]
@@ -125,10 +164,39 @@ class PerturbationTest:
             chunk = pairs[start : start + self.batch_size]
             rows = torch.tensor([b for b, _ in chunk], device=unit.device)
             thresholds = torch.tensor([counts[s] for _, s in chunk], device=unit.device)
-            perturbed = remove_pixels(unit[rows], ranks[rows], thresholds)
+            perturbed = remove_pixels(source[rows], ranks[rows], thresholds, None if fill is None else fill[rows])
             logits_rows.append(forward(normalize(perturbed)).float())
         logits = torch.cat(logits_rows).view(batch, len(counts), -1)
         targets = targets.to(logits.device)
         correct = logits.argmax(dim=-1) == targets[:, None]
         probability = logits.softmax(dim=-1).gather(2, targets.view(-1, 1, 1).expand(-1, len(counts), 1))[..., 0]
         return PerturbationResult(correct.cpu(), probability.cpu())
+
+
+class InsertionDeletion(PerturbationTest):
+    """Insertion or deletion (Petsiuk et al., RISE, BMVC 2018) on a batch, highest-scored pixels first.
+
+    - ``"deletion"``: the first-ranked pixels are set to 0 (as in positive perturbation); the
+      class probability should fall fast, so a **lower** area is better.
+    - ``"insertion"``: the first-ranked pixels of the image are pasted into its blurred copy
+      (:func:`blur`); the probability should rise fast, so a **higher** area is better.
+
+    A call returns the steps 10 %, ..., 90 %; the ends are shared by all methods and come from
+    the caller: the image itself (deletion 0 %, insertion 100 %), the black image (deletion 100 %)
+    and the blurred image (insertion 0 %). Read ``probability``; ``correct`` is reported too.
+    """
+
+    directions: ClassVar[tuple[str, ...]] = INSERTION_DIRECTIONS
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.direction == "insertion"
+
+    @property
+    def descending(self) -> bool:
+        return True
+
+    def start_and_fill(self, unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.direction == "deletion":
+            return unit, None
+        return blur(unit), unit

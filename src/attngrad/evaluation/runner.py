@@ -4,7 +4,9 @@
   ``batch_size``. Per batch: one forward + one backward pass explains every method
   (:meth:`Explainer.explain_methods`); that pass's logits are the unperturbed (0 %)
   prediction shared by all methods; each method's map serves both directions; the
-  perturbed inputs go through the model in chunks of ``eval_batch_size``.
+  perturbed inputs go through the model in chunks of ``eval_batch_size``. With
+  ``insertion_deletion`` the insertion curve is measured too (deletion's inner points are
+  the positive perturbation's probabilities, so only its 100 % end, the black image, is new).
 - **Resumable.** Each finished batch is written at once, atomically, as
   ``shards/batch-NNNNNN.npz`` (per-image raw results). ``resume=True`` skips the batches
   already written, so a stopped run loses at most the batches in flight; since batches
@@ -42,12 +44,24 @@ from ..explainer import Explainer
 from ..io import load_image
 from ..methods import get_method
 from .data import Batch, DataSet, ImageDataset, LabelResolver, collate
-from .perturbation import DIRECTIONS, PERCENTS, PerturbationTest, auc
+from .perturbation import (
+    DIRECTIONS,
+    INSERTION_DIRECTIONS,
+    INSERTION_PERCENTS,
+    PERCENTS,
+    InsertionDeletion,
+    PerturbationTest,
+    auc,
+    blur,
+)
 
 SHARDS = "shards"
 RUN_FILE = "run.json"
 #: Settings that must match for ``--resume`` to continue a run.
-RESUME_KEYS = ("data", "methods", "explain", "guide", "limit", "batch_size", "eval_batch_size", "model", "table")
+RESUME_KEYS = (
+    "data", "methods", "explain", "guide", "limit", "batch_size", "eval_batch_size", "model", "table",
+    "insertion_deletion",
+)  # fmt: skip
 
 
 @dataclass
@@ -63,6 +77,7 @@ class Settings:
     eval_batch_size: int = 64
     model: str = ""
     table: str | None = None
+    insertion_deletion: bool = False
     device: str = "cpu"
     world_size: int = 1
     num_samples: int = 0
@@ -154,9 +169,11 @@ def evaluate_batch(
     explain: str = "label",
     eval_batch_size: int = 64,
     crop_region: Any = None,
+    insertion_deletion: bool = False,
 ) -> dict[str, np.ndarray]:
     """Per-image raw results of one batch: the unperturbed prediction, and per method and
-    direction, top-1 hits and the class probability at 10 %, ..., 90 % removed."""
+    direction, top-1 hits and the class probability at 10 %, ..., 90 % removed (with
+    ``insertion_deletion``: also the insertion steps and the black and blurred images)."""
     device = explainer.device
     pre = explainer.adapter.preprocessor
     forward = _forward(explainer)
@@ -196,6 +213,13 @@ def evaluate_batch(
             res = PerturbationTest(direction, eval_batch_size)(forward, unit, maps[name], targets, pre.normalize)
             out[f"{name}.{direction}.correct"] = res.correct.numpy()
             out[f"{name}.{direction}.prob"] = res.probability.numpy().astype(np.float32)
+        if insertion_deletion:
+            res = InsertionDeletion("insertion", eval_batch_size)(forward, unit, maps[name], targets, pre.normalize)
+            out[f"{name}.insertion.prob"] = res.probability.numpy().astype(np.float32)
+    if insertion_deletion:
+        for key, image in (("prob_black", torch.zeros_like(unit)), ("prob_blur", blur(unit))):
+            probs = forward(pre.normalize(image)).float().softmax(dim=-1)
+            out[key] = probs.gather(1, targets.view(-1, 1))[:, 0].cpu().numpy().astype(np.float32)
     return out
 
 
@@ -221,30 +245,34 @@ def samples_digest(paths: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(paths).encode()).hexdigest()
 
 
-def _grows(stored: dict[str, Any], settings: Settings, paths: Sequence[str]) -> bool:
-    """A larger ``--limit`` may continue a run whose written batches stay the same: the stored images
-    are a prefix of the new list and fill whole batches."""
+def _grows(stored: dict[str, Any], paths: Sequence[str]) -> bool:
+    """A larger ``--limit`` may continue a run when the stored images are a prefix of the new list."""
     n = stored.get("num_samples", 0)
-    return 0 < n <= len(paths) and n % settings.batch_size == 0 and samples_digest(paths[:n]) == stored.get("samples_digest")
+    return 0 < n <= len(paths) and samples_digest(paths[:n]) == stored.get("samples_digest")
 
 
 def _prepare_folder(out: Path, settings: Settings, resume: bool, paths: Sequence[str]) -> None:
     """Create ``out`` and ``run.json``; on resume, check the settings match the stored run (rank 0 only).
 
-    On resume the limit may grow when the written batches stay valid (see :func:`_grows`).
+    On resume the limit may grow when the stored images are a prefix of the new ones (see
+    :func:`_grows`): whole batches stay valid; a last, partly filled batch is deleted and redone.
     """
     run_file = out / RUN_FILE
     if run_file.exists():
         stored = json.loads(run_file.read_text())
         if not resume:
             raise AttngradError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-        diff = [k for k in RESUME_KEYS if stored.get(k) != json.loads(json.dumps(getattr(settings, k)))]
-        if diff == ["limit"] and _grows(stored, settings, paths):
+        defaults = asdict(Settings(data="", methods=[]))  # keys that older runs did not store
+        diff = [k for k in RESUME_KEYS if stored.get(k, defaults[k]) != json.loads(json.dumps(getattr(settings, k)))]
+        if diff == ["limit"] and _grows(stored, paths):
+            n = stored["num_samples"]
+            if n % settings.batch_size and n < len(paths):
+                _shard_path(out, n // settings.batch_size).unlink(missing_ok=True)
             run_file.write_text(json.dumps(asdict(settings), indent=2))
         elif diff:
             raise AttngradError(
                 f"cannot resume {out}: settings differ ({', '.join(diff)}); use the run's settings or another --out"
-                + (" (a larger --limit needs the stored images to fill whole batches)" if diff == ["limit"] else "")
+                + (" (a different --limit must keep the stored images as its first ones)" if diff == ["limit"] else "")
             )
     else:
         (out / SHARDS).mkdir(parents=True, exist_ok=True)
@@ -270,6 +298,7 @@ def run_perturbation(
     model: str = "",
     progress: bool = True,
     max_batches: int | None = None,
+    insertion_deletion: bool = False,
 ) -> dict[str, Any] | None:
     """Run the perturbation test of ``methods`` on ``dataset`` into ``out``; return the summary (rank 0).
 
@@ -280,6 +309,7 @@ def run_perturbation(
         eval_batch_size: perturbed images per forward pass.
         workers: DataLoader worker processes decoding images.
         max_batches: stop after this many batches of this rank (for tests and benchmarks).
+        insertion_deletion: measure the insertion / deletion curves too (Petsiuk et al. 2018).
     """
     if explain not in ("label", "predicted"):
         raise AttngradError(f"--explain must be label or predicted, not {explain!r}")
@@ -301,6 +331,7 @@ def run_perturbation(
     settings = Settings(
         data=data, methods=list(methods), explain=explain, guide=str(guide) if guide else None, limit=limit,
         batch_size=batch_size, eval_batch_size=eval_batch_size, model=model, table=dataset.table,
+        insertion_deletion=insertion_deletion,
         device=str(explainer.device), world_size=world, skipped_unknown=dataset.skipped,
         skipped_guide_class=skipped_guide, num_samples=len(samples),
         samples_digest=samples_digest([s.path for s in samples]),
@@ -340,7 +371,9 @@ def run_perturbation(
         }
         if batch.indices:
             arrays["path"] = np.asarray([samples[i].path for i in batch.indices], dtype=str)
-            arrays.update(evaluate_batch(explainer, batch, methods, explain, eval_batch_size, crop_region))
+            arrays.update(
+                evaluate_batch(explainer, batch, methods, explain, eval_batch_size, crop_region, insertion_deletion)
+            )
         _write_shard(_shard_path(out, j), arrays)
         bar.update(len(batches[j]))
     bar.close()
@@ -404,6 +437,8 @@ def summarize(out: str | Path) -> dict[str, Any]:
                 "probability_curve": prob.astype(np.float64).tolist(),
                 "higher_is_better": PerturbationTest(direction).higher_is_better,
             }
+        if settings.get("insertion_deletion"):
+            entry.update(_insertion_deletion(raw, name))
         methods[name] = entry
     summary = {
         "methods": methods,
@@ -426,6 +461,24 @@ def summarize(out: str | Path) -> dict[str, Any]:
     (out / "results.md").write_text(markdown_table(summary))
     plot_curves(summary, out / "curves.png")
     return summary
+
+
+def _insertion_deletion(raw: dict[str, np.ndarray], name: str) -> dict[str, Any]:
+    """Mean class-probability curves at 0 %, ..., 100 % and their areas (Petsiuk et al. 2018)."""
+    ends = {"insertion": ("prob_blur", f"{name}.insertion.prob", "prob0"),
+            "deletion": ("prob0", f"{name}.positive.prob", "prob_black")}  # fmt: skip
+    found = {}
+    for direction, (first, inner, last) in ends.items():
+        curve = np.concatenate([raw[first][:, None], raw[inner], raw[last][:, None]], axis=1).astype(np.float64)
+        curve = curve.mean(axis=0)
+        found[direction] = {
+            "auc": auc(curve),
+            "curve": curve.tolist(),
+            "percent": list(INSERTION_PERCENTS),
+            "measure": "class probability",
+            "higher_is_better": InsertionDeletion(direction).higher_is_better,
+        }
+    return found
 
 
 def compare_methods(out: str | Path, a: str, b: str) -> dict[str, dict[str, float]]:
@@ -452,34 +505,48 @@ def compare_methods(out: str | Path, a: str, b: str) -> dict[str, dict[str, floa
 
 
 def _write_csv(path: Path, summary: dict[str, Any]) -> None:
+    """One row per method, direction and measure (top-1 accuracy or class probability): its AUC and
+    curve at 0 %, ..., 100 % removed (the perturbation test stops at 90 %: its last cell is empty)."""
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["method", "direction", "auc", "probability_auc", "images", *(f"acc_{p}" for p in PERCENTS)])
+        writer.writerow(["method", "direction", "measure", "auc", "higher_is_better", "images",
+                         *(f"at_{p}" for p in INSERTION_PERCENTS)])  # fmt: skip
         for name, entry in summary["methods"].items():
+            rows = []
             for direction in DIRECTIONS:
                 d = entry[direction]
-                writer.writerow([name, direction, f"{d['auc']:.4f}", f"{d['probability_auc']:.4f}", entry["images"],
-                                 *(f"{v:.6f}" for v in d["curve"])])  # fmt: skip
+                rows += [(direction, "top-1", d["auc"], d["higher_is_better"], d["curve"] + [None]),
+                         (direction, "probability", d["probability_auc"], d["higher_is_better"],
+                          d["probability_curve"] + [None])]  # fmt: skip
+            rows += [(k, "probability", entry[k]["auc"], entry[k]["higher_is_better"], entry[k]["curve"])
+                     for k in INSERTION_DIRECTIONS if k in entry]  # fmt: skip
+            for direction, measure, area, higher, curve in rows:
+                cells = ["" if v is None else f"{v:.6f}" for v in curve]
+                writer.writerow([name, direction, measure, f"{area:.4f}", higher, entry["images"], *cells])
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
     """The AUCs as a Markdown table (positive: lower is better; negative: higher is better)."""
+    extra = all(d in entry for entry in summary["methods"].values() for d in INSERTION_DIRECTIONS)
     lines = [
         ("" if summary["complete"] else "(partial run) ")
         + f"Perturbation test, {summary['images']} images, explained class: {summary['explained_class']}, "
         f"top-1 accuracy at 0 %: {100 * summary['accuracy_at_0']:.1f} %"
         + (f", guide: {Path(summary['settings']['guide']).name}" if summary["settings"].get("guide") else ""),
         "",
-        "| method | positive AUC (lower is better) | negative AUC (higher is better) |",
-        "|---|---:|---:|",
+        "| method | positive AUC (lower is better) | negative AUC (higher is better) |"
+        + (" insertion AUC (higher is better) | deletion AUC (lower is better) |" if extra else ""),
+        "|---|---:|---:|" + ("---:|---:|" if extra else ""),
     ]
     for name, entry in summary["methods"].items():
-        lines.append(f"| {name} | {entry['positive']['auc']:.2f} | {entry['negative']['auc']:.2f} |")
+        cells = [entry[d]["auc"] for d in DIRECTIONS + (INSERTION_DIRECTIONS if extra else ())]
+        lines.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def plot_curves(summary: dict[str, Any], path: str | Path) -> Path:
-    """One panel per direction, one line per method: top-1 accuracy against the fraction removed."""
+    """One panel per direction, one line per method: top-1 accuracy (insertion / deletion: class
+    probability) against the fraction of pixels removed or inserted."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -487,15 +554,20 @@ def plot_curves(summary: dict[str, Any], path: str | Path) -> Path:
 
     from ..viz import save_figure
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, direction in zip(axes, DIRECTIONS):
+    entries = summary["methods"].values()
+    directions = DIRECTIONS + tuple(d for d in INSERTION_DIRECTIONS if all(d in e for e in entries))
+    fig, axes = plt.subplots(1, len(directions), figsize=(5 * len(directions), 4))
+    for ax, direction in zip(axes, directions):
         for name, entry in summary["methods"].items():
             d = entry[direction]
-            ax.plot(summary["percent_removed"], d["curve"], marker="o", ms=3, label=f"{name} ({d['auc']:.1f})")
-        better = "higher" if direction == "negative" else "lower"
-        ax.set_title(f"{direction} perturbation ({better} AUC is better)")
-        ax.set_xlabel("% of pixels removed")
+            x = PERCENTS if direction in DIRECTIONS else INSERTION_PERCENTS
+            ax.plot(x, d["curve"], marker="o", ms=3, label=f"{name} ({d['auc']:.1f})")
+        better = "higher" if d["higher_is_better"] else "lower"
+        title = f"{direction} perturbation" if direction in DIRECTIONS else direction
+        ax.set_title(f"{title} ({better} AUC is better)")
+        ax.set_xlabel("% of pixels inserted" if direction == "insertion" else "% of pixels removed")
+        ax.set_ylabel("top-1 accuracy" if direction in DIRECTIONS else "class probability")
+        ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0].set_ylabel("top-1 accuracy")
     return save_figure(fig, path)
