@@ -122,6 +122,12 @@ def test_insertion_and_deletion_match_a_naive_per_image_loop(tiny_explainer, ima
         assert entry["auc"] == pytest.approx(100 * np.trapezoid(per_image.mean(0), dx=0.1), abs=1e-3)
         assert entry["higher_is_better"] is (direction == "insertion") and len(entry["percent"]) == 11
     out = tmp_path / "out"
+    from attngrad.evaluation import compare_methods
+
+    paired = compare_methods(out, "gae", "random")
+    for direction in ("insertion", "deletion"):
+        assert paired[direction]["gae"] == pytest.approx(summary["methods"]["gae"][direction]["auc"])
+        assert paired[direction]["random"] == pytest.approx(summary["methods"]["random"][direction]["auc"])
     assert "insertion AUC (higher is better)" in (out / "results.md").read_text()
     rows = (out / "results.csv").read_text().splitlines()
     assert len(rows) == 1 + 6 * len(METHODS) and rows[0].split(",")[-1] == "at_100"

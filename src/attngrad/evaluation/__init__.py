@@ -17,7 +17,7 @@ from .perturbation import (
     removal_counts,
     remove_pixels,
 )
-from .runner import compare_methods, evaluate_batch, load_shards, run_perturbation, summarize
+from .runner import compare_methods, evaluate_batch, load_shards, per_image_curves, run_perturbation, summarize
 
 __all__ = [
     "DIRECTIONS",
@@ -34,6 +34,7 @@ __all__ = [
     "discover",
     "evaluate_batch",
     "load_shards",
+    "per_image_curves",
     "pixel_ranks",
     "removal_counts",
     "remove_pixels",

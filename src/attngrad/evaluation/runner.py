@@ -415,6 +415,27 @@ def load_shards(out: str | Path) -> dict[str, np.ndarray]:
     return merged
 
 
+def per_image_curves(raw: dict[str, np.ndarray], name: str, direction: str, measure: str = "top-1") -> np.ndarray:
+    """(images, points) curve of every image for one method and direction, from the raw results.
+
+    Positive / negative perturbation: top-1 hits (``measure="top-1"``) or the class probability
+    (``"probability"``) at 0 %, ..., 90 %. Insertion / deletion: the class probability at
+    0 %, ..., 100 %; their ends are the blurred image, the image itself and the black image, and
+    deletion's inner points are positive perturbation's (the same pixels set to 0).
+    """
+    if direction in DIRECTIONS:
+        if measure == "top-1":
+            first, inner = (raw["pred0"] == raw["target"]).astype(np.float64), raw[f"{name}.{direction}.correct"]
+        else:
+            first, inner = raw["prob0"], raw[f"{name}.{direction}.prob"]
+        return np.concatenate([first[:, None], inner], axis=1).astype(np.float64)
+    first, inner, last = {
+        "insertion": ("prob_blur", f"{name}.insertion.prob", "prob0"),
+        "deletion": ("prob0", f"{name}.positive.prob", "prob_black"),
+    }[direction]
+    return np.concatenate([raw[first][:, None], raw[inner], raw[last][:, None]], axis=1).astype(np.float64)
+
+
 def summarize(out: str | Path) -> dict[str, Any]:
     """Curves and AUCs from the per-image raw results; writes results.json/.csv/.md, curves.png, per_image.npz."""
     out = Path(out)
@@ -423,22 +444,28 @@ def summarize(out: str | Path) -> dict[str, Any]:
     if "index" not in raw or len(raw["index"]) == 0:
         raise AttngradError(f"{out}: no image could be evaluated (all unreadable?)")
     n = len(raw["index"])
-    hits0 = (raw["pred0"] == raw["target"]).astype(np.float64)
     methods: dict[str, Any] = {}
     for name in settings["methods"]:
         entry: dict[str, Any] = {"images": n}
         for direction in DIRECTIONS:
-            correct = np.concatenate([hits0[:, None], raw[f"{name}.{direction}.correct"]], axis=1).mean(axis=0)
-            prob = np.concatenate([raw["prob0"][:, None], raw[f"{name}.{direction}.prob"]], axis=1).mean(axis=0)
+            correct = per_image_curves(raw, name, direction).mean(axis=0)
+            prob = per_image_curves(raw, name, direction, "probability").mean(axis=0)
             entry[direction] = {
                 "auc": auc(correct),
                 "curve": correct.tolist(),
                 "probability_auc": auc(prob),
-                "probability_curve": prob.astype(np.float64).tolist(),
+                "probability_curve": prob.tolist(),
                 "higher_is_better": PerturbationTest(direction).higher_is_better,
             }
-        if settings.get("insertion_deletion"):
-            entry.update(_insertion_deletion(raw, name))
+        for direction in INSERTION_DIRECTIONS if settings.get("insertion_deletion") else ():
+            curve = per_image_curves(raw, name, direction).mean(axis=0)
+            entry[direction] = {
+                "auc": auc(curve),
+                "curve": curve.tolist(),
+                "percent": list(INSERTION_PERCENTS),
+                "measure": "class probability",
+                "higher_is_better": InsertionDeletion(direction).higher_is_better,
+            }
         methods[name] = entry
     summary = {
         "methods": methods,
@@ -463,39 +490,22 @@ def summarize(out: str | Path) -> dict[str, Any]:
     return summary
 
 
-def _insertion_deletion(raw: dict[str, np.ndarray], name: str) -> dict[str, Any]:
-    """Mean class-probability curves at 0 %, ..., 100 % and their areas (Petsiuk et al. 2018)."""
-    ends = {"insertion": ("prob_blur", f"{name}.insertion.prob", "prob0"),
-            "deletion": ("prob0", f"{name}.positive.prob", "prob_black")}  # fmt: skip
-    found = {}
-    for direction, (first, inner, last) in ends.items():
-        curve = np.concatenate([raw[first][:, None], raw[inner], raw[last][:, None]], axis=1).astype(np.float64)
-        curve = curve.mean(axis=0)
-        found[direction] = {
-            "auc": auc(curve),
-            "curve": curve.tolist(),
-            "percent": list(INSERTION_PERCENTS),
-            "measure": "class probability",
-            "higher_is_better": InsertionDeletion(direction).higher_is_better,
-        }
-    return found
-
-
 def compare_methods(out: str | Path, a: str, b: str) -> dict[str, dict[str, float]]:
     """Paired per-image comparison of two methods from a results folder (no model needed).
 
-    Per direction: both mean AUCs (each image's own curve's area; their mean is the data
-    set's AUC), the mean difference ``a - b`` and the half-width of its normal 95 % interval.
+    Per direction (insertion / deletion too when measured): both mean AUCs (each image's own
+    curve's area; their mean is the data set's AUC), the mean difference ``a - b`` and the
+    half-width of its normal 95 % interval.
     """
     raw = load_shards(out)
     missing = [m for m in (a, b) if f"{m}.positive.correct" not in raw]
     if missing:
         known = sorted({k.split(".")[0] for k in raw if k.endswith(".correct")})
         raise AttngradError(f"no results for {', '.join(missing)} in {out}; it has {', '.join(known)}")
-    hits0 = (raw["pred0"] == raw["target"]).astype(np.float64)[:, None]
+    directions = DIRECTIONS + (INSERTION_DIRECTIONS if f"{a}.insertion.prob" in raw else ())
     found = {}
-    for direction in DIRECTIONS:
-        areas = [auc(np.concatenate([hits0, raw[f"{m}.{direction}.correct"]], axis=1)) for m in (a, b)]
+    for direction in directions:
+        areas = [auc(per_image_curves(raw, m, direction)) for m in (a, b)]
         diff = areas[0] - areas[1]
         found[direction] = {
             a: float(areas[0].mean()), b: float(areas[1].mean()), "difference": float(diff.mean()),
