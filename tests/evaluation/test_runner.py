@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,6 +200,28 @@ def test_labels_from_table_and_class_subfolders(tiny_explainer, tmp_path, write_
     assert resolver.resolve("thing_3") == 3
     with pytest.raises(AttngradError, match="ambiguous"):
         LabelResolver(["crane", "crane"]).resolve("n01234567_crane")
+
+
+def test_labels_from_an_image_label_file(tiny_model_dir, tiny_explainer, tmp_path, write_images):
+    images = write_images(tmp_path / "val", 4)
+    flat = [p.rename(p.with_name(f"ILSVRC2012_val_{k:08d}.png")) for k, p in enumerate(images)]
+    table = tmp_path / "classes.tsv"
+    table.write_text("".join(f"{i}\tn{900 + i:08d}\tthing {i}\n" for i in range(5)))
+    solution = tmp_path / "LOC_val_solution.csv"  # ImageNet's layout: wnid first, then boxes
+    solution.write_text("ImageId,PredictionString\n" "ILSVRC2012_val_00000000,n00000904 1 2 3 4 n00000904 5 6 7 8\n"
+                        "ILSVRC2012_val_00000001.png,2\n" "ILSVRC2012_val_00000002,thing 1\n")  # fmt: skip
+    found = discover(tmp_path / "val", tiny_explainer.labels, table, image_labels=solution)
+    assert [(Path(s.path).name, s.label) for s in found.samples] == [(flat[0].name, 4), (flat[1].name, 2), (flat[2].name, 1)]
+    assert found.skipped == [(str(flat[3]), f"not named in {solution}")]
+    with pytest.raises(AttngradError, match="no such image-label file"):
+        discover(tmp_path / "val", tiny_explainer.labels, table, image_labels=tmp_path / "missing.csv")
+    out = tmp_path / "out"
+    args = ["evaluate", "perturbation", "--data", str(tmp_path / "val"), "--labels", str(table), "--image-labels",
+            str(solution), "--model", str(tiny_model_dir), "--workers", "0", "--methods", "gae", "--out", str(out)]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "not named in" in res.output and json.loads((out / "results.json").read_text())["images"] == 3
+    assert json.loads((out / "run.json").read_text())["image_labels"] == str(solution)
 
 
 def test_empty_folder_and_bad_guide_give_clear_errors(tiny_model_dir, tiny_explainer, image_dir, tmp_path):

@@ -22,6 +22,7 @@ def evaluate() -> None:
 @evaluate.command()
 @click.option("--data", required=True, type=click.Path(), help="Folder of <wnid>_<name>.jpg images or of class sub-folders.")
 @click.option("--labels", "table", default=None, type=click.Path(), help="Class table TSV (index, wnid, name); default: imagenet_classes.tsv next to the data.")
+@click.option("--image-labels", default=None, type=click.Path(), help="CSV/TSV of file name, class (wnid, name or index) per image, e.g. ImageNet's LOC_val_solution.csv.")
 @click.option("--methods", default=DEFAULT_METHODS, show_default=True, help="Comma-separated methods, or 'all'.")
 @click.option("--explain", type=click.Choice(["label", "predicted"]), default="label", show_default=True, help="Class explained and tested.")
 @click.option("--guide", default=None, type=click.Path(), help="Guide image stitched beside every image (paper: a zebra).")
@@ -35,7 +36,7 @@ def evaluate() -> None:
 @click.option("--model", default=None, help="Hugging Face folder or Hub name, or timm:NAME (default: shipped ViT-Ti).")
 @click.option("--checkpoint", type=click.Path(), default=None, help="Weights file for a timm:NAME model.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (under torchrun, cuda means cuda:LOCAL_RANK).")
-def perturbation(data, table, methods, explain, guide, limit, out, resume, batch_size, eval_batch_size, workers,
+def perturbation(data, table, image_labels, methods, explain, guide, limit, out, resume, batch_size, eval_batch_size, workers,
                  insertion_deletion, model, checkpoint, device):  # fmt: skip
     """Positive / negative perturbation AUC per method (Chefer et al. 2021 protocol).
 
@@ -48,7 +49,7 @@ def perturbation(data, table, methods, explain, guide, limit, out, resume, batch
 
     device = init_distributed(device)
     explainer = Explainer(load_model(model, device=device, checkpoint=checkpoint))
-    dataset = discover(data, explainer.labels, table, limit)
+    dataset = discover(data, explainer.labels, table, limit, image_labels)
     rank = dist_info()[0]
     if rank == 0:
         for path, why in dataset.skipped:
@@ -67,6 +68,7 @@ def perturbation(data, table, methods, explain, guide, limit, out, resume, batch
 @evaluate.command()
 @click.option("--data", required=True, type=click.Path(), help="Folder of <wnid>_<name>.jpg images or of class sub-folders.")
 @click.option("--labels", "table", default=None, type=click.Path(), help="Class table TSV (index, wnid, name).")
+@click.option("--image-labels", default=None, type=click.Path(), help="CSV/TSV of file name, class per image.")
 @click.option("--methods", default=DEFAULT_METHODS, show_default=True, help="Comma-separated methods, or 'all'.")
 @click.option("--explain", type=click.Choice(["label", "predicted"]), default="label", show_default=True)
 @click.option("--limit", default=32, show_default=True, help="Use the first N labelled images.")
@@ -76,14 +78,14 @@ def perturbation(data, table, methods, explain, guide, limit, out, resume, batch
 @click.option("--model", default=None, help="Hugging Face folder or Hub name, or timm:NAME (default: shipped ViT-Ti).")
 @click.option("--checkpoint", type=click.Path(), default=None, help="Weights file for a timm:NAME model.")
 @click.option("--device", default=None, help="cpu, cuda, ...")
-def sanity(data, table, methods, explain, limit, out, batch_size, seed, model, checkpoint, device):
+def sanity(data, table, image_labels, methods, explain, limit, out, batch_size, seed, model, checkpoint, device):
     """Model-parameter randomisation test (Adebayo et al. 2018): Spearman correlation of each
     method's maps on the trained and a top-down randomised model. Writes sanity.json/.csv/.png."""
     from ..evaluation.data import discover
     from ..evaluation.sanity import randomisation_test, write_sanity
 
     explainer = Explainer(load_model(model, device=device, checkpoint=checkpoint))
-    dataset = discover(data, explainer.labels, table, limit)
+    dataset = discover(data, explainer.labels, table, limit, image_labels)
     for path, why in dataset.skipped:
         click.echo(f"attngrad: skipped: {why} ({path})", err=True)
     summary = randomisation_test(explainer, dataset, split_list(methods), explain, batch_size, seed)

@@ -6,7 +6,9 @@ Three layouts are understood (method.md, "Evaluation: the perturbation test"):
   WordNet id through a class table (a TSV like ``imagenet_classes.tsv``: index, wnid, name),
   or else from the name matched exactly against the model's class names;
 - an ImageNet-style folder of class sub-folders (``n01440764/``, ``tench/`` or ``0/``);
-- either of these with an explicit ``--labels`` TSV.
+- either of these with an explicit ``--labels`` TSV;
+- any folder with an ``--image-labels`` file that names each image's class (a CSV or TSV of
+  file name, class; ImageNet's flat validation folder with ``LOC_val_solution.csv``).
 
 Images whose label cannot be resolved and files that cannot be decoded are reported and
 skipped (and counted); the run goes on with the rest.
@@ -52,6 +54,7 @@ class DataSet:
     samples: list[Sample]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     table: str | None = None
+    image_labels: str | None = None
 
 
 class LabelResolver:
@@ -132,6 +135,30 @@ def _read_table(path: Path) -> list[tuple[int, str, str]]:
     return rows
 
 
+def read_image_labels(path: str | Path) -> dict[str, str]:
+    """``file name -> class key`` from a CSV or TSV whose rows are ``file, class[, ...]``.
+
+    The file may be named with or without its suffix. A class cell that starts with a WordNet id
+    counts by that id alone, so ImageNet's ``LOC_val_solution.csv``
+    (``ILSVRC2012_val_00000001,n01751748 133 ...``) works as it is; other cells (a class name or
+    index) count whole. A header row is harmless (no image is called ``ImageId``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AttngradError(f"{path}: no such image-label file; pass a CSV or TSV of file name, class")
+    with path.open(newline="", encoding="utf-8") as f:
+        text = f.read()
+    delimiter = "\t" if "\t" in text.split("\n", 1)[0] else ","
+    found = {}
+    for row in csv.reader(text.splitlines(), delimiter=delimiter):
+        if len(row) >= 2 and row[0].strip() and row[1].split():
+            first = row[1].split()[0]
+            found[row[0].strip()] = first if _WNID_STEM.match(first) else row[1].strip()
+    if not found:
+        raise AttngradError(f"{path}: no 'file, class' rows in the image-label file")
+    return found
+
+
 def find_table(data: Path) -> Path | None:
     """``imagenet_classes.tsv`` inside the data folder or its parent, if there is one."""
     for folder in (data, data.parent):
@@ -145,7 +172,11 @@ def _is_image(path: Path) -> bool:
 
 
 def discover(
-    data: str | Path, labels: Sequence[str], table: str | Path | None = None, limit: int | None = None
+    data: str | Path,
+    labels: Sequence[str],
+    table: str | Path | None = None,
+    limit: int | None = None,
+    image_labels: str | Path | None = None,
 ) -> DataSet:
     """Find the labelled images of ``data`` (a flat folder or class sub-folders), sorted by path.
 
@@ -154,6 +185,8 @@ def discover(
         labels: the model's class names.
         table: class table TSV; default: ``imagenet_classes.tsv`` in ``data`` or its parent.
         limit: keep the first ``limit`` labelled images (sorted order).
+        image_labels: a file naming each image's class (:func:`read_image_labels`); it takes
+            the place of file and folder names.
 
     Raises:
         AttngradError: the folder is missing or holds no image.
@@ -165,22 +198,29 @@ def discover(
         table = find_table(root)
     resolver = LabelResolver(labels, table)
     files = sorted(p for p in root.iterdir() if _is_image(p))
-    entries: list[tuple[Path, str]] = [(p, p.stem) for p in files]
+    entries: list[tuple[Path, str | None]] = [(p, p.stem) for p in files]
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         entries += [(p, sub.name) for p in sorted(sub.iterdir()) if _is_image(p)]
     if not entries:
         raise AttngradError(
             f"{root}: no images found; pass a folder of <wnid>_<name>.jpg files or of class sub-folders"
         )
+    if image_labels is not None:
+        named = read_image_labels(image_labels)
+        entries = [(p, named.get(p.name, named.get(p.stem))) for p, _ in entries]
     samples, skipped = [], []
     for path, key in entries:
+        if key is None:
+            skipped.append((str(path), f"not named in {image_labels}"))
+            continue
         try:
             samples.append(Sample(str(path), resolver.resolve(key), key))
         except AttngradError as err:
             skipped.append((str(path), str(err)))
         if limit is not None and len(samples) >= limit:
             break
-    return DataSet(samples, skipped, str(table) if table is not None else None)
+    return DataSet(samples, skipped, str(table) if table is not None else None,
+                   str(image_labels) if image_labels is not None else None)  # fmt: skip
 
 
 @dataclass

@@ -60,7 +60,7 @@ RUN_FILE = "run.json"
 #: Settings that must match for ``--resume`` to continue a run.
 RESUME_KEYS = (
     "data", "methods", "explain", "guide", "limit", "batch_size", "eval_batch_size", "model", "table",
-    "insertion_deletion",
+    "image_labels", "insertion_deletion",
 )  # fmt: skip
 
 
@@ -77,6 +77,7 @@ class Settings:
     eval_batch_size: int = 64
     model: str = ""
     table: str | None = None
+    image_labels: str | None = None
     insertion_deletion: bool = False
     device: str = "cpu"
     world_size: int = 1
@@ -331,7 +332,7 @@ def run_perturbation(
     settings = Settings(
         data=data, methods=list(methods), explain=explain, guide=str(guide) if guide else None, limit=limit,
         batch_size=batch_size, eval_batch_size=eval_batch_size, model=model, table=dataset.table,
-        insertion_deletion=insertion_deletion,
+        image_labels=dataset.image_labels, insertion_deletion=insertion_deletion,
         device=str(explainer.device), world_size=world, skipped_unknown=dataset.skipped,
         skipped_guide_class=skipped_guide, num_samples=len(samples),
         samples_digest=samples_digest([s.path for s in samples]),
