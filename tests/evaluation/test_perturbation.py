@@ -91,7 +91,7 @@ def test_removal_with_a_fill_takes_exactly_the_requested_pixels_from_it():
     assert torch.equal(out[mask], fill[mask]) and torch.equal(out[~mask], unit[~mask])
 
 
-def test_blur_is_rise_gaussian_with_reflected_borders():
+def test_blur_is_an_11x11_gaussian_with_reflected_borders():
     gen = torch.Generator().manual_seed(4)
     image = torch.rand(2, 3, 16, 13, generator=gen, dtype=torch.float64)
     # the 11 x 11 kernel from its equation, exp(-(dx^2 + dy^2) / (2 sigma^2)) normalised, applied by hand

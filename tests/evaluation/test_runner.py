@@ -129,7 +129,7 @@ def test_insertion_and_deletion_match_a_naive_per_image_loop(tiny_explainer, ima
     for direction in ("insertion", "deletion"):
         assert paired[direction]["gae"] == pytest.approx(summary["methods"]["gae"][direction]["auc"])
         assert paired[direction]["random"] == pytest.approx(summary["methods"]["random"][direction]["auc"])
-    assert "insertion AUC (higher is better)" in (out / "results.md").read_text()
+    assert "insertion AUC, probability (higher is better)" in (out / "results.md").read_text()
     rows = (out / "results.csv").read_text().splitlines()
     assert len(rows) == 1 + 6 * len(METHODS) and rows[0].split(",")[-1] == "at_100"
     assert any(r.startswith("gae,insertion,probability,") for r in rows)
@@ -164,6 +164,27 @@ def test_resume_equals_uninterrupted(tiny_explainer, image_dir, tmp_path):
     a, b = load_shards(tmp_path / "full"), load_shards(tmp_path / "cut")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert summarize(tmp_path / "cut")["methods"] == full["methods"]  # recomputed without the model
+
+
+def test_resume_refuses_images_added_or_relabelled(tiny_explainer, image_dir, tmp_path):
+    table = tmp_path / "classes.tsv"
+
+    def run(**kwargs):
+        dataset = discover(image_dir, tiny_explainer.labels, table)
+        return run_perturbation(tiny_explainer, dataset, METHODS, tmp_path / "out", batch_size=3, eval_batch_size=5,
+                                workers=0, progress=False, **kwargs)  # fmt: skip
+
+    table.write_text("".join(f"{i}\tn{i:08d}\tLABEL_{i}\n" for i in range(5)))
+    assert run(max_batches=1) is None
+    (image_dir / "n00000050_LABEL_3.png").write_bytes((image_dir / "n00000000_LABEL_0.png").read_bytes())
+    with pytest.raises(AttngradError, match="images or their labels differ"):
+        run(resume=True)  # one image more, same settings
+    (image_dir / "n00000050_LABEL_3.png").unlink()
+    table.write_text("".join(f"{i}\tn{i:08d}\tLABEL_{i}\n" for i in (0, 1, 2, 4)) + "4\tn00000003\tLABEL_4\n")
+    with pytest.raises(AttngradError, match="images or their labels differ"):
+        run(resume=True)  # the same files, n00000003 now class 4
+    table.write_text("".join(f"{i}\tn{i:08d}\tLABEL_{i}\n" for i in range(5)))
+    assert run(resume=True)["images"] == 8
 
 
 def test_random_baseline_does_not_depend_on_the_batch(tiny_explainer, image_dir):
@@ -284,7 +305,7 @@ def test_a_larger_limit_continues_a_run_whose_batches_stay_the_same(tiny_model_d
     odd = run(tmp_path / "odd", 8, resume=True)
     assert odd["methods"] == full["methods"] and odd["images"] == 8
     assert len(load_shards(tmp_path / "odd")["index"]) == 8
-    with pytest.raises(AttngradError, match="first ones"):
+    with pytest.raises(AttngradError, match="can only grow"):
         run(tmp_path / "odd", 5, resume=True)  # shrinking: the stored images are no prefix
 
 

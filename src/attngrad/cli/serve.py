@@ -27,7 +27,7 @@ def _is_loopback(host: str) -> bool:
 @click.option("--max-upload-mb", default=20.0, show_default=True, type=click.FloatRange(min=0.001), help="Largest upload accepted (413 above).")
 @click.option("--queue-size", default=8, show_default=True, type=click.IntRange(min=1), help="Model tasks running or waiting (503 above).")
 @click.option("--model-name", default=None, help="Name shown in the UI (default: --model or the shipped ViT-Ti).")
-@click.option("--text-model", default=None, help="BERT-family folder or Hub name for the Text tab (default: all-MiniLM-L6-v2).")
+@click.option("--text-model", default=None, help="BERT-family model folder for the Text tab, loaded when first used (default: all-MiniLM-L6-v2).")
 def serve(explainer, host, port, max_upload_mb, queue_size, model_name, text_model):
     """Serve the explorer: choose or upload an image, see top-5 predictions, click one to explain it
     with several methods side by side; the API is documented at /docs."""

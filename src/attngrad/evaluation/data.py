@@ -138,7 +138,8 @@ def _read_table(path: Path) -> list[tuple[int, str, str]]:
 def read_image_labels(path: str | Path) -> dict[str, str]:
     """``file name -> class key`` from a CSV or TSV whose rows are ``file, class[, ...]``.
 
-    The file may be named with or without its suffix. A class cell that starts with a WordNet id
+    An image may be named by its path relative to the data folder, its file name, or its file name
+    without the suffix. A class cell that starts with a WordNet id
     counts by that id alone, so ImageNet's ``LOC_val_solution.csv``
     (``ILSVRC2012_val_00000001,n01751748 133 ...``) works as it is; other cells (a class name or
     index) count whole. A header row is harmless (no image is called ``ImageId``).
@@ -146,7 +147,7 @@ def read_image_labels(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise AttngradError(f"{path}: no such image-label file; pass a CSV or TSV of file name, class")
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of a name
         text = f.read()
     delimiter = "\t" if "\t" in text.split("\n", 1)[0] else ","
     found = {}
@@ -207,7 +208,8 @@ def discover(
         )
     if image_labels is not None:
         named = read_image_labels(image_labels)
-        entries = [(p, named.get(p.name, named.get(p.stem))) for p, _ in entries]
+        entries = [(p, next((named[k] for k in (p.relative_to(root).as_posix(), p.name, p.stem) if k in named), None))
+                   for p, _ in entries]  # fmt: skip
     samples, skipped = [], []
     for path, key in entries:
         if key is None:

@@ -90,8 +90,12 @@ def remove_pixels(
 
 
 def blur(unit: torch.Tensor, size: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """Gaussian blur of (B, C, H, W) images (RISE's insertion start: an 11 x 11 kernel, sigma 5),
-    separable, with reflected borders."""
+    """Gaussian blur of (B, C, H, W) images: the insertion test's start, with RISE's parameters
+    (11 x 11, sigma 5) as a truncated, normalised Gaussian, separable, with reflected borders.
+
+    RISE's own code blurs with scipy's ``gaussian_filter`` of an 11 x 11 delta (nearly a box
+    filter) and zero padding, in normalised space; this one blurs the [0, 1] pixels.
+    """
     x = torch.arange(size, dtype=unit.dtype, device=unit.device) - (size - 1) / 2
     kernel = torch.exp(-(x**2) / (2 * sigma**2))
     kernel = kernel / kernel.sum()

@@ -43,7 +43,7 @@ from ..errors import AttngradError
 from ..explainer import Explainer
 from ..io import load_image
 from ..methods import get_method
-from .data import Batch, DataSet, ImageDataset, LabelResolver, collate
+from .data import Batch, DataSet, ImageDataset, LabelResolver, Sample, collate
 from .perturbation import (
     DIRECTIONS,
     INSERTION_DIRECTIONS,
@@ -83,6 +83,7 @@ class Settings:
     world_size: int = 1
     num_samples: int = 0
     samples_digest: str = ""
+    labels_digest: str = ""
     protocol: str = (
         "Chefer et al. 2021: rank pixels by the bilinearly upsampled map; set floor(f*H*W) pixels to 0 in [0,1] "
         "space for f = 0.1..0.9; top-1 == explained class; AUC = np.trapezoid(curve, dx=0.1) * 100"
@@ -246,38 +247,50 @@ def samples_digest(paths: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(paths).encode()).hexdigest()
 
 
-def _grows(stored: dict[str, Any], paths: Sequence[str]) -> bool:
-    """A larger ``--limit`` may continue a run when the stored images are a prefix of the new list."""
-    n = stored.get("num_samples", 0)
-    return 0 < n <= len(paths) and samples_digest(paths[:n]) == stored.get("samples_digest")
+def labels_digest(samples: Sequence[Sample]) -> str:
+    """SHA-256 of the ordered ``path<TAB>label`` pairs: the images and the classes they are tested on."""
+    return samples_digest([f"{s.path}\t{s.label}" for s in samples])
 
 
-def _prepare_folder(out: Path, settings: Settings, resume: bool, paths: Sequence[str]) -> None:
-    """Create ``out`` and ``run.json``; on resume, check the settings match the stored run (rank 0 only).
+def _prepare_folder(out: Path, settings: Settings, resume: bool, samples: Sequence[Sample]) -> None:
+    """Create ``out`` and ``run.json``; on resume, check the settings and the images (paths and
+    labels) match the stored run (rank 0 only).
 
-    On resume the limit may grow when the stored images are a prefix of the new ones (see
-    :func:`_grows`): whole batches stay valid; a last, partly filled batch is deleted and redone.
+    On resume the limit may grow when the stored images are the first of the new ones: whole
+    batches stay valid; a last, partly filled batch is deleted and redone.
     """
     run_file = out / RUN_FILE
-    if run_file.exists():
-        stored = json.loads(run_file.read_text())
-        if not resume:
-            raise AttngradError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-        defaults = asdict(Settings(data="", methods=[]))  # keys that older runs did not store
-        diff = [k for k in RESUME_KEYS if stored.get(k, defaults[k]) != json.loads(json.dumps(getattr(settings, k)))]
-        if diff == ["limit"] and _grows(stored, paths):
-            n = stored["num_samples"]
-            if n % settings.batch_size and n < len(paths):
-                _shard_path(out, n // settings.batch_size).unlink(missing_ok=True)
-            run_file.write_text(json.dumps(asdict(settings), indent=2))
-        elif diff:
-            raise AttngradError(
-                f"cannot resume {out}: settings differ ({', '.join(diff)}); use the run's settings or another --out"
-                + (" (a different --limit must keep the stored images as its first ones)" if diff == ["limit"] else "")
-            )
-    else:
+    if not run_file.exists():
         (out / SHARDS).mkdir(parents=True, exist_ok=True)
         run_file.write_text(json.dumps(asdict(settings), indent=2))
+        return
+    stored = json.loads(run_file.read_text())
+    if not resume:
+        raise AttngradError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    defaults = asdict(Settings(data="", methods=[]))  # keys that older runs did not store
+    diff = [k for k in RESUME_KEYS if stored.get(k, defaults[k]) != json.loads(json.dumps(getattr(settings, k)))]
+    n = stored.get("num_samples", 0)
+
+    def stored_first(count: int) -> bool:  # are the stored images (and labels, when stored) the first ones now?
+        head = samples[:count]
+        return samples_digest([s.path for s in head]) == stored.get("samples_digest") and (
+            not stored.get("labels_digest") or labels_digest(head) == stored["labels_digest"]
+        )
+
+    if diff == ["limit"] and 0 < n <= len(samples) and stored_first(n):
+        if n % settings.batch_size and n < len(samples):
+            _shard_path(out, n // settings.batch_size).unlink(missing_ok=True)
+        run_file.write_text(json.dumps(asdict(settings), indent=2))
+    elif diff:
+        raise AttngradError(
+            f"cannot resume {out}: settings differ ({', '.join(diff)}); use the run's settings or another --out"
+            + (" (--limit can only grow, keeping the stored images first)" if diff == ["limit"] else "")
+        )
+    elif n != len(samples) or not stored_first(n):
+        raise AttngradError(
+            f"cannot resume {out}: the images or their labels differ from the stored run's (files added, removed "
+            "or relabelled?); restore them or choose another --out"
+        )
 
 
 # ----------------------------------------------------------------------------- the run
@@ -335,14 +348,21 @@ def run_perturbation(
         image_labels=dataset.image_labels, insertion_deletion=insertion_deletion,
         device=str(explainer.device), world_size=world, skipped_unknown=dataset.skipped,
         skipped_guide_class=skipped_guide, num_samples=len(samples),
-        samples_digest=samples_digest([s.path for s in samples]),
+        samples_digest=samples_digest([s.path for s in samples]), labels_digest=labels_digest(samples),
     )  # fmt: skip
+    if insertion_deletion:
+        settings.protocol += (
+            "; insertion / deletion (Petsiuk et al. 2018): class probability at 0..100 % with the highest-scored "
+            "pixels pasted into the blurred image (Gaussian 11 x 11, sigma 5, reflected borders) or set to 0"
+        )
     error = None
     if rank == 0:
         try:
-            _prepare_folder(out, settings, resume, [s.path for s in samples])
+            _prepare_folder(out, settings, resume, samples)
         except AttngradError as err:
             error = str(err)
+        except Exception as err:  # noqa: BLE001 - told to every rank, so none waits for rank 0 forever
+            error = f"cannot prepare {out}: {err}"
     error = _from_rank0(error)
     if error:
         raise AttngradError(error)
@@ -424,6 +444,8 @@ def per_image_curves(raw: dict[str, np.ndarray], name: str, direction: str, meas
     0 %, ..., 100 %; their ends are the blurred image, the image itself and the black image, and
     deletion's inner points are positive perturbation's (the same pixels set to 0).
     """
+    if measure not in ("top-1", "probability"):
+        raise AttngradError(f"unknown measure {measure!r}; use top-1 or probability")
     if direction in DIRECTIONS:
         if measure == "top-1":
             first, inner = (raw["pred0"] == raw["target"]).astype(np.float64), raw[f"{name}.{direction}.correct"]
@@ -517,7 +539,8 @@ def compare_methods(out: str | Path, a: str, b: str) -> dict[str, dict[str, floa
 
 def _write_csv(path: Path, summary: dict[str, Any]) -> None:
     """One row per method, direction and measure (top-1 accuracy or class probability): its AUC and
-    curve at 0 %, ..., 100 % removed (the perturbation test stops at 90 %: its last cell is empty)."""
+    curve at 0 %, ..., 100 % of the pixels removed (insertion: inserted); the perturbation test
+    stops at 90 %, so its last cell is empty."""
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "direction", "measure", "auc", "higher_is_better", "images",
@@ -537,7 +560,8 @@ def _write_csv(path: Path, summary: dict[str, Any]) -> None:
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
-    """The AUCs as a Markdown table (positive: lower is better; negative: higher is better)."""
+    """The AUCs as a Markdown table: positive / negative perturbation of top-1 accuracy, and (when
+    measured) insertion / deletion of the class probability; each header says which way is better."""
     extra = all(d in entry for entry in summary["methods"].values() for d in INSERTION_DIRECTIONS)
     lines = [
         ("" if summary["complete"] else "(partial run) ")
@@ -545,8 +569,9 @@ def markdown_table(summary: dict[str, Any]) -> str:
         f"top-1 accuracy at 0 %: {100 * summary['accuracy_at_0']:.1f} %"
         + (f", guide: {Path(summary['settings']['guide']).name}" if summary["settings"].get("guide") else ""),
         "",
-        "| method | positive AUC (lower is better) | negative AUC (higher is better) |"
-        + (" insertion AUC (higher is better) | deletion AUC (lower is better) |" if extra else ""),
+        "| method | positive AUC, top-1 (lower is better) | negative AUC, top-1 (higher is better) |"
+        + (" insertion AUC, probability (higher is better) | deletion AUC, probability (lower is better) |"
+           if extra else ""),
         "|---|---:|---:|" + ("---:|---:|" if extra else ""),
     ]
     for name, entry in summary["methods"].items():
