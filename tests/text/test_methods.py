@@ -194,6 +194,8 @@ def test_one_forward_per_batch_for_all_methods(encoder_explainer, tiny_encoder):
 def test_methods_not_defined_on_text_are_refused(classifier_explainer, encoder_explainer):
     with pytest.raises(AttngradError, match="not defined on text"):
         classifier_explainer.explain(TEXTS, method="attn_gradcam")
+    with pytest.raises(AttngradError, match="not defined on text"):  # relevance propagation of image models
+        classifier_explainer.explain(TEXTS, method="tattr")
     with pytest.raises(AttngradError, match="pools every token"):
         encoder_explainer.explain(TEXTS, against=AGAINST, method="raw_attention")
     with pytest.raises(AttngradError, match="unknown method"):

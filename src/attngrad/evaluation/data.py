@@ -40,11 +40,10 @@ _WNID_STEM = re.compile(r"^(n\d{8})(?:_(.*))?$")
 
 @dataclass(frozen=True)
 class Sample:
-    """One image of the data set: its path, class index, and the key the label was read from."""
+    """One image of the data set: its path and class index."""
 
     path: str
     label: int
-    key: str
 
 
 @dataclass
@@ -216,7 +215,7 @@ def discover(
             skipped.append((str(path), f"not named in {image_labels}"))
             continue
         try:
-            samples.append(Sample(str(path), resolver.resolve(key), key))
+            samples.append(Sample(str(path), resolver.resolve(key)))
         except AttngradError as err:
             skipped.append((str(path), str(err)))
         if limit is not None and len(samples) >= limit:

@@ -89,6 +89,13 @@ def remove_pixels(
     return torch.where(keep, unit, fill)
 
 
+def class_probability(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Softmax probability of each row's class: logits (B, ..., K), targets (B,) -> (B, ...)."""
+    probs = logits.float().softmax(dim=-1)
+    index = targets.to(probs.device).view(-1, *([1] * (probs.dim() - 1))).expand(*probs.shape[:-1], 1)
+    return probs.gather(-1, index)[..., 0]
+
+
 def blur(unit: torch.Tensor, size: int = 11, sigma: float = 5.0) -> torch.Tensor:
     """Gaussian blur of (B, C, H, W) images: the insertion test's start, with RISE's parameters
     (11 x 11, sigma 5) as a truncated, normalised Gaussian, separable, with reflected borders.
@@ -173,8 +180,7 @@ class PerturbationTest:
         logits = torch.cat(logits_rows).view(batch, len(counts), -1)
         targets = targets.to(logits.device)
         correct = logits.argmax(dim=-1) == targets[:, None]
-        probability = logits.softmax(dim=-1).gather(2, targets.view(-1, 1, 1).expand(-1, len(counts), 1))[..., 0]
-        return PerturbationResult(correct.cpu(), probability.cpu())
+        return PerturbationResult(correct.cpu(), class_probability(logits, targets).cpu())
 
 
 class InsertionDeletion(PerturbationTest):
@@ -192,6 +198,13 @@ class InsertionDeletion(PerturbationTest):
 
     directions: ClassVar[tuple[str, ...]] = INSERTION_DIRECTIONS
 
+    def __init__(
+        self, direction: str, batch_size: int = 32, steps: tuple[int, ...] = STEPS, blurred: torch.Tensor | None = None
+    ):
+        """``blurred``: the blurred images when the caller has them already (default: :func:`blur` of the batch)."""
+        super().__init__(direction, batch_size, steps)
+        self.blurred = blurred
+
     @property
     def higher_is_better(self) -> bool:
         return self.direction == "insertion"
@@ -203,4 +216,4 @@ class InsertionDeletion(PerturbationTest):
     def start_and_fill(self, unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.direction == "deletion":
             return unit, None
-        return blur(unit), unit
+        return (blur(unit) if self.blurred is None else self.blurred), unit

@@ -53,6 +53,7 @@ from .perturbation import (
     PerturbationTest,
     auc,
     blur,
+    class_probability,
 )
 
 SHARDS = "shards"
@@ -208,20 +209,21 @@ def evaluate_batch(
         "label": batch.labels.numpy().astype(np.int64),
         "target": targets.cpu().numpy().astype(np.int64),
         "pred0": logits0.argmax(dim=-1).cpu().numpy().astype(np.int64),
-        "prob0": logits0.softmax(dim=-1).gather(1, targets.view(-1, 1))[:, 0].cpu().numpy().astype(np.float32),
+        "prob0": class_probability(logits0, targets).cpu().numpy().astype(np.float32),
     }
+    blurred = blur(unit) if insertion_deletion else None
     for name in methods:
         for direction in DIRECTIONS:
             res = PerturbationTest(direction, eval_batch_size)(forward, unit, maps[name], targets, pre.normalize)
             out[f"{name}.{direction}.correct"] = res.correct.numpy()
             out[f"{name}.{direction}.prob"] = res.probability.numpy().astype(np.float32)
         if insertion_deletion:
-            res = InsertionDeletion("insertion", eval_batch_size)(forward, unit, maps[name], targets, pre.normalize)
+            test = InsertionDeletion("insertion", eval_batch_size, blurred=blurred)
+            res = test(forward, unit, maps[name], targets, pre.normalize)
             out[f"{name}.insertion.prob"] = res.probability.numpy().astype(np.float32)
     if insertion_deletion:
-        for key, image in (("prob_black", torch.zeros_like(unit)), ("prob_blur", blur(unit))):
-            probs = forward(pre.normalize(image)).float().softmax(dim=-1)
-            out[key] = probs.gather(1, targets.view(-1, 1))[:, 0].cpu().numpy().astype(np.float32)
+        for key, image in (("prob_black", torch.zeros_like(unit)), ("prob_blur", blurred)):
+            out[key] = class_probability(forward(pre.normalize(image)), targets).cpu().numpy().astype(np.float32)
     return out
 
 
@@ -424,7 +426,10 @@ def load_shards(out: str | Path) -> dict[str, np.ndarray]:
     files = sorted((Path(out) / SHARDS).glob("batch-*.npz"))
     if not files:
         raise AttngradError(f"{out}: no result shards; run the evaluation first")
-    parts = [dict(np.load(f)) for f in files]
+    parts = []
+    for f in files:
+        with np.load(f) as shard:
+            parts.append(dict(shard))
     evaluated = [p for p in parts if "index" in p]
     keys = list(evaluated[0]) if evaluated else []
     merged = {k: np.concatenate([p[k] for p in evaluated]) for k in keys if not k.startswith("failed_")}
@@ -494,7 +499,7 @@ def summarize(out: str | Path) -> dict[str, Any]:
         "methods": methods,
         "percent_removed": list(PERCENTS),
         "images": n,
-        "complete": len(list((out / SHARDS).glob("batch-*.npz"))) == -(-settings["num_samples"] // settings["batch_size"]),
+        "complete": n + len(raw["failed_index"]) == settings["num_samples"],
         "accuracy_at_0": float((raw["pred0"] == raw["label"]).mean()),
         "explained_class": settings["explain"],
         "skipped": {

@@ -40,7 +40,7 @@ from ..errors import AttngradError
 from ..explainer import Explainer, Explanation, Prediction
 from ..io import load_image
 from ..losses import LOSSES, get_loss
-from ..methods import METHODS, Method
+from ..methods import METHODS
 from ..targets import resolve_targets
 from .cache import LRUCache, content_hash, key_of
 from .jobs import Job, JobManager, QueueFull, WorkQueue
@@ -150,10 +150,7 @@ def _words_json(res: TextExplanation) -> list[dict[str, Any]]:
     from ..text.display import normalized_words
 
     words = res.words(0)
-    return [
-        {"text": w.text, "start": w.start, "end": w.end, "score": w.score, "normalized": v}
-        for w, v in zip(words, normalized_words(words))
-    ]
+    return [{**asdict(w), "normalized": v} for w, v in zip(words, normalized_words(words))]
 
 
 class TextUnavailable(Exception):
@@ -505,20 +502,16 @@ class Explorer:
 
     @staticmethod
     def check_text_methods(text_explainer: TextExplainer, methods: str | None) -> list[str]:
-        """Method names defined on text for this model (422 lists the valid ones).
-
-        Valid: what :meth:`~attngrad.text.TextExplainer.method` accepts, less the methods that
-        capture an image model's activations during the pass (relevance propagation: ``tattr``).
-        """
+        """Method names defined on text for this model (422 lists the valid ones): what
+        :meth:`~attngrad.text.TextExplainer.method` accepts."""
         names = _method_names(methods, DEFAULT_TEXT_METHODS)
         valid = []
         for name in METHODS:
             try:
-                instance = text_explainer.method(name)
+                text_explainer.method(name)
             except AttngradError:
                 continue
-            if type(instance).capture is Method.capture:
-                valid.append(name)
+            valid.append(name)
         unknown = [m for m in names if m not in valid]
         if unknown or not names:
             raise _error(
@@ -556,7 +549,7 @@ class Explorer:
             "loss": first.loss,
             "labels": first.labels,
             "logits": dict(zip(first.labels, logits)),
-            "predicted": first.labels[max(range(len(logits)), key=logits.__getitem__)],
+            "predicted": first.labels[int(first.logits[0].argmax())],
             "target": {"label": first.labels[t], "logit": logits[t]},
             "contrast": None if first.contrasts is None else first.contrast_names[0],
             "methods": [

@@ -298,7 +298,8 @@ class TextExplainer:
     def method(self, method: str | Method, start_layer: int = 0) -> Method:
         """A method defined on text (see :data:`TEXT_METHOD_TYPES`) for this model's read."""
         instance = get_method(method, start_layer=start_layer)
-        if not isinstance(instance, TEXT_METHOD_TYPES):
+        # Methods that capture an image model's activations during the pass (tattr) do not apply.
+        if not isinstance(instance, TEXT_METHOD_TYPES) or type(instance).capture is not Method.capture:
             raise AttngradError(
                 f"method {instance.name!r} is not defined on text; use complete, gae, absolute, rollout, "
                 "rollout_eq1, raw_attention or random"
