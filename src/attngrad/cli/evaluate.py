@@ -9,7 +9,7 @@ import click
 from ..explainer import Explainer
 from ..models import load_model
 from . import main
-from .common import split_list
+from .common import model_options, split_list
 
 DEFAULT_METHODS = "gae,complete,rollout,raw_attention,attn_gradcam,random"
 
@@ -75,16 +75,13 @@ def perturbation(data, table, image_labels, methods, explain, guide, limit, out,
 @click.option("--out", "-o", required=True, type=click.Path(), help="Results folder.")
 @click.option("--batch-size", "-b", default=16, show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Seed of the re-initialisation.")
-@click.option("--model", default=None, help="Hugging Face folder or Hub name, or timm:NAME (default: shipped ViT-Ti).")
-@click.option("--checkpoint", type=click.Path(), default=None, help="Weights file for a timm:NAME model.")
-@click.option("--device", default=None, help="cpu, cuda, ...")
-def sanity(data, table, image_labels, methods, explain, limit, out, batch_size, seed, model, checkpoint, device):
+@model_options
+def sanity(data, table, image_labels, methods, explain, limit, out, batch_size, seed, explainer):
     """Model-parameter randomisation test (Adebayo et al. 2018): Spearman correlation of each
     method's maps on the trained and a top-down randomised model. Writes sanity.json/.csv/.png."""
     from ..evaluation.data import discover
     from ..evaluation.sanity import randomisation_test, write_sanity
 
-    explainer = Explainer(load_model(model, device=device, checkpoint=checkpoint))
     dataset = discover(data, explainer.labels, table, limit, image_labels)
     for path, why in dataset.skipped:
         click.echo(f"attngrad: skipped: {why} ({path})", err=True)

@@ -77,25 +77,23 @@ def randomisation_test(
     if not dataset.samples:
         raise AttngradError("no images to run the sanity check on")
     pre = explainer.adapter.preprocessor
-    images = torch.cat([pre([load_image(s.path)]) for s in dataset.samples])
+    images = pre([load_image(s.path) for s in dataset.samples])
     labels = torch.tensor([s.label for s in dataset.samples])
     batches = [slice(i, i + batch_size) for i in range(0, len(images), batch_size)]
 
-    def all_maps(ex: Explainer, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    def all_maps(ex: Explainer, targets: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Each method's maps, and the classes explained (``targets``, or each image's top-1 when None)."""
         parts: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
+        explained = []
         for sl in batches:
-            res = ex.explain_methods(images[sl].to(ex.device), methods, target=targets[sl].to(ex.device))
+            target = None if targets is None else targets[sl].to(ex.device)
+            res = ex.explain_methods(images[sl].to(ex.device), methods, target=target)
             for name, r in res.items():
                 parts[name].append(r.maps.detach().flatten(1).cpu())
-        return {name: torch.cat(p) for name, p in parts.items()}
+            explained.append(next(iter(res.values())).targets.cpu())
+        return {name: torch.cat(p) for name, p in parts.items()}, torch.cat(explained)
 
-    if explain == "label":
-        targets = labels
-    else:
-        with torch.inference_mode():
-            logits = [explainer.adapter.forward(images[sl].to(explainer.device)).logits for sl in batches]
-        targets = torch.cat(logits).argmax(-1).cpu()
-    trained = all_maps(explainer, targets)
+    trained, targets = all_maps(explainer, labels if explain == "label" else None)
     adapter: ModelAdapter = copy.deepcopy(explainer.adapter)
     randomised = Explainer(adapter)
     with torch.inference_mode():
@@ -106,7 +104,7 @@ def randomisation_test(
         torch.manual_seed(seed)
         for name, module in tqdm(steps, desc="randomising", unit="layer", disable=not progress):
             _reinitialise(module)
-            maps = all_maps(randomised, targets)
+            maps, _ = all_maps(randomised, targets)
             for m in methods:
                 result[m].append(float(spearman(trained[m], maps[m]).nanmean()))
     return {"steps": [n for n, _ in steps], "methods": result, "images": len(images), "explained_class": explain}
