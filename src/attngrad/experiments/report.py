@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .. import viz
-from ..demo import asset_image
+from ..demo import CASES, asset_image
 from .detail import detail_interpretation
 from .guidance import SHARED_GALLERY, explain_guided
 from .rewrite import batch_summary, random_targets, rewrite, rewrite_batch, save_rewrite
@@ -45,7 +45,6 @@ MULTI = {
     "catdog.png": ("bull mastiff", "tiger cat"),
     "dogbird.png": ("basset", "macaw"),
 }
-TRANSFER = {"el1.jpg": ("zebra", "African elephant"), "catdog.png": ("bull mastiff", "tiger cat")}
 GUIDED = ("n01944390_snail.jpg", "n01871265_tusker.jpg")
 
 
@@ -174,7 +173,7 @@ def transfer_section(ex: "Explainer", out: Path) -> Section:
         "Expected: the positive attention moves off the target onto the other class. The GIFs show every step.",
     )
     rows = []
-    for name, (target, opposing) in TRANSFER.items():
+    for name, (target, opposing) in CASES.items():  # the demo's cases
         path = find_image(name)
         if path is None:
             sec.notes.append(f"skipped (image not found): {name}")

@@ -293,11 +293,7 @@ def rewrite_batch(
     current = levels0.clone()
     done = torch.zeros(len(originals), dtype=torch.bool, device=current.device)
     used = torch.zeros(len(originals), dtype=torch.long)
-    weights = list(explainer.adapter.model.parameters())
-    trainable = [w.requires_grad for w in weights]
-    try:
-        for w in weights:
-            w.requires_grad_(False)  # gradients to the pixels only
+    with explainer.adapter.frozen_weights():  # gradients to the pixels only
         for step in tqdm(range(steps + 1), desc="rewriting", unit="step", disable=not progress):
             x = current.clone().requires_grad_(True)
             logits = explainer.adapter.forward(model_input(x)).logits
@@ -314,15 +310,14 @@ def rewrite_batch(
             (grad,) = torch.autograd.grad(loss_fn(logits, from_idx, to_idx).sum(), x)
             move = -grad.sign() * (~done).view(-1, 1, 1, 1)
             current = torch.minimum(torch.maximum(current + move, low), high)
-    finally:
-        for w, flag in zip(weights, trainable):
-            w.requires_grad_(flag)
     used[~done.cpu()] = steps
     rewritten = [Image.fromarray(a) for a in current.round().byte().permute(0, 2, 3, 1).cpu().numpy()]
     before = explainer.top_k(logits0, 5)
     after = explainer.predict(rewritten, k=5)  # the 8-bit pictures through the full preprocessing
     unit0, unit1 = levels0.double() / 255.0, current.double() / 255.0
     change = (current - levels0).abs().flatten(1)
+    psnrs, ssims = psnr(unit1, unit0), ssim(unit1, unit0)
+    l2s = (unit1 - unit0).flatten(1).norm(dim=1)
     results = []
     for i in range(len(originals)):
         success = after[i][0].index == int(to_idx[i]) and after[i][0].probability >= probability
@@ -336,9 +331,9 @@ def rewrite_batch(
                 success=success,
                 steps=int(used[i]),
                 linf=int(change[i].max()),
-                l2=float((unit1[i] - unit0[i]).norm()),
-                psnr=float(psnr(unit1[i : i + 1], unit0[i : i + 1])[0]),
-                ssim=float(ssim(unit1[i : i + 1], unit0[i : i + 1])[0]),
+                l2=float(l2s[i]),
+                psnr=float(psnrs[i]),
+                ssim=float(ssims[i]),
                 before=before[i],
                 after=after[i],
             )

@@ -223,53 +223,45 @@ def attention_transfer(
         opposing_index = resolve_targets(opposing, out.logits, explainer.labels)
     if int(opposing_index) == int(target_index):
         raise AttngradError(f"the opposing class equals the target ({explainer.labels[int(target_index)]!r}); choose another")
-    weights = list(adapter.model.parameters())
-    trainable = [w.requires_grad for w in weights]
-    for w in weights:
-        w.requires_grad_(False)  # frozen: only the stored maps are optimised
     maps = [torch.nn.Parameter(a.detach().clone()) for a in out.attentions]
     optim = OPTIMIZERS[optimizer](maps, lr=lr)
     method = Complete()
     t, o = int(target_index), int(opposing_index)
-    try:
-        with adapter.override_attention(maps):
-            with torch.no_grad():
-                reproduced = adapter.forward(pixel_values).logits
-            error = float((reproduced - out.logits).abs().max())
-            scale = float(out.logits.abs().max())
-            if error > 1e-5 * max(scale, 1.0):
-                raise AttngradError(
-                    f"{type(adapter.model).__name__} does not reproduce its logits from its own stored attention "
-                    f"maps (max difference {error:.3g}); attention transfer is not supported for this model"
+    with adapter.frozen_weights(), adapter.override_attention(maps):  # only the stored maps are optimised
+        with torch.no_grad():
+            reproduced = adapter.forward(pixel_values).logits
+        error = float((reproduced - out.logits).abs().max())
+        scale = float(out.logits.abs().max())
+        if error > 1e-5 * max(scale, 1.0):
+            raise AttngradError(
+                f"{type(adapter.model).__name__} does not reproduce its logits from its own stored attention "
+                f"maps (max difference {error:.3g}); attention transfer is not supported for this model"
+            )
+        opposing_map = method(explainer.trace(pixel_values, opposing_index, methods=[method], token=token))[0]
+        region = opposing_map > 0
+        result = TransferResult(shown[0], explainer.labels[t], explainer.labels[o], optimizer, lr, opposing_map, error)
+        for step in tqdm(range(steps + 1), desc="attention transfer", unit="step", disable=not progress):
+            trace = explainer.trace(pixel_values, target_index, methods=[method], token=token)
+            smap = method(trace)[0]
+            probs = trace.logits[0].softmax(-1)
+            result.steps.append(
+                TransferStep(
+                    step,
+                    smap,
+                    float(trace.logits[0, t]),
+                    float(trace.logits[0, o]),
+                    float(probs[t]),
+                    float(probs[o]),
+                    float(positive_share(smap, region)),
                 )
-            opposing_map = method(explainer.trace(pixel_values, opposing_index, methods=[method], token=token))[0]
-            region = opposing_map > 0
-            result = TransferResult(shown[0], explainer.labels[t], explainer.labels[o], optimizer, lr, opposing_map, error)
-            for step in tqdm(range(steps + 1), desc="attention transfer", unit="step", disable=not progress):
-                trace = explainer.trace(pixel_values, target_index, methods=[method], token=token)
-                smap = method(trace)[0]
-                probs = trace.logits[0].softmax(-1)
-                result.steps.append(
-                    TransferStep(
-                        step,
-                        smap,
-                        float(trace.logits[0, t]),
-                        float(trace.logits[0, o]),
-                        float(probs[t]),
-                        float(probs[o]),
-                        float(positive_share(smap, region)),
-                    )
-                )
-                if on_step is not None:
-                    last = result.steps[-1]
-                    on_step(step, {"target_logit": last.target_logit, "opposing_logit": last.opposing_logit,
-                                   "share": last.opposing_share})
-                if step == steps:
-                    break
-                for param, grad in zip(maps, trace.gradients):
-                    param.grad = grad  # d logit[target] / d A(l): descend it
-                optim.step()
-    finally:
-        for w, flag in zip(weights, trainable):
-            w.requires_grad_(flag)
+            )
+            if on_step is not None:
+                last = result.steps[-1]
+                on_step(step, {"target_logit": last.target_logit, "opposing_logit": last.opposing_logit,
+                               "share": last.opposing_share})
+            if step == steps:
+                break
+            for param, grad in zip(maps, trace.gradients):
+                param.grad = grad  # d logit[target] / d A(l): descend it
+            optim.step()
     return result

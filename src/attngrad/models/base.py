@@ -7,9 +7,9 @@ knows which method asked; methods never know which model family they run on.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -43,6 +43,20 @@ class ModelAdapter(ABC):
     labels: list[str]
     special_tokens: dict[str, int]
     patch_size: tuple[int, int]
+
+    @contextmanager
+    def frozen_weights(self) -> Iterator[None]:
+        """No gradients to the weights inside the block (experiments optimise pixels or maps);
+        each weight's ``requires_grad`` is restored afterwards, also on errors."""
+        weights = list(self.model.parameters())
+        trainable = [w.requires_grad for w in weights]
+        try:
+            for w in weights:
+                w.requires_grad_(False)
+            yield
+        finally:
+            for w, flag in zip(weights, trainable):
+                w.requires_grad_(flag)
 
     @abstractmethod
     def forward(self, pixel_values: torch.Tensor) -> ForwardOutput:
