@@ -8,7 +8,8 @@ the wrong input's name (``field``) and its valid values (``choices``) when known
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 class AttngradError(ValueError):

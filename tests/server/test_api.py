@@ -21,14 +21,14 @@ import torch
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the server extra is not installed (pip install -e '.[server]')")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from attngrad import viz  # noqa: E402
-from attngrad.demo import asset_image  # noqa: E402
-from attngrad.methods import METHODS  # noqa: E402
-from attngrad.server import ServerSettings, create_app  # noqa: E402
-from attngrad.server.cache import LRUCache, key_of  # noqa: E402
-from attngrad.server.jobs import Job, JobCancelled, JobManager, QueueFull, WorkQueue  # noqa: E402
+from attngrad import viz
+from attngrad.demo import asset_image
+from attngrad.methods import METHODS
+from attngrad.server import ServerSettings, create_app
+from attngrad.server.cache import LRUCache, key_of
+from attngrad.server.jobs import Job, JobCancelled, JobManager, QueueFull, WorkQueue
 
 LIMIT = 64 * 1024
 EL1 = asset_image("el1.jpg")

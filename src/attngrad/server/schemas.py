@@ -7,7 +7,7 @@ described by :data:`BINARY_PNG` and friends, passed as ``responses=`` to their r
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,9 +23,9 @@ class _Model(BaseModel):
 
 class ErrorDetail(_Model):
     message: str = Field(description="what is wrong and what to do")
-    field: Optional[str] = Field(None, description="the input that was wrong (a form field)")
-    valid: Optional[list[Any]] = Field(None, description="the valid values of that input")
-    retry_after: Optional[int] = Field(None, description="503 busy: seconds to wait (also the Retry-After header)")
+    field: str | None = Field(None, description="the input that was wrong (a form field)")
+    valid: list[Any] | None = Field(None, description="the valid values of that input")
+    retry_after: int | None = Field(None, description="503 busy: seconds to wait (also the Retry-After header)")
 
 
 class ErrorResponse(_Model):
@@ -33,7 +33,7 @@ class ErrorResponse(_Model):
 
 
 #: Error answers documented on every route that takes an image or does model work.
-ERRORS: dict[Union[int, str], dict[str, Any]] = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "not an image, truncated, or a decompression bomb"},
     404: {"model": ErrorResponse, "description": "unknown or expired id"},
     413: {"model": ErrorResponse, "description": "upload or request body over the size limit"},
@@ -41,7 +41,7 @@ ERRORS: dict[Union[int, str], dict[str, Any]] = {
 }
 
 
-def binary(media_type: str, description: str) -> dict[Union[int, str], dict[str, Any]]:
+def binary(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route answering bytes of ``media_type``."""
     schema = {"type": "string", "format": "binary"} if not media_type.startswith("text/") else {"type": "string"}
     return {200: {"description": description, "content": {media_type: {"schema": schema}}}}
@@ -56,7 +56,7 @@ class QueueStats(_Model):
     in_flight: int
     completed: int
     rejected: int
-    mean_task_s: Optional[float] = Field(description="mean seconds per task (last 32); null before the first")
+    mean_task_s: float | None = Field(description="mean seconds per task (last 32); null before the first")
 
 
 class CacheStats(_Model):
@@ -147,9 +147,9 @@ class MethodMap(_Model):
 class ExplainResponse(_Model):
     result_id: str
     image_id: str
-    guide_id: Optional[str]
+    guide_id: str | None
     target: ClassScore
-    contrast: Optional[ClassScore]
+    contrast: ClassScore | None
     loss: str
     guided: bool
     grid: list[int] = Field(description="(gh, gw): the map's patch grid")
@@ -171,7 +171,7 @@ class TextMethod(_Model):
     signed: bool
     legend: str
     words: list[Word]
-    against_words: Optional[list[Word]] = Field(description="similarity: the other text explained the other way")
+    against_words: list[Word] | None = Field(description="similarity: the other text explained the other way")
 
 
 class TextTarget(_Model):
@@ -182,13 +182,13 @@ class TextTarget(_Model):
 class TextResponse(_Model):
     task: str = Field(description='"similarity" or "zero-shot"')
     text: str
-    against: Optional[str]
+    against: str | None
     loss: str
     labels: list[str]
     logits: dict[str, float]
     predicted: str
     target: TextTarget
-    contrast: Optional[str]
+    contrast: str | None
     methods: list[TextMethod]
 
 
@@ -260,7 +260,7 @@ class JobSnapshot(_Model):
     message: str
     events: list[dict[str, Any]] = Field(description="events from index `since`: progress, message, step numbers")
     n_events: int
-    result: Union[RewriteResult, TransferResult, dict[str, Any], None] = Field(
+    result: RewriteResult | TransferResult | dict[str, Any] | None = Field(
         description="a finished job's result (rewrite or transfer)"
     )
-    error: Optional[str]
+    error: str | None

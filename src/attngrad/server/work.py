@@ -7,7 +7,8 @@ values (overlays through :func:`attngrad.viz.overlay`, as PNG bytes or data URLs
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -43,17 +44,19 @@ def explain(
     The result keeps each map raw (``raw``, float32 array) with its overlay as PNG bytes (``png``):
     the cached form, from which the route builds its answer and the downloads are served.
     """
-    if guide is None:
-        results = explainer.explain_methods(
-            image.pixels, methods, target=target, loss=loss, contrast=contrast, start_layer=start_layer
-        )
-    else:
-        results = explainer.explain_methods(
-            image.original, methods, target, loss, contrast, start_layer, guide=guide.original
-        )
+    results = explainer.explain_methods(
+        image.pixels if guide is None else image.original,  # a stitch starts from the picture
+        methods,
+        target=target,
+        loss=loss,
+        contrast=contrast,
+        start_layer=start_layer,
+        guide=None if guide is None else guide.original,
+    )
     first: Explanation = results[methods[0]]
     labels = explainer.labels
-    logits = first.logits if guide is None else first.original_logits  # the image's own, not the stitch's
+    # with a guide: the image's own logits, not the stitch's
+    logits = first.logits if guide is None else first.original_logits  # type: ignore[attr-defined]
     t = int(first.targets[0])
     c = None if first.contrasts is None else int(first.contrasts[0])
     entries = []
@@ -95,7 +98,9 @@ def rewrite_job(
     ``complete`` maps of both classes on both pictures, and the numbers."""
 
     def work(job: Job) -> dict[str, Any]:
-        from ..experiments.rewrite import rewrite  # imported when used: the experiments are optional here
+        from ..experiments.rewrite import (
+            rewrite,  # imported when used: the experiments are optional here
+        )
 
         to_idx, from_idx = _class_indices(explainer, image, to, from_)
         labels = explainer.labels
@@ -185,6 +190,7 @@ def explain_text(
         text, methods, loss=loss, contrast=contrast, against=against, labels=labels
     )
     first: TextExplanation = next(iter(results.values()))
+    assert first.labels is not None  # similarity and zero-shot results both name their columns
     logits = first.logits[0].tolist()
     t = int(first.targets[0])
     return {
@@ -196,7 +202,7 @@ def explain_text(
         "logits": dict(zip(first.labels, logits)),
         "predicted": first.labels[int(first.logits[0].argmax())],
         "target": {"label": first.labels[t], "logit": logits[t]},
-        "contrast": None if first.contrasts is None else first.contrast_names[0],
+        "contrast": None if first.contrasts is None or first.contrast_names is None else first.contrast_names[0],
         "methods": [
             {
                 "name": name,

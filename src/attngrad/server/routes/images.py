@@ -6,7 +6,7 @@ upload; results are cached under a hash of the image and every parameter (``resu
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
@@ -22,9 +22,9 @@ from ..service import HEX64, ExplorerDep
 router = APIRouter(prefix="/api", tags=["images"])
 
 #: The three ways to give an image (exactly one per request); the job routes take them too.
-ImageFile = Annotated[Optional[UploadFile], File(description="an image file (JPEG, PNG, ...)")]
-SampleId = Annotated[Optional[str], Form(description="a sample id from /api/samples")]
-ImageId = Annotated[Optional[str], Form(description="the image_id of an earlier upload")]
+ImageFile = Annotated[UploadFile | None, File(description="an image file (JPEG, PNG, ...)")]
+SampleId = Annotated[str | None, Form(description="a sample id from /api/samples")]
+ImageId = Annotated[str | None, Form(description="the image_id of an earlier upload")]
 
 
 @router.get("/samples", response_model=SampleList)

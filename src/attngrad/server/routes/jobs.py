@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Form
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -45,12 +45,12 @@ async def start_rewrite(
     probability: float = Form(0.9, gt=0, lt=1, description="stop once 'to' is top-1 with this probability"),
 ) -> JSONResponse:
     """Class rewriting (paper, experiment 5) as a job: poll ``status_url`` or stream ``events_url``."""
-    to = ex.check_class(to, "to")
-    if to is None:
+    goal = ex.check_class(to, "to")
+    if goal is None:
         raise http_error(422, "give the class to reach in 'to'", field="to", valid=ex.explainer.labels)
-    from_ = ex.check_class(from_, "from")
+    leave = ex.check_class(from_, "from")
     _, image = await ex.image(file, sample, image_id)
-    fn = work.rewrite_job(ex.explainer, image, to, from_, eps=eps, steps=steps, probability=probability)
+    fn = work.rewrite_job(ex.explainer, image, goal, leave, eps=eps, steps=steps, probability=probability)
     return _started(ex.jobs.start("rewrite", fn))
 
 
