@@ -29,6 +29,7 @@ from attngrad.methods import METHODS
 from attngrad.server import ServerSettings, create_app
 from attngrad.server.cache import LRUCache, key_of
 from attngrad.server.jobs import Job, JobCancelled, JobManager, QueueFull, WorkQueue
+from attngrad.server.schemas import RewriteResult, TransferResult
 
 LIMIT = 64 * 1024
 EL1 = asset_image("el1.jpg")
@@ -393,6 +394,7 @@ def test_rewrite_job_returns_the_library_numbers_and_maps(client, tiny_explainer
         ("before", top[0].label), ("before", tiny_explainer.labels[to]),
         ("after", top[0].label), ("after", tiny_explainer.labels[to]),
     ]
+    assert RewriteResult.model_validate(snap["result"]).model_dump(by_alias=True) == snap["result"]  # documented shape
     rewritten = Image.open(io.BytesIO(base64.b64decode(snap["result"]["rewritten"].split(",", 1)[1])))
     np.testing.assert_array_equal(np.asarray(rewritten), np.asarray(want.rewritten))
 
@@ -404,6 +406,7 @@ def test_transfer_job_returns_one_frame_per_step(client, tiny_explainer):
     snap = _finish(client, client.post("/api/jobs/transfer", data=form))
     assert snap["status"] == "done", snap["error"]
     res = snap["result"]
+    assert TransferResult.model_validate(res).model_dump() == res  # the documented shape, every field
     assert (res["target"], res["opposing"], len(res["frames"])) == ("zebra", "cat", 3)
     want = attention_transfer(tiny_explainer, EL1, "zebra", "cat", steps=2)
     assert [f["target_logit"] for f in res["frames"]] == pytest.approx([s.target_logit for s in want.steps], abs=1e-5)
