@@ -173,7 +173,12 @@ async def run(args: argparse.Namespace) -> dict:
         load.deadline = time.monotonic() + args.duration
         began = time.perf_counter()
         clients = [asyncio.create_task(load.client(base, args.seed * 1000 + i)) for i in range(args.clients)]
+        give_up = load.deadline + 2 * 120  # the run, plus two request timeouts for the last answers
         while not all(c.done() for c in clients):
+            if time.monotonic() > give_up:
+                for c in clients:
+                    c.cancel()
+                raise SystemExit("the clients did not finish in time (the server stopped answering)")
             await asyncio.sleep(0.5)
             rss_peak = max(rss_peak, rss_mb(proc.pid))
         await asyncio.gather(*clients)

@@ -1,9 +1,30 @@
 """The one exception type for mistakes a user can make (bad file, unknown class, ...).
 
 The CLI turns it into a single line on stderr and exit code 2; its message always
-says what is wrong and what to do about it.
+says what is wrong and what to do about it. The server turns it into ``422`` with
+the wrong input's name (``field``) and its valid values (``choices``) when known.
 """
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import Any
 
 
 class AttngradError(ValueError):
-    """A user-fixable problem: the message says what is wrong and what to do."""
+    """A user-fixable problem: the message says what is wrong and what to do.
+
+    Args:
+        message: what is wrong and what to do.
+        field: which input was wrong, when one is (``"method"``, ``"target"``, ``"loss"``, ...).
+        choices: the valid values of that input, when they are a short known list.
+    """
+
+    def __init__(self, *args: Any, field: str | None = None, choices: Iterable[Any] | None = None):
+        super().__init__(*args)
+        self.field = field
+        self.choices = None if choices is None else list(choices)
+
+    def __reduce__(self):  # keep ``field`` and ``choices`` through pickling (worker processes)
+        return functools.partial(type(self), field=self.field, choices=self.choices), self.args

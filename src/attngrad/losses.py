@@ -98,7 +98,7 @@ def get_loss(loss: LossLike) -> Loss:
     """Resolve a loss name (``logit``, ``normdiff``, ``diff``, ``ratio``) or wrap a callable."""
     if isinstance(loss, str):
         if loss not in LOSSES:
-            raise AttngradError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)} or pass a callable")
+            raise AttngradError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)} or pass a callable", field="loss", choices=LOSSES)
         return LOSSES[loss]()
     if hasattr(loss, "needs_contrast") and hasattr(loss, "name"):
         return loss  # already a Loss object

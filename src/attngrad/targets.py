@@ -30,7 +30,7 @@ def class_index(name: int | str, labels: Sequence[str]) -> int:
         name = int(name)
     if isinstance(name, int):
         if not 0 <= name < len(labels):
-            raise AttngradError(f"class index {name} is out of range; this model has classes 0..{len(labels) - 1}")
+            raise AttngradError(f"class index {name} is out of range; this model has classes 0..{len(labels) - 1}", field="target", choices=labels)
         return name
     table = _aliases(labels)
     key = name.strip().lower().replace("_", " ")
@@ -38,7 +38,7 @@ def class_index(name: int | str, labels: Sequence[str]) -> int:
         return table[key]
     close = difflib.get_close_matches(key, list(table), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; list them with `attngrad classes`"
-    raise AttngradError(f"unknown class {name!r}{hint}")
+    raise AttngradError(f"unknown class {name!r}{hint}", field="target", choices=labels)
 
 
 def resolve_targets(spec: TargetSpec, logits: torch.Tensor, labels: Sequence[str]) -> torch.Tensor:
@@ -54,12 +54,12 @@ def resolve_targets(spec: TargetSpec, logits: torch.Tensor, labels: Sequence[str
         spec = spec.tolist() if spec.ndim else int(spec)
     if isinstance(spec, (list, tuple)):
         if len(spec) != batch:
-            raise AttngradError(f"{len(spec)} targets given for {batch} images; give one per image or one for all")
+            raise AttngradError(f"{len(spec)} targets given for {batch} images; give one per image or one for all", field="target")
         columns = [resolve_targets(s, logits[i : i + 1], labels) for i, s in enumerate(spec)]
         return torch.cat(columns)
     if isinstance(spec, str) and _TOPK.match(spec.strip()):
         k = int(_TOPK.match(spec.strip()).group(1))
         if not 1 <= k <= logits.shape[1]:
-            raise AttngradError(f"{spec!r}: k must be between 1 and {logits.shape[1]}")
+            raise AttngradError(f"{spec!r}: k must be between 1 and {logits.shape[1]}", field="target", choices=labels)
         return logits.topk(k, dim=1).indices[:, k - 1].detach()
     return torch.full((batch,), class_index(spec, labels), dtype=torch.long, device=logits.device)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import struct
 import threading
+import time
 import zlib
 
 import numpy as np
@@ -19,14 +21,15 @@ import torch
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the server extra is not installed (pip install -e '.[server]')")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from attngrad import viz  # noqa: E402
-from attngrad.demo import asset_image  # noqa: E402
-from attngrad.methods import METHODS  # noqa: E402
-from attngrad.server import ServerSettings, create_app  # noqa: E402
-from attngrad.server.cache import LRUCache, key_of  # noqa: E402
-from attngrad.server.jobs import Job, JobCancelled, JobManager, QueueFull, WorkQueue  # noqa: E402
+from attngrad import viz
+from attngrad.demo import asset_image
+from attngrad.methods import METHODS
+from attngrad.server import ServerSettings, create_app
+from attngrad.server.cache import LRUCache, key_of
+from attngrad.server.jobs import Job, JobCancelled, JobManager, QueueFull, WorkQueue
+from attngrad.server.schemas import RewriteResult, TransferResult
 
 LIMIT = 64 * 1024
 EL1 = asset_image("el1.jpg")
@@ -76,6 +79,54 @@ def test_info_lists_methods_losses_and_the_viz_colormap(client):
     assert reds[:11] == sorted(reds[:11]) and reds[0] == 0  # blue side: red channel rises towards 0
     assert info["limits"]["max_upload_bytes"] == LIMIT
     assert ServerSettings().max_upload_bytes == 20 * 1024 * 1024
+
+
+UNSIGNED = ("gae", "absolute", "rollout", "raw_attention", "attn_gradcam")  # issue 15: red is magnitude
+
+
+def test_info_and_explain_say_per_method_what_red_means(client):
+    details = {m["name"]: m for m in client.get("/api/info").json()["method_details"]}
+    assert list(details) == list(METHODS)
+    assert details["complete"]["signed"] is True and details["complete"]["red"] == "support"
+    assert "blue opposes" in details["complete"]["legend"]
+    for name in UNSIGNED:
+        assert details[name]["signed"] is False and details[name]["red"] == "magnitude", name
+        assert "magnitude" in details[name]["legend"] and "oppose" not in details[name]["legend"]
+    body = client.post("/api/explain", data={"sample": "el1", "target": "zebra", "methods": "gae,complete"}).json()
+    shown = {m["name"]: (m["signed"], m["legend"]) for m in body["methods"]}
+    assert shown == {n: (details[n]["signed"], details[n]["legend"]) for n in ("gae", "complete")}
+
+
+def _resolve(spec: dict, schema: dict) -> dict:
+    while "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def test_openapi_describes_every_response(client):
+    """Every route's success answer has a schema: a model with properties, or bytes of a media type."""
+    spec = client.get("/openapi.json").json()
+    operations = [(path, verb, op) for path, ops in spec["paths"].items() for verb, op in ops.items()]
+    assert len(operations) == 14
+    for path, verb, op in operations:
+        success = {code: r for code, r in op["responses"].items() if code.startswith("2")}
+        assert success, (verb, path)
+        for code, response in success.items():
+            assert response.get("content"), (verb, path, code)
+            for media, body in response["content"].items():
+                schema = _resolve(spec, body.get("schema") or {})
+                if media == "application/json":
+                    assert schema.get("properties"), (verb, path, code, media)
+                else:
+                    assert schema.get("type") == "string", (verb, path, code, media)
+    # the documented fields are the fields sent
+    explain = _resolve(spec, spec["paths"]["/api/explain"]["post"]["responses"]["200"]["content"]["application/json"]["schema"])
+    body = client.post("/api/explain", data={"sample": "el1", "methods": "gae"}).json()
+    assert set(body) == set(explain["properties"])
+    method = _resolve(spec, explain["properties"]["methods"]["items"])
+    assert set(body["methods"][0]) == set(method["properties"])
+    info = _resolve(spec, spec["paths"]["/api/info"]["get"]["responses"]["200"]["content"]["application/json"]["schema"])
+    assert set(client.get("/api/info").json()) == set(info["properties"])
 
 
 def test_classes_and_search(client, tiny_explainer):
@@ -298,15 +349,30 @@ def test_explain_with_a_guide_image_matches_the_library(client, tiny_explainer):
     assert r.status_code == 422 and r.json()["detail"]["field"] == "guide_sample"
 
 
+WAIT_S = 60  # the longest any test waits for a job or a stream (a hang fails the test instead)
+
+
+def _wait_until(predicate, what: str, timeout: float = WAIT_S, poll_s: float = 0.02):
+    """Poll ``predicate()`` until it returns a true value (returned), or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(poll_s)
+
+
 def _finish(client, started) -> dict:
     assert started.status_code == 202, started.text
     url = started.json()["status_url"]
-    for _ in range(600):
+
+    def finished():
         snap = client.get(url).json()
-        if snap["status"] in ("done", "failed", "cancelled"):
-            return snap
-        threading.Event().wait(0.05)
-    raise AssertionError("job did not finish")
+        return snap if snap["status"] in ("done", "failed", "cancelled") else None
+
+    return _wait_until(finished, "the job did not finish", poll_s=0.05)
 
 
 def test_rewrite_job_returns_the_library_numbers_and_maps(client, tiny_explainer):
@@ -328,6 +394,7 @@ def test_rewrite_job_returns_the_library_numbers_and_maps(client, tiny_explainer
         ("before", top[0].label), ("before", tiny_explainer.labels[to]),
         ("after", top[0].label), ("after", tiny_explainer.labels[to]),
     ]
+    assert RewriteResult.model_validate(snap["result"]).model_dump(by_alias=True) == snap["result"]  # documented shape
     rewritten = Image.open(io.BytesIO(base64.b64decode(snap["result"]["rewritten"].split(",", 1)[1])))
     np.testing.assert_array_equal(np.asarray(rewritten), np.asarray(want.rewritten))
 
@@ -339,6 +406,7 @@ def test_transfer_job_returns_one_frame_per_step(client, tiny_explainer):
     snap = _finish(client, client.post("/api/jobs/transfer", data=form))
     assert snap["status"] == "done", snap["error"]
     res = snap["result"]
+    assert TransferResult.model_validate(res).model_dump() == res  # the documented shape, every field
     assert (res["target"], res["opposing"], len(res["frames"])) == ("zebra", "cat", 3)
     want = attention_transfer(tiny_explainer, EL1, "zebra", "cat", steps=2)
     assert [f["target_logit"] for f in res["frames"]] == pytest.approx([s.target_logit for s in want.steps], abs=1e-5)
@@ -386,12 +454,19 @@ def _stepper(steps: int, pause_s: float = 0.0):
 
 def test_job_poll_and_stream(client, app):
     jobs = app.state.explorer.jobs
-    job = jobs.start("squares", _stepper(4))
+    job = jobs.start("squares", _stepper(4, pause_s=0.02))
     events = []
-    with client.stream("GET", f"/api/jobs/{job.id}/events") as stream:
-        for line in stream.iter_lines():
-            if line.startswith("data: "):
-                events.append(__import__("json").loads(line[6:]))
+
+    def read_stream():
+        with client.stream("GET", f"/api/jobs/{job.id}/events") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+
+    reader = threading.Thread(target=read_stream, daemon=True)  # joined with a timeout: a hang fails
+    reader.start()
+    reader.join(timeout=WAIT_S)
+    assert not reader.is_alive(), f"the event stream did not end within {WAIT_S} s"
     assert [e["step"] for e in events if e["type"] == "progress"] == [1, 2, 3, 4]
     assert events[-1]["type"] == "end" and events[-1]["status"] == "done" and events[-1]["result"] == {"total": 14}
     polled = client.get(f"/api/jobs/{job.id}", params={"since": 2}).json()
@@ -402,12 +477,10 @@ def test_job_poll_and_stream(client, app):
 
 def test_job_cancel(client, app):
     job = app.state.explorer.jobs.start("slow", _stepper(100, pause_s=0.02))  # 2 s if never cancelled
-    while job.snapshot()["n_events"] < 1:
-        threading.Event().wait(0.01)
+    _wait_until(lambda: job.snapshot()["n_events"] >= 1, "the job did not report a step")
     r = client.delete(f"/api/jobs/{job.id}")
     assert r.status_code == 200
-    while job.snapshot()["status"] == "running":
-        threading.Event().wait(0.01)
+    _wait_until(lambda: job.snapshot()["status"] != "running", "the cancelled job did not stop")
     snap = client.get(f"/api/jobs/{job.id}").json()
     assert snap["status"] == "cancelled" and snap["n_events"] < 100 and snap["result"] is None
     assert client.delete(f"/api/jobs/{'1' * 32}").status_code == 404

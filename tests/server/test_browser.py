@@ -99,6 +99,14 @@ def test_explain_zebra_on_elephant_zebra_sample(page, vit_ti):
     assert sorted(methods) == ["complete", "gae"]
     assert "zebra" in page.locator("#explained-title").text_content()
 
+    # each card says what red means: support/oppose for complete (signed), magnitude for gae (issue 15)
+    complete_legend = page.locator(".result[data-method='complete'] .legend")
+    gae_legend = page.locator(".result[data-method='gae'] .legend")
+    assert complete_legend.get_attribute("data-signed") == "true"
+    assert "supports zebra" in complete_legend.text_content() and "opposes" in complete_legend.text_content()
+    assert gae_legend.get_attribute("data-signed") == "false"
+    assert "magnitude" in gae_legend.text_content() and "oppos" not in gae_legend.text_content()
+
     # the colour bar: red at the top (+1), white in the middle (0), blue at the bottom (-1)
     top, mid, bottom = page.evaluate(
         """() => { const c = document.getElementById('colorbar'), ctx = c.getContext('2d');
@@ -173,6 +181,8 @@ def test_text_tab_colours_words_and_shows_scores(page):
     assert spans.all_text_contents() == ["How", "do", "I", "fix", "a", "flat", "bicycle", "tire", "?"]
     assert card.locator(".words").first.text_content() == text  # the gaps between words are kept
     assert card.locator(".words").nth(1).text_content() == against  # the other direction
+    assert "supports" in card.locator(".legend").text_content()
+    assert "magnitude" in page.locator(".text-result[data-method='gae'] .legend").text_content()
 
     words = TextExplainer.from_pretrained().explain(text, against=against, method="complete").words(0)
     peak = max(abs(w.score) for w in words)

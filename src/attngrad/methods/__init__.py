@@ -50,6 +50,6 @@ def get_method(method: str | Method, **options) -> Method:
     if isinstance(method, Method):
         return method
     if method not in METHODS:
-        raise AttngradError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+        raise AttngradError(f"unknown method {method!r}; choose from {', '.join(METHODS)}", field="method", choices=METHODS)
     cls = METHODS[method]
     return cls(**options) if issubclass(cls, Rollout) else cls()

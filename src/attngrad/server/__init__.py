@@ -1,5 +1,6 @@
 """``attngrad serve``: an HTTP API and a one-page UI for exploring explanations (needs the ``server`` extra)."""
 
-from .app import ServerSettings, create_app
+from .app import create_app
+from .settings import ServerSettings
 
 __all__ = ["ServerSettings", "create_app"]

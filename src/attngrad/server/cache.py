@@ -12,7 +12,8 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 V = TypeVar("V")
 

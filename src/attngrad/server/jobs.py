@@ -19,9 +19,10 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -60,7 +61,7 @@ class WorkQueue:
         self.completed = 0
         self.rejected = 0
 
-    def submit(self, fn: Callable[..., T], *args: Any) -> "Future[T]":
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Queue ``fn(*args)``; raises :class:`QueueFull` when ``capacity`` tasks are in flight."""
         with self._lock:
             if self._in_flight >= self.capacity:

@@ -9,6 +9,7 @@ const state = {
   predictions: [],
   target: null,       // class index being explained
   transferTimer: null, // the attention-transfer animation
+  methodInfo: {},     // method name -> {name, signed, red, legend} from /api/info
 };
 
 // ---------------------------------------------------------------- HTTP
@@ -148,6 +149,24 @@ async function explain() {
   }
 }
 
+// What red (and blue) mean in one method's map: support/oppose for a signed method, magnitude otherwise
+// (the method's `signed`, from /api/info's method_details or the result itself).
+function isSigned(name, signed) {
+  return signed === undefined ? Boolean(state.methodInfo[name] && state.methodInfo[name].signed) : Boolean(signed);
+}
+
+function legendText(name, signed, target, contrast) {
+  if (!isSigned(name, signed)) return "red: magnitude (how much, not for or against; this method has no sign)";
+  if (contrast) return `red: pushes to ${target} over ${contrast}; blue: to ${contrast}`;
+  return target ? `red: supports ${target}; blue: opposes it` : "red: supports; blue: opposes";
+}
+
+function legendNode(name, signed, target, contrast) {
+  const node = el("p", { className: "legend", textContent: legendText(name, signed, target, contrast) });
+  node.dataset.signed = String(isSigned(name, signed));
+  return node;
+}
+
 function renderResults(res) {
   const vs = res.contrast ? ` vs ${res.contrast.label} (loss ${res.loss})` : ` (loss ${res.loss})`;
   const guided = res.guided ? `, guided by ${$("guide").selectedOptions[0].textContent}` : "";
@@ -197,7 +216,8 @@ function renderResults(res) {
     npy.download = `${res.target.label}_${m.name}.npy`;
     npy.textContent = "raw map (.npy)";
     links.append(png, npy);
-    card.append(title, wrap, readout, links);
+    const legend = legendNode(m.name, m.signed, res.target.label, res.contrast && res.contrast.label);
+    card.append(title, wrap, legend, readout, links);
     box.append(card);
   }
   $("explained").hidden = false;
@@ -291,7 +311,7 @@ async function explainText(ev) {
     for (const m of res.methods) {
       const readout = el("div", { className: "readout", textContent: "hover a word to read its score" });
       const card = el("div", { className: "text-result" }, el("h3", { textContent: m.title }),
-        renderWords(res.text, m.words, readout));
+        legendNode(m.name, m.signed, res.target.label, res.contrast), renderWords(res.text, m.words, readout));
       card.dataset.method = m.name;
       if (m.against_words) {
         card.append(el("div", { className: "hint", textContent: "the other text, explained the other way:" }),
@@ -413,6 +433,7 @@ async function start() {
   try {
     const [info, samples, classes] = await Promise.all([api("/api/info"), api("/api/samples"), api("/api/classes")]);
     state.info = info;
+    state.methodInfo = Object.fromEntries((info.method_details || []).map((m) => [m.name, m]));
     $("model-name").textContent = info.model;
     for (const m of info.methods) {
       const label = document.createElement("label");
@@ -422,6 +443,8 @@ async function start() {
       box.checked = info.default_methods.includes(m);
       box.addEventListener("change", explain);
       label.append(box, m);
+      label.title = legendText(m);
+      label.dataset.signed = String(isSigned(m));
       $("methods").append(label);
     }
     for (const l of info.losses) {

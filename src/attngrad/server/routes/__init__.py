@@ -1,0 +1,11 @@
+"""The API's routes, one :class:`fastapi.APIRouter` per group: the model (health, info,
+classes), images (samples, predict, explain, downloads), text, and jobs (rewriting, transfer)."""
+
+from .images import router as images
+from .jobs import router as jobs
+from .model import router as model
+from .text import router as text
+
+ROUTERS = (model, images, text, jobs)
+
+__all__ = ["ROUTERS", "images", "jobs", "model", "text"]

@@ -1,0 +1,266 @@
+"""The response shapes of every route, as pydantic models (``/openapi.json`` describes them).
+
+The names of the JSON fields are the API: a change here is a change for every client.
+Binary answers (sample images, PNG and ``.npy`` downloads, server-sent events) are
+described by :data:`BINARY_PNG` and friends, passed as ``responses=`` to their routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .settings import ServerSettings
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+class ErrorDetail(_Model):
+    message: str = Field(description="what is wrong and what to do")
+    field: str | None = Field(None, description="the input that was wrong (a form field)")
+    valid: list[Any] | None = Field(None, description="the valid values of that input")
+    retry_after: int | None = Field(None, description="503 busy: seconds to wait (also the Retry-After header)")
+
+
+class ErrorResponse(_Model):
+    detail: ErrorDetail
+
+
+#: Error answers documented on every route that takes an image or does model work.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "not an image, truncated, or a decompression bomb"},
+    404: {"model": ErrorResponse, "description": "unknown or expired id"},
+    413: {"model": ErrorResponse, "description": "upload or request body over the size limit"},
+    503: {"model": ErrorResponse, "description": "busy (with Retry-After), or the text model is not installed"},
+}
+
+
+def binary(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route answering bytes of ``media_type``."""
+    schema = {"type": "string", "format": "binary"} if not media_type.startswith("text/") else {"type": "string"}
+    return {200: {"description": description, "content": {media_type: {"schema": schema}}}}
+
+
+# -- model, classes, samples --------------------------------------------------------------------
+
+
+class QueueStats(_Model):
+    workers: int
+    capacity: int
+    in_flight: int
+    completed: int
+    rejected: int
+    mean_task_s: float | None = Field(description="mean seconds per task (last 32); null before the first")
+
+
+class CacheStats(_Model):
+    items: int
+    bytes: int
+    max_items: int
+    max_bytes: int
+    hits: int
+    misses: int
+
+
+class Health(_Model):
+    status: str = Field(description='"ok"')
+    queue: QueueStats
+    results: CacheStats
+    images: CacheStats
+
+
+class MethodInfo(_Model):
+    name: str
+    signed: bool = Field(description="true: the sign means support (red) or opposition (blue); false: magnitude only")
+    red: str = Field(description='what red means: "support" (blue: oppose) or "magnitude"')
+    legend: str = Field(description="one sentence for the colour bar")
+
+
+class Info(_Model):
+    model: str
+    num_classes: int
+    methods: list[str] = Field(description="every method name, in the library's order")
+    method_details: list[MethodInfo] = Field(description="per method: what its colours mean")
+    default_methods: list[str]
+    losses: list[str]
+    colormap: list[str] = Field(description="hex colours of the display colormap at 21 values from -1 to 1")
+    limits: ServerSettings
+
+
+class ClassEntry(_Model):
+    index: int
+    label: str
+
+
+class ClassList(_Model):
+    classes: list[ClassEntry]
+
+
+class Sample(_Model):
+    id: str
+    title: str
+    url: str
+
+
+class SampleList(_Model):
+    samples: list[Sample]
+
+
+# -- predict and explain ------------------------------------------------------------------------
+
+
+class Prediction(_Model):
+    index: int
+    label: str
+    probability: float
+    logit: float
+
+
+class PredictResponse(_Model):
+    image_id: str = Field(description="content hash: names the image in later calls")
+    predictions: list[Prediction]
+
+
+class ClassScore(_Model):
+    index: int
+    label: str
+    logit: float
+
+
+class MethodMap(_Model):
+    name: str
+    map: list[list[float]] = Field(description="the raw map, gh x gw, sign kept")
+    peak: float = Field(description="max |S| of the map")
+    signed: bool = Field(description="true: red supports, blue opposes; false: red is magnitude")
+    legend: str
+    overlay: str = Field(description="the overlay as a PNG data URL")
+    png_url: str
+    npy_url: str
+
+
+class ExplainResponse(_Model):
+    result_id: str
+    image_id: str
+    guide_id: str | None
+    target: ClassScore
+    contrast: ClassScore | None
+    loss: str
+    guided: bool
+    grid: list[int] = Field(description="(gh, gw): the map's patch grid")
+    predictions: list[Prediction]
+    methods: list[MethodMap]
+
+
+class Word(_Model):
+    text: str
+    score: float = Field(description="raw score, summed over the word's pieces")
+    start: int
+    end: int
+    normalized: float = Field(description="S / max|S| over the text's words")
+
+
+class TextMethod(_Model):
+    name: str
+    title: str
+    signed: bool
+    legend: str
+    words: list[Word]
+    against_words: list[Word] | None = Field(description="similarity: the other text explained the other way")
+
+
+class TextTarget(_Model):
+    label: str
+    logit: float
+
+
+class TextResponse(_Model):
+    task: str = Field(description='"similarity" or "zero-shot"')
+    text: str
+    against: str | None
+    loss: str
+    labels: list[str]
+    logits: dict[str, float]
+    predicted: str
+    target: TextTarget
+    contrast: str | None
+    methods: list[TextMethod]
+
+
+# -- jobs ---------------------------------------------------------------------------------------
+
+
+class JobStarted(_Model):
+    job_id: str
+    status_url: str
+    events_url: str
+
+
+class RewriteNumbers(_Model):
+    source: str
+    from_: str = Field(alias="from")
+    to: str
+    success: bool
+    steps: int
+    linf_255: int
+    l2: float
+    psnr_db: float
+    ssim: float
+    before_top5: list[Prediction]
+    after_top5: list[Prediction]
+
+
+class RewriteMap(_Model):
+    image: str = Field(description='"before" or "after"')
+    class_: str = Field(alias="class")
+    logit: float
+    peak: float
+    overlay: str
+
+
+class RewriteResult(_Model):
+    numbers: RewriteNumbers
+    original: str
+    rewritten: str
+    difference: str
+    maps: list[RewriteMap]
+
+
+class TransferFrame(_Model):
+    step: int
+    target_logit: float
+    opposing_logit: float
+    target_probability: float
+    opposing_probability: float
+    opposing_share: float
+    overlay: str
+    peak: float
+
+
+class TransferResult(_Model):
+    target: str
+    opposing: str
+    optimizer: str
+    lr: float
+    reproduction_error: float
+    opposing_overlay: str
+    frames: list[TransferFrame]
+
+
+class JobSnapshot(_Model):
+    id: str
+    kind: str
+    status: str = Field(description="queued, running, done, failed or cancelled")
+    progress: float
+    message: str
+    events: list[dict[str, Any]] = Field(description="events from index `since`: progress, message, step numbers")
+    n_events: int
+    result: RewriteResult | TransferResult | dict[str, Any] | None = Field(
+        description="a finished job's result (rewrite or transfer)"
+    )
+    error: str | None

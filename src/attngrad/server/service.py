@@ -1,0 +1,231 @@
+"""The explorer service: the model it holds, the work queue, the caches and the jobs (one per app).
+
+Routes call :class:`Explorer` to turn form input into checked values (the library does the
+checking: :func:`~attngrad.methods.get_method`, :func:`~attngrad.losses.get_loss`,
+:func:`~attngrad.targets.resolve_targets`; their :class:`~attngrad.errors.AttngradError`
+becomes ``422`` naming the form field and its valid values), to fetch images, and to run
+model work on the bounded queue with results cached by content hash.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import torch
+from fastapi import Depends, Request, UploadFile
+from PIL import Image
+
+from ..errors import AttngradError
+from ..explainer import Explainer
+from ..losses import get_loss
+from ..methods import METHODS, get_method
+from ..targets import resolve_targets
+from . import images as _images
+from .cache import LRUCache, content_hash
+from .jobs import JobManager, WorkQueue
+from .problems import TextUnavailable, http_error, user_error
+from .settings import DEFAULT_METHODS, DEFAULT_TEXT_METHODS, ServerSettings
+
+if TYPE_CHECKING:
+    from ..text import TextExplainer
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def method_names(methods: str | None, default: tuple[str, ...]) -> list[str]:
+    """Comma-separated method names -> distinct names in order (``default`` when none are given)."""
+    return list(dict.fromkeys(m.strip() for m in (methods or ",".join(default)).split(",") if m.strip()))
+
+
+def result_size(result: Any) -> int:
+    """Approximate bytes of a cached result (overlay PNGs and raw maps; a text result as JSON)."""
+    if not isinstance(result, dict):
+        return 4096
+    if "task" in result:
+        return 1024 + len(json.dumps(result))
+    return 1024 + sum(len(m["png"]) + m["raw"].nbytes for m in result["methods"])
+
+
+class Explorer:
+    """State behind the routes: the explainer, queues, caches and jobs (one per app)."""
+
+    def __init__(
+        self, explainer: Explainer, settings: ServerSettings, model_name: str, text_model: str | Path | None = None
+    ):
+        self.explainer = explainer
+        self.text_model = text_model
+        self._text: TextExplainer | None = None
+        self.settings = settings
+        self.model_name = model_name
+        self.queue = WorkQueue(workers=1, capacity=settings.queue_capacity)
+        self.decoder = WorkQueue(workers=2, capacity=settings.decode_capacity)
+        self.jobs = JobManager(self.queue, max_jobs=settings.max_jobs)
+        self.results: LRUCache[Any] = LRUCache(settings.cache_items, settings.cache_bytes, sizeof=result_size)
+        self.images: LRUCache[_images.StoredImage] = LRUCache(
+            settings.cache_items, settings.image_cache_bytes, sizeof=lambda im: im.nbytes
+        )
+        self.samples = _images.sample_registry()
+        self._dummy_logits = torch.zeros(1, len(explainer.labels))
+        with torch.no_grad():  # one forward of a blank image: how many layers the rollout can start from
+            blank, _ = explainer.prepare(Image.new("RGB", (256, 256)))
+            self.num_layers = len(explainer.adapter.forward(blank).attentions)
+
+    def shutdown(self) -> None:
+        self.queue.shutdown()
+        self.decoder.shutdown()
+
+    # -- form input, checked by the library (422 names the field and lists the valid values) --
+
+    def check_methods(self, methods: str | None, default: tuple[str, ...] = DEFAULT_METHODS) -> list[str]:
+        """Comma-separated names -> the names, each known to :func:`~attngrad.methods.get_method`."""
+        names = method_names(methods, default)
+        if not names:
+            raise http_error(422, "no method given; choose at least one", field="methods", valid=list(METHODS))
+        for name in names:
+            try:
+                get_method(name)
+            except AttngradError as err:
+                raise user_error(err, "methods") from None
+        return names
+
+    def check_class(self, value: str | None, field: str) -> str | None:
+        """A class name, index or ``topK``, as :func:`~attngrad.targets.resolve_targets` reads it
+        against the model's labels (``None``/"" stays ``None``: the prediction)."""
+        if value is None or not value.strip():
+            return None
+        try:
+            resolve_targets(value.strip(), self._dummy_logits, self.explainer.labels)
+        except AttngradError as err:
+            raise user_error(err, field) from None
+        return value.strip()
+
+    def check_start_layer(self, start_layer: int) -> int:
+        """The first layer of the rollout product, within this model's layers."""
+        if not 0 <= start_layer < self.num_layers:
+            raise http_error(
+                422,
+                f"start_layer {start_layer} is out of range; this model has layers 0..{self.num_layers - 1}",
+                field="start_layer",
+                valid=list(range(self.num_layers)),
+            )
+        return start_layer
+
+    @staticmethod
+    def check_loss(loss: str | None, contrast: str | None) -> str:
+        """A loss name known to :func:`~attngrad.losses.get_loss` (default: ``logit``, or
+        ``normdiff`` with a contrast); a two-class loss needs the contrast."""
+        name = loss or ("normdiff" if contrast else "logit")
+        try:
+            loss_fn = get_loss(name)
+        except AttngradError as err:
+            raise user_error(err, "loss") from None
+        if loss_fn.needs_contrast and contrast is None:
+            raise http_error(422, f"loss {name!r} compares two classes: give a contrast class", field="contrast")
+        return name
+
+    @staticmethod
+    def check_text_methods(text_explainer: TextExplainer, methods: str | None) -> list[str]:
+        """Method names defined on text for this model: what
+        :meth:`~attngrad.text.TextExplainer.method` accepts (422 lists those)."""
+        names = method_names(methods, DEFAULT_TEXT_METHODS)
+        valid = []
+        for name in METHODS:
+            try:
+                text_explainer.method(name)
+            except AttngradError:
+                continue
+            valid.append(name)
+        unknown = [m for m in names if m not in valid]
+        if unknown or not names:
+            raise http_error(
+                422,
+                f"unknown text method {', '.join(map(repr, unknown)) or '(none given)'}; "
+                f"choose from {', '.join(valid)}",
+                field="methods",
+                valid=valid,
+            )
+        return names
+
+    # -- images -------------------------------------------------------------------------------
+
+    async def image(
+        self, file: UploadFile | None, sample: str | None, image_id: str | None, prefix: str = ""
+    ) -> tuple[str, _images.StoredImage]:
+        """Exactly one of an upload, a sample id or an earlier image's id -> (content hash, stored image).
+
+        ``prefix`` names the form fields in messages (``"guide_"`` for a guide image).
+        """
+        given = [x for x in (file, sample, image_id) if x not in (None, "")]
+        if len(given) != 1:
+            raise http_error(
+                422, f"give exactly one image: an uploaded '{prefix}file', a '{prefix}sample' id or an '{prefix}image_id'"
+            )
+        if image_id:
+            stored = self.images.get(image_id) if HEX64.match(image_id) else None
+            if stored is None:
+                raise http_error(404, "unknown or expired image_id; upload the image again", field=f"{prefix}image_id")
+            return image_id, stored
+        if sample:
+            if sample not in self.samples:
+                raise http_error(422, f"unknown sample {sample!r}", field=f"{prefix}sample", valid=list(self.samples))
+            data, name = self.samples[sample]["path"].read_bytes(), sample
+        else:
+            assert file is not None
+            data = await file.read(self.settings.max_upload_bytes + 1)
+            name = Path(file.filename or "upload").name[:80]
+            if len(data) > self.settings.max_upload_bytes:
+                mb = self.settings.max_upload_bytes / 2**20
+                raise http_error(413, f"upload {name!r} is over the {mb:.1f} MB limit; upload a smaller image")
+        digest = content_hash(data)
+        stored = self.images.get(digest)
+        if stored is None:
+            try:
+                stored = await self.decoder.run(self._decode, data, name)
+            except AttngradError as err:
+                raise http_error(400, str(err)) from None
+            self.images.put(digest, stored)
+        return digest, stored
+
+    def _decode(self, data: bytes, name: str) -> _images.StoredImage:
+        return _images.decode(self.explainer, data, name, max_pixels=self.settings.max_pixels)
+
+    # -- model work -------------------------------------------------------------------------------
+
+    async def cached(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """The cached value for ``key``, or ``fn(*args, **kwargs)`` run on the worker queue (and cached)."""
+        value = self.results.get(key)
+        if value is None:
+            value = await self.queue.run(lambda: fn(*args, **kwargs))
+            self.results.put(key, value)
+        return value
+
+    async def text_explainer(self) -> TextExplainer:
+        """The text explainer, loaded on the worker queue the first time it is needed."""
+        if self._text is None:
+            self._text = await self.queue.run(self._load_text)
+        return self._text
+
+    def _load_text(self) -> TextExplainer:
+        if self._text is not None:  # loaded by an earlier queued request
+            return self._text
+        try:
+            from ..text import TextExplainer
+
+            return TextExplainer.from_pretrained(self.text_model, device=self.explainer.device)
+        except ImportError as err:
+            raise TextUnavailable(f"the text explainer cannot load ({err}); pip install 'attngrad[text]'") from None
+        except AttngradError as err:
+            raise TextUnavailable(str(err)) from None
+
+
+def explorer_of(request: Request) -> Explorer:
+    """The app's :class:`Explorer` (a route dependency)."""
+    return request.app.state.explorer
+
+
+#: A route parameter receiving the app's :class:`Explorer`.
+ExplorerDep = Annotated[Explorer, Depends(explorer_of)]
