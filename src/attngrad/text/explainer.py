@@ -137,7 +137,6 @@ class _TaskView(ModelAdapter):
         self.attention_mask = attention_mask
         self.labels = task.labels
         self.special_tokens = {"cls": 0}
-        self.patch_size = (1, 1)
 
     def forward(self, inputs_embeds: torch.Tensor) -> ForwardOutput:
         out = self.text.forward(inputs_embeds, self.attention_mask)
