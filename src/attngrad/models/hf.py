@@ -115,6 +115,11 @@ class HFAdapter(HFModelAdapter, ImageAdapter):
         config = self.model.config
         name = type(model).__name__
         patch = _pair(getattr(config, "patch_size", None))
+        if patch is None and getattr(config, "num_attention_heads", None) is None:
+            raise AttngradError(
+                f"{name} is not a Vision Transformer: it has no self-attention maps to explain; "
+                "use a Transformer with standard self-attention (ViT, DeiT, BEiT, DINOv2)"
+            )
         if patch is None:
             raise AttngradError(
                 f"{name}: its config has no patch_size, so the patch grid is unknown; "

@@ -382,7 +382,8 @@ class Explorer:
             )
         else:
             results = self.explainer.explain_methods(
-                image.original, methods, target, loss, contrast, start_layer, guide=guide.original
+                image.original, methods, target=target, loss=loss, contrast=contrast, start_layer=start_layer,
+                guide=guide.original,
             )
         first: Explanation = results[methods[0]]
         labels = self.explainer.labels
