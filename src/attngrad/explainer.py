@@ -177,7 +177,8 @@ class Explainer:
             if needs_grad:
                 values = loss_fn(out.logits, targets, contrasts)
                 gradients = list(torch.autograd.grad(values.sum(), out.attentions, retain_graph=bool(extras)))
-                if not torch.isfinite(values).all() or not all(torch.isfinite(g).all() for g in gradients):
+                sums = torch.stack([values.sum(), *(g.sum() for g in gradients)])  # NaN/inf anywhere -> non-finite sum
+                if not bool(torch.isfinite(sums).all()):
                     raise AttngradError(
                         f"loss {loss_fn.name!r} gave NaN or infinite gradients (e.g. a ratio or normalised "
                         "difference whose denominator logit is 0); choose another loss or target"
