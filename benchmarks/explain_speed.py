@@ -1,12 +1,14 @@
 """Explanation speed: ms per image for forward, forward+backward and each method, and the ratio
 explain / (forward+backward), at several batch sizes.
 
-    python benchmarks/explain_speed.py [--model PATH] [--batch-sizes 1,16,64] [--methods ...] [--repeats 5]
+    python benchmarks/explain_speed.py [--model PATH] [--batch-sizes 1,16,64] [--methods ...] [--repeats 5] [--show-images]
 
 "forward+backward" is the minimal pass a gradient explanation needs: a forward pass of the
 same (eager-attention) model and a backward pass of the summed target logits to the input.
 "fwd+bwd (weights)" also computes every weight's gradient, as a training step would.
-Timings are medians over ``--repeats`` runs after one warm-up run.
+Timings are medians over ``--repeats`` runs after one warm-up run. Display images are built
+lazily, on first access of ``Explanation.images``; ``--show-images`` times each method with
+its display images read too (what a caller that draws the maps pays).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,16,64")
     parser.add_argument("--methods", default="complete,gae,absolute,rollout,raw_attention,attn_gradcam")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--show-images", action="store_true", help="also build the display images of each result")
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
     unknown = set(methods) - set(METHODS)
@@ -73,7 +76,10 @@ def main() -> None:
         row = [median_ms(forward, args.repeats), base, median_ms(fwd_bwd_weights, args.repeats)]
         ratios = []
         for m in methods:
-            t = median_ms(lambda: ex.explain(batch, method=m), args.repeats)
+            if args.show_images:
+                t = median_ms(lambda: list(ex.explain(batch, method=m).images), args.repeats)
+            else:
+                t = median_ms(lambda: ex.explain(batch, method=m), args.repeats)
             row.append(t)
             ratios.append(t / base)
         cells = " ".join(f"{t / b:9.2f}" for t in row[:2]) + f" {row[2] / b:18.2f} "

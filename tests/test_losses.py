@@ -39,7 +39,7 @@ def test_diff_maps_of_swapped_classes_are_near_negatives(tiny_explainer, tiny_pi
     b = tiny_explainer.explain(tiny_pixels, target=2, contrast=1, loss="diff", method="complete")
     pair = torch.stack([a.maps.flatten(), b.maps.flatten()])
     assert torch.corrcoef(pair)[0, 1] < -0.95
-    grads = [tiny_explainer.trace(tiny_pixels, t, "diff", c).gradients[0] for t, c in ((1, 2), (2, 1))]
+    grads = [tiny_explainer.trace(tiny_pixels, target=t, loss="diff", contrast=c).gradients[0] for t, c in ((1, 2), (2, 1))]
     torch.testing.assert_close(grads[0], -grads[1])
 
 

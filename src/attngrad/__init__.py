@@ -5,6 +5,8 @@ Attention and Gradient" (arXiv 2605.11392) — the signed ``complete`` map —
 with the methods it builds on (rollout, GAE) and competes with.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from .errors import AttngradError
 from .explainer import Explainer, Explanation, Prediction
 from .io import load_image
@@ -34,7 +36,10 @@ __all__ = [
     "rollout",
     "wrap_model",
 ]
-__version__ = "0.1.0"
+try:
+    __version__ = version("attngrad")  # written once, in pyproject.toml
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 def __getattr__(name: str):

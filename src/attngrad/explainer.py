@@ -1,17 +1,16 @@
-"""The user-facing API: ``Explainer(model).explain(images, target, method, loss)``.
+"""The user-facing API: ``Explainer(model).explain(images, target=..., method=..., loss=...)``.
 
 One forward and one backward pass per batch serve every requested method
-(Cui, Fan & Chen; method.md). Tensors stay on the model's device.
+(Cui, Fan & Chen; method.md). Tensors stay on the model's device. Display images
+are built only when a result's ``images`` is read (:class:`~attngrad.results.DisplayImages`).
 """
 
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, Union
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -19,78 +18,36 @@ from torch import nn
 from .errors import AttngradError
 from .io import ImageLike, load_image
 from .losses import LossLike, get_loss
-from .methods import Method, Trace, get_method
-from .models import ModelAdapter, load_model, wrap_model
+from .methods import METHODS, Method, Trace, get_method, method_options
+from .models import ModelAdapter, check_device, load_model, wrap_model
+from .results import DisplayImages, Explanation, MapResult, Prediction
 from .targets import TargetSpec, resolve_targets
+
+__all__ = ["Explainer", "Explanation", "Images", "MapResult", "Prediction"]
 
 Images = Union[ImageLike, Sequence[ImageLike], torch.Tensor]
 
 
-@dataclass
-class Prediction:
-    """One of an image's top-k classes."""
-
-    index: int
-    label: str
-    probability: float
-    logit: float
-
-
-class MapResult:
-    """What image and text results share: ``maps`` (B, ...), ``targets``, ``contrasts``, ``labels``."""
-
-    maps: torch.Tensor
-    targets: torch.Tensor
-    contrasts: torch.Tensor | None
-    labels: list[str]
-
-    @property
-    def target_names(self) -> list[str]:
-        return [self.labels[i] for i in self.targets.tolist()]
-
-    @property
-    def contrast_names(self) -> list[str] | None:
-        return None if self.contrasts is None else [self.labels[i] for i in self.contrasts.tolist()]
-
-    def normalized(self) -> torch.Tensor:
-        """``S / max|S|`` per item: values in [-1, 1], sign kept (method.md, "Display")."""
-        peak = self.maps.abs().flatten(1).amax(dim=1).clamp(min=torch.finfo(self.maps.dtype).tiny)
-        return self.maps / peak.view(-1, *[1] * (self.maps.ndim - 1))
-
-    def numpy(self) -> np.ndarray:
-        return self.maps.detach().cpu().numpy()
-
-
-@dataclass
-class Explanation(MapResult):
-    """Maps for a batch, with what produced them.
-
-    Attributes:
-        maps: (B, gh, gw) raw scores on the patch grid (unnormalised; sign kept).
-        logits: (B, C).
-        targets: (B,) explained classes; ``contrasts`` (B,) for two-class losses, else ``None``.
-        method, loss: names.
-        labels: the model's class names.
-        images: the images as the model saw them (resized/cropped RGB), for display.
-    """
-
-    maps: torch.Tensor
-    logits: torch.Tensor
-    targets: torch.Tensor
-    contrasts: torch.Tensor | None
-    method: str
-    loss: str
-    labels: list[str]
-    images: list[Image.Image]
-
+def _instances(methods: Sequence[str | Method], start_layer: int | None) -> list[Method]:
+    """Method instances; ``start_layer`` goes to every named method that takes it (an error if none does)."""
+    out, took = [], False
+    for m in methods:
+        takes = start_layer is not None and isinstance(m, str) and "start_layer" in method_options(METHODS.get(m, Method))
+        out.append(get_method(m, start_layer=start_layer) if takes else get_method(m))
+        took = took or takes
+    if start_layer not in (None, 0) and not took:  # 0 (all layers) is what every method does anyway
+        named = ", ".join(m if isinstance(m, str) else m.name for m in methods)
+        raise AttngradError(f"start_layer applies to the rollout family and tattr; none of {named} takes it")
+    return out
 
 
 class Explainer:
-    """Explain a Vision Transformer's predictions from its attention maps and their gradients.
+    """Explain a Transformer classifier's predictions from its attention maps and their gradients.
 
     Args:
-        model: a Hugging Face image classifier, a timm ViT, or a :class:`ModelAdapter`.
-        device: where to run (``"cpu"``, ``"cuda"``, ...); default: where the model is.
+        model: a Hugging Face image classifier, a timm ViT, or a :class:`ModelAdapter`
+            (any registered family; see docs/adding-a-model-family.md).
+        device: where to run (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...); default: where the model is.
 
     Example::
 
@@ -99,23 +56,24 @@ class Explainer:
         res.maps  # (1, 14, 14)
     """
 
-    def __init__(self, model: nn.Module | ModelAdapter, device: torch.device | str | None = None):
+    def __init__(self, model: nn.Module | ModelAdapter, *, device: torch.device | str | None = None):
+        dev = check_device(device)
         self.adapter = wrap_model(model)
-        if device is not None:
-            self.adapter.model.to(device)
+        if dev is not None:
+            self.adapter.model.to(dev)
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | Path | None = None, device: torch.device | str | None = None
+        cls, name_or_path: str | Path | None = None, *, device: torch.device | str | None = None
     ) -> "Explainer":
         """Load a Hugging Face folder or Hub name (``None``: the shipped ViT-Ti; ``"timm:NAME"``: timm)."""
         return cls(load_model(name_or_path, device=device))
 
     @classmethod
     def from_timm(
-        cls, name: str, checkpoint: str | Path | None = None, device: torch.device | str | None = None
+        cls, name: str, *, checkpoint: str | Path | None = None, device: torch.device | str | None = None
     ) -> "Explainer":
-        """``timm.create_model(name)`` with weights from ``checkpoint``."""
+        """``timm.create_model(name)`` with weights from ``checkpoint`` (required)."""
         return cls(load_model(f"timm:{name}", device=device, checkpoint=checkpoint))
 
     @property
@@ -126,31 +84,47 @@ class Explainer:
     def device(self) -> torch.device:
         return self.adapter.device
 
-    def prepare(self, images: Images) -> tuple[torch.Tensor, list[Image.Image]]:
-        """Images (paths, PIL images, or a preprocessed (B, 3, H, W) tensor) -> model input and display images."""
-        pre = self.adapter.preprocessor
+    def prepare(self, images: Images) -> tuple[torch.Tensor, DisplayImages]:
+        """Images (paths, PIL images, or a preprocessed (B, 3, H, W) tensor) -> model input and display images.
+
+        The display images (RGB, as the model sees them) are built on first access.
+        """
+        pre = getattr(self.adapter, "preprocessor", None)
         if isinstance(images, torch.Tensor):
             batch = images.unsqueeze(0) if images.ndim == 3 else images
             if batch.ndim != 4:
                 raise AttngradError(f"an image tensor must be (B, 3, H, W), not {tuple(images.shape)}")
-            unit = pre.denormalize(batch.detach().float().cpu()) / pre.rescale / 255.0
-            arrays = (unit.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
-            return batch.to(self.device), [Image.fromarray(a) for a in arrays]
+            if pre is None:
+                return batch.to(self.device), DisplayImages([])
+            snapshot = batch.detach().clone()  # later in-place changes to the caller's tensor do not leak in
+
+            def show() -> list[Image.Image]:
+                unit = pre.denormalize(snapshot.float().cpu()) / pre.rescale / 255.0
+                arrays = (unit.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+                return [Image.fromarray(a) for a in arrays]
+
+            return batch.to(self.device), DisplayImages(show)
+        if pre is None:
+            raise AttngradError(
+                f"{type(self.adapter).__name__} takes tensors, not images; pass the model's input tensor"
+            )
         if isinstance(images, (str, Path, Image.Image)):
             images = [images]
         rgb = [load_image(im) for im in images]
         if not rgb:
             raise AttngradError("no images given")
-        return pre(rgb).to(self.device), [pre.geometry(im) for im in rgb]
+        return pre(rgb).to(self.device), DisplayImages(lambda: [pre.geometry(im) for im in rgb])
 
-    def predict(self, images: Images, k: int = 5) -> list[list[Prediction]]:
+    def predict(self, images: Images, *, k: int = 5) -> list[list[Prediction]]:
         """Top-k classes per image, with probabilities and logits."""
         pixel_values, _ = self.prepare(images)
         with torch.no_grad():
             logits = self.adapter.forward(pixel_values).logits
-        return self.top_k(logits, k)
+        return self.top_k(logits, k=k)
 
     def top_k(self, logits: torch.Tensor, k: int = 5) -> list[list[Prediction]]:
+        if k < 1:
+            raise AttngradError(f"k must be at least 1, not {k}")
         probs = logits.detach().float().softmax(dim=-1)
         top = probs.topk(min(k, probs.shape[1]), dim=-1)
         return [
@@ -160,14 +134,23 @@ class Explainer:
 
     def trace(
         self,
-        pixel_values: torch.Tensor,
+        images: Images,
+        *,
         target: TargetSpec = None,
         loss: LossLike = "logit",
         contrast: TargetSpec = None,
         methods: Sequence[Method] = (),
         token: int | str = "cls",
     ) -> Trace:
-        """One forward pass, and one backward pass of the loss to every layer's attention maps."""
+        """One forward pass, and one backward pass of the loss to every layer's attention maps.
+
+        ``images``: a model-input tensor (used as is), or paths / PIL images (preprocessed).
+
+        Raises:
+            AttngradError: a two-class loss whose contrast equals the target (its map would be
+                all zero), among the other input checks.
+        """
+        pixel_values = images if isinstance(images, torch.Tensor) else self.prepare(images)[0]
         loss_fn = get_loss(loss)
         needs_grad = any(m.needs_gradients for m in methods) or not methods
         extras: dict[str, Any] = {}
@@ -183,11 +166,19 @@ class Explainer:
                 if contrast is None:
                     raise AttngradError(f"loss {loss_fn.name!r} compares two classes: give a contrast class (e.g. 'top2')")
                 contrasts = resolve_targets(contrast, out.logits, self.labels)
+                same = (contrasts == targets).nonzero().flatten().tolist()
+                if same:
+                    name = self.labels[int(targets[same[0]])]
+                    raise AttngradError(
+                        f"the contrast equals the target ({name!r}) for item {same[0] + 1}: loss {loss_fn.name!r} "
+                        "would give an all-zero map; choose another contrast class (e.g. 'top2')"
+                    )
             gradients = None
             if needs_grad:
                 values = loss_fn(out.logits, targets, contrasts)
                 gradients = list(torch.autograd.grad(values.sum(), out.attentions, retain_graph=bool(extras)))
-                if not torch.isfinite(values).all() or not all(torch.isfinite(g).all() for g in gradients):
+                sums = torch.stack([values.sum(), *(g.sum() for g in gradients)])  # NaN/inf anywhere -> non-finite sum
+                if not bool(torch.isfinite(sums).all()):
                     raise AttngradError(
                         f"loss {loss_fn.name!r} gave NaN or infinite gradients (e.g. a ratio or normalised "
                         "difference whose denominator logit is 0); choose another loss or target"
@@ -210,10 +201,11 @@ class Explainer:
         self,
         images: Images,
         methods: Sequence[str | Method],
+        *,
         target: TargetSpec = None,
         loss: LossLike = "logit",
         contrast: TargetSpec = None,
-        start_layer: int = 0,
+        start_layer: int | None = None,
         token: int | str = "cls",
         guide: ImageLike | None = None,
         layout: str = "left-right",
@@ -221,19 +213,23 @@ class Explainer:
     ) -> dict[str, Explanation]:
         """Several methods from one shared forward + backward pass; returns ``{name: Explanation}``.
 
-        With ``guide`` (an image, or a class name looked up in ``gallery``), each image is explained
-        stitched beside the guide (paper, external guidance); see
-        :func:`attngrad.experiments.guidance.explain_guided`.
+        ``start_layer`` goes to the methods that take it (the rollout family, tattr); ``None``
+        keeps each method's default. With ``guide`` (an image, or a class name looked up in
+        ``gallery``), each image is explained stitched beside the guide (paper, external
+        guidance); see :func:`attngrad.stitch.explain_guided`.
         """
         if guide is not None:
-            from .experiments.guidance import explain_guided
+            from .stitch import explain_guided
 
             return explain_guided(
-                self, images, guide, methods, target, loss, contrast, start_layer, token, layout, gallery
+                self, images, guide, methods, target=target, loss=loss, contrast=contrast, start_layer=start_layer,
+                token=token, layout=layout, gallery=gallery,
             )
+        if not methods:
+            raise AttngradError("no methods given; name at least one (e.g. complete)")
         pixel_values, shown = self.prepare(images)
-        instances = [get_method(m, start_layer=start_layer) for m in methods]
-        trace = self.trace(pixel_values, target, loss, contrast, instances, token)
+        instances = _instances(methods, start_layer)
+        trace = self.trace(pixel_values, target=target, loss=loss, contrast=contrast, methods=instances, token=token)
         loss_name = get_loss(loss).name
         return {
             m.name: Explanation(
@@ -252,11 +248,12 @@ class Explainer:
     def explain(
         self,
         images: Images,
+        *,
         target: TargetSpec = None,
         method: str | Method = "complete",
         loss: LossLike = "logit",
         contrast: TargetSpec = None,
-        start_layer: int = 0,
+        start_layer: int | None = None,
         token: int | str = "cls",
         guide: ImageLike | None = None,
         layout: str = "left-right",
@@ -270,13 +267,14 @@ class Explainer:
             method: a registered name (:data:`attngrad.methods.METHODS`) or a :class:`Method`.
             loss: ``logit`` (eq. 7), ``normdiff`` (eq. 8), ``diff``, ``ratio``, or a callable.
             contrast: the second class of a two-class loss, in the same forms as ``target``.
-            start_layer: first layer of the rollout product.
+            start_layer: first layer of the rollout product (default: the method's, 0).
             token: special token whose row is read (``"cls"`` or ``"distillation"``, or its index).
             guide: external guidance (paper, experiment 3): an image, or a class name looked up in
                 ``gallery``, stitched beside each image (``layout``); the map of the original's
-                region is returned (a :class:`~attngrad.experiments.guidance.GuidedExplanation`).
+                region is returned (a :class:`~attngrad.stitch.GuidedExplanation`).
         """
         (result,) = self.explain_methods(
-            images, [method], target, loss, contrast, start_layer, token, guide, layout, gallery
+            images, [method], target=target, loss=loss, contrast=contrast, start_layer=start_layer, token=token,
+            guide=guide, layout=layout, gallery=gallery,
         ).values()
         return result

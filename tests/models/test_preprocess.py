@@ -48,3 +48,14 @@ def test_normalize_round_trip(mean):
     pre = Preprocessor(mean=mean, std=(0.2, 0.3, 0.4))
     x = torch.rand(2, 3, 8, 8)
     torch.testing.assert_close(pre.denormalize(pre.normalize(x)), x)
+
+
+def test_images_that_preprocess_to_different_sizes_are_a_clear_error():
+    from PIL import Image
+
+    from attngrad import AttngradError
+    from attngrad.models import Preprocessor
+
+    pre = Preprocessor(resize=None, shortest_edge=32)  # aspect kept, no crop
+    with pytest.raises(AttngradError, match="differ in size .*explain images of one shape"):
+        pre([Image.new("RGB", (40, 40)), Image.new("RGB", (80, 40))])

@@ -126,3 +126,11 @@ def test_cli_bad_input_exits_2_with_one_line(encoder_folder, args, message):
 def test_cli_image_model_folder_is_not_a_text_model():
     result = CliRunner().invoke(main, ["explain-text", "a cat", "--labels", "a,b", "--model", str(DEFAULT_MODEL)])
     assert result.exit_code == 2 and "not a text encoder" in result.stderr
+
+
+def test_missing_text_model_folder_talks_about_folders(tmp_path):
+    for name in ("./nope", str(tmp_path / "absent")):
+        with pytest.raises(AttngradError, match="no such model folder"):
+            TextExplainer.from_pretrained(name)
+    with pytest.raises(AttngradError, match="unknown device 'banana'"):
+        TextExplainer.from_pretrained(str(tmp_path), device="banana")

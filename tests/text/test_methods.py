@@ -200,3 +200,18 @@ def test_methods_not_defined_on_text_are_refused(classifier_explainer, encoder_e
         encoder_explainer.explain(TEXTS, against=AGAINST, method="raw_attention")
     with pytest.raises(AttngradError, match="unknown method"):
         classifier_explainer.explain(TEXTS, method="nope")
+
+
+@pytest.mark.parametrize("loss", ["normdiff", "diff", "ratio"])
+def test_contrast_equal_to_target_is_refused_on_text(classifier_explainer, encoder_explainer, loss):
+    with pytest.raises(AttngradError, match="the contrast equals the target"):
+        classifier_explainer.explain(TEXTS, target="repair", contrast="repair", loss=loss)
+    with pytest.raises(AttngradError, match="the contrast equals the target"):
+        encoder_explainer.explain(TEXTS, labels="sports,finance,repair", target="top1", contrast="top1", loss=loss)
+
+
+def test_start_layer_reaches_text_methods_that_take_it(classifier_explainer):
+    res = classifier_explainer.explain_methods(TEXTS, ["complete", "raw_attention"], target="repair", start_layer=1)
+    alone = classifier_explainer.explain(TEXTS, target="repair", start_layer=1)
+    torch.testing.assert_close(res["complete"].maps, alone.maps)
+    assert classifier_explainer.method("complete", start_layer=1).start_layer == 1

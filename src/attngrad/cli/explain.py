@@ -61,7 +61,8 @@ def explain(images, explainer, method, targets, contrast, loss, start_layer, tok
             _print_top5(p, preds)
         for target in targets or ("top1",):
             results = explainer.explain_methods(
-                list(pils), methods, target, loss, contrast, start_layer, token, guide, layout, gallery
+                list(pils), methods, target=target, loss=loss, contrast=contrast, start_layer=start_layer,
+                token=token, guide=guide, layout=layout, gallery=gallery,
             )
             for name, res in results.items():
                 for i, p in enumerate(paths):

@@ -61,7 +61,8 @@ def explain_text(texts, against, labels, model, device, method, target, contrast
         part = None if partners is None else partners if len(partners) == 1 else partners[start : start + batch_size]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", TruncationWarning)
-            found = explainer.explain_methods(batch, methods, target, loss, contrast, start_layer, part, labels)
+            found = explainer.explain_methods(batch, methods, target=target, loss=loss, contrast=contrast,
+                                              start_layer=start_layer, against=part, labels=labels)
         for w in caught:
             click.echo(f"attngrad: warning: {w.message}", err=True)
         results.extend(found.values())

@@ -25,7 +25,7 @@ from ..errors import AttngradError
 from ..io import ImageLike, load_image
 from ..losses import LossLike, get_loss
 from ..targets import resolve_targets
-from .guidance import class_image
+from ..gallery import class_image, resolve_gallery
 
 if TYPE_CHECKING:
     from ..explainer import Explainer
@@ -93,8 +93,9 @@ def detail_interpretation(
         k: with no ``contrasts``, compare with the next ``k - 1`` predictions (k >= 2).
         target, contrasts: classes by name or index (``--target kite --contrast "bald eagle"``).
         loss: a two-class loss: ``normdiff`` (eq. 8, default), ``diff`` or ``ratio``.
-        gallery: folder of ``<wnid>_<class>.jpg`` typical images (see :func:`guidance.default_gallery`).
+        gallery: folder of ``<wnid>_<class>.jpg`` typical images (see :mod:`attngrad.gallery`).
     """
+    resolve_gallery(gallery)  # a gallery given that does not exist is an error, not "no typical images"
     if not get_loss(loss).needs_contrast:
         raise AttngradError(f"detail interpretation compares two classes; {loss!r} does not: use normdiff or diff")
     pixel_values, shown = explainer.prepare(image)

@@ -1,296 +1,40 @@
 """External attention guidance (Cui, Fan & Chen, experiment 3; method.md "Experiments", item 3).
 
-A single-class image explained with ``complete`` looks poor because the other
-999 classes pull the gradient in mixed directions. Stitching a *guide* image of
-another class (the paper uses a zebra) beside it gives the loss one clear
-opposing class; the original's class is explained on the stitched input and the
-map is cropped back to the original's region.
-
-Geometry (model-agnostic, exact on the patch grid):
-
-* :func:`stitch` builds a canvas **of the original's own size** (width or height
-  rounded down to even): each of the two images is resized to one half of it
-  (``left-right``: ``W/2 x H`` each, original on the left). The model's own
-  preprocessing then treats the canvas as it would treat the original alone:
-  a plain resize (Hugging Face ViT) or a resize + centre crop (timm) are both
-  symmetric about the centre, so the seam lands on the centre line of the model
-  input, i.e. the original occupies exactly the first ``gw/2`` patch columns
-  (``right-left``: the last ``gw/2``; ``top-bottom`` / ``bottom-top``: rows).
-* :class:`Region` records which half the original is in, as fractions of the
-  model input; :meth:`Region.cells` turns it into patch-grid index ranges for any
-  grid, and :func:`crop_region` cuts maps with them. On an even grid (14 x 14 for
-  ViT-*/16 at 224 px) the crop is exact; on an odd grid the middle column (row),
-  which mixes both images, is left out.
-
-Guides can be given as an image (path or PIL) or as a class name, resolved to a
-``<wnid>_<class name>.jpg`` file of a gallery folder (default:
-``$ATTNGRAD_GALLERY``, then the ImageNet sample folder when present, then the
-images shipped with the package).
+A single-class image explained with ``complete`` looks poor because the other 999
+classes pull the gradient in mixed directions; stitching a guide image of another
+class beside it gives the loss one clear opposing class. The stitching geometry and
+the guided explanation live in the core module :mod:`attngrad.stitch` (the Explainer's
+``guide=`` uses them too); the galleries in :mod:`attngrad.gallery`. This module is
+the experiment's public home and re-exports them.
 """
 
 from __future__ import annotations
 
-import os
-import re
-from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
-from typing import TYPE_CHECKING, Sequence, TypeVar
+from ..gallery import IMAGE_SUFFIXES, class_image, default_gallery, gallery_index, resolve_gallery, resolve_guide
+from ..stitch import (
+    LAYOUTS,
+    GuidedExplanation,
+    Region,
+    check_layout,
+    crop_image,
+    crop_region,
+    explain_guided,
+    stitch,
+)
 
-import numpy as np
-import torch
-from PIL import Image
-
-from ..errors import AttngradError
-from ..explainer import Explanation
-from ..io import ImageLike, load_image
-from ..losses import LossLike
-from ..targets import TargetSpec, _aliases, class_index, resolve_targets
-
-if TYPE_CHECKING:
-    from ..explainer import Explainer
-    from ..methods import Method
-
-#: Layout name -> (axis split: "cols" or "rows", whether the original takes the first half).
-LAYOUTS: dict[str, tuple[str, bool]] = {
-    "left-right": ("cols", True),
-    "right-left": ("cols", False),
-    "top-bottom": ("rows", True),
-    "bottom-top": ("rows", False),
-}
-
-#: The shared ImageNet sample (one image per class), used as the gallery when present.
-SHARED_GALLERY = Path("/work/shared/data/imagenet-sample")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-_WNID = re.compile(r"^n\d{8}_(.+)$")
-
-Maps = TypeVar("Maps", torch.Tensor, np.ndarray)
-
-
-def check_layout(layout: str) -> str:
-    if layout not in LAYOUTS:
-        raise AttngradError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    return layout
-
-
-@dataclass(frozen=True)
-class Region:
-    """Where the original lies in a stitched input: one half, split along ``axis``.
-
-    Attributes:
-        layout: the :data:`LAYOUTS` name that produced it.
-        axis: ``"cols"`` (side by side) or ``"rows"`` (stacked).
-        first: the original is the first (left / top) half.
-    """
-
-    layout: str
-    axis: str
-    first: bool
-
-    @classmethod
-    def of(cls, layout: str) -> "Region":
-        axis, first = LAYOUTS[check_layout(layout)]
-        return cls(layout, axis, first)
-
-    def complement(self) -> "Region":
-        """The other half (where the guide lies)."""
-        return Region(self.layout, self.axis, not self.first)
-
-    def _span(self, n: int) -> tuple[int, int]:
-        """Index range of this half along an axis of ``n`` cells; an odd middle cell belongs to neither."""
-        return (0, n // 2) if self.first else ((n + 1) // 2, n)
-
-    def cells(self, gh: int, gw: int) -> tuple[int, int, int, int]:
-        """``(row0, row1, col0, col1)`` (end-exclusive) of this half on a ``gh x gw`` grid (patches or pixels)."""
-        if self.axis == "cols":
-            return (0, gh, *self._span(gw))
-        return (*self._span(gh), 0, gw)
-
-    def fractions(self) -> tuple[float, float, float, float]:
-        """``(top, bottom, left, right)`` as fractions of the model input."""
-        lo, hi = (0.0, 0.5) if self.first else (0.5, 1.0)
-        return (0.0, 1.0, lo, hi) if self.axis == "cols" else (lo, hi, 0.0, 1.0)
-
-
-def stitch(image: ImageLike, guide: ImageLike, layout: str = "left-right") -> tuple[Image.Image, Region]:
-    """Compose ``image`` and ``guide`` into one RGB picture of the original's size.
-
-    Each is resized (bicubic) to one half of the canvas; ``layout`` says where the
-    original goes: ``left-right`` (original left, guide right), ``right-left``,
-    ``top-bottom``, ``bottom-top``. See the module docstring for why the seam is on
-    the centre line of the model input.
-
-    Returns:
-        the stitched image and the :class:`Region` of the original.
-    """
-    region = Region.of(layout)
-    original, other = load_image(image), load_image(guide)
-    width, height = original.size
-    if region.axis == "cols":
-        half = (width // 2, height)
-        offsets = ((0, 0), (half[0], 0))
-        canvas_size = (2 * half[0], height)
-    else:
-        half = (width, height // 2)
-        offsets = ((0, 0), (0, half[1]))
-        canvas_size = (width, 2 * half[1])
-    if min(half) < 1:
-        raise AttngradError(f"the image is {width}x{height} pixels, too small to stitch; use an image of at least 2x2")
-    canvas = Image.new("RGB", canvas_size)
-    first, second = (original, other) if region.first else (other, original)
-    canvas.paste(first.resize(half, Image.Resampling.BICUBIC), offsets[0])
-    canvas.paste(second.resize(half, Image.Resampling.BICUBIC), offsets[1])
-    return canvas, region
-
-
-def crop_region(maps: Maps, region: Region) -> Maps:
-    """Cut the original's part out of maps ``(..., gh, gw)`` of the stitched input (tensor or array)."""
-    if maps.ndim < 2:
-        raise AttngradError(f"maps must be (..., gh, gw), not shape {tuple(maps.shape)}")
-    r0, r1, c0, c1 = region.cells(maps.shape[-2], maps.shape[-1])
-    return maps[..., r0:r1, c0:c1]
-
-
-def crop_image(image: Image.Image, region: Region) -> Image.Image:
-    """The original's part of a stitched picture (e.g. the stitched display image)."""
-    r0, r1, c0, c1 = region.cells(image.height, image.width)
-    return image.crop((c0, r0, c1, r1))
-
-
-# --------------------------------------------------------------------------- galleries
-
-
-def default_gallery() -> Path:
-    """``$ATTNGRAD_GALLERY``, else the shared ImageNet sample when present, else the shipped images."""
-    env = os.environ.get("ATTNGRAD_GALLERY")
-    if env:
-        return Path(env)
-    if SHARED_GALLERY.is_dir():
-        return SHARED_GALLERY
-    return Path(str(resources.files("attngrad").joinpath("assets/images")))
-
-
-def gallery_index(gallery: str | os.PathLike | None = None) -> dict[str, Path]:
-    """``{class name (lower case): image path}`` for the ``<wnid>_<class name>.<ext>`` files of a folder."""
-    folder = Path(gallery) if gallery is not None else default_gallery()
-    if not folder.is_dir():
-        raise AttngradError(f"{folder}: gallery folder not found; pass --gallery DIR with <wnid>_<class name>.jpg files")
-    table: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        match = _WNID.match(path.stem)
-        if match and path.suffix.lower() in IMAGE_SUFFIXES:
-            table.setdefault(match.group(1).replace("_", " ").lower(), path)
-    if not table:
-        raise AttngradError(f"{folder}: no <wnid>_<class name>.jpg images in the gallery folder")
-    return table
-
-
-def class_image(name: int | str, labels: Sequence[str], gallery: str | os.PathLike | None = None) -> Path:
-    """A typical image of a class (name or index, resolved through the model's ``labels``) from a gallery."""
-    index = class_index(name, labels)
-    table = gallery_index(gallery)
-    label = labels[index]
-    for alias in _aliases([label]):
-        if alias in table:
-            return table[alias]
-    where = gallery if gallery is not None else default_gallery()
-    raise AttngradError(f"no image of class {label!r} in gallery {where}; pass an image path or another --gallery")
-
-
-def resolve_guide(
-    guide: ImageLike, labels: Sequence[str], gallery: str | os.PathLike | None = None
-) -> tuple[Image.Image, str]:
-    """A guide given as a PIL image, an image path, or a class name -> (RGB image, description)."""
-    if isinstance(guide, Image.Image):
-        return load_image(guide), "guide image"
-    path = Path(guide)
-    looks_like_path = path.exists() or path.suffix.lower() in IMAGE_SUFFIXES or len(path.parts) > 1
-    if isinstance(guide, str) and not looks_like_path:
-        path = class_image(guide, labels, gallery)
-    return load_image(path), str(path)
-
-
-# --------------------------------------------------------------------------- guided explanations
-
-
-@dataclass
-class GuidedExplanation(Explanation):
-    """An :class:`Explanation` computed on stitched inputs.
-
-    ``maps`` are the original's region ``(B, gh', gw')`` and ``images`` the originals as the
-    model sees them alone (the cropped map is upsampled onto them); ``full_maps`` (B, gh, gw)
-    cover the whole stitched input shown in ``stitched_images``; ``logits`` are the stitched
-    input's, ``original_logits`` the original's alone.
-    """
-
-    full_maps: torch.Tensor | None = None
-    stitched_images: list[Image.Image] | None = None
-    original_logits: torch.Tensor | None = None
-    region: Region | None = None
-    guide: str = ""
-
-
-def explain_guided(
-    explainer: "Explainer",
-    images: Sequence[ImageLike] | ImageLike,
-    guide: ImageLike,
-    methods: Sequence["str | Method"] = ("complete",),
-    target: TargetSpec = None,
-    loss: LossLike = "logit",
-    contrast: TargetSpec = None,
-    start_layer: int = 0,
-    token: int | str = "cls",
-    layout: str = "left-right",
-    gallery: str | os.PathLike | None = None,
-) -> dict[str, GuidedExplanation]:
-    """Explain each image's class on the image stitched beside ``guide``; crop the maps back.
-
-    Targets (and contrasts) given as ``"topK"`` or ``None`` refer to the original image's own
-    predictions, not the stitched input's. One forward pass over the originals and the guide
-    (no gradients), then one forward + backward over the stitched batch for all methods.
-
-    Raises:
-        AttngradError: the guide is classified as one of the explained classes (it would
-            guide towards the class itself; pick a guide of another class).
-    """
-    check_layout(layout)
-    if isinstance(images, torch.Tensor):
-        raise AttngradError("guidance stitches pictures: pass image paths or PIL images, not a preprocessed tensor")
-    if isinstance(images, (str, os.PathLike, Image.Image)):
-        images = [images]
-    originals = [load_image(im) for im in images]
-    if not originals:
-        raise AttngradError("no images given")
-    guide_image, guide_name = resolve_guide(guide, explainer.labels, gallery)
-    pixel_values, shown = explainer.prepare([*originals, guide_image])
-    with torch.no_grad():
-        logits = explainer.adapter.forward(pixel_values).logits
-    original_logits, guide_class = logits[:-1], int(logits[-1].argmax())
-    targets = resolve_targets(target, original_logits, explainer.labels)
-    contrasts = None if contrast is None else resolve_targets(contrast, original_logits, explainer.labels)
-    if (targets == guide_class).any():
-        raise AttngradError(
-            f"the guide ({guide_name}) is classified as {explainer.labels[guide_class]!r}, a class being explained; "
-            "choose a guide image of another class"
-        )
-    stitched = [stitch(im, guide_image, layout)[0] for im in originals]
-    region = Region.of(layout)
-    results = explainer.explain_methods(stitched, methods, targets, loss, contrasts, start_layer, token)
-    return {
-        name: GuidedExplanation(
-            maps=crop_region(res.maps, region),
-            logits=res.logits,
-            targets=res.targets,
-            contrasts=res.contrasts,
-            method=res.method,
-            loss=res.loss,
-            labels=res.labels,
-            images=shown[:-1],
-            full_maps=res.maps,
-            stitched_images=res.images,
-            original_logits=original_logits,
-            region=region,
-            guide=guide_name,
-        )
-        for name, res in results.items()
-    }
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "LAYOUTS",
+    "GuidedExplanation",
+    "Region",
+    "check_layout",
+    "class_image",
+    "crop_image",
+    "crop_region",
+    "default_gallery",
+    "explain_guided",
+    "gallery_index",
+    "resolve_gallery",
+    "resolve_guide",
+    "stitch",
+]

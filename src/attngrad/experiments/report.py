@@ -3,10 +3,10 @@
 ``build_report(explainer, out)`` regenerates the equivalent of each of Cui, Fan &
 Chen's figures (single-class maps, multi-class maps, attention transfer, external
 guidance, detail interpretation, class rewriting) with every picture, caption
-and number, plus ``numbers.json``. Images come from the shared data folder when
-present (``/work/shared/data``: ImageNet sample, multi-class images), else from
-the images shipped with the package; a case whose image is missing is listed as
-skipped.
+and number, plus ``numbers.json``. Images come from the shared data folder beside the clone when
+present (``../shared/data``: ImageNet sample, multi-class images; see
+:mod:`attngrad.gallery`), else from the images shipped with the package; a case
+whose image is missing is listed as skipped.
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ from tqdm import tqdm
 
 from .. import viz
 from ..demo import CASES, asset_image
+from ..gallery import resolve_gallery, shared_data, shipped_images
+from ..stitch import explain_guided
 from .detail import detail_interpretation
-from .guidance import SHARED_GALLERY, explain_guided
 from .rewrite import batch_summary, random_targets, rewrite, rewrite_batch, save_rewrite
 from .transfer import attention_transfer, positive_share
 
 if TYPE_CHECKING:
     from ..explainer import Explainer
 
-SHARED_DATA = SHARED_GALLERY.parent
 SINGLE = ("n01871265_tusker.jpg", "n01944390_snail.jpg")
 MULTI = {
     "el1.jpg": ("zebra", "African elephant"),
@@ -50,7 +50,9 @@ GUIDED = ("n01944390_snail.jpg", "n01871265_tusker.jpg")
 
 def find_image(name: str) -> Path | None:
     """A case's image: the shared multi-class folder, the ImageNet sample, or the shipped images."""
-    for folder in (SHARED_DATA / "multiclass", SHARED_DATA / "imagenet-sample"):
+    data = shared_data()
+    folders = () if data is None else (data / "multiclass", data / "imagenet-sample")
+    for folder in folders:
         if (folder / name).is_file():
             return folder / name
     shipped = asset_image(name)
@@ -260,7 +262,7 @@ def detail_section(ex: "Explainer", out: Path, gallery: str | os.PathLike | None
     return sec
 
 
-def rewrite_section(ex: "Explainer", out: Path, batch: int) -> Section:
+def rewrite_section(ex: "Explainer", out: Path, batch: int, gallery: str | os.PathLike | None = None) -> Section:
     sec = Section(
         "Class rewriting",
         "Pixels updated one 8-bit level at a time against the gradient of the margin loss "
@@ -279,8 +281,8 @@ def rewrite_section(ex: "Explainer", out: Path, batch: int) -> Section:
     sec.tables.append((["success", "steps", "L-inf (0..255)", "L2 ([0,1] units)", "PSNR (dB)", "SSIM"],
                        [[res.success, res.steps, res.linf, res.l2, res.psnr, res.ssim]]))
     sec.numbers["tusker"] = res.numbers()
-    sample = SHARED_DATA / "imagenet-sample"
-    if batch > 0 and sample.is_dir():
+    sample = resolve_gallery(gallery)
+    if batch > 0 and sample != shipped_images():
         files = sorted(sample.glob("*.jpg"))
         picks = [files[i] for i in np.random.default_rng(0).choice(len(files), size=min(batch, len(files)), replace=False)]
         targets = random_targets(ex, picks, np.random.default_rng(0))
@@ -305,6 +307,7 @@ def build_report(
 
     ``batch_images``: how many random ImageNet-sample images the batch-rewriting table uses (0: none).
     """
+    resolve_gallery(gallery)  # a --gallery that does not exist fails before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs: list[tuple[str, Callable[[], Section]]] = [
@@ -313,7 +316,7 @@ def build_report(
         ("transfer", lambda: transfer_section(explainer, out)),
         ("guidance", lambda: guidance_section(explainer, out, gallery)),
         ("detail", lambda: detail_section(explainer, out, gallery)),
-        ("rewriting", lambda: rewrite_section(explainer, out, batch_images)),
+        ("rewriting", lambda: rewrite_section(explainer, out, batch_images, gallery)),
     ]
     sections, timings = [], {}
     bar = tqdm(jobs, desc="report", unit="section", disable=not progress)

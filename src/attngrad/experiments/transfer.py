@@ -237,11 +237,11 @@ def attention_transfer(
                 f"{type(adapter.model).__name__} does not reproduce its logits from its own stored attention "
                 f"maps (max difference {error:.3g}); attention transfer is not supported for this model"
             )
-        opposing_map = method(explainer.trace(pixel_values, opposing_index, methods=[method], token=token))[0]
+        opposing_map = method(explainer.trace(pixel_values, target=opposing_index, methods=[method], token=token))[0]
         region = opposing_map > 0
         result = TransferResult(shown[0], explainer.labels[t], explainer.labels[o], optimizer, lr, opposing_map, error)
         for step in tqdm(range(steps + 1), desc="attention transfer", unit="step", disable=not progress):
-            trace = explainer.trace(pixel_values, target_index, methods=[method], token=token)
+            trace = explainer.trace(pixel_values, target=target_index, methods=[method], token=token)
             smap = method(trace)[0]
             probs = trace.logits[0].softmax(-1)
             result.steps.append(

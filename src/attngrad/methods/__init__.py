@@ -1,13 +1,18 @@
-"""Explanation methods and their registry by name."""
+"""Explanation methods and their registry by name.
+
+Each method class registers itself at its definition (``@register``, from
+:mod:`attngrad.methods.base`); importing its module here is what makes it available.
+"""
 
 from __future__ import annotations
 
-from ..errors import AttngradError
-from .attention import AttentionGradCAM, RawAttention
-from .base import Method, Trace
-from .random import RandomBaseline
-from .rollout import GAE, Absolute, AttentionRollout, AttentionRolloutEq1, Complete, Rollout, rollout
-from .tattr import LRP, PartialLRP, TAttr
+from .base import METHODS, Method, Trace, get_method, method_options, register
+
+# The import order is the registry's order (lists, help, the explorer): the paper's family first.
+from .rollout import GAE, Absolute, AttentionRollout, AttentionRolloutEq1, Complete, Rollout, rollout  # isort: skip
+from .attention import AttentionGradCAM, RawAttention  # isort: skip
+from .random import RandomBaseline  # isort: skip
+from .tattr import LRP, PartialLRP, TAttr  # isort: skip
 
 __all__ = [
     "METHODS",
@@ -26,30 +31,7 @@ __all__ = [
     "Rollout",
     "Trace",
     "get_method",
+    "method_options",
     "register",
     "rollout",
 ]
-
-METHODS: dict[str, type[Method]] = {}
-
-
-def register(cls: type[Method]) -> type[Method]:
-    """Add a method class to the registry under ``cls.name`` (usable as a decorator)."""
-    METHODS[cls.name] = cls
-    return cls
-
-
-for _cls in (Complete, GAE, Absolute, AttentionRollout, AttentionRolloutEq1, RawAttention, AttentionGradCAM, RandomBaseline):
-    register(_cls)
-for _cls in (TAttr, LRP, PartialLRP):  # relevance propagation (Chefer et al., CVPR 2021)
-    register(_cls)
-
-
-def get_method(method: str | Method, **options) -> Method:
-    """A method instance from a name (options such as ``start_layer`` go to rollout methods) or as is."""
-    if isinstance(method, Method):
-        return method
-    if method not in METHODS:
-        raise AttngradError(f"unknown method {method!r}; choose from {', '.join(METHODS)}", field="method", choices=METHODS)
-    cls = METHODS[method]
-    return cls(**options) if issubclass(cls, Rollout) else cls()

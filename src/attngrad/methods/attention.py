@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import torch
 
-from .base import Method, Trace
+from .base import Method, Trace, register
 
 
+@register
 class RawAttention(Method):
     """The last layer's attention, head mean, read token's row (method.md, "Methods to compare against")."""
 
     name = "raw_attention"
+    description = "the last layer's attention, head mean (baseline; no gradients)"
     needs_gradients = False
 
     def token_scores(self, trace: Trace) -> torch.Tensor:
         return trace.attentions[-1].mean(dim=1)[:, trace.token]
 
 
+@register
 class AttentionGradCAM(Method):
     """GradCAM on the last attention layer, as Chefer's baselines compute it.
 
@@ -25,6 +28,7 @@ class AttentionGradCAM(Method):
     """
 
     name = "attn_gradcam"
+    description = "GradCAM on the last attention layer, positive part (Chefer et al.'s baseline)"
 
     def token_scores(self, trace: Trace) -> torch.Tensor:
         attn = trace.attentions[-1][:, :, trace.token]  # (B, H, N)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+import inspect
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
@@ -51,12 +52,19 @@ class Trace:
 class Method:
     """Base class: subclasses set ``name`` and implement :meth:`token_scores` (or :meth:`__call__`).
 
+    Options a method takes are its ``__init__`` keyword arguments (see :func:`get_method`).
+
     Class attributes:
         name: registry name.
+        description: one line, shown in the CLI's help and the explorer.
+        signed: ``True`` when the map's sign means support (+) or opposition (-) for the
+            target; ``False`` for magnitudes (the map is >= 0 or its sign carries no meaning).
         needs_gradients: whether the shared pass must backpropagate the loss to the maps.
     """
 
     name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    signed: ClassVar[bool] = False
     needs_gradients: ClassVar[bool] = True
 
     def capture(self, adapter: ModelAdapter, extras: dict[str, Any]) -> AbstractContextManager[None]:
@@ -78,3 +86,47 @@ class Method:
                 "patch grid were expected; set the adapter's special_tokens for this architecture"
             )
         return patches.reshape(row.shape[0], gh, gw)
+
+
+#: Registered methods by name (filled by :func:`register` at each class definition).
+METHODS: dict[str, type[Method]] = {}
+
+M = TypeVar("M", bound=type[Method])
+
+
+def register(cls: M) -> M:
+    """Class decorator: add a method class to :data:`METHODS` under ``cls.name``."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no name; set the class attribute `name` before registering")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def method_options(cls: type[Method]) -> list[str]:
+    """Names of the options (keyword arguments of ``__init__``) a method class takes."""
+    if cls.__init__ is object.__init__:
+        return []
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def get_method(method: str | Method, **options: Any) -> Method:
+    """A method instance from a registered name, with its options by name (or a :class:`Method` as is).
+
+    ``None`` options are left out (the method's own default applies). An option the method
+    does not take raises :class:`AttngradError` naming those it does.
+    """
+    if isinstance(method, Method):
+        return method
+    if method not in METHODS:
+        raise AttngradError(
+            f"unknown method {method!r}; choose from {', '.join(METHODS)}", field="method", choices=list(METHODS)
+        )
+    cls = METHODS[method]
+    given = {k: v for k, v in options.items() if v is not None}
+    valid = method_options(cls)
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        takes = f"it takes {', '.join(valid)}" if valid else "it takes no options"
+        raise AttngradError(f"method {method!r} has no option {', '.join(unknown)}; {takes}")
+    return cls(**given)

@@ -11,7 +11,7 @@ import zlib
 
 import torch
 
-from .base import Method, Trace
+from .base import Method, Trace, register
 
 
 def content_seed(image: torch.Tensor) -> int:
@@ -19,10 +19,12 @@ def content_seed(image: torch.Tensor) -> int:
     return zlib.crc32(image.detach().float().cpu().contiguous().numpy().tobytes())
 
 
+@register
 class RandomBaseline(Method):
     """Uniform random scores in [0, 1) over all tokens, seeded per image by :func:`content_seed`."""
 
     name = "random"
+    description = "uniform random scores, seeded by each image's pixels: the floor to beat"
     needs_gradients = False
 
     def token_scores(self, trace: Trace) -> torch.Tensor:

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import AttngradError
-from .base import Method, Trace
+from .base import Method, Trace, register
 
 Weighting = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -76,7 +76,7 @@ class Rollout(Method):
     weighting: Weighting = staticmethod(plain)
     default_renormalize = False
 
-    def __init__(self, start_layer: int = 0, renormalize: bool | None = None):
+    def __init__(self, *, start_layer: int = 0, renormalize: bool | None = None):
         self.start_layer = start_layer
         self.renormalize = self.default_renormalize if renormalize is None else renormalize
 
@@ -90,14 +90,45 @@ class Rollout(Method):
         return rollout(mixes, trace.token, self.renormalize)
 
 
+@register
+class Complete(Rollout):
+    """Complete attention x gradient (Cui, Fan & Chen, eq. 5), the paper's method: signed map."""
+
+    name = "complete"
+    description = "the paper's complete attention x gradient (eq. 5): signed, red supports, blue opposes"
+    signed = True
+    weighting = staticmethod(signed_gradient)
+
+
+@register
+class GAE(Rollout):
+    """Generic Attention-model Explainability (Chefer et al., ICCV 2021): positive gradient (eq. 4)."""
+
+    name = "gae"
+    description = "GAE (Chefer et al., ICCV 2021): rollout of the positive part of gradient x attention"
+    weighting = staticmethod(positive_gradient)
+
+
+@register
+class Absolute(Rollout):
+    """Absolute gradient (eq. 6): where the encoder looks, regardless of the classifier's direction."""
+
+    name = "absolute"
+    description = "absolute gradient x attention (eq. 6): where the encoder looks, any direction"
+    weighting = staticmethod(absolute_gradient)
+
+
+@register
 class AttentionRollout(Rollout):
     """Attention rollout, rows renormalised as in Abnar & Zuidema's and Chefer's code (default)."""
 
     name = "rollout"
+    description = "attention rollout (Abnar & Zuidema), rows renormalised; no gradients, class-agnostic"
     needs_gradients = False
     default_renormalize = True
 
 
+@register
 class AttentionRolloutEq1(Rollout):
     """Attention rollout exactly as the paper's eq. 1: ``I + E_H A`` without renormalisation.
 
@@ -106,25 +137,5 @@ class AttentionRolloutEq1(Rollout):
     """
 
     name = "rollout_eq1"
+    description = "attention rollout as the paper's eq. 1 (no renormalisation; rollout times 2^L)"
     needs_gradients = False
-
-
-class GAE(Rollout):
-    """Generic Attention-model Explainability (Chefer et al., ICCV 2021): positive gradient (eq. 4)."""
-
-    name = "gae"
-    weighting = staticmethod(positive_gradient)
-
-
-class Complete(Rollout):
-    """Complete attention x gradient (Cui, Fan & Chen, eq. 5), the paper's method: signed map."""
-
-    name = "complete"
-    weighting = staticmethod(signed_gradient)
-
-
-class Absolute(Rollout):
-    """Absolute gradient (eq. 6): where the encoder looks, regardless of the classifier's direction."""
-
-    name = "absolute"
-    weighting = staticmethod(absolute_gradient)

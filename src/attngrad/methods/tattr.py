@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import torch
 
 from ..models.base import ModelAdapter
-from .base import Method, Trace
+from .base import Method, Trace, register
 from .relprop import Relevance, propagate, record_activations
 from .rollout import Rollout, rollout
 
@@ -56,6 +56,7 @@ def _recording(adapter: ModelAdapter, extras: dict[str, Any]) -> Iterator[None]:
         yield
 
 
+@register
 class TAttr(_RelevanceMethod, Rollout):
     """Transformer attribution (T-Attr): rollout of ``E_H(max(grad A * R_A, 0))``, rows renormalised.
 
@@ -64,6 +65,7 @@ class TAttr(_RelevanceMethod, Rollout):
     """
 
     name = "tattr"
+    description = "T-Attr (Chefer et al., CVPR 2021): rollout of positive gradient x LRP relevance"
     default_renormalize = True
 
     def stop_layer(self, trace: Trace) -> int:
@@ -76,23 +78,13 @@ class TAttr(_RelevanceMethod, Rollout):
         return rollout(mixes, trace.token, self.renormalize)
 
 
-class PartialLRP(_RelevanceMethod):
-    """Partial LRP: the last layer's ``R_A``, positive part, head mean, read row."""
-
-    name = "partial_lrp"
-    needs_gradients = False
-
-    def stop_layer(self, trace: Trace) -> int:
-        return len(trace.attentions) - 1
-
-    def token_scores(self, trace: Trace) -> torch.Tensor:
-        return self.relevance(trace).attention[-1].clamp(min=0).mean(dim=1)[:, trace.token]
-
-
+@register
 class LRP(_RelevanceMethod):
     """Full LRP to the pixels (z^B first layer), summed over channels: a (B, H, W) map."""
 
     name = "lrp"
+    description = "full LRP to the pixels (z^B first layer): signed pixel-level relevance"
+    signed = True
     needs_gradients = False
 
     def stop_layer(self, trace: Trace) -> int:
@@ -100,3 +92,18 @@ class LRP(_RelevanceMethod):
 
     def __call__(self, trace: Trace) -> torch.Tensor:
         return self.relevance(trace).pixels.sum(dim=1)
+
+
+@register
+class PartialLRP(_RelevanceMethod):
+    """Partial LRP: the last layer's ``R_A``, positive part, head mean, read row."""
+
+    name = "partial_lrp"
+    description = "partial LRP: the last layer's attention relevance, positive part"
+    needs_gradients = False
+
+    def stop_layer(self, trace: Trace) -> int:
+        return len(trace.attentions) - 1
+
+    def token_scores(self, trace: Trace) -> torch.Tensor:
+        return self.relevance(trace).attention[-1].clamp(min=0).mean(dim=1)[:, trace.token]

@@ -1,7 +1,16 @@
-"""What every model adapter offers the methods: logits and attention maps, differentiably.
+"""The model contract: what every adapter offers the methods, and what image adapters add.
 
-An adapter wraps a real, unmodified model (Hugging Face or timm). It never
-knows which method asked; methods never know which model family they run on.
+:class:`ModelAdapter` is modality-neutral: a forward pass returning the model's output
+scores and every layer's attention maps *in the autograd graph*, a way to replace those
+maps (attention transfer), the special tokens leading the sequence, the layer count and
+the device. Text, language-model and CLIP adapters implement it.
+
+:class:`ImageAdapter` adds what only images have: a preprocessor (images ->
+``pixel_values``) and a patch grid. The image Explainer needs one.
+
+An adapter wraps a real, unmodified model (Hugging Face or timm). It never knows which
+method asked; methods never know which model family they run on. Adapters are found for a
+model through :mod:`attngrad.models.registry` (see docs/adding-a-model-family.md).
 """
 
 from __future__ import annotations
@@ -27,22 +36,48 @@ class ForwardOutput:
 
 
 class ModelAdapter(ABC):
-    """Uniform view of a Vision Transformer classifier.
+    """Uniform, modality-neutral view of a Transformer whose attention maps are explained.
 
     Attributes:
         model: the wrapped ``nn.Module`` (put in eval mode, weights untouched).
-        preprocessor: how images become ``pixel_values``, from the model's own config.
-        labels: class names, index order.
-        special_tokens: names of the non-patch tokens that lead the sequence, with their index
-            (``{"cls": 0}``; DeiT distilled adds ``"distillation": 1``).
-        patch_size: ``(ph, pw)`` in pixels.
+        labels: names of the output columns (class names), index order.
+        special_tokens: names of the non-content tokens that lead the sequence, with their index
+            (``{"cls": 0}``; DeiT distilled adds ``"distillation": 1``; registers follow).
     """
 
     model: nn.Module
-    preprocessor: Preprocessor
     labels: list[str]
     special_tokens: dict[str, int]
-    patch_size: tuple[int, int]
+
+    @abstractmethod
+    def forward(self, inputs: torch.Tensor) -> ForwardOutput:
+        """Run the model on a batch; return logits and every layer's attention maps (after softmax)."""
+
+    @abstractmethod
+    def override_attention(self, maps: Sequence[torch.Tensor]) -> AbstractContextManager[None]:
+        """Context in which the model uses ``maps[l]`` instead of softmax(QK^T) in layer ``l``.
+
+        Used by attention transfer (paper, experiment 2). With the model's own maps the
+        logits are reproduced exactly. The state lives in the context (per call), never in
+        a module-level global, so two adapters never share it.
+        """
+
+    @property
+    def num_layers(self) -> int:
+        """Number of attention layers (maps returned by :meth:`forward`)."""
+        config = getattr(self.model, "config", None)
+        layers = getattr(config, "num_hidden_layers", None)
+        if layers is None:
+            raise AttngradError(f"{type(self).__name__} does not know its layer count; set num_layers")
+        return int(layers)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return len(self.special_tokens)
 
     @contextmanager
     def frozen_weights(self) -> Iterator[None]:
@@ -58,29 +93,10 @@ class ModelAdapter(ABC):
             for w, flag in zip(weights, trainable):
                 w.requires_grad_(flag)
 
-    @abstractmethod
-    def forward(self, pixel_values: torch.Tensor) -> ForwardOutput:
-        """Run the model; return logits and every layer's attention maps (after softmax)."""
-
-    @abstractmethod
-    def override_attention(self, maps: Sequence[torch.Tensor]) -> AbstractContextManager[None]:
-        """Context in which the model uses ``maps[l]`` instead of softmax(QK^T) in layer ``l``.
-
-        Used by attention transfer (paper, experiment 2). With the model's own maps the
-        logits are reproduced exactly.
-        """
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return len(self.special_tokens)
-
-    def grid(self, pixel_values: torch.Tensor) -> tuple[int, int]:
-        """Patch grid ``(gh, gw)`` for an input of this size."""
-        return pixel_values.shape[-2] // self.patch_size[0], pixel_values.shape[-1] // self.patch_size[1]
+    def grid(self, inputs: torch.Tensor) -> tuple[int, int]:
+        """Shape ``(rows, cols)`` of a map for this input: one row of content tokens for a
+        sequence ``(B, N, D)``. Image adapters return the patch grid."""
+        return 1, inputs.shape[1] - self.num_prefix_tokens
 
     def token_index(self, token: int | str) -> int:
         """Resolve a token name ("cls", "distillation") or index to the row read by the methods."""
@@ -104,3 +120,23 @@ class ModelAdapter(ABC):
                 "self-attention (ViT, DeiT, BEiT) loaded with eager attention"
             )
         return list(attentions)
+
+
+class ImageAdapter(ModelAdapter):
+    """An image classifier: :class:`ModelAdapter` plus a preprocessor and a patch grid.
+
+    Attributes:
+        preprocessor: how images become ``pixel_values``, from the model's own config.
+        patch_size: ``(ph, pw)`` in pixels.
+    """
+
+    preprocessor: Preprocessor
+    patch_size: tuple[int, int]
+
+    @abstractmethod
+    def forward(self, pixel_values: torch.Tensor) -> ForwardOutput:
+        """Run the model on ``pixel_values`` (B, 3, H, W); logits and every layer's attention maps."""
+
+    def grid(self, pixel_values: torch.Tensor) -> tuple[int, int]:
+        """Patch grid ``(gh, gw)`` for an input of this size."""
+        return pixel_values.shape[-2] // self.patch_size[0], pixel_values.shape[-1] // self.patch_size[1]

@@ -1,55 +1,69 @@
-"""Adapter over Hugging Face ``transformers`` image classifiers (ViT, DeiT, BEiT, ...).
+"""Adapters over Hugging Face ``transformers`` models.
+
+:class:`HFModelAdapter` is the modality-neutral part (eager attention, labels,
+attention override) shared by image and text adapters; :class:`HFAdapter` adds
+the image part (preprocessor and patch grid, read from the model's own config and
+processor config — never guessed).
 
 Maps are read with ``output_attentions=True`` under eager attention. Attention
 transfer replaces them through transformers' own attention-function interface
-(``AttentionInterface``): a registered function returns the stored maps and
-multiplies them with the values, on the real, unmodified model.
+(``AttentionInterface``): for each override a function is registered under a name
+of its own, holding that call's maps and counter in a closure, and removed when
+the override ends (no module-level state; two overrides never share maps).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import AttngradError
-from .base import ForwardOutput, ModelAdapter
+from .base import ForwardOutput, ImageAdapter, ModelAdapter
 from .preprocess import Preprocessor
 
-_OVERRIDE_NAME = "attngrad_stored_maps"
-_override_state: dict = {}
+_OVERRIDE_PREFIX = "attngrad_stored_maps_"
 
 
-def _stored_maps_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Attention function that ignores Q and K and uses the next stored map (one per layer, in order)."""
-    maps, counter = _override_state["maps"], _override_state["counter"]
-    weights = maps[next(counter) % len(maps)].to(value.dtype)
-    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
-    return output, weights
+def _stored_maps_function(maps: Sequence[torch.Tensor]):
+    """An attention function that ignores Q and K and uses the next of ``maps`` (one per layer, in order)."""
+    maps = list(maps)
+    counter = itertools.count()
+
+    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        weights = maps[next(counter) % len(maps)].to(value.dtype)
+        output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+        return output, weights
+
+    return attention
 
 
-def _register_override() -> None:
-    from transformers import AttentionInterface
+def _pair(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value, value
+    values = tuple(int(v) for v in value)
+    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
 
-    AttentionInterface.register(_OVERRIDE_NAME, _stored_maps_attention)
+
+def _is_hf_model(model: nn.Module) -> bool:
+    return hasattr(model, "config") and hasattr(model, "set_attn_implementation")
 
 
-class HFAdapter(ModelAdapter):
-    """Wrap a ``transformers`` ``PreTrainedModel`` image classifier.
+class HFModelAdapter(ModelAdapter):
+    """Modality-neutral wrap of a ``transformers`` ``PreTrainedModel``: eager attention, labels, override.
 
-    Args:
-        model: e.g. ``ViTForImageClassification``; switched to eager attention and eval mode.
-        preprocessor: defaults to a resize to ``config.image_size`` with mean = std = 0.5 when
-            the model came without a ``preprocessor_config.json``.
-        labels: defaults to ``config.id2label``.
+    Subclasses implement :meth:`forward`.
     """
 
-    def __init__(self, model: nn.Module, preprocessor: Preprocessor | None = None, labels: list[str] | None = None):
+    def __init__(self, model: nn.Module, labels: list[str] | None = None):
         config = getattr(model, "config", None)
         if config is None or not hasattr(model, "set_attn_implementation"):
             raise AttngradError(f"{type(model).__name__} is not a Hugging Face PreTrainedModel")
@@ -61,17 +75,70 @@ class HFAdapter(ModelAdapter):
                     f"{type(model).__name__} cannot use eager attention, so it returns no attention maps ({err})"
                 ) from None
         self.model = model.eval()
-        size = getattr(config, "image_size", 224)
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        self.preprocessor = preprocessor or Preprocessor(resize=size)
         id2label = getattr(config, "id2label", None) or {}
         n = getattr(config, "num_labels", len(id2label))
         self.labels = labels or [str(id2label.get(i, id2label.get(str(i), f"class_{i}"))) for i in range(n)]
-        patch = getattr(config, "patch_size", 16)
-        self.patch_size = (patch, patch) if isinstance(patch, int) else tuple(patch)
         self.special_tokens = {"cls": 0}
+
+    @contextmanager
+    def override_attention(self, maps: Sequence[torch.Tensor]) -> Iterator[None]:
+        from transformers import AttentionInterface
+
+        name = _OVERRIDE_PREFIX + uuid.uuid4().hex
+        AttentionInterface.register(name, _stored_maps_function(maps))
+        config = self.model.config
+        previous = config._attn_implementation
+        config._attn_implementation = name
+        try:
+            yield
+        finally:
+            config._attn_implementation = previous
+            AttentionInterface._global_mapping.pop(name, None)
+
+
+class HFAdapter(HFModelAdapter, ImageAdapter):
+    """Wrap a ``transformers`` ``PreTrainedModel`` image classifier (ViT, DeiT, BEiT, DINOv2, ...).
+
+    Args:
+        model: e.g. ``ViTForImageClassification``; switched to eager attention and eval mode.
+        preprocessor: defaults to a resize to ``config.image_size`` with mean = std = 0.5 (the
+            ViT processor's defaults) when the model came without a ``preprocessor_config.json``.
+        labels: defaults to ``config.id2label``.
+
+    Raises:
+        AttngradError: when the config gives no ``patch_size``, or no ``image_size`` and no
+            preprocessor was given.
+    """
+
+    def __init__(self, model: nn.Module, preprocessor: Preprocessor | None = None, labels: list[str] | None = None):
+        super().__init__(model, labels)
+        config = self.model.config
+        name = type(model).__name__
+        patch = _pair(getattr(config, "patch_size", None))
+        if patch is None and getattr(config, "num_attention_heads", None) is None:
+            raise AttngradError(
+                f"{name} is not a Vision Transformer: it has no self-attention maps to explain; "
+                "use a Transformer with standard self-attention (ViT, DeiT, BEiT, DINOv2)"
+            )
+        if patch is None:
+            raise AttngradError(
+                f"{name}: its config has no patch_size, so the patch grid is unknown; "
+                "wrap it in an adapter of its own (docs/adding-a-model-family.md)"
+            )
+        self.patch_size = patch
+        if preprocessor is None:
+            size = _pair(getattr(config, "image_size", None))
+            if size is None:
+                raise AttngradError(
+                    f"{name}: its config has no image_size and no preprocessor was given; "
+                    "pass HFAdapter(model, preprocessor=Preprocessor(resize=(H, W)))"
+                )
+            preprocessor = Preprocessor(resize=size)
+        self.preprocessor = preprocessor
         if getattr(config, "model_type", "") == "deit":  # every DeiT embedding has a distillation token
             self.special_tokens["distillation"] = 1
+        for i in range(int(getattr(config, "num_register_tokens", 0) or 0)):
+            self.special_tokens[f"register{i}"] = len(self.special_tokens)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: torch.device | str | None = None) -> "HFAdapter":
@@ -83,13 +150,19 @@ class HFAdapter(ModelAdapter):
         hf_logging.disable_progress_bar()
 
         path = Path(name_or_path)
+        text = str(name_or_path)
         if path.exists():
             if not path.is_dir() or not (path / "config.json").exists():
                 raise AttngradError(f"{path}: not a Hugging Face model folder (no config.json)")
             if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
                 raise AttngradError(f"{path}: no weights (model.safetensors or pytorch_model.bin); copy them in")
+        elif _looks_like_path(text):
+            raise AttngradError(
+                f"{text}: no such model folder; pass an existing folder with config.json and weights "
+                "(or a Hub name such as google/vit-base-patch16-224 when online)"
+            )
         try:
-            model = AutoModelForImageClassification.from_pretrained(str(name_or_path), attn_implementation="eager")
+            model = AutoModelForImageClassification.from_pretrained(text, attn_implementation="eager")
         except (OSError, ValueError, KeyError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise AttngradError(
@@ -97,7 +170,7 @@ class HFAdapter(ModelAdapter):
                 "or a Hub name when online"
             ) from None
         try:
-            proc_cfg, _ = ImageProcessingMixin.get_image_processor_dict(str(name_or_path))
+            proc_cfg, _ = ImageProcessingMixin.get_image_processor_dict(text)
         except (OSError, ValueError, json.JSONDecodeError):
             proc_cfg = None
         preprocessor = Preprocessor.from_hf(proc_cfg) if proc_cfg else None
@@ -109,15 +182,13 @@ class HFAdapter(ModelAdapter):
         out = self.model(pixel_values=pixel_values, output_attentions=True)
         return ForwardOutput(out.logits, self.check_attentions(getattr(out, "attentions", None)))
 
-    @contextmanager
-    def override_attention(self, maps: Sequence[torch.Tensor]) -> Iterator[None]:
-        _register_override()
-        config = self.model.config
-        previous = config._attn_implementation
-        _override_state.update(maps=list(maps), counter=itertools.count())
-        config._attn_implementation = _OVERRIDE_NAME
-        try:
-            yield
-        finally:
-            config._attn_implementation = previous
-            _override_state.clear()
+
+def _looks_like_path(text: str) -> bool:
+    """A name a user meant as a folder: starts with ./ ../ / ~ or a drive, or has a backslash or
+    more than one slash (Hub ids are ``owner/name``)."""
+    return (
+        text.startswith((".", "/", "~"))
+        or "\\" in text
+        or text.count("/") > 1
+        or (len(text) > 1 and text[1] == ":")
+    )

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import AttngradError
+
 _TIMM_INTERPOLATION = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -138,7 +140,12 @@ class Preprocessor:
         arrays = [np.asarray(self.geometry(im), dtype=np.float32) for im in images]
         shapes = {a.shape for a in arrays}
         if len(shapes) != 1:
-            raise ValueError(f"preprocessed images differ in size {sorted(shapes)}; set a fixed resize or crop")
+            sizes = ", ".join(f"{w}x{h}" for h, w, _ in sorted(shapes))
+            raise AttngradError(
+                f"the preprocessed images differ in size ({sizes}): this model's preprocessing keeps the aspect "
+                "ratio without a crop; explain images of one shape per batch, or give a Preprocessor with a fixed "
+                "resize or crop"
+            )
         batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
         return batch * self.rescale
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import AttngradError
-from .base import ForwardOutput, ModelAdapter
+from .base import ForwardOutput, ImageAdapter
 from .preprocess import Preprocessor
 
 
@@ -26,7 +26,7 @@ def imagenet_labels() -> list[str]:
     return text.splitlines()
 
 
-class TimmAdapter(ModelAdapter):
+class TimmAdapter(ImageAdapter):
     """Wrap a timm ViT-style model: ``model.blocks[i].attn`` with ``fused_attn`` and ``attn_drop``."""
 
     def __init__(self, model: nn.Module, preprocessor: Preprocessor | None = None, labels: list[str] | None = None):
@@ -65,23 +65,41 @@ class TimmAdapter(ModelAdapter):
             model = timm.create_model(name, pretrained=False)
         except RuntimeError as err:
             raise AttngradError(f"timm has no model {name!r} ({err}); see timm.list_models('vit_*')") from None
-        if checkpoint is not None:
-            path = Path(checkpoint)
-            if not path.is_file():
-                raise AttngradError(f"{path}: no such checkpoint file")
+        if checkpoint is None:
+            raise AttngradError(
+                f"timm:{name} needs its weights: pass --checkpoint FILE (.safetensors or .pth); "
+                "without one the model would have random weights"
+            )
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise AttngradError(f"{path}: no such checkpoint file")
+        try:
             if path.suffix == ".safetensors":
                 from safetensors.torch import load_file
 
                 state = load_file(str(path))
             else:
                 state = torch.load(path, map_location="cpu", weights_only=True)
-            try:
-                model.load_state_dict(state)
-            except RuntimeError as err:
-                raise AttngradError(f"{path}: weights do not fit {name} ({str(err).splitlines()[0]})") from None
+        except Exception as err:  # safetensors, pickle and zip raise many types on a bad file
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise AttngradError(
+                f"{path}: not a readable checkpoint ({first}); pass a .safetensors or .pth file of {name}'s weights"
+            ) from None
+        if isinstance(state, dict) and isinstance(state.get("state_dict", state.get("model")), dict):
+            state = state.get("state_dict", state.get("model"))
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise AttngradError(f"{path}: not a checkpoint (no table of weight tensors); pass {name}'s weights")
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise AttngradError(f"{path}: weights do not fit {name} ({str(err).splitlines()[0]})") from None
         if device is not None:
             model = model.to(device)
         return cls(model)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self._drops)
 
     @contextmanager
     def _hooks(self, maps: Sequence[torch.Tensor] | None, record: list[torch.Tensor]) -> Iterator[None]:

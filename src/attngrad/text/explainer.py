@@ -30,7 +30,8 @@ from torch import nn
 from ..errors import AttngradError
 from ..explainer import Explainer, MapResult
 from ..losses import LossLike, get_loss
-from ..methods import Method, RandomBaseline, RawAttention, Rollout, Trace, get_method
+from ..methods import METHODS, Method, RandomBaseline, RawAttention, Rollout, Trace, get_method, method_options
+from ..models import check_device
 from ..models.base import ForwardOutput, ModelAdapter
 from ..targets import TargetSpec, class_index
 from .display import Word, merge_words
@@ -137,7 +138,6 @@ class _TaskView(ModelAdapter):
         self.attention_mask = attention_mask
         self.labels = task.labels
         self.special_tokens = {"cls": 0}
-        self.patch_size = (1, 1)
 
     def forward(self, inputs_embeds: torch.Tensor) -> ForwardOutput:
         out = self.text.forward(inputs_embeds, self.attention_mask)
@@ -175,6 +175,7 @@ class TextExplainer:
         self,
         model: nn.Module | TextAdapter,
         tokenizer=None,
+        *,
         pooling: str | Pooling | None = None,
         max_length: int | None = None,
         device: torch.device | str | None = None,
@@ -186,15 +187,17 @@ class TextExplainer:
                 raise AttngradError("give the model's tokenizer: TextExplainer(model, tokenizer)")
             self.adapter = TextAdapter(model, tokenizer, Pooling(pooling) if isinstance(pooling, str) else pooling,
                                        max_length)
+        device = check_device(device)
         if device is not None:
             self.adapter.model.to(device)
         self._label_embeddings: dict[tuple[str, ...], torch.Tensor] = {}
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | Path | None = None, device: torch.device | str | None = None
+        cls, name_or_path: str | Path | None = None, *, device: torch.device | str | None = None
     ) -> "TextExplainer":
         """Load a local BERT-family folder, offline (``None``: all-MiniLM-L6-v2 from ``attngrad[text]``)."""
+        device = check_device(device)
         return cls(TextAdapter.from_pretrained(default_model() if name_or_path is None else name_or_path, device))
 
     @property
@@ -295,9 +298,13 @@ class TextExplainer:
 
     # ------------------------------------------------------------------ explaining
 
-    def method(self, method: str | Method, start_layer: int = 0) -> Method:
-        """A method defined on text (see :data:`TEXT_METHOD_TYPES`) for this model's read."""
-        instance = get_method(method, start_layer=start_layer)
+    def method(self, method: str | Method, *, start_layer: int | None = None) -> Method:
+        """A method defined on text (see :data:`TEXT_METHOD_TYPES`) for this model's read.
+
+        ``start_layer`` goes to the method when it takes it (the rollout family); ``None``: its default.
+        """
+        takes = isinstance(method, str) and "start_layer" in method_options(METHODS.get(method, Method))
+        instance = get_method(method, start_layer=start_layer) if takes else get_method(method)
         # Methods that capture an image model's activations during the pass (tattr) do not apply.
         if not isinstance(instance, TEXT_METHOD_TYPES) or type(instance).capture is not Method.capture:
             raise AttngradError(
@@ -315,6 +322,7 @@ class TextExplainer:
         self,
         encoded: Encoded,
         task: Task,
+        *,
         target: TargetSpec = None,
         loss: LossLike = "logit",
         contrast: TargetSpec = None,
@@ -328,8 +336,8 @@ class TextExplainer:
         for spec in (target, contrast):
             _check_labels(spec, task.labels)
         view = _TaskView(self.adapter, task, encoded.attention_mask)
-        trace = Explainer(view).trace(self.adapter.embed(encoded.input_ids), target, loss, contrast, methods,
-                                      token=self.adapter.read)
+        trace = Explainer(view).trace(self.adapter.embed(encoded.input_ids), target=target, loss=loss,
+                                      contrast=contrast, methods=methods, token=self.adapter.read)
         if self.adapter.read == "pooled":
             rows = encoded.attention_mask.to(trace.attentions[0].dtype)[:, None, :, None]
             trace.attentions = [a * rows for a in trace.attentions]
@@ -350,19 +358,22 @@ class TextExplainer:
         self,
         texts: str | Sequence[str],
         methods: Sequence[str | Method],
+        *,
         target: TargetSpec = None,
         loss: LossLike = "logit",
         contrast: TargetSpec = None,
-        start_layer: int = 0,
+        start_layer: int | None = None,
         against: str | Sequence[str] | None = None,
         labels: str | Sequence[str] | None = None,
     ) -> dict[str, TextExplanation]:
         """Several methods from one shared forward + backward pass; returns ``{name: TextExplanation}``."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         task = self.task(against, labels)
-        instances = [self.method(m, start_layer) for m in methods]
+        if not methods:
+            raise AttngradError("no methods given; name at least one (e.g. complete)")
+        instances = [self.method(m, start_layer=start_layer) for m in methods]
         encoded = self.encode(task.sequences(texts))
-        trace = self.trace(encoded, task, target, loss, contrast, instances)
+        trace = self.trace(encoded, task, target=target, loss=loss, contrast=contrast, methods=instances)
         loss_name = get_loss(loss).name
         n = len(texts)
 
@@ -387,11 +398,12 @@ class TextExplainer:
     def explain(
         self,
         texts: str | Sequence[str],
+        *,
         target: TargetSpec = None,
         method: str | Method = "complete",
         loss: LossLike = "logit",
         contrast: TargetSpec = None,
-        start_layer: int = 0,
+        start_layer: int | None = None,
         against: str | Sequence[str] | None = None,
         labels: str | Sequence[str] | None = None,
     ) -> TextExplanation:
@@ -408,7 +420,8 @@ class TextExplainer:
                 ``cos(e(A), e(B))`` and ``result.reverse`` holds B's map.
             labels: zero-shot task: label descriptions (``"sports,finance,repair"`` or a list).
         """
-        (result,) = self.explain_methods(texts, [method], target, loss, contrast, start_layer, against, labels).values()
+        (result,) = self.explain_methods(texts, [method], target=target, loss=loss, contrast=contrast,
+                                         start_layer=start_layer, against=against, labels=labels).values()
         return result
 
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import AttngradError
 from ..models.base import ForwardOutput
-from ..models.hf import HFAdapter
+from ..models.hf import HFModelAdapter, _looks_like_path
 
 #: Pooling modes of sentence-transformers' ``Pooling`` module that are linear in the tokens.
 POOLING_MODES = ("cls", "mean", "mean_sqrt_len")
@@ -79,12 +79,12 @@ class Pooling:
         return total / (count if self.mode == "mean" else count.sqrt())
 
 
-class TextAdapter(HFAdapter):
+class TextAdapter(HFModelAdapter):
     """Wrap a BERT-family ``PreTrainedModel`` and its tokenizer.
 
-    Inherits from :class:`~attngrad.models.hf.HFAdapter` the switch to eager attention,
-    the labels from ``config.id2label`` and :meth:`override_attention`; the image
-    attributes it also inherits (``preprocessor``, ``patch_size``) are unused.
+    Implements the modality-neutral :class:`~attngrad.models.base.ModelAdapter`; inherits from
+    :class:`~attngrad.models.hf.HFModelAdapter` the switch to eager attention, the labels from
+    ``config.id2label`` and :meth:`override_attention`.
 
     Args:
         model: a ``*ForSequenceClassification`` classifier, or a plain encoder (``BertModel``).
@@ -126,6 +126,8 @@ class TextAdapter(HFAdapter):
         if path.exists() and (not path.is_dir() or not (path / "config.json").exists()):
             raise AttngradError(f"{path}: not a Hugging Face model folder (no config.json)")
         where = str(name_or_path)
+        if not path.exists() and _looks_like_path(where):
+            raise AttngradError(f"{where}: no such model folder; pass an existing folder with config.json, a tokenizer and weights")
         try:
             config = AutoConfig.from_pretrained(where, local_files_only=True)
         except (OSError, ValueError, KeyError) as err:
