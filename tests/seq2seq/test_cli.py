@@ -66,3 +66,11 @@ def test_bad_input_is_one_line_and_writes_nothing(bart_folder, tmp_path, args, m
 def test_not_a_model_folder(tmp_path):
     res = _run("the cat", "--model", tmp_path)
     assert res.exit_code == 2 and "no config.json" in res.output
+
+
+def test_an_encoder_folder_is_refused(tmp_path):
+    from transformers import BertConfig
+
+    BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path)
+    res = _run("the cat", "--model", tmp_path)
+    assert res.exit_code == 2 and "not an encoder-decoder model" in res.output

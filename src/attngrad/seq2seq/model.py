@@ -128,8 +128,7 @@ class Seq2SeqAdapter:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: torch.device | str | None = None) -> "Seq2SeqAdapter":
-        """Load a model folder, or a Hub name (downloaded when online, else read from the local cache)."""
-        from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+        """Load a model folder, or a Hub name: from the local cache first, else downloaded (when online)."""
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -138,21 +137,11 @@ class Seq2SeqAdapter:
             raise AttngradError(f"{path}: not a Hugging Face model folder (no config.json)")
         where = str(name_or_path)
         try:
-            config = AutoConfig.from_pretrained(where)
-        except (OSError, ValueError, KeyError) as err:
-            raise AttngradError(
-                f"cannot load model {where!r} ({_first_line(err)}); pass a local folder, or a Hub name when online"
-            ) from None
-        if not getattr(config, "is_encoder_decoder", False):
-            raise AttngradError(
-                f"{where}: not an encoder-decoder model (model type {config.model_type!r}); pass BART, T5, "
-                "Marian or another AutoModelForSeq2SeqLM model"
-            )
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(where)
-            model = AutoModelForSeq2SeqLM.from_pretrained(where, attn_implementation="eager")
-        except (OSError, ValueError, KeyError, TypeError, ImportError) as err:
-            raise AttngradError(f"cannot load model {where!r}: {_first_line(err)}") from None
+            config, tokenizer, model = _load(where, local_files_only=True)
+        except _LoadError:
+            if path.exists():
+                raise
+            config, tokenizer, model = _load(where, local_files_only=False)
         if device is not None:
             model = model.to(device)
         return cls(model, tokenizer)
@@ -241,6 +230,42 @@ class Seq2SeqAdapter:
         if any(not m or any(a is None for a in m) for m in maps):
             raise AttngradError(f"{type(self.model).__name__} returned no attention maps; load it with eager attention")
         return Seq2SeqOutput(out.logits, *(list(m) for m in maps))
+
+
+class _LoadError(AttngradError):
+    """A model that could not be loaded (tried again online when it was not in the local cache)."""
+
+
+def _load(where: str, *, local_files_only: bool):
+    """Config, tokenizer and eager-attention model of ``where``; Hub retries are not logged."""
+    import logging
+
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        try:
+            config = AutoConfig.from_pretrained(where, local_files_only=local_files_only)
+        except (OSError, ValueError, KeyError) as err:
+            raise _LoadError(
+                f"cannot load model {where!r} ({_first_line(err)}); pass a local folder, or a Hub name when online"
+            ) from None
+        if not getattr(config, "is_encoder_decoder", False):
+            raise AttngradError(
+                f"{where}: not an encoder-decoder model (model type {config.model_type!r}); pass BART, T5, "
+                "Marian or another AutoModelForSeq2SeqLM model"
+            )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_files_only)
+            model = AutoModelForSeq2SeqLM.from_pretrained(where, attn_implementation="eager",
+                                                          local_files_only=local_files_only)
+        except (OSError, ValueError, KeyError, TypeError, ImportError) as err:
+            raise _LoadError(f"cannot load model {where!r}: {_first_line(err)}") from None
+    finally:
+        hub_logger.setLevel(level)
+    return config, tokenizer, model
 
 
 def _first_line(err: Exception) -> str:
