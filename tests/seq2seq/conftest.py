@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-WORDS = ("the cat sat on mat a dog ran in park and my car is red blue "
-         "die katze sass auf der matte ein hund lief im mein auto ist rot").split()
+WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "in", "park", "and", "my", "car", "is", "red", "blue", "die", "katze", "sass", "auf", "der", "matte", "ein", "hund", "lief", "im", "mein", "auto", "ist", "rot"]
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>"]
 VOCAB = {w: i for i, w in enumerate(SPECIAL + WORDS)}
 
@@ -37,8 +36,14 @@ def _bart_like(config_cls, model_cls, seed):
 
 def make_model(kind: str):
     """``(model, tokenizer)`` for ``kind`` in ``bart``, ``t5``, ``marian``."""
-    from transformers import (BartConfig, BartForConditionalGeneration, MarianConfig, MarianMTModel, T5Config,
-                              T5ForConditionalGeneration)
+    from transformers import (
+        BartConfig,
+        BartForConditionalGeneration,
+        MarianConfig,
+        MarianMTModel,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
 
     if kind == "bart":
         return _bart_like(BartConfig, BartForConditionalGeneration, 0), tiny_tokenizer("<s> $A </s>")

@@ -22,7 +22,7 @@ def bart():
 
 @pytest.mark.parametrize("method", ["complete", "gae"])
 def test_padded_batch_equals_one_by_one(seq2seq, method):
-    kind, model, tokenizer = seq2seq
+    _kind, model, tokenizer = seq2seq
     ex = Seq2SeqExplainer(model, tokenizer)
     positions = [3, 1, None]
     batch = ex.explain(SOURCES, TARGETS, method=method, position=positions)
@@ -85,14 +85,14 @@ def test_two_token_loss_uses_the_contrast(bart):
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(target="die katze", position=9), "out of range"),
-    (dict(target=None, position=1), "needs a target"),
-    (dict(target=None, position="all"), "needs a target"),
-    (dict(target="die", position="last"), "position must be"),
-    (dict(target="die", method="lrp"), "unknown method"),
-    (dict(target=["a", "b"]), "2 target values for 1"),
-    (dict(target="die", position=0, loss="diff"), "contrast"),
-    (dict(target="die", position=0, loss="diff", contrast="zzz"), "not a token"),
+    ({"target": "die katze", "position": 9}, "out of range"),
+    ({"target": None, "position": 1}, "needs a target"),
+    ({"target": None, "position": "all"}, "needs a target"),
+    ({"target": "die", "position": "last"}, "position must be"),
+    ({"target": "die", "method": "lrp"}, "unknown method"),
+    ({"target": ["a", "b"]}, "2 target values for 1"),
+    ({"target": "die", "position": 0, "loss": "diff"}, "contrast"),
+    ({"target": "die", "position": 0, "loss": "diff", "contrast": "zzz"}, "not a token"),
 ])
 def test_user_mistakes_raise_attngrad_errors(bart, kwargs, message):
     with pytest.raises(AttngradError, match=message):

@@ -88,17 +88,17 @@ def _check(explainer, model, tokenizer, method, normalize=True):
 
 @pytest.mark.parametrize("method", ["complete", "gae", "absolute", "rollout"])
 def test_rules_match_the_independent_computation(seq2seq, method):
-    kind, model, tokenizer = seq2seq
+    _kind, model, tokenizer = seq2seq
     _check(Seq2SeqExplainer(model, tokenizer), model, tokenizer, method)
 
 
 def test_without_normalisation(seq2seq):
-    kind, model, tokenizer = seq2seq
+    _kind, model, tokenizer = seq2seq
     _check(Seq2SeqExplainer(model, tokenizer, normalize=False), model, tokenizer, "complete", normalize=False)
 
 
 def test_complete_is_signed_and_gae_is_not(seq2seq):
-    kind, model, tokenizer = seq2seq
+    _kind, model, tokenizer = seq2seq
     res = Seq2SeqExplainer(model, tokenizer).explain_methods(SOURCES, TARGETS, ["complete", "gae"], position=POSITIONS)
     assert (res["complete"].source_scores < 0).any() and (res["complete"].source_scores > 0).any()
     assert (res["gae"].source_scores >= 0).all()

@@ -9,7 +9,14 @@ encoder-decoder adapter (:mod:`attngrad.seq2seq.model`: BART, T5, Marian); the f
 
 from .explainer import Seq2SeqExplainer, Seq2SeqExplanation
 from .model import Batch, Seq2SeqAdapter, Side
-from .rules import SIGNED, WEIGHTINGS, Relevance, encoder_decoder, head_mix, normalize_self
+from .rules import (
+    SIGNED,
+    WEIGHTINGS,
+    Relevance,
+    encoder_decoder,
+    head_mix,
+    normalize_self,
+)
 
 __all__ = [
     "SIGNED",

@@ -12,9 +12,9 @@ logit, blue opposes it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -132,7 +132,7 @@ class Seq2SeqExplainer:
         self.normalize = normalize
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, *, device: torch.device | str | None = None) -> "Seq2SeqExplainer":
+    def from_pretrained(cls, name_or_path: str | Path, *, device: torch.device | str | None = None) -> Seq2SeqExplainer:
         """Load an ``AutoModelForSeq2SeqLM`` folder or Hub name (there is no offline default model)."""
         return cls(Seq2SeqAdapter.from_pretrained(name_or_path, device))
 
@@ -143,7 +143,9 @@ class Seq2SeqExplainer:
             raise AttngradError("give one source text or a list of source texts")
         targets = _as_list(targets, len(sources), "target")
         positions = _as_list(position, len(sources), "position")
-        out_s, out_t, out_p = [], [], []
+        out_s: list[str] = []
+        out_t: list[str | None] = []
+        out_p: list[int | None] = []
         for s, t, p in zip(sources, targets, positions):
             if t is not None and not isinstance(t, str):
                 raise AttngradError(f"target must be a text or None, not {type(t).__name__}")

@@ -14,9 +14,9 @@ padded on the right; the masks keep every text's map what it would be alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -108,8 +108,8 @@ class Seq2SeqAdapter:
             raise AttngradError("the seq2seq explainer needs a fast tokenizer (tokenizers library) for word offsets")
         if config._attn_implementation != "eager":
             try:
-                model.set_attn_implementation("eager")
-            except Exception as err:  # transformers raises several types here
+                getattr(model, "set_attn_implementation")("eager")  # noqa: B009
+            except Exception as err:  # noqa: BLE001  (transformers raises several types here)
                 raise AttngradError(f"{type(model).__name__} cannot use eager attention ({err})") from None
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -127,7 +127,7 @@ class Seq2SeqAdapter:
         self.max_length = min((int(n) for n in limits if n and n < _NO_LIMIT), default=512)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, device: torch.device | str | None = None) -> "Seq2SeqAdapter":
+    def from_pretrained(cls, name_or_path: str | Path, device: torch.device | str | None = None) -> Seq2SeqAdapter:
         """Load a model folder, or a Hub name: from the local cache first, else downloaded (when online)."""
         from transformers.utils import logging as hf_logging
 
@@ -137,11 +137,11 @@ class Seq2SeqAdapter:
             raise AttngradError(f"{path}: not a Hugging Face model folder (no config.json)")
         where = str(name_or_path)
         try:
-            config, tokenizer, model = _load(where, local_files_only=True)
+            tokenizer, model = _load(where, local_files_only=True)
         except _LoadError:
             if path.exists():
                 raise
-            config, tokenizer, model = _load(where, local_files_only=False)
+            tokenizer, model = _load(where, local_files_only=False)
         if device is not None:
             model = model.to(device)
         return cls(model, tokenizer)
@@ -151,8 +151,8 @@ class Seq2SeqAdapter:
         return next(self.model.parameters()).device
 
     def _tokenize(self, texts: list[str], target: bool) -> tuple[list[list[int]], Side]:
-        kwargs = dict(add_special_tokens=True, truncation=True, max_length=self.max_length,
-                      return_offsets_mapping=True, return_special_tokens_mask=True)
+        kwargs = {"add_special_tokens": True, "truncation": True, "max_length": self.max_length,
+                      "return_offsets_mapping": True, "return_special_tokens_mask": True}
         try:
             enc = self.tokenizer(text_target=texts, **kwargs) if target else self.tokenizer(texts, **kwargs)
         except (TypeError, ValueError) as err:
@@ -194,7 +194,8 @@ class Seq2SeqAdapter:
             rows.append([self.start] + ids[:keep])
             dec.tokens.append([start_token] + labels.tokens[i][:keep])
             dec.special.append([True] + labels.special[i][:keep])
-            dec.word_ids.append([None] + labels.word_ids[i][:keep])
+            none: list[int | None] = [None]
+            dec.word_ids.append(none + labels.word_ids[i][:keep])
             dec.offsets.append([(0, 0)] + labels.offsets[i][:keep])
         if len(max(rows, key=len)) > self.max_length:
             raise AttngradError(f"a target prefix is longer than the model's limit of {self.max_length} tokens")
@@ -237,7 +238,7 @@ class _LoadError(AttngradError):
 
 
 def _load(where: str, *, local_files_only: bool):
-    """Config, tokenizer and eager-attention model of ``where``; Hub retries are not logged."""
+    """Tokenizer and eager-attention model of ``where``; Hub retries are not logged."""
     import logging
 
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -265,7 +266,7 @@ def _load(where: str, *, local_files_only: bool):
             raise _LoadError(f"cannot load model {where!r}: {_first_line(err)}") from None
     finally:
         hub_logger.setLevel(level)
-    return config, tokenizer, model
+    return tokenizer, model
 
 
 def _first_line(err: Exception) -> str:

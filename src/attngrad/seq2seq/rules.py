@@ -39,20 +39,26 @@ initial maps and never reach a real token's row).
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import cast
 
 import torch
 
 from ..errors import AttngradError
-from ..methods.rollout import absolute_gradient, plain, positive_gradient, signed_gradient
+from ..methods.rollout import (
+    absolute_gradient,
+    plain,
+    positive_gradient,
+    signed_gradient,
+)
 
 Weighting = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 #: The weightings ``w`` of method.md by name (``w ⊙ A`` per head, before the head mean).
 WEIGHTINGS: dict[str, Weighting] = {
-    "complete": signed_gradient,
-    "gae": positive_gradient,
-    "absolute": absolute_gradient,
+    "complete": cast(Weighting, signed_gradient),
+    "gae": cast(Weighting, positive_gradient),
+    "absolute": cast(Weighting, absolute_gradient),
     "rollout": plain,
 }
 
