@@ -4,9 +4,11 @@ The relevance rules of Chefer et al. (ICCV 2021) for self- and cross-attention l
 written once over named sources (:mod:`attngrad.seq2seq.rules`), with the weightings of
 method.md (``complete`` signed, ``gae``, ``absolute``, ``rollout``); a Hugging Face
 encoder-decoder adapter (:mod:`attngrad.seq2seq.model`: BART, T5, Marian); the facade
-(:mod:`attngrad.seq2seq.explainer`) and the HTML/JSON views (:mod:`attngrad.seq2seq.display`).
+(:mod:`attngrad.seq2seq.explainer`) and the HTML/JSON views (:mod:`attngrad.seq2seq.display`);
+co-attention (LXMERT, :mod:`attngrad.seq2seq.coattention`).
 """
 
+from .coattention import CoAttentionExplainer, CoAttentionExplanation
 from .explainer import Seq2SeqExplainer, Seq2SeqExplanation
 from .model import Batch, Seq2SeqAdapter, Side
 from .rules import (
@@ -22,6 +24,8 @@ __all__ = [
     "SIGNED",
     "WEIGHTINGS",
     "Batch",
+    "CoAttentionExplainer",
+    "CoAttentionExplanation",
     "Relevance",
     "Seq2SeqAdapter",
     "Seq2SeqExplainer",

@@ -14,7 +14,8 @@ padded on the right; the masks keep every text's map what it would be alone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,24 @@ class Seq2SeqOutput:
     encoder: list[torch.Tensor]
     decoder: list[torch.Tensor]
     cross: list[torch.Tensor]
+
+
+@contextmanager
+def graph_to_maps(model: nn.Module) -> Iterator[None]:
+    """Gradients enabled, and, when every weight is frozen, the weights made trainable for the
+    forward pass only (a graph to the attention maps needs something that requires grad)."""
+    weights = list(model.parameters())
+    frozen = not any(w.requires_grad for w in weights)
+    try:
+        if frozen:
+            for w in weights:
+                w.requires_grad_(True)
+        with torch.enable_grad():
+            yield
+    finally:
+        if frozen:
+            for w in weights:
+                w.requires_grad_(False)
 
 
 def _pad(rows: Sequence[Sequence[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,25 +227,15 @@ class Seq2SeqAdapter:
     def forward(self, batch: Batch) -> Seq2SeqOutput:
         """One forward pass with every attention map kept; gradients reach the maps even if the weights are frozen."""
         device = self.device
-        weights = list(self.model.parameters())
-        frozen = not any(w.requires_grad for w in weights)
-        try:
-            if frozen:  # a graph to the maps needs something that requires grad
-                for w in weights:
-                    w.requires_grad_(True)
-            with torch.enable_grad():
-                out = self.model(
-                    input_ids=batch.input_ids.to(device),
-                    attention_mask=batch.attention_mask.to(device),
-                    decoder_input_ids=batch.decoder_input_ids.to(device),
-                    decoder_attention_mask=batch.decoder_attention_mask.to(device),
-                    output_attentions=True,
-                    use_cache=False,
-                )
-        finally:
-            if frozen:
-                for w in weights:
-                    w.requires_grad_(False)
+        with graph_to_maps(self.model):
+            out = self.model(
+                input_ids=batch.input_ids.to(device),
+                attention_mask=batch.attention_mask.to(device),
+                decoder_input_ids=batch.decoder_input_ids.to(device),
+                decoder_attention_mask=batch.decoder_attention_mask.to(device),
+                output_attentions=True,
+                use_cache=False,
+            )
         maps = [out.encoder_attentions, out.decoder_attentions, out.cross_attentions]
         if any(not m or any(a is None for a in m) for m in maps):
             raise AttngradError(f"{type(self.model).__name__} returned no attention maps; load it with eager attention")
