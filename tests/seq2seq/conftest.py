@@ -66,3 +66,42 @@ def make_model(kind: str):
 def seq2seq(request):
     """``(kind, model, tokenizer)`` for each tiny family."""
     return (request.param, *make_model(request.param))
+
+
+def tiny_slow_tokenizer():
+    """A slow (Python) word tokenizer in the manner of Marian's sentencepiece one: pieces ``▁word``,
+    every word split after its third letter (``▁kat`` + ``ze``), ``</s>`` appended; no offsets."""
+    from transformers import PreTrainedTokenizer
+
+    pieces = [f"▁{w}" for w in WORDS] + [f"▁{w[:3]}" for w in WORDS if len(w) > 3] + [w[3:] for w in WORDS if len(w) > 3]
+    vocab = {p: i for i, p in enumerate(dict.fromkeys(SPECIAL + pieces))}
+
+    class SlowWords(PreTrainedTokenizer):
+        def __init__(self, **kwargs):
+            self.vocab = vocab
+            self.inverse = {i: p for p, i in vocab.items()}
+            super().__init__(pad_token="<pad>", eos_token="</s>", unk_token="<unk>", special_tokens_pattern="eos", **kwargs)
+
+        @property
+        def vocab_size(self):
+            return len(self.vocab)
+
+        def get_vocab(self):
+            return dict(self.vocab)
+
+        def _tokenize(self, text, **kwargs):
+            out = []
+            for word in text.split():
+                out += [f"▁{word[:3]}", word[3:]] if len(word) > 3 else [f"▁{word}"]
+            return out
+
+        def _convert_token_to_id(self, token):
+            return self.vocab.get(token, self.vocab["<unk>"])
+
+        def _convert_id_to_token(self, index):
+            return self.inverse.get(index, "<unk>")
+
+        def convert_tokens_to_string(self, tokens):
+            return "".join(tokens).replace("▁", " ").strip()
+
+    return SlowWords()

@@ -116,3 +116,21 @@ def test_frozen_weights_still_give_maps_and_stay_frozen():
     res = Seq2SeqExplainer(model, tokenizer).explain(SOURCES[0], TARGETS[0], position=2)
     assert res.source_scores.abs().sum() > 0
     assert not any(w.requires_grad for w in model.parameters())
+
+
+def test_a_slow_sentencepiece_style_tokenizer_works():
+    """Marian's tokenizer is slow (no offsets): words are joined from their "▁" pieces; maps as with a fast one."""
+    from .conftest import tiny_slow_tokenizer
+
+    model, _ = make_model("marian")
+    slow = tiny_slow_tokenizer()
+    model.resize_token_embeddings(len(slow), mean_resizing=False)
+    ex = Seq2SeqExplainer(model, slow)
+    res = ex.explain(["the cat sat on the mat", "my car"], ["die katze sass", "mein auto"], position=[3, 1])
+    assert res.batch.source.tokens[0][:3] == ["▁the", "▁cat", "▁sat"]
+    assert [w.text for w in res.target_words(0)] == ["die", "katze"]  # ▁die ▁kat ze, before ▁sas
+    words = res.source_words(1)
+    assert [w.text for w in words] == ["my", "car"]
+    one = ex.explain("my car", "mein auto", position=1)
+    torch.testing.assert_close(res.source_scores[1, :3], one.source_scores[0], rtol=1e-7, atol=1e-12)
+    assert res.token_names[0] == "▁sas"

@@ -78,7 +78,8 @@ class Seq2SeqExplanation:
     def _words(self, side: Side, scores: torch.Tensor, index: int) -> list[Word]:
         n = len(side.tokens[index])
         keep = [not s for s in side.special[index]]
-        return merge_words(side.texts[index], side.tokens[index], scores[index, :n].tolist(), side.word_ids[index],
+        pieces = [t.removeprefix("\u2581") for t in side.tokens[index]]  # sentencepiece word marks (slow tokenizers)
+        return merge_words(side.texts[index], pieces, scores[index, :n].tolist(), side.word_ids[index],
                            side.offsets[index], keep)
 
     def source_words(self, index: int) -> list[Word]:

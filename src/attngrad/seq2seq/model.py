@@ -112,7 +112,8 @@ class Seq2SeqAdapter:
 
     Args:
         model: the model; switched to eager attention and eval mode.
-        tokenizer: a fast tokenizer (word ids and character offsets are used for display).
+        tokenizer: its tokenizer; a fast one gives words their spans in the text, a slow
+            (sentencepiece) one, such as Marian's, gives words joined from ``▁`` pieces.
         max_length: most tokens read per text (default: the model's and tokenizer's limit).
     """
 
@@ -123,8 +124,6 @@ class Seq2SeqAdapter:
                 f"{type(model).__name__} is not an encoder-decoder model; use attngrad.text (encoders) "
                 "or a *ForConditionalGeneration / MarianMTModel here"
             )
-        if not getattr(tokenizer, "is_fast", False):
-            raise AttngradError("the seq2seq explainer needs a fast tokenizer (tokenizers library) for word offsets")
         if config._attn_implementation != "eager":
             try:
                 getattr(model, "set_attn_implementation")("eager")  # noqa: B009
@@ -170,8 +169,9 @@ class Seq2SeqAdapter:
         return next(self.model.parameters()).device
 
     def _tokenize(self, texts: list[str], target: bool) -> tuple[list[list[int]], Side]:
-        kwargs = {"add_special_tokens": True, "truncation": True, "max_length": self.max_length,
-                      "return_offsets_mapping": True, "return_special_tokens_mask": True}
+        fast = getattr(self.tokenizer, "is_fast", False)
+        kwargs = dict(add_special_tokens=True, truncation=True, max_length=self.max_length,
+                      return_offsets_mapping=fast, return_special_tokens_mask=True)
         try:
             enc = self.tokenizer(text_target=texts, **kwargs) if target else self.tokenizer(texts, **kwargs)
         except (TypeError, ValueError) as err:
@@ -179,8 +179,12 @@ class Seq2SeqAdapter:
         ids = [list(row) for row in enc["input_ids"]]
         tokens = [self.tokenizer.convert_ids_to_tokens(row) for row in ids]
         special = [[bool(s) for s in row] for row in enc["special_tokens_mask"]]
-        word_ids = [enc.word_ids(i) for i in range(len(texts))]
-        offsets = [[tuple(o) for o in row] for row in enc["offset_mapping"]]
+        if fast:
+            word_ids = [enc.word_ids(i) for i in range(len(texts))]
+            offsets = [[tuple(o) for o in row] for row in enc["offset_mapping"]]
+        else:  # slow (sentencepiece) tokenizers, Marian's: no offsets; "▁" starts a word
+            word_ids = [_piece_words(row, keep) for row, keep in zip(tokens, special)]
+            offsets = [[(0, 0)] * len(row) for row in tokens]
         return ids, Side(list(texts), tokens, special, word_ids, offsets)
 
     def encode(self, sources: Sequence[str], targets: Sequence[str | None], positions: Sequence[int | None]) -> Batch:
@@ -276,6 +280,20 @@ def _load(where: str, *, local_files_only: bool):
     finally:
         hub_logger.setLevel(level)
     return tokenizer, model
+
+
+def _piece_words(tokens: list[str], special: list[bool]) -> list[int | None]:
+    """Word ids of sentencepiece pieces: a piece starting with ``▁`` begins a word, others continue it."""
+    out: list[int | None] = []
+    word = -1
+    for token, is_special in zip(tokens, special):
+        if is_special:
+            out.append(None)
+            continue
+        if token.startswith("\u2581") or word < 0:
+            word += 1
+        out.append(word)
+    return out
 
 
 def _first_line(err: Exception) -> str:
