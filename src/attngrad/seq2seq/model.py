@@ -170,8 +170,8 @@ class Seq2SeqAdapter:
 
     def _tokenize(self, texts: list[str], target: bool) -> tuple[list[list[int]], Side]:
         fast = getattr(self.tokenizer, "is_fast", False)
-        kwargs = dict(add_special_tokens=True, truncation=True, max_length=self.max_length,
-                      return_offsets_mapping=fast, return_special_tokens_mask=True)
+        kwargs = {"add_special_tokens": True, "truncation": True, "max_length": self.max_length,
+                      "return_offsets_mapping": fast, "return_special_tokens_mask": True}
         try:
             enc = self.tokenizer(text_target=texts, **kwargs) if target else self.tokenizer(texts, **kwargs)
         except (TypeError, ValueError) as err:
