@@ -74,3 +74,12 @@ def test_an_encoder_folder_is_refused(tmp_path):
     BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path)
     res = _run("the cat", "--model", tmp_path)
     assert res.exit_code == 2 and "not an encoder-decoder model" in res.output
+
+
+def test_the_target_line_stops_before_the_explained_token(bart_folder, tmp_path):
+    res = _run("the cat sat", "--model", bart_folder, "--target", "die katze sass auf", "--position", "3",
+               "--out", tmp_path / "o", "--no-color")
+    assert res.exit_code == 0, res.output
+    line = next(li for li in res.output.splitlines() if li.startswith("  target: "))
+    assert line.startswith("  target: die[") and "katze[" in line and line.endswith("-> sass")
+    assert "auf" not in line

@@ -29,11 +29,18 @@ def describe(result: Seq2SeqExplanation, index: int) -> str:
             f"token{'s' if position else ''} ({float(result.values[index]):.4g})")
 
 
+def _prefix(result: Seq2SeqExplanation, index: int) -> str:
+    """The target text up to the end of the last word before the explained token (not the rest)."""
+    words = result.target_words(index)
+    text = result.targets[index]
+    return text[: words[-1].end] if words and words[-1].end > words[-1].start else text
+
+
 def terminal_lines(result: Seq2SeqExplanation, index: int, colour: bool = True) -> list[str]:
     """Three lines: what was explained, the source coloured, the target prefix coloured."""
     lines = [f"[{describe(result, index)}]", "  source: " + terminal(result.sources[index], result.source_words(index), colour)]
     prefix = result.target_words(index)
-    lines.append("  target: " + (terminal(result.targets[index], prefix, colour) if prefix else "(start token only)")
+    lines.append("  target: " + (terminal(_prefix(result, index), prefix, colour) if prefix else "(start token only)")
                  + f" -> {result.token_names[index]}")
     return lines
 
@@ -82,7 +89,7 @@ def to_html(results: Sequence[Seq2SeqExplanation], title: str = "attngrad seq2se
             sections.append('<div class="meta">source</div>')
             sections.append(f'<div class="text">{html_text(res.sources[i], res.source_words(i))}</div>')
             prefix = res.target_words(i)
-            shown = html_text(res.targets[i], prefix) if prefix else "<i>(start token only)</i>"
+            shown = html_text(_prefix(res, i), prefix) if prefix else "<i>(start token only)</i>"
             sections.append('<div class="meta">target so far, then the explained token</div>')
             sections.append(f'<div class="text">{shown} &rarr; <b class="next">{html.escape(res.token_names[i])}</b></div>')
     return (
