@@ -134,3 +134,11 @@ def test_a_slow_sentencepiece_style_tokenizer_works():
     one = ex.explain("my car", "mein auto", position=1)
     torch.testing.assert_close(res.source_scores[1, :3], one.source_scores[0], rtol=1e-7, atol=1e-12)
     assert res.token_names[0] == "▁sas"
+
+
+def test_a_text_over_the_limit_is_refused_not_cut(bart):
+    long = " ".join(["the cat sat on the mat"] * 12)  # 72 words + 2 special tokens > 64 positions
+    with pytest.raises(AttngradError, match="more than the model's limit of 64"):
+        bart.explain(long)
+    with pytest.raises(AttngradError, match="target text"):
+        bart.explain("the cat", long, position=0)

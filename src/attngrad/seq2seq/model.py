@@ -170,13 +170,19 @@ class Seq2SeqAdapter:
 
     def _tokenize(self, texts: list[str], target: bool) -> tuple[list[list[int]], Side]:
         fast = getattr(self.tokenizer, "is_fast", False)
-        kwargs = {"add_special_tokens": True, "truncation": True, "max_length": self.max_length,
-                      "return_offsets_mapping": fast, "return_special_tokens_mask": True}
+        kwargs = {"add_special_tokens": True, "truncation": False, "verbose": False,
+                  "return_offsets_mapping": fast, "return_special_tokens_mask": True}
         try:
             enc = self.tokenizer(text_target=texts, **kwargs) if target else self.tokenizer(texts, **kwargs)
         except (TypeError, ValueError) as err:
             raise AttngradError(f"cannot tokenise the {'target' if target else 'source'} texts: {_first_line(err)}") from None
         ids = [list(row) for row in enc["input_ids"]]
+        for text, row in zip(texts, ids):
+            if len(row) > self.max_length:  # never cut: a shortened source is another input
+                raise AttngradError(
+                    f"the {'target' if target else 'source'} text {text[:40] + '...' if len(text) > 40 else text!r} has {len(row)} tokens, more than "
+                    f"the model's limit of {self.max_length}; shorten it"
+                )
         tokens = [self.tokenizer.convert_ids_to_tokens(row) for row in ids]
         special = [[bool(s) for s in row] for row in enc["special_tokens_mask"]]
         if fast:
