@@ -1,0 +1,266 @@
+"""Explain an encoder-decoder model's next token over the source tokens and the earlier decoder tokens.
+
+``Seq2SeqExplainer`` runs one forward and one backward pass per batch (the gradient of the
+explained token's logit with respect to every attention map), then for each method builds
+``Abar = E_H(w ⊙ A)`` per layer and applies the relevance rules of Chefer et al. (ICCV
+2021) for encoder self-attention, decoder self-attention and cross-attention
+(:mod:`attngrad.seq2seq.rules`). The explanation of the token at decoder position ``p`` is
+row ``p`` of ``R^{ts}`` (over source tokens) and of ``R^{tt} - I`` (over decoder input tokens,
+``p`` and earlier). With ``complete`` (default) both are signed: red supports the token's
+logit, blue opposes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import AttngradError
+from ..losses import LossLike, get_loss
+from ..text.display import Word, merge_words
+from .model import Batch, Seq2SeqAdapter, Side
+from .rules import SIGNED, encoder_decoder, head_mix, weighting
+
+Position = int | str | None
+
+
+@dataclass
+class Seq2SeqExplanation:
+    """Maps of a batch of explained decoder tokens for one method.
+
+    Attributes:
+        source_scores: (B, S) raw scores over the source tokens (``R^{ts}`` at the explained row);
+            0 at padding.
+        target_scores: (B, T) raw scores over the decoder input tokens (``R^{tt} - I`` at the
+            explained row); 0 after the explained position and at padding.
+        batch: tokens, words and offsets of both sides, positions, padded ids.
+        tokens: (B,) the explained token ids; ``token_names`` their strings.
+        values: (B,) the explained loss values (the logits, for ``loss="logit"``).
+        method, loss: names; ``signed`` says whether the sign means support/oppose.
+    """
+
+    source_scores: torch.Tensor
+    target_scores: torch.Tensor
+    batch: Batch
+    tokens: torch.Tensor
+    token_names: list[str]
+    values: torch.Tensor
+    method: str
+    loss: str
+    signed: bool
+
+    @property
+    def sources(self) -> list[str]:
+        return self.batch.source.texts
+
+    @property
+    def targets(self) -> list[str]:
+        return self.batch.decoder.texts
+
+    @property
+    def positions(self) -> list[int]:
+        return self.batch.positions.tolist()
+
+    def source_tokens(self, index: int) -> list[tuple[str, float]]:
+        """``(token, raw score)`` for every source token of pair ``index`` (special tokens included)."""
+        tokens = self.batch.source.tokens[index]
+        return list(zip(tokens, self.source_scores[index, : len(tokens)].tolist()))
+
+    def target_tokens(self, index: int) -> list[tuple[str, float]]:
+        """``(token, raw score)`` for the decoder inputs of pair ``index`` (start token first)."""
+        tokens = self.batch.decoder.tokens[index]
+        return list(zip(tokens, self.target_scores[index, : len(tokens)].tolist()))
+
+    def _words(self, side: Side, scores: torch.Tensor, index: int) -> list[Word]:
+        n = len(side.tokens[index])
+        keep = [not s for s in side.special[index]]
+        pieces = [t.removeprefix("\u2581") for t in side.tokens[index]]  # sentencepiece word marks (slow tokenizers)
+        return merge_words(side.texts[index], pieces, scores[index, :n].tolist(), side.word_ids[index],
+                           side.offsets[index], keep)
+
+    def source_words(self, index: int) -> list[Word]:
+        """The source text of pair ``index`` as words (word pieces summed; special tokens dropped)."""
+        return self._words(self.batch.source, self.source_scores, index)
+
+    def target_words(self, index: int) -> list[Word]:
+        """The target prefix of pair ``index`` as words (up to the explained token; special tokens dropped)."""
+        return self._words(self.batch.decoder, self.target_scores, index)
+
+
+def _as_list(value, n: int, name: str) -> list:
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise AttngradError(f"{len(value)} {name} values for {n} source texts; give one, or one per source")
+        return list(value)
+    return [value] * n
+
+
+class Seq2SeqExplainer:
+    """Explain a Hugging Face encoder-decoder model (BART, T5, Marian) from attention maps and their gradients.
+
+    No encoder-decoder weights ship with attngrad: pass a local folder, or a Hub name (e.g.
+    ``facebook/bart-base``, ``t5-small``, ``Helsinki-NLP/opus-mt-en-de``) on a machine that can
+    download it or has it cached.
+
+    Args:
+        model: a :class:`Seq2SeqAdapter`, or an ``AutoModelForSeq2SeqLM`` model.
+        tokenizer: its fast tokenizer; needed unless ``model`` is an adapter.
+        device: where to run; default where the model is.
+        normalize: the normalisation of Chefer et al.'s eqs. 8-9 in cross-attention layers.
+
+    Example::
+
+        ex = Seq2SeqExplainer.from_pretrained("Helsinki-NLP/opus-mt-en-de")
+        res = ex.explain("The cat sat on the mat.", target="Die Katze saß auf der Matte.", position=1)
+        res.source_words(0), res.target_words(0)   # signed word scores for the target's token 1
+        ex.explain("The cat sat on the mat.")        # the greedy first token of the translation
+    """
+
+    def __init__(self, model: nn.Module | Seq2SeqAdapter, tokenizer=None, *, device: torch.device | str | None = None,
+                 normalize: bool = True):
+        if isinstance(model, Seq2SeqAdapter):
+            self.adapter = model
+        else:
+            if tokenizer is None:
+                raise AttngradError("give the model's tokenizer: Seq2SeqExplainer(model, tokenizer)")
+            self.adapter = Seq2SeqAdapter(model, tokenizer)
+        if device is not None:
+            self.adapter.model.to(device)
+        self.normalize = normalize
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, *, device: torch.device | str | None = None) -> Seq2SeqExplainer:
+        """Load an ``AutoModelForSeq2SeqLM`` folder or Hub name (there is no offline default model)."""
+        return cls(Seq2SeqAdapter.from_pretrained(name_or_path, device))
+
+    def _expand(self, sources, targets, position) -> tuple[list[str], list[str | None], list[int | None]]:
+        single = isinstance(sources, str)
+        sources = [sources] if single else list(sources)
+        if not sources or not all(isinstance(s, str) for s in sources):
+            raise AttngradError("give one source text or a list of source texts")
+        targets = _as_list(targets, len(sources), "target")
+        positions = _as_list(position, len(sources), "position")
+        out_s: list[str] = []
+        out_t: list[str | None] = []
+        out_p: list[int | None] = []
+        for s, t, p in zip(sources, targets, positions):
+            if t is not None and not isinstance(t, str):
+                raise AttngradError(f"target must be a text or None, not {type(t).__name__}")
+            if p == "all":
+                if t is None:
+                    raise AttngradError("position='all' needs a target text")
+                n = len(self.adapter._tokenize([t], target=True)[0][0])
+                out_s += [s] * n
+                out_t += [t] * n
+                out_p += list(range(n))
+            elif p is None or (isinstance(p, int) and not isinstance(p, bool)):
+                out_s.append(s)
+                out_t.append(t)
+                out_p.append(p)
+            else:
+                raise AttngradError(f"position must be a token index, 'all' or None, not {p!r}")
+        return out_s, out_t, out_p
+
+    def _token_ids(self, values, n: int) -> torch.Tensor:
+        ids = []
+        for v in _as_list(values, n, "contrast"):
+            if isinstance(v, int) and not isinstance(v, bool):
+                ids.append(v)
+            else:
+                found = self.adapter.tokenizer.convert_tokens_to_ids(v)
+                if found is None or found == self.adapter.tokenizer.unk_token_id:
+                    raise AttngradError(f"{v!r} is not a token of this tokenizer; give a token string or id")
+                ids.append(found)
+        return torch.tensor(ids, dtype=torch.long)
+
+    def explain_methods(
+        self,
+        sources: str | Sequence[str],
+        targets: str | None | Sequence[str | None] = None,
+        methods: Sequence[str] = ("complete",),
+        *,
+        position: Position | Sequence[Position] = None,
+        loss: LossLike = "logit",
+        contrast: str | int | Sequence[str | int] | None = None,
+    ) -> dict[str, Seq2SeqExplanation]:
+        """Every method's explanation of the same tokens, from one forward and one backward pass.
+
+        Args:
+            sources: source text(s).
+            targets: per source, a target text or ``None`` (one for all, or one per source).
+            methods: names from :data:`attngrad.seq2seq.rules.WEIGHTINGS`.
+            position: per source: an index into the target's tokens (teacher forcing: explain
+                the logit of that target token, read at the decoder position before it),
+                ``"all"`` (every target token, one row each), or ``None`` (default: the target,
+                end-of-sequence removed, is a decoder prefix, and the model's greedy next
+                token is explained).
+            loss: a loss of :mod:`attngrad.losses` over the logits at the explained position.
+            contrast: the second token (string or id) for two-token losses (``diff``, ...).
+        """
+        weights = {m: weighting(m) for m in methods}
+        if not weights:
+            raise AttngradError("give at least one method")
+        loss_fn = get_loss(loss)
+        sources, targets, positions = self._expand(sources, targets, position)
+        if loss_fn.needs_contrast and contrast is None:
+            raise AttngradError(f"loss {loss_fn.name!r} compares two tokens; give contrast=... (a token or id)")
+        contrasts = None if contrast is None else self._token_ids(contrast, len(sources))
+        adapter = self.adapter
+        batch = adapter.encode(sources, targets, positions)
+        device = adapter.device
+        out = adapter.forward(batch)
+        rows = torch.arange(len(sources), device=device)
+        pos = batch.positions.to(device)
+        logits = out.logits[rows, pos]
+        tokens = batch.targets.to(device)
+        tokens = torch.where(tokens < 0, logits.detach().argmax(dim=-1), tokens)
+        values = loss_fn(logits, tokens, None if contrasts is None else contrasts.to(device))
+        maps = out.encoder + out.decoder + out.cross
+        needs_grad = any(m != "rollout" for m in weights)
+        grads = list(torch.autograd.grad(values.sum(), maps)) if needs_grad else [None] * len(maps)
+        n_enc, n_dec = len(out.encoder), len(out.decoder)
+        src_mask = batch.attention_mask.to(device).bool()
+        dec_mask = batch.decoder_attention_mask.to(device).bool()
+        steps = torch.arange(dec_mask.shape[1], device=device)
+        query_mask = dec_mask & (steps[None, :] <= pos[:, None])  # later positions cannot change the logit at p
+        results = {}
+        for name, weight in weights.items():
+            with torch.no_grad():
+                enc = [head_mix(a.detach(), _d(g), weight, src_mask, src_mask)
+                       for a, g in zip(out.encoder, grads[:n_enc])]
+                dec = [(head_mix(a.detach(), _d(g), weight, query_mask, dec_mask),
+                        head_mix(c.detach(), _d(gc), weight, query_mask, src_mask))
+                       for a, g, c, gc in zip(out.decoder, grads[n_enc:n_enc + n_dec], out.cross,
+                                              grads[n_enc + n_dec:])]
+                relevance = encoder_decoder(enc, dec, normalize=self.normalize)
+                source_scores = relevance["t", "s"][rows, pos] * src_mask
+                self_rows = relevance["t", "t"][rows, pos]
+                self_rows[rows, pos] -= 1.0  # R^{tt} - I: what attention added to the token's own input
+                target_scores = self_rows * (steps[None, :] <= pos[:, None]) * dec_mask
+            results[name] = Seq2SeqExplanation(
+                source_scores.cpu(), target_scores.cpu(), batch, tokens.cpu(),
+                adapter.tokenizer.convert_ids_to_tokens(tokens.tolist()), values.detach().cpu(), name,
+                loss_fn.name, SIGNED[name],
+            )
+        return results
+
+    def explain(
+        self,
+        source: str | Sequence[str],
+        target: str | None | Sequence[str | None] = None,
+        *,
+        method: str = "complete",
+        position: Position | Sequence[Position] = None,
+        loss: LossLike = "logit",
+        contrast: str | int | Sequence[str | int] | None = None,
+    ) -> Seq2SeqExplanation:
+        """One method's explanation; see :meth:`explain_methods` for the arguments."""
+        return self.explain_methods(source, target, [method], position=position, loss=loss, contrast=contrast)[method]
+
+
+def _d(grad: torch.Tensor | None) -> torch.Tensor | None:
+    return None if grad is None else grad.detach()
