@@ -18,6 +18,7 @@ __all__ = [
     "LOSSES",
     "METHODS",
     "AttngradError",
+    "ClipExplainer",
     "Explainer",
     "Explanation",
     "Method",
@@ -38,9 +39,13 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """``attngrad.TextExplainer`` imports the text extra only when used."""
+    """``attngrad.TextExplainer`` / ``attngrad.ClipExplainer`` import their packages only when used."""
     if name == "TextExplainer":
         from .text import TextExplainer
 
         return TextExplainer
+    if name == "ClipExplainer":
+        from .clip import ClipExplainer
+
+        return ClipExplainer
     raise AttributeError(f"module 'attngrad' has no attribute {name!r}")
