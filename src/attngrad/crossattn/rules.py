@@ -17,7 +17,10 @@ The normalisation divides by a row sum, which for the signed ``complete`` weight
 or negative; here every weighting divides by the row's sum of absolute values, which equals
 the sum for ``gae`` and ``absolute`` (non-negative) and keeps each entry's sign for
 ``complete``. A row that is all zero stays zero. The transpose in eq. 10 is written as in
-the paper.
+the paper, and as the authors' code computes it (``Transformer-MM-Explainability``,
+``DETR/modules/ExplanationGenerator.py``: ``apply_self_attention_rules``,
+``apply_mm_attention_rules``, ``handle_residual``); their code sets the NaN of an all-zero row
+to 0 after the product instead.
 """
 
 from __future__ import annotations
