@@ -50,7 +50,7 @@ def test_explain_clip_writes_maps_per_text_and_method(clip_folder, image_file, t
 
 def test_explain_clip_errors_are_one_line_and_write_nothing(clip_folder, image_file, tmp_path):
     out = tmp_path / "out"
-    for args in (["--method", "tattr"], ["--model", str(tmp_path / "missing")]):
+    for args in (["--method", "tattr"], ["--model", str(tmp_path / "missing")], ["--text", "a zebra!"]):
         result = CliRunner().invoke(main, ["explain-clip", str(image_file), "--text", "a zebra", "--out", str(out),
                                            "--model", str(clip_folder), *args])
         assert result.exit_code == 2, result.output

@@ -53,6 +53,9 @@ def explain_clip(image, texts, method, tower, model, device, start_layer, out, c
     from ..text.display import merge_words, terminal
 
     methods = _clip_methods(method)
+    names = [safe_name(t) for t in texts]
+    if len(set(names)) != len(names):
+        raise AttngradError("two --text values give the same file name; make the texts differ in letters or digits")
     explainer = ClipExplainer.from_pretrained(model, device=device)
     picture = load_image(image)
     texts = list(texts)

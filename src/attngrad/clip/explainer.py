@@ -278,7 +278,8 @@ class ClipExplainer:
             trace.extras["positions"] = torch.zeros(b * k, dtype=torch.long, device=self.device)
             trace.extras["columns"] = (torch.arange(n, device=self.device) >= 1).expand(b * k, n)
             maps = {m.name: m(trace).reshape(b, k, *trace.grid) for m in instances}
-            similarity = trace.logits[torch.arange(b * k), targets.to(trace.logits.device)].reshape(b, k)
+            rows_ = torch.arange(b * k, device=trace.logits.device)
+            similarity = trace.logits[rows_, targets.to(trace.logits.device)].reshape(b, k)
         else:
             maps, similarity = self._text_maps(instances, batch, pixel_values, loss, b, k)
         loss_name = loss_fn.name
@@ -370,5 +371,6 @@ class ClipExplainer:
                 scores = m.token_scores(swapped).gather(1, perm)
             scores = scores * content
             maps[m.name] = scores.reshape(k, b, -1).transpose(0, 1)
-        similarity = trace.logits[torch.arange(b * k), targets.to(trace.logits.device)].reshape(k, b).T
+        idx = torch.arange(b * k, device=trace.logits.device)
+        similarity = trace.logits[idx, targets.to(trace.logits.device)].reshape(k, b).T
         return maps, similarity
