@@ -1,4 +1,4 @@
-"""Chefer et al.'s encoder-decoder rules against loops, on tiny random BART and T5 configs.
+"""Chefer et al.'s encoder-decoder rules against loops, on tiny random BART, T5 and Marian configs.
 
 The reference takes ONE source (unpadded), Hugging Face's own attention maps and autograd
 gradients of the explained token's logit, and applies eqs. 6-11 by loops over layers, heads
@@ -38,10 +38,19 @@ def _t5():
     return T5ForConditionalGeneration(cfg)
 
 
-@pytest.fixture(scope="module", params=["bart", "t5"])
+def _marian():
+    from transformers import MarianConfig, MarianMTModel
+
+    cfg = MarianConfig(vocab_size=40, d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                       decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
+                       pad_token_id=39, eos_token_id=0, decoder_start_token_id=39, init_std=0.3)
+    return MarianMTModel(cfg)
+
+
+@pytest.fixture(scope="module", params=["bart", "t5", "marian"])
 def model(request):
     torch.manual_seed(0)
-    m = (_bart() if request.param == "bart" else _t5()).double().eval()
+    m = {"bart": _bart, "t5": _t5, "marian": _marian}[request.param]().double().eval()
     m.set_attn_implementation("eager")
     return m
 
@@ -90,9 +99,9 @@ def test_rules_match_loops_and_batching(model, weighting):
     lengths = [7, 5]
     src = torch.full((2, 7), pad, dtype=torch.long)
     for i, n in enumerate(lengths):
-        src[i, :n] = torch.randint(3, 40, (n,), generator=gen)
+        src[i, :n] = torch.randint(3, 39, (n,), generator=gen)
     mask = (src != pad).long()
-    dec = torch.randint(3, 40, (2, 4), generator=gen)
+    dec = torch.randint(3, 39, (2, 4), generator=gen)
     dec[:, 0] = model.config.decoder_start_token_id
     res = Seq2SeqExplainer(model).explain(src, dec, attention_mask=mask, position=2, weighting=weighting)
     for i, n in enumerate(lengths):
