@@ -22,10 +22,11 @@ def tokenizer():
 def tiny_clip_config(**overrides):
     from transformers import CLIPConfig
 
-    text = dict(vocab_size=len(WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-                max_position_embeddings=16, bos_token_id=CLS, eos_token_id=SEP, pad_token_id=PAD)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2, image_size=32,
-                  patch_size=8)
+    text = {"vocab_size": len(WORDS), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3,
+            "num_attention_heads": 2, "max_position_embeddings": 16, "bos_token_id": CLS, "eos_token_id": SEP,
+            "pad_token_id": PAD}
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 8}
     cfg = CLIPConfig(text_config=text, vision_config=vision, projection_dim=16, **overrides)
     return cfg
 

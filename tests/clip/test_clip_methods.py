@@ -118,7 +118,7 @@ def test_text_tower_reads_eos_and_matches_reference(clip_explainer, tiny_clip, t
 
 def test_text_map_is_not_the_first_token_row(clip_explainer, tiny_clip, tokenizer, pixels):
     """Reading row 0 (the start token) instead of the end-of-text token would give another map."""
-    cos, attentions, grads, row = reference_pass(tiny_clip, tokenizer, pixels[0], TEXTS[1], "text")
+    _, attentions, grads, row = reference_pass(tiny_clip, tokenizer, pixels[0], TEXTS[1], "text")
     at_eos = reference_rollout(attentions, grads, WEIGHTS["complete"], row, False)
     at_start = reference_rollout(attentions, grads, WEIGHTS["complete"], 0, False)
     assert row > 0 and not torch.allclose(at_eos[1:row], at_start[1:row])

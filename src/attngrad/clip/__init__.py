@@ -9,7 +9,13 @@ map on the image's patch grid or as scores over the text's tokens.
 from .eclip import AttentionEclip, GradEclip, loosened_attention
 from .explainer import CLIP_METHODS, TOWERS, ClipExplainer, ClipExplanation, clip_method
 from .model import LIT_DIR, LIT_NAME, ClipModel, from_hf_clip, load_clip, load_stand_in
-from .towers import AttentionParts, ImageTower, TextBatch, TextTower, last_attention_parts
+from .towers import (
+    AttentionParts,
+    ImageTower,
+    TextBatch,
+    TextTower,
+    last_attention_parts,
+)
 
 __all__ = [
     "CLIP_METHODS",

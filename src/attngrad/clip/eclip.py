@@ -31,8 +31,9 @@ text map is divided by its sum for display; raw scores are kept here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F

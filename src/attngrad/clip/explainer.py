@@ -19,9 +19,9 @@ stand-in's MiniLM) reads every real token's row, ``mean_{i real} (R - I)[i, :]``
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -32,13 +32,21 @@ from ..errors import AttngradError
 from ..explainer import Explainer
 from ..io import ImageLike, load_image
 from ..losses import LossLike, get_loss
-from ..methods import METHODS, AttentionGradCAM, Method, RawAttention, Rollout, Trace, get_method
+from ..methods import (
+    METHODS,
+    AttentionGradCAM,
+    Method,
+    RawAttention,
+    Rollout,
+    Trace,
+    get_method,
+)
 from ..models.base import ForwardOutput, ModelAdapter
 from .eclip import AttentionEclip, GradEclip, _Eclip
 from .model import ClipModel, load_clip
 from .towers import ImageTower, TextBatch, TextTower
 
-Images = Union[ImageLike, Sequence[ImageLike], torch.Tensor]
+Images = ImageLike | Sequence[ImageLike] | torch.Tensor
 
 #: Methods defined for CLIP towers: the rollout family, the last-layer baselines and the ECLIP pair.
 CLIP_METHODS = ("complete", "gae", "absolute", "rollout", "rollout_eq1", "raw_attention", "attn_gradcam",
@@ -179,7 +187,7 @@ class ClipExplainer:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None, *,
-                        device: torch.device | str | None = None) -> "ClipExplainer":
+                        device: torch.device | str | None = None) -> ClipExplainer:
         """``None``: the LiT stand-in (offline); else a local ``CLIPModel`` folder or Hub name."""
         return cls(load_clip(name_or_path, device=device))
 

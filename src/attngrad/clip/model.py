@@ -47,7 +47,7 @@ class ClipModel:
     name: str
     stand_in: bool = False
 
-    def to(self, device: torch.device | str) -> "ClipModel":
+    def to(self, device: torch.device | str) -> ClipModel:
         for module in (self.image.encoder, self.image.projection, self.text.encoder, self.text.projection):
             module.to(device)
         return self

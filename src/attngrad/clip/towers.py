@@ -11,9 +11,9 @@ modality-neutral model contract once it lands.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -100,7 +100,7 @@ def _eager(model: nn.Module) -> nn.Module:
     if getattr(model.config, "_attn_implementation", "eager") != "eager":
         try:
             model.set_attn_implementation("eager")
-        except Exception as err:  # transformers raises several types here
+        except Exception as err:  # noqa: BLE001  (transformers raises several types here)
             raise AttngradError(f"{type(model).__name__} cannot use eager attention ({err})") from None
     return model.eval()
 
@@ -156,7 +156,7 @@ class TextBatch:
     word_ids: list[list[int | None]]
     offsets: list[list[tuple[int, int]]]
 
-    def repeat(self, times: int) -> "TextBatch":
+    def repeat(self, times: int) -> TextBatch:
         """Every text ``times`` times in a row, as a batch of ``times * B`` (for B items explained K ways)."""
         idx = torch.arange(len(self.texts)).repeat_interleave(times)
         pick = idx.tolist()

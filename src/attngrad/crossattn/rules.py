@@ -25,11 +25,16 @@ to 0 after the product instead.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
-from ..methods.rollout import absolute_gradient, plain, positive_gradient, signed_gradient
+from ..methods.rollout import (
+    absolute_gradient,
+    plain,
+    positive_gradient,
+    signed_gradient,
+)
 
 WEIGHTINGS: dict[str, Callable] = {
     "complete": signed_gradient,
