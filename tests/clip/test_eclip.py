@@ -108,3 +108,21 @@ def test_unknown_attention_weight_raises():
 
     with pytest.raises(AttngradError, match="loosened"):
         GradEclip(attention="sparse")
+
+
+def test_text_tower_eclip_reads_the_end_of_text_row(clip_explainer, tiny_clip, tokenizer, pixels):
+    """attention_eclip(none) on the text tower = ReLU(sum_h grad A^h(L)[eos, j]) of the pair alone."""
+    from attngrad.clip import AttentionEclip
+
+    from .test_clip_methods import reference_pass
+
+    res = clip_explainer.explain(pixels, TEXTS, method=AttentionEclip(attention="none"), tower="text")
+    for b in range(2):
+        for k, text in enumerate(TEXTS):
+            _, _, grads, row = reference_pass(tiny_clip, tokenizer, pixels[b], text, "text")
+            g = grads[-1]
+            want = torch.zeros(g.shape[-1], dtype=g.dtype)
+            for j in range(1, row):
+                want[j] = max(float(sum(g[h, row, j] for h in range(g.shape[0]))), 0.0)
+            torch.testing.assert_close(res.maps[b, k, : g.shape[-1]], want, rtol=1e-7, atol=1e-10)
+            assert res.maps[b, k, g.shape[-1] :].abs().sum() == 0
