@@ -20,6 +20,7 @@ __all__ = [
     "LOSSES",
     "METHODS",
     "AttngradError",
+    "ClipExplainer",
     "Explainer",
     "Explanation",
     "Method",
@@ -43,9 +44,13 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 
 def __getattr__(name: str):
-    """``attngrad.TextExplainer`` imports the text extra only when used."""
+    """``attngrad.TextExplainer`` / ``attngrad.ClipExplainer`` import their packages only when used."""
     if name == "TextExplainer":
         from .text import TextExplainer
 
         return TextExplainer
+    if name == "ClipExplainer":
+        from .clip import ClipExplainer
+
+        return ClipExplainer
     raise AttributeError(f"module 'attngrad' has no attribute {name!r}")

@@ -44,3 +44,4 @@ from . import serve  # noqa: E402,F401
 from . import evaluate  # noqa: E402,F401
 from . import text  # noqa: E402,F401
 from . import seq2seq  # noqa: E402,F401
+from . import clip  # noqa: E402,F401

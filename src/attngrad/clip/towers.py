@@ -1,0 +1,263 @@
+"""The two towers of an image–text model, each seen as "input -> embedding + attention maps".
+
+A tower wraps a real, unmodified Hugging Face encoder and a projection. The image tower
+reads one token (CLS) over a patch grid; the text tower reads either one token per text
+(CLIP pools at the end-of-text token, whose position differs per text) or every real token
+(a mean-pooled sentence encoder such as all-MiniLM-L6-v2).
+
+These are small classes local to :mod:`attngrad.clip`; they are to be ported onto the
+modality-neutral model contract once it lands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import AttngradError
+from ..models.base import ForwardOutput
+from ..models.preprocess import Preprocessor
+
+Pool = Callable[[object, torch.Tensor | None], torch.Tensor]
+
+
+@dataclass
+class AttentionParts:
+    """The last attention layer's linear maps: queries, keys, values and the output projection.
+
+    ``out``'s *input* is the heads' outputs concatenated, ``o_i = concat_h sum_j A^h[i, j] v_j^h``.
+    """
+
+    query: nn.Module
+    key: nn.Module
+    value: nn.Module
+    out: nn.Module
+    heads: int
+
+
+def last_attention_parts(model: nn.Module) -> AttentionParts:
+    """Find the last self-attention layer's q/k/v/out linear maps of a Hugging Face encoder.
+
+    Two layouts are known: ``q_proj, k_proj, v_proj`` and ``out_proj`` (CLIP, BART) or ``o_proj``
+    (ViT in transformers 5) in one module, and ``query, key, value`` with the output projection at ``<parent>.output.dense``
+    (ViT, DeiT, BERT, MiniLM).
+    """
+    heads = getattr(getattr(model, "config", None), "num_attention_heads", None)
+    last = None
+    for name, module in model.named_modules():
+        out = getattr(module, "out_proj", None) or getattr(module, "o_proj", None)
+        if out is not None and all(hasattr(module, a) for a in ("q_proj", "k_proj", "v_proj")):
+            last = AttentionParts(module.q_proj, module.k_proj, module.v_proj, out, heads)
+        elif all(isinstance(getattr(module, a, None), nn.Linear) for a in ("query", "key", "value")):
+            parent = name.rsplit(".", 1)[0] if "." in name else ""
+            try:
+                out = model.get_submodule(f"{parent}.output.dense" if parent else "output.dense")
+            except AttributeError:
+                continue
+            last = AttentionParts(module.query, module.key, module.value, out, heads)
+    if last is None or not heads:
+        raise AttngradError(
+            f"{type(model).__name__}: no self-attention layer with separate query/key/value maps was found; "
+            "gradeclip and attention_eclip need one"
+        )
+    return last
+
+
+class Tower:
+    """Base of both towers.
+
+    Attributes:
+        encoder: the wrapped Hugging Face encoder (eval mode, eager attention).
+        projection: the linear map from the pooled state to the joint embedding space.
+        read: ``"token"`` (one row per item: CLS, or a text's end-of-text token) or ``"pooled"``
+            (every real token's row: mean pooling).
+    """
+
+    encoder: nn.Module
+    projection: nn.Module
+    read: str = "token"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
+    def attention_parts(self) -> AttentionParts:
+        return last_attention_parts(self.encoder)
+
+    def _check(self, attentions) -> list[torch.Tensor]:
+        if not attentions or any(a is None for a in attentions):
+            raise AttngradError(
+                f"{type(self.encoder).__name__} returned no attention maps; load it with eager attention"
+            )
+        return list(attentions)
+
+
+def _eager(model: nn.Module) -> nn.Module:
+    if getattr(model.config, "_attn_implementation", "eager") != "eager":
+        try:
+            model.set_attn_implementation("eager")
+        except Exception as err:  # noqa: BLE001  (transformers raises several types here)
+            raise AttngradError(f"{type(model).__name__} cannot use eager attention ({err})") from None
+    return model.eval()
+
+
+class ImageTower(Tower):
+    """An image encoder read at its CLS token over a patch grid.
+
+    Args:
+        encoder: e.g. ``CLIPVisionModel`` or ``ViTModel``.
+        projection: pooled state -> joint embedding.
+        pool: ``pool(outputs)`` -> pooled state (B, D); CLIP: ``pooler_output`` (post-LayerNorm
+            CLS); ViT: ``last_hidden_state[:, 0]`` (the classifier's pre-logit feature).
+        preprocessor: how images become ``pixel_values``.
+        patch_size: ``(ph, pw)``.
+    """
+
+    def __init__(self, encoder: nn.Module, projection: nn.Module, pool: Callable, preprocessor: Preprocessor,
+                 patch_size: tuple[int, int]):
+        self.encoder = _eager(encoder)
+        self.projection = projection
+        self.pool = pool
+        self.preprocessor = preprocessor
+        self.patch_size = patch_size
+        self.special_tokens = {"cls": 0}
+
+    def grid(self, pixel_values: torch.Tensor) -> tuple[int, int]:
+        return pixel_values.shape[-2] // self.patch_size[0], pixel_values.shape[-1] // self.patch_size[1]
+
+    def forward(self, pixel_values: torch.Tensor) -> ForwardOutput:
+        """Joint-space embeddings (B, E), not normalised, and every layer's maps (B, H, N, N)."""
+        out = self.encoder(pixel_values=pixel_values, output_attentions=True)
+        return ForwardOutput(self.projection(self.pool(out)), self._check(getattr(out, "attentions", None)))
+
+
+@dataclass
+class TextBatch:
+    """Tokenised, right-padded texts.
+
+    Attributes:
+        texts: the texts.
+        input_ids, attention_mask: (B, N); the mask is 1 on real tokens.
+        content: (B, N) bool: real tokens that are not special tokens (the ones a map scores).
+        positions: (B,) the row read per text (the end-of-text token; 0 for pooled towers).
+        tokens, word_ids, offsets: per text and real token (see :class:`attngrad.text.Encoded`).
+    """
+
+    texts: list[str]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    content: torch.Tensor
+    positions: torch.Tensor
+    tokens: list[list[str]]
+    word_ids: list[list[int | None]]
+    offsets: list[list[tuple[int, int]]]
+
+    def repeat(self, times: int) -> TextBatch:
+        """Every text ``times`` times in a row, as a batch of ``times * B`` (for B items explained K ways)."""
+        idx = torch.arange(len(self.texts)).repeat_interleave(times)
+        pick = idx.tolist()
+        return TextBatch([self.texts[i] for i in pick], self.input_ids[idx], self.attention_mask[idx],
+                         self.content[idx], self.positions[idx], [self.tokens[i] for i in pick],
+                         [self.word_ids[i] for i in pick], [self.offsets[i] for i in pick])
+
+
+class TextTower(Tower):
+    """A text encoder and its tokenizer, read at one token per text or pooled over real tokens.
+
+    Args:
+        encoder: e.g. ``CLIPTextModel`` (causal, pooled at the end-of-text token) or ``BertModel``.
+        projection: pooled state -> joint embedding.
+        tokenizer: its tokenizer (a fast one gives word ids and character offsets for display).
+        read: ``"token"``: the state at ``positions`` (after the encoder's final LayerNorm, as
+            ``pooler_output``); ``"pooled"``: the mean of ``last_hidden_state`` over real tokens.
+        eos_token_id: the end-of-text id whose first occurrence is read (``token`` reads);
+            ``None`` or 2 means "the highest id in the text", as Hugging Face's CLIP does for old configs.
+        max_length: most tokens per text (default: ``max_position_embeddings``).
+    """
+
+    def __init__(self, encoder: nn.Module, projection: nn.Module, tokenizer, *, read: str = "token",
+                 eos_token_id: int | None = None, max_length: int | None = None):
+        if read not in ("token", "pooled"):
+            raise AttngradError(f"read must be 'token' or 'pooled', not {read!r}")
+        self.encoder = _eager(encoder)
+        self.projection = projection
+        self.tokenizer = tokenizer
+        self.read = read
+        self.eos_token_id = eos_token_id
+        limits = [getattr(encoder.config, "max_position_embeddings", None), max_length,
+                  getattr(tokenizer, "model_max_length", None)]
+        self.max_length = min((int(n) for n in limits if n and n < 100_000), default=77)
+
+    def encode(self, texts: str | Sequence[str]) -> TextBatch:
+        """Tokenise and right-pad; empty or over-long texts raise."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise AttngradError("no texts given")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise AttngradError(f"text {i + 1} is empty; give at least one word")
+        tok = self.tokenizer
+        fast = getattr(tok, "is_fast", False)
+        enc = tok(texts, padding=True, truncation=False, return_tensors="pt", return_special_tokens_mask=True,
+                  return_offsets_mapping=fast)
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        if ids.shape[1] > self.max_length:
+            longest = int(mask.sum(dim=1).argmax())
+            raise AttngradError(
+                f"text {longest + 1} has {int(mask[longest].sum())} tokens, more than the text tower's limit of "
+                f"{self.max_length}; shorten it"
+            )
+        lengths = mask.sum(dim=1).tolist()
+        special = enc["special_tokens_mask"].bool()
+        tokens = [tok.convert_ids_to_tokens(ids[i, :n].tolist()) for i, n in enumerate(lengths)]
+        if fast:
+            word_ids = [enc.word_ids(i)[:n] for i, n in enumerate(lengths)]
+            offsets = [[tuple(o) for o in enc["offset_mapping"][i, :n].tolist()] for i, n in enumerate(lengths)]
+        else:
+            word_ids = [[None if s else j for j, s in enumerate(special[i, :n].tolist())] for i, n in enumerate(lengths)]
+            offsets = [[(0, 0)] * n for n in lengths]
+        positions = self.positions(ids, mask)
+        device = self.device
+        return TextBatch(texts, ids.to(device), mask.to(device), (mask.bool() & ~special).to(device),
+                         positions.to(device), tokens, word_ids, offsets)
+
+    def positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The row read per text: the first end-of-text token (Hugging Face ``CLIPTextModel``'s rule)."""
+        if self.read == "pooled":
+            return torch.zeros(input_ids.shape[0], dtype=torch.long)
+        if self.eos_token_id in (None, 2):
+            return input_ids.argmax(dim=-1)
+        hits = input_ids == self.eos_token_id
+        if not hits.any(dim=1).all():
+            raise AttngradError(f"a text has no end-of-text token (id {self.eos_token_id}); encode it with the tower's tokenizer")
+        return hits.int().argmax(dim=-1)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings (B, N, D), detached: the float input the maps are traced from."""
+        return self.encoder.get_input_embeddings()(input_ids.to(self.device)).detach()
+
+    @contextmanager
+    def _embeddings_from(self, inputs_embeds: torch.Tensor) -> Iterator[None]:
+        """The encoder's token-embedding lookup returns ``inputs_embeds`` instead (position
+        embeddings, masks and pooling stay the model's own)."""
+        handle = self.encoder.get_input_embeddings().register_forward_hook(lambda m, i, o: inputs_embeds)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def forward(self, inputs_embeds: torch.Tensor, batch: TextBatch) -> ForwardOutput:
+        """Joint-space embeddings (B, E) and every layer's maps, from token embeddings of ``batch``."""
+        with self._embeddings_from(inputs_embeds):
+            out = self.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_attentions=True)
+        hidden = out.last_hidden_state
+        if self.read == "pooled":
+            weights = batch.attention_mask.to(hidden.dtype).unsqueeze(-1)
+            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1)
+        else:
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), batch.positions]
+        return ForwardOutput(self.projection(pooled), self._check(getattr(out, "attentions", None)))
