@@ -76,7 +76,7 @@ class RunSettings:
         workers: DataLoader worker processes decoding images.
         resume: continue the run stored in the output folder.
         insertion_deletion: measure the insertion / deletion curves too (Petsiuk et al. 2018).
-        model: the model's name as given, stored in ``run.json``.
+        model: the model's name as given, stored in ``run.json`` (a local folder relative to the run folder).
         progress: show a progress bar.
         max_batches: stop after this many batches of this rank (for tests and benchmarks).
     """
@@ -224,11 +224,12 @@ def _record(explainer: Explainer, dataset: DataSet, settings: RunSettings, out: 
     root = dataset.root or "."
     guided = settings.guide is not None
     protocol = RunRecord.protocol + (INSERTION_PROTOCOL if settings.insertion_deletion else "")
+    model = relative(settings.model, out) if settings.model and Path(settings.model).exists() else settings.model
     return RunRecord(
         data=relative(root, out) or "", methods=list(settings.methods), explain=settings.explain,
         guide=relative(settings.guide, out), guide_region=settings.guide_region if guided else None,
         limit=dataset.limit, every=dataset.every, batch_size=settings.batch_size,
-        eval_batch_size=settings.eval_batch_size, model=settings.model, table=relative(dataset.table, out),
+        eval_batch_size=settings.eval_batch_size, model=model or "", table=relative(dataset.table, out),
         image_labels=relative(dataset.image_labels, out), insertion_deletion=settings.insertion_deletion,
         device=str(explainer.device), world_size=world, num_samples=len(samples), samples_digest=digest,
         protocol=protocol, guided_protocol=GUIDED_PROTOCOLS[settings.guide_region] if guided else None,

@@ -266,6 +266,7 @@ def shard_path(out: Path, j: int) -> Path:
 
 def write_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write atomically: a partial file is renamed only once complete and flushed to disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)  # shards/ may have been deleted (per_image.npz kept)
     tmp = path.with_name(f".{path.name}.partial")
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
