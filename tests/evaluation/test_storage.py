@@ -47,7 +47,7 @@ def test_bad_numbers_are_one_line_errors_and_write_nothing(tiny_model_dir, image
 
 
 def test_a_run_that_fails_before_its_first_result_leaves_nothing(tiny_explainer, image_dir, tmp_path, monkeypatch):
-    import attngrad.evaluation.runner as runner
+    from attngrad.evaluation import runner
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")

@@ -305,13 +305,12 @@ def run_perturbation(
             }
             if batch.indices:
                 arrays["path"] = np.asarray([relative(samples[i].path, root) for i in batch.indices], dtype=str)
-                arrays.update(
-                    evaluate_batch(
-                        explainer, batch, settings.methods, explain=settings.explain,
-                        eval_batch_size=settings.eval_batch_size, guide_region=settings.guide_region,
-                        crop_region=crop_region, insertion_deletion=settings.insertion_deletion,
-                    )  # fmt: skip
-                )
+                results = evaluate_batch(
+                    explainer, batch, settings.methods, explain=settings.explain,
+                    eval_batch_size=settings.eval_batch_size, guide_region=settings.guide_region,
+                    crop_region=crop_region, insertion_deletion=settings.insertion_deletion,
+                )  # fmt: skip
+                arrays.update(results)
             write_shard(shard_path(out, j), arrays)
             written += 1
             bar.update(len(batches[j]))
