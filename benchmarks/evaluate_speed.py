@@ -18,15 +18,17 @@ import argparse
 import json
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from attngrad import Explainer
-from attngrad.evaluation import discover, run_perturbation
+from attngrad.evaluation import RunSettings, discover, run_perturbation
 from attngrad.evaluation.perturbation import STEPS
 from attngrad.methods import get_method
 
-DATA = "/work/shared/data/imagenet-sample"
+#: The shared ImageNet sample beside the clone (``--data`` to use another folder).
+DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample")
 METHODS = "gae,complete,rollout,raw_attention,attn_gradcam,random"
 
 
@@ -40,8 +42,9 @@ def timed_run(explainer: Explainer, dataset, methods, batch_size: int, eval_batc
     with tempfile.TemporaryDirectory() as out:
         _sync(explainer.device)
         start = time.perf_counter()
-        run_perturbation(explainer, dataset, methods, out, batch_size=batch_size, eval_batch_size=eval_batch_size,
-                         workers=workers, progress=False)  # fmt: skip
+        settings = RunSettings(list(methods), batch_size=batch_size, eval_batch_size=eval_batch_size, workers=workers,
+                               progress=False)  # fmt: skip
+        run_perturbation(explainer, dataset, out, settings)
         _sync(explainer.device)
         return time.perf_counter() - start
 

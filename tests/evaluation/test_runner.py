@@ -13,21 +13,27 @@ from click.testing import CliRunner
 
 from attngrad.cli import main
 from attngrad.errors import AttngradError
-from attngrad.evaluation import discover, load_shards, run_perturbation, summarize
+from attngrad.evaluation import RunSettings, discover, load_shards, run_perturbation, summarize
 from attngrad.evaluation.data import LabelResolver
 
 METHODS = ["gae", "raw_attention", "random"]
 
 
-def _run(explainer, data, out, **kwargs):
-    dataset = discover(data, explainer.labels)
+def _settings(methods=METHODS, **kwargs):
     options = dict(batch_size=3, eval_batch_size=5, workers=0, progress=False)
     options.update(kwargs)
-    return run_perturbation(explainer, dataset, METHODS, out, **options)
+    return RunSettings(list(methods), **options)
+
+
+def _run(explainer, data, out, limit=None, methods=METHODS, **kwargs):
+    dataset = discover(data, explainer.labels, limit=limit)
+    return run_perturbation(explainer, dataset, out, _settings(methods, **kwargs))
 
 
 def _naive_hits(explainer, path, label, method, descending, maps=None):
-    """One image at a time, from the protocol's words: upsample, sort, zero pixels, normalise, top-1."""
+    """One image at a time, from the protocol's words: upsample, sort, zero pixels, normalise, top-1.
+
+    ``path`` is an image file or a picture (e.g. a stitched one)."""
     pre = explainer.adapter.preprocessor
     from attngrad.io import load_image
 
@@ -53,7 +59,7 @@ def test_results_match_a_naive_per_image_loop(tiny_explainer, image_dir, tmp_pat
     raw = load_shards(tmp_path / "out")
     assert raw["index"].tolist() == list(range(8))
     for i in (0, 4, 7):
-        path, label = raw["path"][i], int(raw["label"][i])
+        path, label = image_dir / raw["path"][i], int(raw["label"][i])
         assert label == i % 5
         for method in ("gae", "random"):
             assert raw[f"{method}.positive.correct"][i].tolist() == _naive_hits(tiny_explainer, path, label, method, True)
@@ -110,7 +116,7 @@ def test_insertion_and_deletion_match_a_naive_per_image_loop(tiny_explainer, ima
     raw = load_shards(tmp_path / "out")
     curves = {"insertion": [], "deletion": []}
     for i in range(8):
-        path, label = raw["path"][i], int(raw["label"][i])
+        path, label = image_dir / raw["path"][i], int(raw["label"][i])
         maps = tiny_explainer.explain(path, target=label, method="gae").maps
         for direction in curves:
             curves[direction].append(_naive_probabilities(tiny_explainer, path, label, maps, direction == "insertion"))
@@ -171,17 +177,16 @@ def test_resume_refuses_images_added_or_relabelled(tiny_explainer, image_dir, tm
 
     def run(**kwargs):
         dataset = discover(image_dir, tiny_explainer.labels, table)
-        return run_perturbation(tiny_explainer, dataset, METHODS, tmp_path / "out", batch_size=3, eval_batch_size=5,
-                                workers=0, progress=False, **kwargs)  # fmt: skip
+        return run_perturbation(tiny_explainer, dataset, tmp_path / "out", _settings(**kwargs))
 
     table.write_text("".join(f"{i}\tn{i:08d}\tLABEL_{i}\n" for i in range(5)))
     assert run(max_batches=1) is None
     (image_dir / "n00000050_LABEL_3.png").write_bytes((image_dir / "n00000000_LABEL_0.png").read_bytes())
-    with pytest.raises(AttngradError, match="images or their labels differ"):
+    with pytest.raises(AttngradError, match=r"images differ .*1 added: n00000050_LABEL_3.png"):
         run(resume=True)  # one image more, same settings
     (image_dir / "n00000050_LABEL_3.png").unlink()
     table.write_text("".join(f"{i}\tn{i:08d}\tLABEL_{i}\n" for i in (0, 1, 2, 4)) + "4\tn00000003\tLABEL_4\n")
-    with pytest.raises(AttngradError, match="images or their labels differ"):
+    with pytest.raises(AttngradError, match=r"images differ .*1 relabelled: n00000003_LABEL_3.png"):
         run(resume=True)  # the same files, n00000003 now class 4
     table.write_text("".join(f"{i}\tn{i:08d}\tLABEL_{i}\n" for i in range(5)))
     assert run(resume=True)["images"] == 8
@@ -242,7 +247,7 @@ def test_labels_from_an_image_label_file(tiny_model_dir, tiny_explainer, tmp_pat
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "not named in" in res.output and json.loads((out / "results.json").read_text())["images"] == 3
-    assert json.loads((out / "run.json").read_text())["image_labels"] == str(solution)
+    assert json.loads((out / "run.json").read_text())["image_labels"] == "../LOC_val_solution.csv"  # relative to out
 
 
 def test_empty_folder_and_bad_guide_give_clear_errors(tiny_model_dir, tiny_explainer, image_dir, tmp_path):
@@ -278,11 +283,11 @@ def test_guide_is_stitched_and_its_class_skipped(tiny_explainer, image_dir, tmp_
 
     guide = tmp_path / "n00000099_LABEL_2.png"
     guide.write_bytes((image_dir / "n00000003_LABEL_3.png").read_bytes())
-    summary = _run(tiny_explainer, image_dir, tmp_path / "out", guide=str(guide))
+    summary = _run(tiny_explainer, image_dir, tmp_path / "out", guide=str(guide), guide_region="original")
     assert summary["images"] == 6 and summary["skipped"]["guide_class"] == 2  # images 2 and 7 are class 2
     raw = load_shards(tmp_path / "out")
     assert 2 not in raw["label"].tolist()
-    path, label = raw["path"][0], int(raw["label"][0])
+    path, label = image_dir / raw["path"][0], int(raw["label"][0])
     stitched, region = stitch(path, guide)
     maps = crop_region(tiny_explainer.explain(stitched, target=label, method="gae").maps, region)
     assert maps.shape == (1, 4, 2)  # the original's half of the 4 x 4 grid
@@ -292,9 +297,7 @@ def test_guide_is_stitched_and_its_class_skipped(tiny_explainer, image_dir, tmp_
 
 def test_a_larger_limit_continues_a_run_whose_batches_stay_the_same(tiny_model_dir, tiny_explainer, image_dir, tmp_path):
     def run(out, limit, **kwargs):
-        dataset = discover(image_dir, tiny_explainer.labels, limit=limit)
-        return run_perturbation(tiny_explainer, dataset, ["gae"], out, batch_size=3, eval_batch_size=5, workers=0,
-                                progress=False, limit=limit, **kwargs)  # fmt: skip
+        return _run(tiny_explainer, image_dir, out, limit=limit, methods=["gae"], **kwargs)
 
     full = run(tmp_path / "full", 8)
     run(tmp_path / "grown", 6)
@@ -320,3 +323,52 @@ def test_paired_comparison_from_raw_results(tiny_explainer, image_dir, tmp_path)
         assert entry["random"] == pytest.approx(summary["methods"]["random"][direction]["auc"])
         assert entry["difference"] == pytest.approx(entry["gae"] - entry["random"])
         assert entry["images"] == 8 and entry["ci95"] >= 0
+
+
+def _hits_vary(raw, methods):
+    """The test model's top-1 does change with the removed pixels, and differently per direction: a
+    swapped direction or a wrong fill would change the hits, so the comparisons above can fail."""
+    hits = np.stack([raw[f"{m}.{d}.correct"] for m in methods for d in ("positive", "negative")])
+    assert hits.any() and not hits.all()
+    assert any(not np.array_equal(raw[f"{m}.positive.correct"], raw[f"{m}.negative.correct"]) for m in methods)
+
+
+@pytest.mark.parametrize("explain", ["label", "predicted"])
+def test_guided_paper_protocol_matches_a_per_image_loop_on_the_stitched_image(tiny_explainer, image_dir, tmp_path, explain):
+    """The paper's protocol (default with a guide): each image stitched beside the guide, the map over
+    the whole stitched input, its pixels ranked and removed, the stitched image's top-1 checked."""
+    from attngrad.experiments.guidance import stitch
+
+    guide = tmp_path / "n00000099_LABEL_2.png"
+    guide.write_bytes((image_dir / "n00000003_LABEL_3.png").read_bytes())
+    summary = _run(tiny_explainer, image_dir, tmp_path / "out", guide=str(guide), explain=explain, methods=["gae", "random"])
+    assert summary["images"] == 6 and summary["skipped"]["guide_class"] == 2
+    raw = load_shards(tmp_path / "out")
+    pre = tiny_explainer.adapter.preprocessor
+    preds0 = []
+    for i in range(6):
+        path, label = image_dir / raw["path"][i], int(raw["label"][i])
+        stitched, _ = stitch(path, guide)  # the picture, independently of the runner's data set
+        with torch.no_grad():
+            logits = tiny_explainer.adapter.model(pixel_values=pre.normalize(pre.to_unit([stitched]))).logits
+        preds0.append(int(logits.argmax()))
+        target = label if explain == "label" else preds0[-1]  # predicted: on the stitched image
+        assert int(raw["target"][i]) == target and int(raw["pred0"][i]) == preds0[-1]
+        for method in ("gae", "random"):
+            maps = tiny_explainer.explain(stitched, target=target, method=method).maps
+            assert maps.shape == (1, 4, 4)  # the whole stitched input
+            for direction, descending in (("positive", True), ("negative", False)):
+                expected = _naive_hits(tiny_explainer, stitched, target, method, descending, maps)
+                assert raw[f"{method}.{direction}.correct"][i].tolist() == expected, (i, method, direction)
+    labels = raw["label"].tolist()
+    assert summary["accuracy_at_0"] == pytest.approx(np.mean([p == t for p, t in zip(preds0, labels)]))
+    _hits_vary(raw, ["gae", "random"])
+    settings = json.loads((tmp_path / "out" / "results.json").read_text())["settings"]
+    assert settings["guide_region"] == "whole" and "paper" in settings["guided_protocol"]
+    assert "whole stitched input are ranked and removed" in settings["guided_protocol"]
+    assert "the paper's protocol" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_plain_hits_vary_with_the_removed_pixels(tiny_explainer, image_dir, tmp_path):
+    _run(tiny_explainer, image_dir, tmp_path / "out")
+    _hits_vary(load_shards(tmp_path / "out"), METHODS)

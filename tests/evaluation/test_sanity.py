@@ -53,3 +53,13 @@ def test_randomisation_changes_gradient_maps_but_not_a_model_blind_map(tiny_expl
         assert all(torch.equal(before[k], after[k]) for k in before)  # the trained model is untouched
     finally:
         METHODS.pop(_ModelBlind.name, None)
+
+
+@pytest.mark.parametrize("batch_size", [0, -2])
+def test_sanity_refuses_a_batch_size_below_one(tiny_explainer, image_dir, batch_size):
+    from attngrad.errors import AttngradError
+    from attngrad.evaluation import discover
+    from attngrad.evaluation.sanity import randomisation_test
+
+    with pytest.raises(AttngradError, match="--batch-size must be a positive"):
+        randomisation_test(tiny_explainer, discover(image_dir, tiny_explainer.labels), ["gae"], batch_size=batch_size)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import AttngradError
 from ..explainer import Explainer
 from ..models import load_model
 from . import main
@@ -26,7 +27,11 @@ def evaluate() -> None:
 @click.option("--methods", default=DEFAULT_METHODS, show_default=True, help="Comma-separated methods, or 'all'.")
 @click.option("--explain", type=click.Choice(["label", "predicted"]), default="label", show_default=True, help="Class explained and tested.")
 @click.option("--guide", default=None, type=click.Path(), help="Guide image stitched beside every image (paper: a zebra).")
-@click.option("--limit", default=None, type=int, help="Use the first N labelled images (sorted by path).")
+@click.option("--guide-region", type=click.Choice(["whole", "original"]), default="whole", show_default=True,
+              help="With --guide: 'whole' = the paper's protocol (the stitched image is ranked, perturbed and "
+                   "classified); 'original' = the map cropped to the original, which alone is perturbed.")
+@click.option("--limit", default=None, type=int, help="Use the first N labelled images (sorted by path; after --every).")
+@click.option("--every", default=None, type=int, help="Use every K-th labelled image (an evenly strided subset).")
 @click.option("--out", "-o", required=True, type=click.Path(), help="Results folder.")
 @click.option("--resume", is_flag=True, help="Continue the run stored in --out (a larger --limit extends it).")
 @click.option("--batch-size", "-b", default=16, show_default=True, help="Images per explanation pass (unit of resumption).")
@@ -36,30 +41,37 @@ def evaluate() -> None:
 @click.option("--model", default=None, help="Hugging Face folder or Hub name, or timm:NAME (default: shipped ViT-Ti).")
 @click.option("--checkpoint", type=click.Path(), default=None, help="Weights file for a timm:NAME model.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (under torchrun, cuda means cuda:LOCAL_RANK).")
-def perturbation(data, table, image_labels, methods, explain, guide, limit, out, resume, batch_size, eval_batch_size, workers,
-                 insertion_deletion, model, checkpoint, device):  # fmt: skip
+def perturbation(data, table, image_labels, methods, explain, guide, guide_region, limit, every, out, resume, batch_size,
+                 eval_batch_size, workers, insertion_deletion, model, checkpoint, device):  # fmt: skip
     """Positive / negative perturbation AUC per method (Chefer et al. 2021 protocol).
 
     Writes results.json, results.csv, results.md, curves.png and the per-image raw
-    results (shards/, per_image.npz) to OUT. Run under `torchrun --nproc-per-node N -m
+    results (shards/, per_image.npz) to OUT. With --guide the default is the paper's protocol
+    (Cui, Fan & Chen): each image stitched beside the guide is explained, ranked, perturbed
+    and classified as a whole. Run under `torchrun --nproc-per-node N -m
     attngrad.evaluation perturbation ...` to share the images among processes.
     """
     from ..evaluation.data import discover
-    from ..evaluation.runner import dist_info, init_distributed, run_perturbation
+    from ..evaluation.distributed import dist_info, init_distributed
+    from ..evaluation.runner import RunSettings, run_perturbation
 
+    settings = RunSettings(
+        split_list(methods), explain=explain, guide=guide, guide_region=guide_region, batch_size=batch_size,
+        eval_batch_size=eval_batch_size, workers=workers, resume=resume, insertion_deletion=insertion_deletion,
+        model=str(model or "shipped ViT-Ti"),
+    )  # fmt: skip
+    settings.check()  # before the model loads
+    if Path(out).exists() and not Path(out).is_dir():
+        raise AttngradError(f"{out} is a file; --out must name a folder")
     device = init_distributed(device)
     explainer = Explainer(load_model(model, device=device, checkpoint=checkpoint))
-    dataset = discover(data, explainer.labels, table, limit, image_labels)
+    dataset = discover(data, explainer.labels, table, limit, image_labels, every=every)
     rank = dist_info()[0]
     if rank == 0:
         for path, why in dataset.skipped:
             click.echo(f"attngrad: skipped: {why} ({path})", err=True)
         click.echo(f"{len(dataset.samples)} labelled images in {data}" + (f" (class table {dataset.table})" if dataset.table else ""))
-    summary = run_perturbation(
-        explainer, dataset, split_list(methods), out, explain=explain, guide=guide, batch_size=batch_size,
-        eval_batch_size=eval_batch_size, workers=workers, resume=resume, limit=limit, data=str(Path(data)),
-        model=str(model or "shipped ViT-Ti"), insertion_deletion=insertion_deletion,
-    )  # fmt: skip
+    summary = run_perturbation(explainer, dataset, out, settings)
     if summary is not None:
         click.echo(Path(out, "results.md").read_text())
         click.echo(f"wrote results.json, results.csv, results.md, curves.png, per_image.npz to {out}")
@@ -99,7 +111,7 @@ def sanity(data, table, image_labels, methods, explain, limit, out, batch_size, 
 def compare(results, method_a, method_b):
     """Paired per-image comparison of METHOD_A and METHOD_B in a RESULTS folder (no model needed):
     mean AUCs, their difference and its 95 % interval, per direction."""
-    from ..evaluation.runner import compare_methods
+    from ..evaluation.summary import compare_methods
 
     for direction, e in compare_methods(results, method_a, method_b).items():
         click.echo(f"{direction}: {method_a} {e[method_a]:.2f}, {method_b} {e[method_b]:.2f}, difference "

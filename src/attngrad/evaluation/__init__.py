@@ -17,7 +17,9 @@ from .perturbation import (
     removal_counts,
     remove_pixels,
 )
-from .runner import compare_methods, evaluate_batch, load_shards, per_image_curves, run_perturbation, summarize
+from .runner import RunSettings, evaluate_batch, run_perturbation
+from .storage import load_results
+from .summary import compare_methods, load_shards, per_image_curves, summarize
 
 __all__ = [
     "DIRECTIONS",
@@ -27,12 +29,14 @@ __all__ = [
     "InsertionDeletion",
     "LabelResolver",
     "PerturbationTest",
+    "RunSettings",
     "Sample",
     "auc",
     "blur",
     "compare_methods",
     "discover",
     "evaluate_batch",
+    "load_results",
     "load_shards",
     "per_image_curves",
     "pixel_ranks",

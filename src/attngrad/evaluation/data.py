@@ -54,6 +54,9 @@ class DataSet:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     table: str | None = None
     image_labels: str | None = None
+    root: str | None = None
+    limit: int | None = None
+    every: int | None = None
 
 
 class LabelResolver:
@@ -177,6 +180,7 @@ def discover(
     table: str | Path | None = None,
     limit: int | None = None,
     image_labels: str | Path | None = None,
+    every: int | None = None,
 ) -> DataSet:
     """Find the labelled images of ``data`` (a flat folder or class sub-folders), sorted by path.
 
@@ -184,13 +188,18 @@ def discover(
         data: the data folder.
         labels: the model's class names.
         table: class table TSV; default: ``imagenet_classes.tsv`` in ``data`` or its parent.
-        limit: keep the first ``limit`` labelled images (sorted order).
+        limit: keep the first ``limit`` labelled images (sorted order; after ``every``).
+        every: keep every ``every``-th labelled image (the 1st, the ``every+1``-th, ...): an evenly
+            strided subset, which on a folder sorted by class keeps the classes spread.
         image_labels: a file naming each image's class (:func:`read_image_labels`); it takes
             the place of file and folder names.
 
     Raises:
-        AttngradError: the folder is missing or holds no image.
+        AttngradError: the folder is missing or holds no image; ``limit`` or ``every`` is below 1.
     """
+    for name, value in (("--limit", limit), ("--every", every)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise AttngradError(f"{name} must be a positive whole number, not {value}")
     root = Path(data)
     if not root.is_dir():
         raise AttngradError(f"{root}: no such data folder; pass a folder of images (--data)")
@@ -209,19 +218,23 @@ def discover(
         named = read_image_labels(image_labels)
         entries = [(p, next((named[k] for k in (p.relative_to(root).as_posix(), p.name, p.stem) if k in named), None))
                    for p, _ in entries]  # fmt: skip
-    samples, skipped = [], []
+    samples, skipped, labelled = [], [], 0
     for path, key in entries:
         if key is None:
             skipped.append((str(path), f"not named in {image_labels}"))
             continue
         try:
-            samples.append(Sample(str(path), resolver.resolve(key)))
+            label = resolver.resolve(key)
         except AttngradError as err:
             skipped.append((str(path), str(err)))
+            continue
+        labelled += 1
+        if every is None or (labelled - 1) % every == 0:
+            samples.append(Sample(str(path), label))
         if limit is not None and len(samples) >= limit:
             break
     return DataSet(samples, skipped, str(table) if table is not None else None,
-                   str(image_labels) if image_labels is not None else None)  # fmt: skip
+                   str(image_labels) if image_labels is not None else None, str(root), limit, every)  # fmt: skip
 
 
 @dataclass

@@ -76,6 +76,10 @@ def randomisation_test(
     """
     if not dataset.samples:
         raise AttngradError("no images to run the sanity check on")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise AttngradError(f"--batch-size must be a positive number of images, not {batch_size}")
+    if not methods:
+        raise AttngradError("no methods given; e.g. --methods gae,complete,random")
     pre = explainer.adapter.preprocessor
     images = pre([load_image(s.path) for s in dataset.samples])
     labels = torch.tensor([s.label for s in dataset.samples])
