@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from ..errors import AttngradError
 from ..explainer import Explainer
+from .. import stitch as _stitch
 from ..io import load_image
 from ..methods import get_method
 from .data import Batch, DataSet, ImageDataset, LabelResolver, collate
@@ -121,14 +122,6 @@ def load_guide(guide: str | Path, resolver: LabelResolver, explainer: Explainer)
         return image, resolver.resolve(Path(guide).stem)
     except AttngradError:
         return image, explainer.predict(image, k=1)[0][0].index
-
-
-def _guidance() -> tuple[Any, Any]:
-    try:
-        from ..experiments.guidance import crop_region, stitch
-    except ImportError as err:
-        raise AttngradError(f"--guide needs attngrad.experiments.guidance, which cannot be imported ({err})") from None
-    return stitch, crop_region
 
 
 # ----------------------------------------------------------------------------- one batch
@@ -254,7 +247,7 @@ def run_perturbation(
     guide_image, stitch, crop_region, skipped_guide = None, None, None, []
     if settings.guide is not None:
         guide_image, guide_class = load_guide(settings.guide, LabelResolver(explainer.labels, dataset.table), explainer)
-        stitch, crop_region = _guidance()
+        stitch, crop_region = _stitch.stitch, _stitch.crop_region
         skipped_guide = [s.path for s in samples if s.label == guide_class]
         samples = [s for s in samples if s.label != guide_class]
     if not samples:
