@@ -5,8 +5,10 @@ from __future__ import annotations
 from ..errors import AttngradError
 from .attention import AttentionGradCAM, RawAttention
 from .base import Method, Trace
+from .bi import BeyondIntuitionHead, BeyondIntuitionToken
 from .random import RandomBaseline
 from .rollout import GAE, Absolute, AttentionRollout, AttentionRolloutEq1, Complete, Rollout, rollout
+from .tam import TAM
 from .tattr import LRP, PartialLRP, TAttr
 
 __all__ = [
@@ -42,6 +44,8 @@ def register(cls: type[Method]) -> type[Method]:
 for _cls in (Complete, GAE, Absolute, AttentionRollout, AttentionRolloutEq1, RawAttention, AttentionGradCAM, RandomBaseline):
     register(_cls)
 for _cls in (TAttr, LRP, PartialLRP):  # relevance propagation (Chefer et al., CVPR 2021)
+    register(_cls)
+for _cls in (TAM, BeyondIntuitionHead, BeyondIntuitionToken):  # rivals (paper, Figure 13)
     register(_cls)
 
 

@@ -1,0 +1,212 @@
+"""TAM, BI-H and BI-token against an independent computation from rivals.md's equations.
+
+The test writes its own forward pass of the tiny ViT from the model's weights for ONE
+image (embeddings, pre-norm blocks, per-head softmax attention, MLP, classifier), keeps
+every block's input ``z_l`` and attention ``A(l)``, takes gradients with autograd, runs the
+K integration steps one pass at a time, and forms the products by explicit loops over
+layers, heads and steps (rivals.md sections 0-3; the authors' ``generate_transition_attention_maps``,
+``generate_ours`` and ``generate_ours_c``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attngrad import Explainer
+from attngrad.errors import AttngradError
+from attngrad.methods import METHODS, get_method
+
+from ..conftest import TIMM_CKPT, needs_shared, tiny_vit_config
+
+STEPS = 5
+
+
+def make(name, **options):
+    """The method with these options (its constructor; get_method passes options on too once merged)."""
+    return METHODS[name](**options)
+
+
+def ref_forward(model, pixels):
+    """One image (1, 3, H, W) -> logits (C,), attentions [(H, N, N)], block inputs [(N, D)], value updates [(N, D)]."""
+    cfg, vit = model.config, model.vit
+    heads, d = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
+    ln = lambda x, m: F.layer_norm(x, (cfg.hidden_size,), m.weight, m.bias, cfg.layer_norm_eps)  # noqa: E731
+    conv = vit.embeddings.patch_embeddings.projection
+    x = F.conv2d(pixels, conv.weight, conv.bias, stride=cfg.patch_size).flatten(2)[0].T
+    x = torch.cat([vit.embeddings.cls_token[0], x]) + vit.embeddings.position_embeddings[0]
+    attns, inputs, updates = [], [], []
+    for layer in vit.layers:
+        att = layer.attention
+        inputs.append(x)
+        h = ln(x, layer.layernorm_before)
+        q, k, v = ((h @ m.weight.T + m.bias).view(-1, heads, d) for m in (att.q_proj, att.k_proj, att.v_proj))
+        a = torch.stack([torch.softmax(q[:, i] @ k[:, i].T / math.sqrt(d), dim=-1) for i in range(heads)])
+        attns.append(a)
+        updates.append(v.reshape(-1, cfg.hidden_size) @ att.o_proj.weight.T)  # get_vproj: no output bias
+        ctx = torch.cat([a[i] @ v[:, i] for i in range(heads)], dim=-1)
+        x = x + ctx @ att.o_proj.weight.T + att.o_proj.bias
+        h = F.gelu(ln(x, layer.layernorm_after) @ layer.mlp.fc1.weight.T + layer.mlp.fc1.bias)
+        x = x + h @ layer.mlp.fc2.weight.T + layer.mlp.fc2.bias
+    logits = ln(x, vit.layernorm)[0] @ model.classifier.weight.T + model.classifier.bias
+    return logits, attns, inputs, updates
+
+
+def ref_integrated(model, pixels, target, steps):
+    """W (N, N): mean over heads of max(mean over k of grad A(L-1)(alpha_k x), 0), alpha_k = k/(K-1)."""
+    total = 0
+    for k in range(steps):
+        logits, attns, _, _ = ref_forward(model, pixels * (k / (steps - 1)))
+        total = total + torch.autograd.grad(logits[target], attns[-1])[0]
+    gbar = total / steps
+    heads = gbar.shape[0]
+    return sum(gbar[h].clamp(min=0) for h in range(heads)) / heads
+
+
+def ref_tam(model, pixels, target, start_layer, steps):
+    with torch.no_grad():
+        _, attns, _, _ = ref_forward(model, pixels)
+    means = [a.mean(dim=0) for a in attns]
+    s = means[-1][0]
+    for layer in range(len(means) - 2, start_layer - 1, -1):
+        s = s @ means[layer] + s
+    return s[1:] * ref_integrated(model, pixels, target, steps)[0, 1:]
+
+
+def ref_bi_head(model, pixels, target, start_layer, steps):
+    """start_layer counted from 0 (the authors' start_layer - 1)."""
+    logits, attns, _, _ = ref_forward(model, pixels)
+    grads = torch.autograd.grad(logits[target], attns)
+    n = attns[0].shape[-1]
+    r = torch.eye(n)
+    for layer in range(start_layer, len(attns)):
+        a, g = attns[layer].detach(), grads[layer]
+        importance = torch.stack([(a[h].T @ g[h]).abs().mean() for h in range(a.shape[0])])
+        w = importance / importance.sum()
+        mix = sum(w[h] * a[h] for h in range(a.shape[0]))
+        r = r + mix @ r
+    weight = ref_integrated(model, pixels, target, steps)
+    return (weight * r)[0, 1:]
+
+
+def ref_bi_token(model, pixels, target, start_layer, steps):
+    with torch.no_grad():
+        _, attns, inputs, updates = ref_forward(model, pixels)
+    n = attns[0].shape[-1]
+    r = torch.eye(n)
+    for layer in range(start_layer, len(attns)):
+        o = torch.tensor([updates[layer][i].norm() / inputs[layer][i].norm() for i in range(n)])
+        r = r + attns[layer].mean(dim=0) @ torch.diag(o) @ r
+    weight = ref_integrated(model, pixels, target, steps)
+    return weight[0, 1:] * r[0, 1:].abs()
+
+
+REFERENCES = {"tam": ref_tam, "bi": ref_bi_head, "bi_token": ref_bi_token}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+@pytest.mark.parametrize("start_layer", [0, 1, 2])
+def test_matches_the_equations(tiny_vit, tiny_explainer, tiny_pixels, name, start_layer):
+    targets = [1, 3, 0]
+    res = tiny_explainer.explain(tiny_pixels, target=targets, method=make(name, start_layer=start_layer,
+                                                                              steps=STEPS, batch_size=4))
+    assert res.maps.shape == (3, 4, 4)
+    for b, t in enumerate(targets):
+        expected = REFERENCES[name](tiny_vit, tiny_pixels[b : b + 1], t, start_layer, STEPS)
+        scale = expected.abs().max()
+        assert scale > 0
+        torch.testing.assert_close(res.maps[b].flatten(), expected.detach(), rtol=0, atol=1e-5 * scale.item())
+
+
+@pytest.mark.parametrize("name", ["tam", "bi", "bi_token"])
+def test_batched_equals_one_by_one(tiny_explainer, tiny_pixels, name):
+    """Images of a batch do not interact (the authors' BI-token averages over the batch)."""
+    method = make(name, start_layer=0, steps=STEPS, batch_size=7)  # chunks straddle images
+    together = tiny_explainer.explain(tiny_pixels, target=[1, 3, 0], method=method).maps
+    for b, t in enumerate([1, 3, 0]):
+        alone = tiny_explainer.explain(tiny_pixels[b : b + 1], target=t, method=method).maps[0]
+        torch.testing.assert_close(together[b], alone, rtol=1e-5, atol=1e-7)
+
+
+def test_defaults_are_the_authors(tiny_explainer):
+    """TAM 4 (0-based, as its authors count); BI 4 and BI-token 7 in BI's 1-based count = 3 and 6 here."""
+    assert [get_method(n).start_layer for n in ("tam", "bi", "bi_token")] == [4, 3, 6]
+    assert all(get_method(n).steps == 20 for n in ("tam", "bi", "bi_token"))
+    for name in ("tam", "bi", "bi_token"):
+        cls = METHODS[name]
+        assert cls.signed is False and cls.description and cls.__doc__
+    with pytest.raises(AttngradError, match="start_layer 4 is out of range"):
+        tiny_explainer.explain(torch.zeros(1, 3, 32, 32), method="tam")  # a 3-layer model
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(AttngradError, match="steps"):
+        make("tam", steps=0)
+    with pytest.raises(AttngradError, match="batch_size"):
+        make("bi", batch_size=0)
+
+
+def test_bi_token_without_recorded_inputs(tiny_explainer, tiny_pixels):
+    """A trace made without BI-token's capture context costs one more forward, same map."""
+    method = make("bi_token", start_layer=1, steps=STEPS)
+    shared = tiny_explainer.trace(tiny_pixels, target=2, methods=[method])
+    bare = tiny_explainer.trace(tiny_pixels, target=2, methods=[get_method("complete")])
+    torch.testing.assert_close(method(bare), method(shared))
+
+
+def _timm_copy_of_hf(hf):
+    """A timm ViT with the Hugging Face tiny ViT's weights."""
+    timm = pytest.importorskip("timm")
+    cfg = hf.config
+    tm = timm.create_model("vit_tiny_patch16_224", img_size=cfg.image_size, patch_size=cfg.patch_size,
+                           embed_dim=cfg.hidden_size, depth=cfg.num_hidden_layers, num_heads=cfg.num_attention_heads,
+                           mlp_ratio=cfg.intermediate_size / cfg.hidden_size, num_classes=cfg.num_labels,
+                           qkv_bias=True).eval()
+    vit = hf.vit
+    sd = {"cls_token": vit.embeddings.cls_token, "pos_embed": vit.embeddings.position_embeddings,
+          "patch_embed.proj.weight": vit.embeddings.patch_embeddings.projection.weight,
+          "patch_embed.proj.bias": vit.embeddings.patch_embeddings.projection.bias,
+          "norm.weight": vit.layernorm.weight, "norm.bias": vit.layernorm.bias,
+          "head.weight": hf.classifier.weight, "head.bias": hf.classifier.bias}
+    for i, layer in enumerate(vit.layers):
+        att, p = layer.attention, f"blocks.{i}."
+        sd[p + "attn.qkv.weight"] = torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight])
+        sd[p + "attn.qkv.bias"] = torch.cat([att.q_proj.bias, att.k_proj.bias, att.v_proj.bias])
+        for theirs, ours in (("attn.proj", att.o_proj), ("norm1", layer.layernorm_before),
+                             ("norm2", layer.layernorm_after), ("mlp.fc1", layer.mlp.fc1), ("mlp.fc2", layer.mlp.fc2)):
+            sd[p + theirs + ".weight"], sd[p + theirs + ".bias"] = ours.weight, ours.bias
+    tm.load_state_dict({k: v.detach().clone() for k, v in sd.items()})
+    return tm
+
+
+def test_timm_gives_the_same_maps_as_hugging_face(tiny_vit, tiny_explainer, tiny_pixels):
+    tm = _timm_copy_of_hf(tiny_vit)
+    methods = [make(n, start_layer=1, steps=STEPS) for n in ("tam", "bi", "bi_token")]
+    from_timm = Explainer(tm).explain_methods(tiny_pixels, methods, target=[1, 3, 0])
+    from_hf = tiny_explainer.explain_methods(tiny_pixels, methods, target=[1, 3, 0])
+    for name in ("tam", "bi", "bi_token"):
+        scale = from_hf[name].maps.abs().max().item()
+        torch.testing.assert_close(from_timm[name].maps, from_hf[name].maps, rtol=0, atol=1e-5 * scale)
+
+
+@needs_shared
+@pytest.mark.slow
+def test_shipped_vit_ti_sizes_and_timm_copy(vit_ti):
+    """rivals.md: on el1, TAM maxima about 1.6-3.2, BI-H 6-12, BI-T 0.3-0.5; the timm checkpoint agrees."""
+    from attngrad.demo import asset_image
+
+    pixels, _ = vit_ti.prepare([asset_image("el1.jpg")] * 2)
+    names = ["tam", "bi", "bi_token"]
+    ours = vit_ti.explain_methods(pixels, names, target=["zebra", "African elephant"])
+    peaks = {n: ours[n].maps.flatten(1).amax(dim=1) for n in names}
+    assert ((peaks["tam"] > 1.0) & (peaks["tam"] < 4.0)).all(), peaks
+    assert ((peaks["bi"] > 4.0) & (peaks["bi"] < 15.0)).all(), peaks
+    assert ((peaks["bi_token"] > 0.2) & (peaks["bi_token"] < 0.7)).all(), peaks
+    pytest.importorskip("timm")
+    timm_ex = Explainer.from_timm("vit_tiny_patch16_224", TIMM_CKPT)
+    theirs = timm_ex.explain_methods(pixels, names, target=["zebra", "African elephant"])
+    for n in names:
+        torch.testing.assert_close(theirs[n].maps, ours[n].maps, rtol=0, atol=1e-3 * peaks[n].max().item())
