@@ -30,14 +30,19 @@ def make(name, **options):
     return METHODS[name](**options)
 
 
-def ref_forward(model, pixels):
-    """One image (1, 3, H, W) -> logits (C,), attentions [(H, N, N)], block inputs [(N, D)], value updates [(N, D)]."""
+def ref_forward(model, pixels, keep=None, outputs=None):
+    """One image (1, 3, H, W) -> logits (C,), attentions [(H, N, N)], block inputs [(N, D)], value updates [(N, D)].
+
+    ``keep``: patch indices whose tokens (with CLS) alone enter the blocks; ``outputs``: a list
+    that receives every block's output."""
     cfg, vit = model.config, model.vit
     heads, d = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
     ln = lambda x, m: F.layer_norm(x, (cfg.hidden_size,), m.weight, m.bias, cfg.layer_norm_eps)  # noqa: E731
     conv = vit.embeddings.patch_embeddings.projection
     x = F.conv2d(pixels, conv.weight, conv.bias, stride=cfg.patch_size).flatten(2)[0].T
     x = torch.cat([vit.embeddings.cls_token[0], x]) + vit.embeddings.position_embeddings[0]
+    if keep is not None:
+        x = torch.stack([x[0]] + [x[1 + int(j)] for j in keep])
     attns, inputs, updates = [], [], []
     for layer in vit.layers:
         att = layer.attention
@@ -51,6 +56,8 @@ def ref_forward(model, pixels):
         x = x + ctx @ att.o_proj.weight.T + att.o_proj.bias
         h = F.gelu(ln(x, layer.layernorm_after) @ layer.mlp.fc1.weight.T + layer.mlp.fc1.bias)
         x = x + h @ layer.mlp.fc2.weight.T + layer.mlp.fc2.bias
+        if outputs is not None:
+            outputs.append(x)
     logits = ln(x, vit.layernorm)[0] @ model.classifier.weight.T + model.classifier.bias
     return logits, attns, inputs, updates
 
@@ -184,10 +191,10 @@ def _timm_copy_of_hf(hf):
 
 def test_timm_gives_the_same_maps_as_hugging_face(tiny_vit, tiny_explainer, tiny_pixels):
     tm = _timm_copy_of_hf(tiny_vit)
-    methods = [make(n, start_layer=1, steps=STEPS) for n in ("tam", "bi", "bi_token")]
+    methods = [make(n, start_layer=1, steps=STEPS) for n in ("tam", "bi", "bi_token")] + [make("tis", n_masks=6)]
     from_timm = Explainer(tm).explain_methods(tiny_pixels, methods, target=[1, 3, 0])
     from_hf = tiny_explainer.explain_methods(tiny_pixels, methods, target=[1, 3, 0])
-    for name in ("tam", "bi", "bi_token"):
+    for name in ("tam", "bi", "bi_token", "tis"):
         scale = from_hf[name].maps.abs().max().item()
         torch.testing.assert_close(from_timm[name].maps, from_hf[name].maps, rtol=0, atol=1e-5 * scale)
 
@@ -210,3 +217,57 @@ def test_shipped_vit_ti_sizes_and_timm_copy(vit_ti):
     theirs = timm_ex.explain_methods(pixels, names, target=["zebra", "African elephant"])
     for n in names:
         torch.testing.assert_close(theirs[n].maps, ours[n].maps, rtol=0, atol=1e-3 * peaks[n].max().item())
+
+
+def ref_kmeans(points, k, seed, max_iter=100, tol=1e-4):
+    """Lloyd's k-means on the rows of ``points`` (n, P), one point at a time; initial centroids the
+    rows ``randint(0, n, (k,))`` of a generator seeded ``seed``; an empty cluster's centroid is 0."""
+    n = points.shape[0]
+    centroids = points[torch.randint(0, n, (k,), generator=torch.Generator().manual_seed(seed))].clone()
+    for _ in range(max_iter):
+        members = [[] for _ in range(k)]
+        for i in range(n):
+            members[int(((points[i] - centroids) ** 2).sum(dim=1).argmin())].append(points[i])
+        moved = torch.stack([torch.stack(m).mean(dim=0) if m else torch.zeros_like(points[0]) for m in members])
+        shift = float(((moved - centroids) ** 2).sum())
+        centroids = moved
+        if shift <= tol:
+            break
+    return centroids
+
+
+def ref_tis(model, pixels, target, n_masks, ratio, seed):
+    with torch.no_grad():
+        outputs = []
+        ref_forward(model, pixels, outputs=outputs)
+        points = torch.cat(outputs, dim=-1)[1:].T  # (L*D, P)
+        centroids = ref_kmeans(points, n_masks, seed)
+        patches = points.shape[1]
+        total, coverage = torch.zeros(patches), torch.zeros(patches)
+        for c in centroids:
+            keep = sorted(range(patches), key=lambda j: (-float(c[j]), j))[: int(ratio * patches)]
+            prob = torch.softmax(ref_forward(model, pixels, keep=keep)[0], dim=0)[target]
+            for j in keep:
+                total[j] += prob
+                coverage[j] += 1
+        return total / coverage
+
+
+def test_tis_matches_the_equations(tiny_vit, tiny_explainer, tiny_pixels):
+    method = make("tis", n_masks=6, tokens_ratio=0.5, batch_size=5, seed=3)
+    res = tiny_explainer.explain(tiny_pixels, target=[1, 3, 0], method=method)
+    for b, t in enumerate([1, 3, 0]):
+        expected = ref_tis(tiny_vit, tiny_pixels[b : b + 1], t, 6, 0.5, 3)
+        torch.testing.assert_close(res.maps[b].flatten(), expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, options", [("tis", dict(n_masks=6, batch_size=5))])
+def test_seeded_batched_equals_one_by_one(tiny_explainer, tiny_pixels, name, options):
+    together = tiny_explainer.explain(tiny_pixels, target=[1, 3, 0], method=make(name, seed=5, **options)).maps
+    again = tiny_explainer.explain(tiny_pixels, target=[1, 3, 0], method=make(name, seed=5, **options)).maps
+    assert torch.equal(together, again)
+    for b, t in enumerate([1, 3, 0]):
+        alone = tiny_explainer.explain(tiny_pixels[b : b + 1], target=t, method=make(name, seed=5, **options)).maps[0]
+        torch.testing.assert_close(together[b], alone, rtol=1e-5, atol=1e-7)
+    other = tiny_explainer.explain(tiny_pixels, target=[1, 3, 0], method=make(name, seed=6, **options)).maps
+    assert not torch.equal(together, other)

@@ -10,6 +10,7 @@ from .random import RandomBaseline
 from .rollout import GAE, Absolute, AttentionRollout, AttentionRolloutEq1, Complete, Rollout, rollout
 from .tam import TAM
 from .tattr import LRP, PartialLRP, TAttr
+from .tis import TIS
 
 __all__ = [
     "METHODS",
@@ -45,7 +46,7 @@ for _cls in (Complete, GAE, Absolute, AttentionRollout, AttentionRolloutEq1, Raw
     register(_cls)
 for _cls in (TAttr, LRP, PartialLRP):  # relevance propagation (Chefer et al., CVPR 2021)
     register(_cls)
-for _cls in (TAM, BeyondIntuitionHead, BeyondIntuitionToken):  # rivals (paper, Figure 13)
+for _cls in (TAM, BeyondIntuitionHead, BeyondIntuitionToken, TIS):  # rivals (paper, Figure 13)
     register(_cls)
 
 

@@ -146,3 +146,28 @@ def forward_from_last_block(adapter: Any, pixel_values: torch.Tensor) -> Any:
             return adapter.forward(pixel_values)
     finally:
         handle.remove()
+
+
+def first_norm(block: nn.Module) -> nn.Module:
+    """A block's first LayerNorm (timm ``norm1``, Hugging Face ``layernorm_before``)."""
+    found = _path(block, "norm1", "layernorm_before")
+    if found is None:
+        raise AttngradError(f"{type(block).__name__}: cannot find its first LayerNorm; use a ViT/DeiT model")
+    return found
+
+
+@contextmanager
+def keep_tokens(model: nn.Module, tokens: torch.Tensor, images: torch.Tensor) -> Iterator[None]:
+    """Inside, the embedded sequence of the forward's input ``images[i]`` is replaced by its
+    tokens ``tokens[i]`` (c, k) for row ``i``: the batch becomes ``len(tokens)`` sequences of
+    ``k`` tokens each (TIS's token sampling after the position embedding)."""
+
+    def hook(module, args, output):
+        seq = output[0] if isinstance(output, tuple) else output
+        return seq[images[:, None], tokens]
+
+    handle = embedding_module(model).register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
 from ..errors import AttngradError
+from ..models.base import ModelAdapter
+from .base import Trace
 
 
 def check_layer(name: str, start_layer: int, layers: int) -> None:
@@ -19,3 +27,30 @@ def check_positive(name: str, **values: int) -> None:
     for key, value in values.items():
         if not isinstance(value, int) or value < 1:
             raise AttngradError(f"{name}: {key} must be a positive integer, not {value!r}")
+
+
+Recorder = Callable[[nn.Module, list], AbstractContextManager[None]]
+
+
+@contextmanager
+def recording(adapter: ModelAdapter, extras: dict[str, Any], key: str, recorder: Recorder) -> Iterator[None]:
+    """A :meth:`Method.capture` body: ``recorder(model, store)`` fills ``extras[key]`` during the
+    shared forward pass (once, however many methods of the pass ask for it)."""
+    if key in extras:
+        yield
+        return
+    store: list = []
+    extras[key] = store
+    with recorder(adapter.model, store):
+        yield
+
+
+def recorded(trace: Trace, key: str, recorder: Recorder) -> list:
+    """What :func:`recording` stored in the trace, or (for a trace made without it) the same
+    from one more forward pass."""
+    store = trace.extras.get(key)
+    if not store:
+        store = []
+        with torch.no_grad(), recorder(trace.adapter.model, store):
+            trace.adapter.forward(trace.pixel_values)
+    return store

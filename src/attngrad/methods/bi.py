@@ -18,14 +18,14 @@ columns, times ``W[t, :]``, the last layer's integrated gradient (:mod:`._integr
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 
 from ..models.base import ModelAdapter
 from ._blocks import record_block_inputs, value_output, blocks
-from ._common import check_layer, check_positive
+from ._common import check_layer, check_positive, recorded, recording
 from ._integrated import integrated_weight
 from .base import Method, Trace
 from .rollout import rollout
@@ -98,15 +98,11 @@ class BeyondIntuitionToken(BeyondIntuitionHead):
         super().__init__(start_layer=6 if start_layer is None else start_layer, steps=steps, batch_size=batch_size)
 
     def capture(self, adapter: ModelAdapter, extras: dict[str, Any]) -> AbstractContextManager[None]:
-        return _recording(adapter, extras)
+        return recording(adapter, extras, _INPUTS, record_block_inputs)
 
     def mixes(self, trace: Trace) -> list[torch.Tensor]:
-        inputs = trace.extras.get(_INPUTS)
+        inputs = recorded(trace, _INPUTS, record_block_inputs)
         model = trace.adapter.model
-        if not inputs:
-            inputs = []
-            with torch.no_grad(), record_block_inputs(model, inputs):
-                trace.adapter.forward(trace.pixel_values)
         mixes = []
         with torch.no_grad():
             for layer, block in enumerate(blocks(model)):
@@ -120,13 +116,3 @@ class BeyondIntuitionToken(BeyondIntuitionHead):
     def token_scores(self, trace: Trace) -> torch.Tensor:
         return super().token_scores(trace).abs()
 
-
-@contextmanager
-def _recording(adapter: ModelAdapter, extras: dict[str, Any]) -> Iterator[None]:
-    if _INPUTS in extras:  # already recorded by another instance in the same pass
-        yield
-        return
-    store: list[torch.Tensor] = []
-    extras[_INPUTS] = store
-    with record_block_inputs(adapter.model, store):
-        yield
