@@ -30,7 +30,7 @@ def make(name, **options):
     return METHODS[name](**options)
 
 
-def ref_forward(model, pixels, keep=None, outputs=None):
+def ref_forward(model, pixels, keep=None, outputs=None, norms=None):
     """One image (1, 3, H, W) -> logits (C,), attentions [(H, N, N)], block inputs [(N, D)], value updates [(N, D)].
 
     ``keep``: patch indices whose tokens (with CLS) alone enter the blocks; ``outputs``: a list
@@ -48,6 +48,8 @@ def ref_forward(model, pixels, keep=None, outputs=None):
         att = layer.attention
         inputs.append(x)
         h = ln(x, layer.layernorm_before)
+        if norms is not None:
+            norms.append(h)
         q, k, v = ((h @ m.weight.T + m.bias).view(-1, heads, d) for m in (att.q_proj, att.k_proj, att.v_proj))
         a = torch.stack([torch.softmax(q[:, i] @ k[:, i].T / math.sqrt(d), dim=-1) for i in range(heads)])
         attns.append(a)
@@ -191,10 +193,11 @@ def _timm_copy_of_hf(hf):
 
 def test_timm_gives_the_same_maps_as_hugging_face(tiny_vit, tiny_explainer, tiny_pixels):
     tm = _timm_copy_of_hf(tiny_vit)
-    methods = [make(n, start_layer=1, steps=STEPS) for n in ("tam", "bi", "bi_token")] + [make("tis", n_masks=6)]
+    methods = [make(n, start_layer=1, steps=STEPS) for n in ("tam", "bi", "bi_token")] + [make("tis", n_masks=6),
+                                                                                  make("vitcx", distance_threshold=0.2)]
     from_timm = Explainer(tm).explain_methods(tiny_pixels, methods, target=[1, 3, 0])
     from_hf = tiny_explainer.explain_methods(tiny_pixels, methods, target=[1, 3, 0])
-    for name in ("tam", "bi", "bi_token", "tis"):
+    for name in ("tam", "bi", "bi_token", "tis", "vitcx"):
         scale = from_hf[name].maps.abs().max().item()
         torch.testing.assert_close(from_timm[name].maps, from_hf[name].maps, rtol=0, atol=1e-5 * scale)
 
@@ -261,7 +264,8 @@ def test_tis_matches_the_equations(tiny_vit, tiny_explainer, tiny_pixels):
         torch.testing.assert_close(res.maps[b].flatten(), expected, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("name, options", [("tis", dict(n_masks=6, batch_size=5))])
+@pytest.mark.parametrize("name, options", [("tis", dict(n_masks=6, batch_size=5)),
+                                           ("vitcx", dict(distance_threshold=0.2, batch_size=7))])
 def test_seeded_batched_equals_one_by_one(tiny_explainer, tiny_pixels, name, options):
     together = tiny_explainer.explain(tiny_pixels, target=[1, 3, 0], method=make(name, seed=5, **options)).maps
     again = tiny_explainer.explain(tiny_pixels, target=[1, 3, 0], method=make(name, seed=5, **options)).maps
@@ -271,3 +275,52 @@ def test_seeded_batched_equals_one_by_one(tiny_explainer, tiny_pixels, name, opt
         torch.testing.assert_close(together[b], alone, rtol=1e-5, atol=1e-7)
     other = tiny_explainer.explain(tiny_pixels, target=[1, 3, 0], method=make(name, seed=6, **options)).maps
     assert not torch.equal(together, other)
+
+
+def ref_vitcx(model, pixels, target, threshold, noise, seed):
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    with torch.no_grad():
+        norms = []
+        clean = torch.softmax(ref_forward(model, pixels, norms=norms)[0], dim=0)[target]
+        size, patch = pixels.shape[-1], model.config.patch_size
+        g = size // patch
+        feats = norms[-1][1:].T.reshape(-1, 1, g, g)  # (D, 1, g, g)
+        maps = []
+        for f in feats:
+            up = F.interpolate(f[None], size=(size, size), mode="bilinear", align_corners=False)[0, 0].flatten()
+            maps.append((up - up.min()) / (up.max() - up.min()))
+        d = len(maps)
+        dist = torch.zeros(d, d, dtype=torch.float64)
+        for i in range(d):
+            for j in range(d):
+                if i != j:
+                    dist[i, j] = 1 - float(maps[i] @ maps[j] / (maps[i].norm() * maps[j].norm()))
+        labels = fcluster(linkage(squareform(dist.numpy()), "complete"), t=threshold, criterion="distance")
+        groups = {}
+        for i, label in enumerate(labels):
+            groups.setdefault(label, []).append(i)
+        masks = []
+        for members in sorted(groups.values(), key=min):
+            m = sum(maps[i] for i in members)
+            masks.append(((m - m.min()) / (m.max() - m.min())).view(1, size, size))
+        gen = torch.Generator().manual_seed(seed)
+        total = torch.zeros(size * size)
+        cover = sum(masks).flatten()
+        for m in masks:
+            n = noise * torch.randn(pixels.shape[1:], generator=gen) * (1 - m)
+            p_mask = torch.softmax(ref_forward(model, (pixels[0] * m + n)[None])[0], dim=0)[target]
+            p_noise = torch.softmax(ref_forward(model, (pixels[0] + n)[None])[0], dim=0)[target]
+            total += torch.where(cover > 0, (p_mask - p_noise + clean) * m.flatten() / cover, 0.0)
+        pixel = (total / len(masks)).view(g, patch, g, patch)
+        return pixel.mean(dim=(1, 3)), len(masks)
+
+
+def test_vitcx_matches_the_equations(tiny_vit, tiny_explainer, tiny_pixels):
+    method = make("vitcx", distance_threshold=0.2, batch_size=7, seed=2)
+    res = tiny_explainer.explain(tiny_pixels, target=[1, 3, 0], method=method)
+    for b, t in enumerate([1, 3, 0]):
+        expected, clusters = ref_vitcx(tiny_vit, tiny_pixels[b : b + 1], t, 0.2, 0.1, 2)
+        assert 1 < clusters < 32
+        torch.testing.assert_close(res.maps[b], expected, rtol=1e-4, atol=1e-6)

@@ -11,6 +11,7 @@ from .rollout import GAE, Absolute, AttentionRollout, AttentionRolloutEq1, Compl
 from .tam import TAM
 from .tattr import LRP, PartialLRP, TAttr
 from .tis import TIS
+from .vitcx import ViTCX
 
 __all__ = [
     "METHODS",
@@ -46,7 +47,7 @@ for _cls in (Complete, GAE, Absolute, AttentionRollout, AttentionRolloutEq1, Raw
     register(_cls)
 for _cls in (TAttr, LRP, PartialLRP):  # relevance propagation (Chefer et al., CVPR 2021)
     register(_cls)
-for _cls in (TAM, BeyondIntuitionHead, BeyondIntuitionToken, TIS):  # rivals (paper, Figure 13)
+for _cls in (TAM, BeyondIntuitionHead, BeyondIntuitionToken, TIS, ViTCX):  # rivals (paper, Figure 13)
     register(_cls)
 
 

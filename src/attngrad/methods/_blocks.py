@@ -171,3 +171,17 @@ def keep_tokens(model: nn.Module, tokens: torch.Tensor, images: torch.Tensor) ->
         yield
     finally:
         handle.remove()
+
+
+@contextmanager
+def record_last_norm(model: nn.Module, store: list[torch.Tensor]) -> Iterator[None]:
+    """Append the last block's first-LayerNorm output (detached) to ``store`` (ViT-CX's features)."""
+
+    def hook(module, args, output):
+        store.append(output.detach())
+
+    handle = first_norm(blocks(model)[-1]).register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
