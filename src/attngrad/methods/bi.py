@@ -1,4 +1,5 @@
-"""Beyond Intuition (Chen, Li, Chang, Zhang & Hong, ICCV 2023): head-wise ``bi`` and token-wise
+"""Beyond Intuition: Rethinking Token Attributions inside Transformers (Chen et al.,
+TMLR 2023, openreview rm0zIzlhcX): head-wise ``bi`` and token-wise
 ``bi_token``.
 
 Follows the authors' code (``jiaminchen-1031/transformerinterp``,
@@ -53,7 +54,7 @@ class BeyondIntuitionHead(Method):
     name = "bi"
     needs_gradients = True
     signed = False
-    description = "Beyond Intuition, head-wise (Chen et al. ICCV 2023): head-weighted rollout x integrated gradient"
+    description = "Beyond Intuition, head-wise (Chen et al., TMLR 2023): head-weighted rollout x integrated gradient"
 
     def __init__(self, *, start_layer: int | None = None, steps: int = 20, batch_size: int = 64):
         self.start_layer = 3 if start_layer is None else start_layer
@@ -92,7 +93,7 @@ class BeyondIntuitionToken(BeyondIntuitionHead):
 
     name = "bi_token"
     needs_gradients = False
-    description = "Beyond Intuition, token-wise (Chen et al. ICCV 2023): value-norm-weighted rollout x integrated gradient"
+    description = "Beyond Intuition, token-wise (Chen et al., TMLR 2023): value-norm-weighted rollout x integrated gradient"
 
     def __init__(self, *, start_layer: int | None = None, steps: int = 20, batch_size: int = 64):
         super().__init__(start_layer=6 if start_layer is None else start_layer, steps=steps, batch_size=batch_size)

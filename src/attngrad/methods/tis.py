@@ -1,5 +1,5 @@
-"""TIS, Transformer Input Sampling (Englebert, Stassin, Nanfack, Mahmoudi, Siebert, Cornu & De
-Vleeschouwer, "Explaining through Transformer Input Sampling", ICCV Workshops 2023).
+"""TIS, Transformer Input Sampling (Englebert et al.,
+"Explaining through Transformer Input Sampling", ICCV Workshops 2023).
 
 Follows the authors' code (``aenglebert/Transformer_Input_Sampling``, ``tis/tis.py``, class
 ``TIS``: ``get_encoder_activations``, ``generate_raw_masks``, ``generate_binary_masks``,

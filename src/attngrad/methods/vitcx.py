@@ -1,4 +1,4 @@
-"""ViT-CX, causal explanation of Vision Transformers (Xie, Li, Yu, Zhang & Zhang, IJCAI 2023).
+"""ViT-CX, causal explanation of Vision Transformers (Xie et al., IJCAI 2023).
 
 Follows the authors' code (``vaynexie/CausalX-ViT``: ``ViT_CX/ViT_CX.py``, function ``ViT_CX``,
 and ``ViT_CX/causal_score.py``, class ``causal_score``; defaults from their ``README.md``:
