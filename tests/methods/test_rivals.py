@@ -140,15 +140,21 @@ def test_batched_equals_one_by_one(tiny_explainer, tiny_pixels, name):
         torch.testing.assert_close(together[b], alone, rtol=1e-5, atol=1e-7)
 
 
-def test_defaults_are_the_authors(tiny_explainer):
-    """TAM 4 (0-based, as its authors count); BI 4 and BI-token 7 in BI's 1-based count = 3 and 6 here."""
-    assert [get_method(n).start_layer for n in ("tam", "bi", "bi_token")] == [4, 3, 6]
-    assert all(get_method(n).steps == 20 for n in ("tam", "bi", "bi_token"))
+def test_defaults_are_the_authors(tiny_explainer, tiny_pixels):
+    """TAM 4 (0-based, as its authors count); BI 4 and BI-token 7 in BI's 1-based count = 3 and 6 here;
+    on a model with fewer blocks the default becomes the last block; a given start layer is checked."""
+    assert [METHODS[n].default_start for n in ("tam", "bi", "bi_token")] == [4, 3, 6]
+    assert all(get_method(n).steps == 20 and get_method(n).start_layer is None for n in ("tam", "bi", "bi_token"))
     for name in ("tam", "bi", "bi_token"):
         cls = METHODS[name]
         assert cls.signed is False and cls.description and cls.__doc__
+        default = tiny_explainer.explain(tiny_pixels[:1], target=1, method=make(name, steps=STEPS)).maps
+        last = tiny_explainer.explain(tiny_pixels[:1], target=1, method=make(name, steps=STEPS, start_layer=2)).maps
+        torch.testing.assert_close(default, last)
     with pytest.raises(AttngradError, match="start_layer 4 is out of range"):
-        tiny_explainer.explain(torch.zeros(1, 3, 32, 32), method="tam")  # a 3-layer model
+        tiny_explainer.explain(tiny_pixels[:1], method=make("tam", start_layer=4))  # a 3-layer model
+    with pytest.raises(AttngradError, match="start_layer -1 is out of range"):
+        tiny_explainer.explain(tiny_pixels[:1], method=make("bi_token", start_layer=-1))
 
 
 def test_bad_options_are_refused():

@@ -22,6 +22,12 @@ def check_layer(name: str, start_layer: int, layers: int) -> None:
         )
 
 
+def resolve_layer(start_layer: int | None, default: int, layers: int) -> int:
+    """The start layer to use: the one given, else the authors' ``default`` (for their 12-block
+    ViTs), brought down to the last layer on a model with fewer blocks."""
+    return min(default, layers - 1) if start_layer is None else start_layer
+
+
 def check_positive(name: str, **values: int) -> None:
     """Refuse counts below 1 (steps, masks, batch sizes)."""
     for key, value in values.items():

@@ -26,7 +26,7 @@ import torch
 
 from ..models.base import ModelAdapter
 from ._blocks import record_block_inputs, value_output, blocks
-from ._common import check_layer, check_positive, recorded, recording
+from ._common import check_layer, check_positive, recorded, recording, resolve_layer
 from ._integrated import integrated_weight
 from .base import Method, Trace
 from .rollout import rollout
@@ -43,7 +43,8 @@ class BeyondIntuitionHead(Method):
 
     Args:
         start_layer: first layer of the product, counted from 0 (default 3 = the authors' 4 in
-            their 1-based count, the value of their perturbation script).
+            their 1-based count, the value of their perturbation script; the last block on a
+            model with fewer blocks).
         steps: integration steps K (default 20).
         batch_size: scaled copies per forward pass (default 64).
 
@@ -56,22 +57,31 @@ class BeyondIntuitionHead(Method):
     signed = False
     description = "Beyond Intuition, head-wise (Chen et al., TMLR 2023): head-weighted rollout x integrated gradient"
 
+    default_start = 3
+
     def __init__(self, *, start_layer: int | None = None, steps: int = 20, batch_size: int = 64):
-        self.start_layer = 3 if start_layer is None else start_layer
+        self.start_layer = start_layer
         self.steps = steps
         self.batch_size = batch_size
         check_positive(self.name, steps=steps, batch_size=batch_size)
 
+    def start(self, trace: Trace) -> int:
+        """The start layer for this trace's model (see :func:`._common.resolve_layer`), checked."""
+        layers = len(trace.attentions)
+        start = resolve_layer(self.start_layer, self.default_start, layers)
+        check_layer(self.name, start, layers)
+        return start
+
     def mixes(self, trace: Trace) -> list[torch.Tensor]:
         mixes = []
-        for attn, grad in zip(trace.attentions[self.start_layer :], trace.gradients[self.start_layer :]):
+        start = self.start(trace)
+        for attn, grad in zip(trace.attentions[start:], trace.gradients[start:]):
             importance = torch.matmul(attn.transpose(-1, -2), grad).abs().mean(dim=(-2, -1))  # (B, H)
             weights = importance / importance.sum(dim=1, keepdim=True)
             mixes.append((weights[:, :, None, None] * attn).sum(dim=1))
         return mixes
 
     def token_scores(self, trace: Trace) -> torch.Tensor:
-        check_layer(self.name, self.start_layer, len(trace.attentions))
         row = rollout(self.mixes(trace), trace.token)
         weight = integrated_weight(trace.adapter, trace.pixel_values, trace.targets, self.steps, self.batch_size)
         return weight[:, trace.token] * row
@@ -86,7 +96,8 @@ class BeyondIntuitionToken(BeyondIntuitionHead):
 
     Args:
         start_layer: first layer of the product, counted from 0 (default 6 = the authors' 7 in
-            their 1-based count, the value behind their published ViT numbers).
+            their 1-based count, the value behind their published ViT numbers; the last block
+            on a model with fewer blocks).
         steps: integration steps K (default 20).
         batch_size: scaled copies per forward pass (default 64).
     """
@@ -95,8 +106,7 @@ class BeyondIntuitionToken(BeyondIntuitionHead):
     needs_gradients = False
     description = "Beyond Intuition, token-wise (Chen et al., TMLR 2023): value-norm-weighted rollout x integrated gradient"
 
-    def __init__(self, *, start_layer: int | None = None, steps: int = 20, batch_size: int = 64):
-        super().__init__(start_layer=6 if start_layer is None else start_layer, steps=steps, batch_size=batch_size)
+    default_start = 6
 
     def capture(self, adapter: ModelAdapter, extras: dict[str, Any]) -> AbstractContextManager[None]:
         return recording(adapter, extras, _INPUTS, record_block_inputs)
@@ -105,9 +115,10 @@ class BeyondIntuitionToken(BeyondIntuitionHead):
         inputs = recorded(trace, _INPUTS, record_block_inputs)
         model = trace.adapter.model
         mixes = []
+        start = self.start(trace)
         with torch.no_grad():
             for layer, block in enumerate(blocks(model)):
-                if layer < self.start_layer:
+                if layer < start:
                     continue
                 z = inputs[layer]
                 ratio = value_output(block, z).norm(dim=-1) / z.norm(dim=-1)  # (B, N)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import check_layer, check_positive
+from ._common import check_layer, check_positive, resolve_layer
 from ._integrated import integrated_weight
 from .base import Method, Trace
 
@@ -41,19 +41,22 @@ class TAM(Method):
     signed = False
     description = "Transition attention maps (Yuan et al. 2021): attention Markov chain x integrated gradient"
 
+    default_start = 4
+
     def __init__(self, *, start_layer: int | None = None, steps: int = 20, batch_size: int = 64):
-        self.start_layer = 4 if start_layer is None else start_layer
+        self.start_layer = start_layer
         self.steps = steps
         self.batch_size = batch_size
         check_positive(self.name, steps=steps, batch_size=batch_size)
 
     def token_scores(self, trace: Trace) -> torch.Tensor:
         layers = len(trace.attentions)
-        check_layer(self.name, self.start_layer, layers)
+        start = resolve_layer(self.start_layer, self.default_start, layers)
+        check_layer(self.name, start, layers)
         means = [a.mean(dim=1) for a in trace.attentions]
         row = means[-1][:, trace.token : trace.token + 1]  # (B, 1, N)
         eye = torch.eye(row.shape[-1], dtype=row.dtype, device=row.device)
-        for layer in range(layers - 2, self.start_layer - 1, -1):
+        for layer in range(layers - 2, start - 1, -1):
             row = torch.bmm(row, means[layer] + eye)
         weight = integrated_weight(trace.adapter, trace.pixel_values, trace.targets, self.steps, self.batch_size)
         return row[:, 0] * weight[:, trace.token]
