@@ -77,7 +77,8 @@ def legend(methods: Sequence[str]) -> str:
     items = []
     for m in methods:
         cls = METHODS.get(m)
-        text = getattr(cls, "description", "") or (cls.__doc__ or "").strip().splitlines()[0] if cls else ""
+        doc = (getattr(cls, "__doc__", None) or "").strip().splitlines()
+        text = getattr(cls, "description", "") or (doc[0] if doc else "")
         items.append(f"<li><b>{html.escape(m)}</b> ({html.escape(red_means(m))}): {html.escape(text)}</li>")
     return "<ul>" + "".join(items) + "</ul>"
 
