@@ -47,7 +47,10 @@ def _minmax(rows: torch.Tensor) -> torch.Tensor:
 def cluster_features(maps: torch.Tensor, threshold: float) -> np.ndarray:
     """Cluster label per row of ``maps`` (D, HW): complete linkage on ``1 - cosine similarity``,
     merging below ``threshold``; clusters numbered in order of their lowest row index."""
-    from sklearn.cluster import AgglomerativeClustering
+    try:
+        from sklearn.cluster import AgglomerativeClustering
+    except ImportError:
+        raise AttngradError("vitcx needs scikit-learn; pip install 'scikit-learn>=1.2'") from None
 
     unit = maps / maps.norm(dim=1, keepdim=True)
     distance = torch.nan_to_num(1 - unit @ unit.T, nan=1.0).clamp(min=0).double().cpu().numpy()
