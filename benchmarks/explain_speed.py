@@ -6,9 +6,14 @@ explain / (forward+backward), at several batch sizes.
 "forward+backward" is the minimal pass a gradient explanation needs: a forward pass of the
 same (eager-attention) model and a backward pass of the summed target logits to the input.
 "fwd+bwd (weights)" also computes every weight's gradient, as a training step would.
-Timings are medians over ``--repeats`` runs after one warm-up run. Display images are built
-lazily, on first access of ``Explanation.images``; ``--show-images`` times each method with
-its display images read too (what a caller that draws the maps pays).
+Timings are medians over ``--repeats`` runs after one warm-up run (``--rival-repeats`` for the
+rivals, whose passes are many). Display images are built lazily, on first access of
+``Explanation.images``; ``--show-images`` times each method with its display images read too.
+
+The rivals (``tam``, ``bi``, ``bi_token``, ``tis``, ``vitcx``) run more model passes than the
+shared one; the last table gives, per method, the sequences the model processes per image
+(counted from the logits of every ``adapter.forward`` call: the shared pass, integration
+steps, masked passes; TIS's sequences keep ``tokens_ratio`` of the tokens).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from contextlib import contextmanager
 
 import torch
 
@@ -33,14 +39,36 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times) * 1000
 
 
+RIVALS = ("tam", "bi", "bi_token", "tis", "vitcx")
+
+
+@contextmanager
+def counting(adapter, counter: list[int]):
+    """Count the sequences (logit rows) of every ``adapter.forward`` call inside."""
+    plain = adapter.forward
+
+    def forward(pixel_values):
+        out = plain(pixel_values)
+        counter[0] += out.logits.shape[0]
+        return out
+
+    adapter.forward = forward
+    try:
+        yield
+    finally:
+        del adapter.forward
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None)
     parser.add_argument("--device", default=None)
     parser.add_argument("--batch-sizes", default="1,16,64")
-    parser.add_argument("--methods", default="complete,gae,absolute,rollout,raw_attention,attn_gradcam")
+    parser.add_argument("--methods", default="complete,gae,absolute,rollout,raw_attention,attn_gradcam,"
+                        + ",".join(RIVALS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--show-images", action="store_true", help="also build the display images of each result")
+    parser.add_argument("--rival-repeats", type=int, default=1)
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
     unknown = set(methods) - set(METHODS)
@@ -76,15 +104,23 @@ def main() -> None:
         row = [median_ms(forward, args.repeats), base, median_ms(fwd_bwd_weights, args.repeats)]
         ratios = []
         for m in methods:
+            repeats = args.rival_repeats if m in RIVALS else args.repeats
             if args.show_images:
-                t = median_ms(lambda: list(ex.explain(batch, method=m).images), args.repeats)
+                t = median_ms(lambda: list(ex.explain(batch, method=m).images), repeats)
             else:
-                t = median_ms(lambda: ex.explain(batch, method=m), args.repeats)
+                t = median_ms(lambda: ex.explain(batch, method=m), repeats)
             row.append(t)
             ratios.append(t / base)
         cells = " ".join(f"{t / b:9.2f}" for t in row[:2]) + f" {row[2] / b:18.2f} "
         cells += " ".join(f"{t / b:7.2f} ({r:.2f})" for t, r in zip(row[3:], ratios))
         print(f"{b:>5} {cells}")
+    print("\nmodel sequences per image (all forward passes of one explanation, batch 2)")
+    pair = pixels.expand(2, -1, -1, -1).contiguous()
+    for m in methods:
+        counter = [0]
+        with counting(ex.adapter, counter):
+            ex.explain(pair, method=m)
+        print(f"{m:>14} {counter[0] / 2:9.1f}")
 
 
 if __name__ == "__main__":

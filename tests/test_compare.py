@@ -11,7 +11,7 @@ from PIL import Image
 
 from attngrad import viz
 from attngrad.cli import main
-from attngrad.compare import build_comparison_page, comparison_grid
+from attngrad.compare import build_comparison_page, comparison_grid, red_means
 from attngrad.errors import AttngradError
 
 from .conftest import MULTICLASS
@@ -28,7 +28,9 @@ def test_grid_rows_are_classes_and_columns_methods(tiny_explainer, tiny_image):
     fig = comparison_grid(tiny_explainer, tiny_image, ["zebra", "cat"], methods)
     image_axes = [ax for ax in fig.axes if ax.images]
     assert len(image_axes) == 2 * (1 + len(methods))
-    assert [ax.get_title() for ax in fig.axes[:4]] == ["image", *methods]
+    titles = [ax.get_title() for ax in fig.axes[:4]]
+    assert titles == ["image", *(f"{m}\n({red_means(m)})" for m in methods)]
+    assert red_means("complete") == "red supports, blue opposes" and red_means("tam") == "red = magnitude"
     assert fig.axes[0].get_ylabel() == "zebra" and fig.axes[4].get_ylabel() == "cat"
     # each cell is the method's own map under the shared display rules (viz.overlay)
     res = tiny_explainer.explain_methods([tiny_image], ["lrp"], target="cat")["lrp"]
@@ -73,12 +75,33 @@ def test_page_methods_default_to_the_papers_figure_13(tiny_explainer, tiny_image
     seen = {}
 
     def fake_grid(explainer, image, targets, methods, loss="logit"):
-        seen[tuple(targets)] = methods
+        seen[getattr(image, "name", None), tuple(targets)] = methods
         return viz.grid([tiny_image], [[torch.zeros(2, 2)]])
 
     monkeypatch.setattr(compare, "comparison_grid", fake_grid)
     monkeypatch.setattr(compare, "asset_image", lambda name: tiny_image)
-    page = build_comparison_page(tiny_explainer, tmp_path)
-    paper = ["raw_attention", "rollout", "attn_gradcam", "partial_lrp", "lrp", "tattr", "gae", "absolute", "complete"]
-    assert seen == {("zebra", "African elephant"): paper, ("bull mastiff", "tiger cat"): paper}
-    assert page.name == "compare.html" and "tattr" in page.read_text()
+    extra = tmp_path / "multiclass"
+    extra.mkdir()
+    tiny_image.save(extra / "dogbird.png")
+    tiny_image.save(extra / "el1.jpg")  # a shipped case: not repeated
+    (extra / "notes.txt").write_text("not an image")
+    page = build_comparison_page(tiny_explainer, tmp_path / "out", multiclass=extra)
+    paper = ["raw_attention", "rollout", "attn_gradcam", "partial_lrp", "lrp", "tattr", "tam", "bi", "tis", "vitcx",
+             "gae", "absolute", "complete"]
+    expected = [m for m in compare.PAPER_METHODS if m in compare.METHODS]
+    assert set(paper) <= set(expected)
+    assert seen == {(None, ("zebra", "African elephant")): expected, (None, ("bull mastiff", "tiger cat")): expected,
+                    ("dogbird.png", ("top1", "top2")): expected}
+    text = page.read_text()
+    assert page.name == "compare.html" and "dogbird_compare.png" in text
+    assert "<b>tam</b> (red = magnitude)" in text and "<b>complete</b> (red supports, blue opposes)" in text
+
+
+def test_multiclass_folder_from_the_environment(monkeypatch, tmp_path):
+    from attngrad.cases import extra_multiclass_images, multiclass_folder
+
+    monkeypatch.setenv("ATTNGRAD_MULTICLASS", str(tmp_path))
+    assert multiclass_folder() == tmp_path
+    (tmp_path / "a.jpg").write_bytes(b"")
+    (tmp_path / "catdog.png").write_bytes(b"")
+    assert extra_multiclass_images() == [tmp_path / "a.jpg"]

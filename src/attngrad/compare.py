@@ -1,9 +1,12 @@
 """The comparison grid: one image, rows = classes, columns = methods (the paper's Figure 13).
 
 Every map follows the same display rules (:mod:`attngrad.viz`: ``S / max|S|`` per map,
-diverging colours on [-1, 1], one colour bar). All classes of one image are explained in
-one batch (the image repeated, one target per copy), so the grid costs one forward and
-one backward pass, plus one relevance propagation when T-Attr or LRP is among the methods.
+diverging colours on [-1, 1], one colour bar). Each column title says what red means:
+support for the class (blue: opposition) for signed methods, magnitude for unsigned ones.
+All classes of one image are explained in one batch (the image repeated, one target per
+copy), so the grid costs one shared forward and backward pass, plus what each method adds
+(a relevance propagation for T-Attr/LRP, integration steps for TAM/BI, masked passes for
+TIS/ViT-CX).
 """
 
 from __future__ import annotations
@@ -16,14 +19,31 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from . import viz
-from .demo import CASES, asset_image
+from .cases import CASES, asset_image, extra_multiclass_images
 from .errors import AttngradError
 from .explainer import Explainer
 from .io import ImageLike
 from .methods import METHODS
 
-#: The methods of the paper's comparison (its Figure 13), baselines first.
-PAPER_METHODS = ("raw_attention", "rollout", "attn_gradcam", "partial_lrp", "lrp", "tattr", "gae", "absolute", "complete")
+#: The methods of the paper's comparison (its Figure 13), baselines first; names not
+#: registered (e.g. a rival not implemented) are left out.
+PAPER_METHODS = ("raw_attention", "rollout", "attn_gradcam", "partial_lrp", "lrp", "tattr", "tam", "bi", "tis",
+                 "vitcx", "dix", "gae", "absolute", "complete")
+
+
+def paper_methods() -> list[str]:
+    """:data:`PAPER_METHODS` that are registered."""
+    return [m for m in PAPER_METHODS if m in METHODS]
+
+
+def is_signed(method: str) -> bool:
+    """Whether the method's sign means support / opposition (``signed`` class attribute)."""
+    return bool(getattr(METHODS.get(method), "signed", True))
+
+
+def red_means(method: str) -> str:
+    """What red shows in a method's map, in a few words."""
+    return "red supports, blue opposes" if is_signed(method) else "red = magnitude"
 
 
 def comparison_grid(
@@ -48,34 +68,58 @@ def comparison_grid(
     results = explainer.explain_methods([image] * len(targets), methods, target=list(targets), loss=loss)
     first = results[methods[0]]
     maps = [[results[m].maps[i] for m in methods] for i in range(len(targets))]
-    return viz.grid(first.images, maps, col_titles=["image", *methods], row_titles=first.target_names)
+    titles = ["image", *(f"{m}\n({red_means(m)})" for m in methods)]
+    return viz.grid(first.images, maps, col_titles=titles, row_titles=first.target_names)
 
 
-def build_comparison_page(explainer: Explainer, out_dir: str | Path, methods: Sequence[str] | None = None) -> Path:
-    """Write ``compare.html`` and one grid PNG per demo image (``el1``, ``catdog``) into ``out_dir``.
+def legend(methods: Sequence[str]) -> str:
+    """HTML list: per method, its one-line description and what red means."""
+    items = []
+    for m in methods:
+        cls = METHODS.get(m)
+        doc = (getattr(cls, "__doc__", None) or "").strip().splitlines()
+        text = getattr(cls, "description", "") or (doc[0] if doc else "")
+        items.append(f"<li><b>{html.escape(m)}</b> ({html.escape(red_means(m))}): {html.escape(text)}</li>")
+    return "<ul>" + "".join(items) + "</ul>"
 
-    Each image is explained for both of its classes (zebra / African elephant;
-    bull mastiff / tiger cat) with ``methods`` (default :data:`PAPER_METHODS`). Returns the path
-    of ``compare.html``.
+
+def build_comparison_page(
+    explainer: Explainer,
+    out_dir: str | Path,
+    methods: Sequence[str] | None = None,
+    multiclass: str | Path | None = None,
+) -> Path:
+    """Write ``compare.html`` and one grid PNG per multi-class image into ``out_dir``.
+
+    The shipped images are explained for both of their classes (zebra / African elephant;
+    bull mastiff / tiger cat), the other images of ``multiclass`` (default
+    :func:`attngrad.cases.multiclass_folder`, when present) for the model's top two classes,
+    with ``methods`` (default: the registered :data:`PAPER_METHODS`). Returns the path of
+    ``compare.html``.
     """
-    methods = list(methods or PAPER_METHODS)
+    methods = list(methods or paper_methods())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    cases: list[tuple[str, ImageLike, Sequence[str]]] = [
+        (name, asset_image(name), classes) for name, classes in CASES.items()
+    ]
+    cases += [(p.name, p, ("top1", "top2")) for p in extra_multiclass_images(multiclass)]
     sections = []
-    for filename, classes in tqdm(CASES.items(), desc="comparison grids", unit="image"):
+    for filename, image, classes in tqdm(cases, desc="comparison grids", unit="image"):
         stem = Path(filename).stem
-        fig = comparison_grid(explainer, asset_image(filename), classes, methods)
+        fig = comparison_grid(explainer, image, classes, methods)
         png = viz.save_figure(fig, out / f"{stem}_compare.png")
-        title = f"{html.escape(filename)}: {' / '.join(map(html.escape, classes))}"
+        shown = classes if classes != ("top1", "top2") else ("its top two classes",)
+        title = f"{html.escape(filename)}: {' / '.join(map(html.escape, shown))}"
         sections.append(f"<section><h2>{title}</h2><img src='{png.name}' alt='{html.escape(stem)} compared'></section>")
     page = out / "compare.html"
     page.write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>attngrad: methods compared</title>"
         "<style>body{font-family:sans-serif;max-width:1600px;margin:auto}img{max-width:100%}</style></head><body>"
-        "<h1>Methods compared on multi-class images</h1>"
-        f"<p>Rows: the class explained. Columns: {', '.join(map(html.escape, methods))}. "
-        "Each map is scaled by its own max |S|; red supports the class, blue opposes it. "
-        "<b>tattr</b>, <b>partial_lrp</b> and <b>lrp</b> follow Chefer et al. (CVPR 2021); "
-        "<b>lrp</b> is a pixel-level map.</p>" + "".join(sections) + "</body></html>"
+        "<h1>Methods compared on multi-class images (the paper's Figure 13 set)</h1>"
+        "<p>Rows: the class explained. Columns: the methods. Each map is scaled by its own max |S|. "
+        "For signed methods red supports the class and blue opposes it; unsigned methods show magnitude "
+        "only (red = large). <b>lrp</b> is a pixel-level map.</p>"
+        + legend(methods) + "".join(sections) + "</body></html>"
     )
     return page

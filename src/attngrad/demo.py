@@ -8,29 +8,28 @@ comparison page with every method of the paper's Figure 13 (``compare.html``).
 from __future__ import annotations
 
 import html
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from . import viz
+from .cases import CASES, asset_image
+from .compare import build_comparison_page, red_means
 from .explainer import Explainer
 
-#: Image file shipped in ``attngrad/assets/images`` -> the two classes it contains.
-CASES = {
-    "el1.jpg": ("zebra", "African elephant"),
-    "catdog.png": ("bull mastiff", "tiger cat"),
-}
+__all__ = ["CASES", "METHODS", "asset_image", "build_demo"]
+
 METHODS = ("gae", "complete", "absolute")
 
 
-def asset_image(name: str) -> Path:
-    """Path of an image shipped with the package (``el1.jpg``, ``catdog.png``, ImageNet samples)."""
-    return Path(str(resources.files("attngrad").joinpath("assets/images", name)))
+def build_demo(
+    explainer: Explainer, out: str | Path, methods: tuple[str, ...] = METHODS, multiclass: str | Path | None = None
+) -> Path:
+    """Write the gallery into ``out``; returns the path of ``index.html``.
 
-
-def build_demo(explainer: Explainer, out: str | Path, methods: tuple[str, ...] = METHODS) -> Path:
-    """Write the gallery into ``out``; returns the path of ``index.html``."""
+    ``compare.html`` beside it shows the paper's Figure 13 set on the shipped images and on
+    those of ``multiclass`` (see :func:`attngrad.compare.build_comparison_page`).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sections = []
@@ -41,7 +40,8 @@ def build_demo(explainer: Explainer, out: str | Path, methods: tuple[str, ...] =
         results = explainer.explain_methods([path] * len(classes), methods, target=list(classes))
         images = results[methods[0]].images
         maps = [[results[m].maps[i] for m in methods] for i in range(len(classes))]
-        fig = viz.grid(images, maps, col_titles=["image", *methods], row_titles=list(classes))
+        titles = ["image", *(f"{m}\n({red_means(m)})" for m in methods)]
+        fig = viz.grid(images, maps, col_titles=titles, row_titles=list(classes))
         viz.save_figure(fig, out / f"{stem}.png")
         for m in methods:
             np.save(out / f"{stem}_{m}.npy", results[m].numpy())
@@ -53,19 +53,19 @@ def build_demo(explainer: Explainer, out: str | Path, methods: tuple[str, ...] =
             f"<img src='{stem}.png' alt='{html.escape(stem)} explained'>"
             f"<table><tr><th>top-5</th><th>probability</th><th>logit</th></tr>{rows}</table></section>"
         )
-    from .compare import build_comparison_page
-
-    compare = build_comparison_page(explainer, out)
+    compare = build_comparison_page(explainer, out, multiclass=multiclass)
+    meanings = "; ".join(f"<b>{html.escape(m)}</b>: {html.escape(red_means(m))}" for m in methods)
     index = out / "index.html"
     index.write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>attngrad demo</title>"
         "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
         "td,th{padding:2px 10px;text-align:left}</style></head><body>"
         "<h1>attngrad demo: multi-class images</h1>"
-        "<p>Rows: the class explained. Columns: <b>gae</b> (positive gradient, Chefer et al. 2021), "
-        "<b>complete</b> (signed attention x gradient, Cui, Fan &amp; Chen, eq. 5) and <b>absolute</b> (eq. 6). "
-        "Red supports the class, blue opposes it; each map is scaled by its own max |S|. "
-        f"<a href='{compare.name}'>All methods compared (raw attention, rollout, GradCAM, LRP, T-Attr, ...)</a>.</p>"
+        "<p>Rows: the class explained. Columns: the methods (<b>gae</b>: positive gradient, Chefer et al. 2021; "
+        "<b>complete</b>: signed attention x gradient, Cui, Fan &amp; Chen, eq. 5; <b>absolute</b>: eq. 6). "
+        f"What red means: {meanings}. Each map is scaled by its own max |S|. "
+        f"<a href='{compare.name}'>The paper's Figure 13 set compared (baselines, T-Attr, TAM, BI, TIS, "
+        "ViT-CX, ...)</a>.</p>"
         + "".join(sections)
         + "</body></html>"
     )

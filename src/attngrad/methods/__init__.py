@@ -13,6 +13,10 @@ from .rollout import GAE, Absolute, AttentionRollout, AttentionRolloutEq1, Compl
 from .attention import AttentionGradCAM, RawAttention  # isort: skip
 from .random import RandomBaseline  # isort: skip
 from .tattr import LRP, PartialLRP, TAttr  # isort: skip
+from .tam import TAM  # isort: skip
+from .bi import BeyondIntuitionHead, BeyondIntuitionToken  # isort: skip
+from .tis import TIS  # isort: skip
+from .vitcx import ViTCX  # isort: skip
 
 __all__ = [
     "METHODS",
@@ -21,6 +25,11 @@ __all__ = [
     "PartialLRP",
     "TAttr",
     "Absolute",
+    "BeyondIntuitionHead",
+    "BeyondIntuitionToken",
+    "TAM",
+    "TIS",
+    "ViTCX",
     "AttentionGradCAM",
     "AttentionRollout",
     "AttentionRolloutEq1",

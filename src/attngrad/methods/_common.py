@@ -1,0 +1,62 @@
+"""Small checks shared by the rival methods (TAM, BI, TIS, ViT-CX, DIX)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from ..errors import AttngradError
+from ..models.base import ModelAdapter
+from .base import Trace
+
+
+def check_layer(name: str, start_layer: int, layers: int) -> None:
+    """Refuse a start layer outside ``0..layers-1`` (our 0-based count)."""
+    if not 0 <= start_layer < layers:
+        raise AttngradError(
+            f"{name}: start_layer {start_layer} is out of range; this model has layers 0..{layers - 1} "
+            "(counted from 0); pass a smaller start_layer"
+        )
+
+
+def resolve_layer(start_layer: int | None, default: int, layers: int) -> int:
+    """The start layer to use: the one given, else the authors' ``default`` (for their 12-block
+    ViTs), brought down to the last layer on a model with fewer blocks."""
+    return min(default, layers - 1) if start_layer is None else start_layer
+
+
+def check_positive(name: str, **values: int) -> None:
+    """Refuse counts below 1 (steps, masks, batch sizes)."""
+    for key, value in values.items():
+        if not isinstance(value, int) or value < 1:
+            raise AttngradError(f"{name}: {key} must be a positive integer, not {value!r}")
+
+
+Recorder = Callable[[nn.Module, list], AbstractContextManager[None]]
+
+
+@contextmanager
+def recording(adapter: ModelAdapter, extras: dict[str, Any], key: str, recorder: Recorder) -> Iterator[None]:
+    """A :meth:`Method.capture` body: ``recorder(model, store)`` fills ``extras[key]`` during the
+    shared forward pass (once, however many methods of the pass ask for it)."""
+    if key in extras:
+        yield
+        return
+    store: list = []
+    extras[key] = store
+    with recorder(adapter.model, store):
+        yield
+
+
+def recorded(trace: Trace, key: str, recorder: Recorder) -> list:
+    """What :func:`recording` stored in the trace, or (for a trace made without it) the same
+    from one more forward pass."""
+    store = trace.extras.get(key)
+    if not store:
+        store = []
+        with torch.no_grad(), recorder(trace.adapter.model, store):
+            trace.adapter.forward(trace.pixel_values)
+    return store

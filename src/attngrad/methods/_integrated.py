@@ -1,0 +1,54 @@
+"""The integrated gradient of the last attention layer shared by TAM, BI-H and BI-token.
+
+``Gbar = (1/K) sum_k grad_{A(L-1)} y(alpha_k x)``, ``alpha_k = k/(K-1)``, k = 0..K-1
+(``numpy.linspace(0, 1, K)``: the alpha = 0 step is one of the K), ``y`` the target logit;
+``W = mean_h(max(Gbar, 0))`` (rivals.md, section 0; Yuan et al., ``Transition_Attention_Maps``
+``baselines/ViT/ViT_explanation_generator.py``, ``Baselines.generate_transition_attention_maps``;
+Chen et al., ``transformerinterp`` ``ViT/baselines/ViT/ViT_explanation_generator.py``,
+``Baselines.generate_ours``).
+
+The K scaled copies of every image go through the model as one batch (``batch_size``
+copies at a time), with an autograd graph from the last block on only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import AttngradError
+from ..models.base import ModelAdapter
+from ._blocks import forward_from_last_block
+
+
+def integrated_last_gradient(
+    adapter: ModelAdapter, pixel_values: torch.Tensor, targets: torch.Tensor, steps: int, batch_size: int
+) -> torch.Tensor:
+    """``Gbar`` (B, H, N, N): the last layer's attention gradient of the target logit, averaged
+    over the inputs ``alpha_k * x`` (the baseline is the all-zero model input)."""
+    if steps < 2:
+        raise AttngradError(f"steps must be at least 2 (got {steps}); the authors use 20")
+    if batch_size < 1:
+        raise AttngradError(f"batch_size must be at least 1 (got {batch_size})")
+    count = pixel_values.shape[0]
+    device = pixel_values.device
+    alphas = torch.linspace(0, 1, steps, dtype=torch.float64).to(pixel_values.dtype)
+    image_of = torch.arange(count, device=device).repeat_interleave(steps)
+    alpha_of = alphas.to(device).repeat(count)
+    total = None
+    for start in range(0, count * steps, batch_size):
+        images = image_of[start : start + batch_size]
+        scaled = pixel_values.detach()[images] * alpha_of[start : start + batch_size].view(-1, 1, 1, 1)
+        out = forward_from_last_block(adapter, scaled)
+        score = out.logits.gather(1, targets.to(device)[images].view(-1, 1)).sum()
+        (grad,) = torch.autograd.grad(score, out.attentions[-1])
+        if total is None:
+            total = torch.zeros(count, *grad.shape[1:], dtype=grad.dtype, device=grad.device)
+        total.index_add_(0, images, grad)
+    return total / steps
+
+
+def integrated_weight(
+    adapter: ModelAdapter, pixel_values: torch.Tensor, targets: torch.Tensor, steps: int, batch_size: int
+) -> torch.Tensor:
+    """``W = mean_h(max(Gbar, 0))`` (B, N, N): the clamp after the alpha mean, before the head mean."""
+    return integrated_last_gradient(adapter, pixel_values, targets, steps, batch_size).clamp(min=0).mean(dim=1)

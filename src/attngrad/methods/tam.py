@@ -1,0 +1,63 @@
+"""TAM, Transition Attention Maps (Yuan et al., "Explaining Information Flow Inside Vision
+Transformers Using Markov Chain", NeurIPS XAI4Debugging workshop 2021).
+
+Follows the authors' code (``XianrenYty/Transition_Attention_Maps``,
+``baselines/ViT/ViT_explanation_generator.py``, ``Baselines.generate_transition_attention_maps``),
+as ``rivals.md`` section 1 describes it:
+
+    s = Abar(L-1)[0, :] · (I + Abar(L-2)) · ... · (I + Abar(start_layer))
+    map = s ⊙ W[0, :]          (patch columns)
+
+with ``Abar(l)`` the head mean of layer ``l``'s attention at the unscaled input and ``W`` the
+integrated gradient of the last layer (:mod:`._integrated`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._common import check_layer, check_positive, resolve_layer
+from ._integrated import integrated_weight
+from .base import Method, Trace, register
+
+
+@register
+class TAM(Method):
+    """Transition attention map: a Markov-chain rollout of the head-mean attention from the last
+    layer down to ``start_layer``, times the last layer's integrated gradient (CLS row).
+
+    Args:
+        start_layer: lowest layer of the chain, counted from 0 (default 4, as in the authors'
+            perturbation, segmentation and energy-pointing-game scripts; their ``del_ins.py``
+            uses 0).
+        steps: integration steps K (default 20); ``alpha = 0, 1/(K-1), ..., 1``.
+        batch_size: scaled copies per forward pass (default 64).
+
+    Cost per image: 1 forward + 1 backward (shared trace) + ``steps`` forwards with a backward
+    through the last block only.
+    """
+
+    name = "tam"
+    needs_gradients = False
+    signed = False
+    description = "Transition attention maps (Yuan et al. 2021): attention Markov chain x integrated gradient"
+
+    default_start = 4
+
+    def __init__(self, *, start_layer: int | None = None, steps: int = 20, batch_size: int = 64):
+        self.start_layer = start_layer
+        self.steps = steps
+        self.batch_size = batch_size
+        check_positive(self.name, steps=steps, batch_size=batch_size)
+
+    def token_scores(self, trace: Trace) -> torch.Tensor:
+        layers = len(trace.attentions)
+        start = resolve_layer(self.start_layer, self.default_start, layers)
+        check_layer(self.name, start, layers)
+        means = [a.mean(dim=1) for a in trace.attentions]
+        row = means[-1][:, trace.token : trace.token + 1]  # (B, 1, N)
+        eye = torch.eye(row.shape[-1], dtype=row.dtype, device=row.device)
+        for layer in range(layers - 2, start - 1, -1):
+            row = torch.bmm(row, means[layer] + eye)
+        weight = integrated_weight(trace.adapter, trace.pixel_values, trace.targets, self.steps, self.batch_size)
+        return row[:, 0] * weight[:, trace.token]
