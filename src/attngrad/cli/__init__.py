@@ -43,3 +43,4 @@ from . import compare  # noqa: E402,F401
 from . import serve  # noqa: E402,F401
 from . import evaluate  # noqa: E402,F401
 from . import text  # noqa: E402,F401
+from . import lm  # noqa: E402,F401

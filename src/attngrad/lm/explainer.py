@@ -28,6 +28,9 @@ from .model import Batch, LMAdapter
 TokenSpec = Union[None, int, str, Sequence[Union[int, str]], torch.Tensor]
 _TOPK = re.compile(r"^top-?(\d+)$", re.IGNORECASE)
 
+#: ``contrast="runner-up"``: the most likely next token other than the target.
+RUNNER_UP = "runner-up"
+
 
 class MultiTokenWarning(UserWarning):
     """A target or contrast text is longer than one token; only its first token is explained."""
@@ -236,14 +239,20 @@ class LMExplainer:
         for spec, what in ((target, "target"), (contrast, "contrast")):
             items = spec if isinstance(spec, (list, tuple)) else [spec]
             for s in items:
-                if isinstance(s, (str, int)) and not (isinstance(s, str) and _TOPK.match(s.strip())):
+                special = isinstance(s, str) and (_TOPK.match(s.strip()) or s.strip().lower() == RUNNER_UP)
+                if isinstance(s, (str, int)) and not special:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", MultiTokenWarning)
                         self.token_id(s, what)
 
         def choose(logits: torch.Tensor):
             targets = self._resolve(target, logits, "target")
-            contrasts = None if contrast is None else self._resolve(contrast, logits, "contrast")
+            if isinstance(contrast, str) and contrast.strip().lower() == RUNNER_UP:
+                masked = logits.clone()
+                masked[torch.arange(len(targets), device=logits.device), targets] = float("-inf")
+                contrasts = masked.argmax(dim=1)
+            else:
+                contrasts = None if contrast is None else self._resolve(contrast, logits, "contrast")
             if contrasts is not None and bool((contrasts == targets).any()):
                 i = int((contrasts == targets).nonzero()[0, 0])
                 word = self.adapter.token_text([int(targets[i])])[0]
@@ -299,7 +308,8 @@ class LMExplainer:
             target: the token explained: a text (its first token, e.g. ``" Paris"``), a token id,
                 ``"topK"`` (the K-th most likely next token), or one per prompt; default ``top1``,
                 the greedy next token.
-            contrast: the second token of ``diff`` / ``normdiff`` (``"top2"``: the runner-up).
+            contrast: the second token of ``diff`` / ``normdiff``: a text, an id, ``"topK"``, or
+                ``"runner-up"`` (the most likely token other than the target).
             method: one of :data:`attngrad.lm.LM_METHODS` (default ``complete``, the paper's eq. 5).
             loss: ``logit`` (eq. 7), ``diff`` = logit[t] − logit[c], ``normdiff`` (eq. 8), or a callable.
             start_layer: first layer of the rollout product.

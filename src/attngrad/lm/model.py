@@ -69,7 +69,14 @@ def default_model(*, quiet: bool = False) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_NAME}-", dir=folder.parent))
     try:
-        model.save_pretrained(tmp)
+        # The GGUF-loaded model is marked quantised and refuses save_pretrained; its weights are
+        # plain float32 tensors, so they go into a fresh model of the same config.
+        config = model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(model.state_dict())
+        plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         tmp.rename(folder)
     except BaseException:
