@@ -68,4 +68,6 @@ def reference(model, ids, method, target, contrast=None, loss="logit", start_lay
         if method == "rollout":  # renormalised rows (Abnar & Zuidema)
             abar = abar / abar.sum(dim=1, keepdim=True)
         r = abar @ r
+    if method == "rollout":  # a distribution: read R itself (R - I would put -1 on the last token)
+        return r[n - 1].float()
     return (r - eye)[n - 1].float()

@@ -16,6 +16,11 @@ another's, which is what lets long prompts fit (``benchmarks/lm_speed.py``).
 baseline ``Σ_d x_jd · ∂loss/∂x_jd`` over the token embeddings ``x`` (Shrikumar et al. 2016;
 Simonyan et al. 2014 for the gradient); ``random`` draws uniform scores seeded by the
 prompt's own token ids, so a prompt gets the same ranking in any batch.
+
+``rollout`` (rows of ``I + Abar`` renormalised, Abnar & Zuidema) is read as ``R[last, j]``
+without subtracting ``I``: its rows are distributions, and ``− I`` would put −1 on the last
+token. On causal models it degenerates (the first token attends only to itself, so after
+many layers nearly all mass sits on it); it is kept for completeness.
 """
 
 from __future__ import annotations
@@ -157,7 +162,8 @@ def run(
                     fold(layer, maps[layer], None)
         for k, r in rows.items():
             scores = r[:, 0].detach().clone()
-            scores[:, -1] -= 1.0  # (R - I)[last, :]
+            if not rollouts[k].renormalize:
+                scores[:, -1] -= 1.0  # (R - I)[last, :]
             out[k] = scores
     if "random" in methods:
         out["random"] = random_scores(batch)

@@ -77,6 +77,7 @@ def default_model(*, quiet: bool = False) -> Path:
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         plain.load_state_dict(model.state_dict())
         plain.save_pretrained(tmp)
+        tmp.chmod(0o755)
         tokenizer.save_pretrained(tmp)
         tmp.rename(folder)
     except BaseException:
