@@ -121,12 +121,18 @@ def test_cli_explain_lm(saved_model, tmp_path):
     r = CliRunner().invoke(main, ["explain-lm", "the capital of france is", "it was", "--model", str(saved_model),
                                   "--method", "complete,grad_x_input", "--out", str(out), "--no-color"])
     assert r.exit_code == 0, r.output
-    assert "diff of" in r.output and "vs" in r.output  # default: against the runner-up
+    assert "logit of" in r.output and " vs " not in r.output  # default: the target's logit
     data = json.loads((out / "scores.json").read_text())
-    assert len(data["prompts"]) == 4 and all(p["contrast"] for p in data["prompts"])
+    assert len(data["prompts"]) == 4 and not any(p["contrast"] for p in data["prompts"])
     assert (out / "explanation.html").exists()
+    r = CliRunner().invoke(main, ["explain-lm", "the cat", "--model", str(saved_model), "--contrast", " rome",
+                                  "--out", str(out), "--no-color"])
+    assert r.exit_code == 0 and "diff of" in r.output and "vs 'rome'" in r.output, r.output
+    r = CliRunner().invoke(main, ["explain-lm", "the cat", "--model", str(saved_model), "--loss", "normdiff",
+                                  "--out", str(out), "--no-color"])
+    assert r.exit_code == 0 and "normdiff of" in r.output and " vs " in r.output, r.output  # runner-up
     r = CliRunner().invoke(main, ["explain-lm", "the cat", "--model", str(saved_model), "--generate", "3",
-                                  "--loss", "logit", "--out", str(out), "--no-color"])
+                                  "--out", str(out), "--no-color"])
     assert r.exit_code == 0, r.output
     assert (out / "generation.html").exists()
 
