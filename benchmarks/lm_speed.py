@@ -84,14 +84,14 @@ def one_case(model: str | None, device: str, length: int, case: str, repeat: int
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         base_cuda = torch.cuda.memory_allocated(dev)
-    for i in range(repeat + 1):
+    for i in range(repeat + 1 if repeat else 1):
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         start = time.perf_counter()
         fn()
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
-        if i:  # the first run is the warm-up
+        if i or repeat == 0:  # the first run is the warm-up (unless it is the only one)
             times.append(time.perf_counter() - start)
     if dev.type == "cuda":
         peak = (torch.cuda.max_memory_allocated(dev) - base_cuda) / 2**20
