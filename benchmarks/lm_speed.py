@@ -8,7 +8,7 @@ For each prompt length (random token ids, batch 1) and each case, a fresh subpro
 - ``complete_all_grads`` (``--naive``): the straightforward way, ``torch.autograd.grad`` to every
   layer's map at once, then the rollout (what the hooks avoid holding).
 Time: median of ``--repeat`` runs after one warm-up. Peak memory: on CUDA the allocator's
-peak; on CPU the process's peak resident set minus the resident set after loading the model.
+peak; on CPU the peak resident set (VmHWM, reset after loading the model) minus the resident set then.
 Target (issue 13): complete <= 1.15x fwd_bwd at 256 and 1024 tokens.
 
     python benchmarks/lm_speed.py [--model DIR] [--lengths 256,1024] [--repeat 3] [--naive] [--device cuda] [--json out.json]
@@ -34,7 +34,22 @@ def _rss_mb() -> float:
 
 
 def _peak_rss_mb() -> float:
+    """The process's peak resident set (VmHWM) since the last :func:`_reset_peak`."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak() -> None:
+    """Reset VmHWM to the current resident set (Linux: write 5 to /proc/self/clear_refs), so that
+    loading the model does not count in the peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def one_case(model: str | None, device: str, length: int, case: str, repeat: int) -> dict:
@@ -52,6 +67,7 @@ def one_case(model: str | None, device: str, length: int, case: str, repeat: int
     batch = adapter.batch([ids])
     target = 42
     base_rss = _rss_mb()
+    _reset_peak()
 
     def fwd_bwd():
         x = adapter.embed(batch.input_ids).requires_grad_(True)
