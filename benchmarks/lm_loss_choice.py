@@ -5,7 +5,8 @@ currency of {X} is called the"; the country is never the first token) x 16 count
 Target: the model's greedy next token. For each loss — ``logit`` of the target, ``diff`` and
 ``normdiff`` against the runner-up token — and each method, it reports the share of prompts
 whose highest-scored token lies inside the country's tokens ("subject top-1"), with and without
-the first token (the attention sink) in the ranking.
+the first token (the attention sink) in the ranking, and the first token's mean share of the
+absolute scores per method.
 
     python benchmarks/lm_loss_choice.py [--model DIR] [--device cuda]
 """
@@ -59,6 +60,12 @@ def main() -> None:
     for loss, contrast in LOSSES:
         res = lm.explain_methods(prompts, list(METHODS), loss=loss, contrast=contrast)
         cells, cells_skip = [], []
+        if loss == "logit":  # the attention sink: share of |scores| on the first token
+            shares = []
+            for m in METHODS:
+                total = sum(float(res[m].scores(i)[0].abs() / res[m].scores(i).abs().sum()) for i in range(len(prompts)))
+                shares.append(f"{m} {total / len(prompts):.2f}")
+            sink = "first token's share of |scores| (logit): " + ", ".join(shares)
         for m in METHODS:
             hits = hits_skip = 0
             for i, (a, b) in enumerate(spans):
@@ -75,6 +82,7 @@ def main() -> None:
         name = (loss if isinstance(loss, str) else loss.__name__) + ("" if contrast is None else f" vs {contrast}")
         print(f"{name:24s} " + " ".join(cells) + "   (" + " ".join(cells_skip) + ")")
     print(f"most common runner-up tokens: {runner_up}")
+    print(sink)
 
 
 if __name__ == "__main__":
