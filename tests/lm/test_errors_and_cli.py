@@ -131,6 +131,9 @@ def test_cli_explain_lm(saved_model, tmp_path):
     r = CliRunner().invoke(main, ["explain-lm", "the cat", "--model", str(saved_model), "--loss", "normdiff",
                                   "--out", str(out), "--no-color"])
     assert r.exit_code == 0 and "normdiff of" in r.output and " vs " in r.output, r.output  # runner-up
+    r = CliRunner().invoke(main, ["explain-lm", "the cat", "--model", str(saved_model), "--method", "all",
+                                  "--out", str(out), "--no-color"])
+    assert r.exit_code == 0 and r.output.count("[") >= 8, r.output  # every LM method, none of the image ones
     r = CliRunner().invoke(main, ["explain-lm", "the cat", "--model", str(saved_model), "--generate", "3",
                                   "--out", str(out), "--no-color"])
     assert r.exit_code == 0, r.output
