@@ -23,9 +23,11 @@ __all__ = [
     "ClipExplainer",
     "Explainer",
     "Explanation",
+    "LMExplainer",
     "Method",
     "ModelAdapter",
     "Prediction",
+    "Seq2SeqExplainer",
     "TextExplainer",
     "Trace",
     "class_index",
@@ -43,14 +45,18 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 
+_LAZY = {
+    "TextExplainer": "text",
+    "ClipExplainer": "clip",
+    "LMExplainer": "lm",
+    "Seq2SeqExplainer": "seq2seq",
+}
+
+
 def __getattr__(name: str):
-    """``attngrad.TextExplainer`` / ``attngrad.ClipExplainer`` import their packages only when used."""
-    if name == "TextExplainer":
-        from .text import TextExplainer
+    """The explainers of the other model families import their packages only when used."""
+    if name in _LAZY:
+        import importlib
 
-        return TextExplainer
-    if name == "ClipExplainer":
-        from .clip import ClipExplainer
-
-        return ClipExplainer
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'attngrad' has no attribute {name!r}")
