@@ -71,7 +71,7 @@ class Explainer:
 
     @classmethod
     def from_timm(
-        cls, name: str, *, checkpoint: str | Path | None = None, device: torch.device | str | None = None
+        cls, name: str, checkpoint: str | Path | None = None, *, device: torch.device | str | None = None
     ) -> "Explainer":
         """``timm.create_model(name)`` with weights from ``checkpoint`` (required)."""
         return cls(load_model(f"timm:{name}", device=device, checkpoint=checkpoint))

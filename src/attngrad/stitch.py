@@ -162,7 +162,7 @@ class GuidedExplanation(Explanation):
     """
 
     full_maps: torch.Tensor | None = None
-    stitched_images: list[Image.Image] | None = None
+    stitched_images: Sequence[Image.Image] | None = None
     original_logits: torch.Tensor | None = None
     region: Region | None = None
     guide: str = ""

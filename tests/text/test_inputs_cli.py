@@ -63,7 +63,7 @@ def test_bad_inputs_raise_one_line_errors(folder_explainer, tmp_path):
         (lambda: folder_explainer.explain(["a", "b", "c"], against=["x", "y"]), "2 texts to compare with for 3"),
         (lambda: TextExplainer.from_pretrained(DEFAULT_MODEL), "not a text encoder \\(model type 'vit'\\)"),
         (lambda: TextExplainer.from_pretrained(tmp_path), "no config.json"),
-        (lambda: TextExplainer.from_pretrained(tmp_path / "missing-model"), "offline"),
+        (lambda: TextExplainer.from_pretrained(tmp_path / "missing-model"), "no such model folder"),
     ]
     for call, message in cases:
         with pytest.raises(AttngradError, match=message) as err:

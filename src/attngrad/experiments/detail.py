@@ -22,10 +22,10 @@ from PIL import Image
 
 from .. import viz
 from ..errors import AttngradError
+from ..gallery import class_image, resolve_gallery
 from ..io import ImageLike, load_image
 from ..losses import LossLike, get_loss
 from ..targets import resolve_targets
-from ..gallery import class_image, resolve_gallery
 
 if TYPE_CHECKING:
     from ..explainer import Explainer

@@ -7,9 +7,9 @@ methods can share one trace, so comparing methods costs one pass.
 
 from __future__ import annotations
 
+import inspect
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-import inspect
 from typing import Any, ClassVar, TypeVar
 
 import torch

@@ -98,7 +98,7 @@ def load_model(
     name = str(name_or_path)
     scheme, sep, rest = name.partition(":")
     entry = find_scheme(scheme) if sep and len(scheme) > 1 else None
-    if entry is not None:
+    if entry is not None and entry.loader is not None:
         return entry.loader(rest, checkpoint=checkpoint, device=device)
     if checkpoint is not None:
         raise AttngradError("--checkpoint applies to timm:NAME models only; a Hugging Face folder has its own weights")
