@@ -36,9 +36,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .. import stitch as _stitch
 from ..errors import AttngradError
 from ..explainer import Explainer
-from .. import stitch as _stitch
 from ..io import load_image
 from ..methods import get_method
 from .data import Batch, DataSet, ImageDataset, LabelResolver, collate

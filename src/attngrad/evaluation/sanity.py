@@ -106,7 +106,7 @@ def randomisation_test(
     result: dict[str, list[float]] = {m: [] for m in methods}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for name, module in tqdm(steps, desc="randomising", unit="layer", disable=not progress):
+        for _name, module in tqdm(steps, desc="randomising", unit="layer", disable=not progress):
             _reinitialise(module)
             maps, _ = all_maps(randomised, targets)
             for m in methods:

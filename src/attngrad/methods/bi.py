@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..models.base import ModelAdapter
-from ._blocks import record_block_inputs, value_output, blocks
+from ._blocks import blocks, record_block_inputs, value_output
 from ._common import check_layer, check_positive, recorded, recording, resolve_layer
 from ._integrated import integrated_weight
 from .base import Method, Trace, register
