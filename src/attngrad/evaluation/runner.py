@@ -203,7 +203,7 @@ def evaluate_batch(
             test = InsertionDeletion("insertion", eval_batch_size, blurred=blurred)
             res = test(forward, unit, maps[name], targets, pre.normalize)
             out[f"{name}.insertion.prob"] = res.probability.numpy().astype(np.float32)
-    if insertion_deletion:
+    if blurred is not None:  # insertion_deletion
         for key, image in (("prob_black", torch.zeros_like(unit)), ("prob_blur", blurred)):
             out[key] = class_probability(forward(pre.normalize(image)), targets).cpu().numpy().astype(np.float32)
     return out
