@@ -360,7 +360,7 @@ def _block(
     blk: BlockLayout, rec: BlockRecord, attn: torch.Tensor, relevance: torch.Tensor, stop: bool, totals: dict, name: str
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One block backwards; returns ``(R_A, R_input)`` (``R_input`` is ``None`` when ``stop``)."""
-    mid, mlp_out, attn_out = _got(rec.mid, "block input"), _got(rec.mlp_out, "MLP output"), _got(rec.attn_out, "attention output")
+    mid, mlp_out, attn_out = _got(rec.mid, "norm2 input"), _got(rec.mlp_out, "MLP output"), _got(rec.attn_out, "attention output")
     r_mid_res, r_mlp = residual_split(mid, mlp_out, relevance)
     r_act = zplus_linear(_got(rec.act, "MLP activation"), blk.fc2.weight, r_mlp, mlp_out, blk.fc2.bias)
     r_h2 = zplus_linear(_got(rec.h2, "norm2 output"), blk.fc1.weight, r_act, rec.fc1_out, blk.fc1.bias)  # GELU: pass-through
@@ -407,7 +407,7 @@ def propagate(
     r_pooled = zplus_linear(pooled, head_w, start, rec.logits, lay.head.bias)
     totals["head_input"] = r_pooled.sum(dim=1)
     # the CLS selection (index_select's z-rule); the final norm passes relevance through
-    seq = _got(rec.blocks[-1].mid, "block input")
+    seq = _got(rec.blocks[-1].mid, "norm2 input")
     relevance = torch.zeros_like(seq)
     relevance[:, 0] = pooled * safe_divide(r_pooled, pooled)
     r_attn: list[torch.Tensor | None] = [None] * num_layers
