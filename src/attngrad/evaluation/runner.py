@@ -36,12 +36,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .. import stitch as _stitch
 from ..errors import AttngradError
 from ..explainer import Explainer
-from .. import stitch as _stitch
 from ..io import load_image
 from ..methods import get_method
-from .data import Batch, DataSet, ImageDataset, LabelResolver, collate
+from .data import Batch, DataSet, ImageDataset, LabelResolver, collate, preprocessor_of
 from .distributed import barrier, dist_info, from_rank0
 from .perturbation import DIRECTIONS, InsertionDeletion, PerturbationTest, blur, class_probability
 from .storage import (
@@ -157,7 +157,7 @@ def evaluate_batch(
     with ``guide_region="original"`` (then ``crop_region`` cuts the maps).
     """
     device = explainer.device
-    pre = explainer.adapter.preprocessor
+    pre = preprocessor_of(explainer.adapter)
     forward = _forward(explainer)
     labels = batch.labels.to(device)
     cropped = batch.guided is not None and guide_region == "original"
@@ -171,6 +171,7 @@ def evaluate_batch(
     else:
         # Explain the class on the stitched image, crop the map to the original's region,
         # and perturb the original image (method.md, experiment 3 and the perturbation test).
+        assert batch.guided is not None and batch.regions is not None  # cropped: a guided batch, whose regions collate keeps
         logits0 = forward(pre.normalize(unit))
         targets = labels if explain == "label" else logits0.argmax(dim=-1)
         results = explainer.explain_methods(pre.normalize(batch.guided.to(device)), methods, target=targets)
@@ -202,7 +203,7 @@ def evaluate_batch(
             test = InsertionDeletion("insertion", eval_batch_size, blurred=blurred)
             res = test(forward, unit, maps[name], targets, pre.normalize)
             out[f"{name}.insertion.prob"] = res.probability.numpy().astype(np.float32)
-    if insertion_deletion:
+    if blurred is not None:  # insertion_deletion
         for key, image in (("prob_black", torch.zeros_like(unit)), ("prob_blur", blurred)):
             out[key] = class_probability(forward(pre.normalize(image)), targets).cpu().numpy().astype(np.float32)
     return out
@@ -275,7 +276,7 @@ def run_perturbation(
         todo = todo[: settings.max_batches]
     root = dataset.root or "."
     loader = DataLoader(
-        ImageDataset(samples, explainer.adapter.preprocessor, guide_image, stitch),
+        ImageDataset(samples, preprocessor_of(explainer.adapter), guide_image, stitch),
         batch_sampler=[batches[j] for j in todo],
         num_workers=settings.workers,
         collate_fn=collate,

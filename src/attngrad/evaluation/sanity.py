@@ -24,7 +24,7 @@ from ..errors import AttngradError
 from ..explainer import Explainer
 from ..io import load_image
 from ..models.base import ModelAdapter
-from .data import DataSet
+from .data import DataSet, preprocessor_of
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -57,8 +57,9 @@ def cascade(model: nn.Module, num_layers: int) -> list[tuple[str, nn.Module]]:
 def _reinitialise(module: nn.Module) -> None:
     """Fresh weights from each submodule's own ``reset_parameters`` (Linear: Kaiming-uniform; LayerNorm: 1/0)."""
     for sub in module.modules():
-        if hasattr(sub, "reset_parameters"):
-            sub.reset_parameters()
+        reset = getattr(sub, "reset_parameters", None)
+        if callable(reset):
+            reset()
 
 
 def randomisation_test(
@@ -80,7 +81,7 @@ def randomisation_test(
         raise AttngradError(f"--batch-size must be a positive number of images, not {batch_size}")
     if not methods:
         raise AttngradError("no methods given; e.g. --methods gae,complete,random")
-    pre = explainer.adapter.preprocessor
+    pre = preprocessor_of(explainer.adapter)
     images = pre([load_image(s.path) for s in dataset.samples])
     labels = torch.tensor([s.label for s in dataset.samples])
     batches = [slice(i, i + batch_size) for i in range(0, len(images), batch_size)]
@@ -106,7 +107,7 @@ def randomisation_test(
     result: dict[str, list[float]] = {m: [] for m in methods}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for name, module in tqdm(steps, desc="randomising", unit="layer", disable=not progress):
+        for _name, module in tqdm(steps, desc="randomising", unit="layer", disable=not progress):
             _reinitialise(module)
             maps, _ = all_maps(randomised, targets)
             for m in methods:

@@ -271,7 +271,7 @@ def write_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)  # shards/ may have been deleted (per_image.npz kept)
     tmp = path.with_name(f".{path.name}.partial")
     with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stubs: a ** key could be allow_pickle
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -322,7 +322,7 @@ def _drop_from_per_image(out: Path, first: int) -> None:
             keep = kept[key] < first
             for k in [k for k in kept if k.startswith(prefix) and (prefix or not k.startswith("failed_"))]:
                 kept[k] = kept[k][keep]
-    np.savez_compressed(path, **kept)
+    np.savez_compressed(path, **kept)  # type: ignore[arg-type]  # numpy's stubs: a ** key could be allow_pickle
 
 
 def load_results(out: str | Path) -> dict[str, np.ndarray]:

@@ -54,11 +54,11 @@ def per_image_curves(raw: dict[str, np.ndarray], name: str, direction: str, meas
         else:
             first, inner = raw["prob0"], raw[f"{name}.{direction}.prob"]
         return np.concatenate([first[:, None], inner], axis=1).astype(np.float64)
-    first, inner, last = {
+    start, middle, end = {
         "insertion": ("prob_blur", f"{name}.insertion.prob", "prob0"),
         "deletion": ("prob0", f"{name}.positive.prob", "prob_black"),
     }[direction]
-    return np.concatenate([raw[first][:, None], raw[inner], raw[last][:, None]], axis=1).astype(np.float64)
+    return np.concatenate([raw[start][:, None], raw[middle], raw[end][:, None]], axis=1).astype(np.float64)
 
 
 def summarize(out: str | Path) -> dict[str, Any]:
@@ -112,7 +112,7 @@ def summarize(out: str | Path) -> dict[str, Any]:
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     tmp = out / f".{PER_IMAGE}.partial.npz"
-    np.savez_compressed(tmp, **raw)
+    np.savez_compressed(tmp, **raw)  # type: ignore[arg-type]  # numpy's stubs: a ** key could be allow_pickle
     tmp.replace(out / PER_IMAGE)
     write_csv(out / "results.csv", summary)
     (out / "results.md").write_text(markdown_table(summary))
@@ -135,7 +135,7 @@ def compare_methods(out: str | Path, a: str, b: str) -> dict[str, dict[str, floa
     directions = DIRECTIONS + (INSERTION_DIRECTIONS if f"{a}.insertion.prob" in raw else ())
     found = {}
     for direction in directions:
-        areas = [auc(per_image_curves(raw, m, direction)) for m in (a, b)]
+        areas = [np.asarray(auc(per_image_curves(raw, m, direction))) for m in (a, b)]  # (images,): one area each
         diff = areas[0] - areas[1]
         found[direction] = {
             a: float(areas[0].mean()), b: float(areas[1].mean()), "difference": float(diff.mean()),

@@ -49,7 +49,7 @@ def _is_timm(model: nn.Module) -> bool:
 
 def blocks(model: nn.Module) -> list[nn.Module]:
     """The model's Transformer blocks, first first."""
-    found = model.blocks if _is_timm(model) else _path(model, "base_model.layers", "base_model.encoder.layer")
+    found: Any = model.blocks if _is_timm(model) else _path(model, "base_model.layers", "base_model.encoder.layer")
     if found is None:
         raise AttngradError(
             f"{type(model).__name__}: cannot find its Transformer blocks; this method supports Hugging Face "
@@ -64,11 +64,12 @@ def value_output(block: nn.Module, z: torch.Tensor) -> torch.Tensor:
     ``z`` is the block's input (the residual stream); BI-token's ``get_vproj`` (Chen et al.).
     """
     if hasattr(block, "norm1") and hasattr(getattr(block, "attn", None), "qkv"):  # timm
+        timm_block: Any = block  # timm's Block: attn.qkv, attn.proj (checked just above)
         width = z.shape[-1]
-        qkv = block.attn.qkv
+        qkv = timm_block.attn.qkv
         bias = None if qkv.bias is None else qkv.bias[2 * width : 3 * width]
-        v = F.linear(block.norm1(z), qkv.weight[2 * width : 3 * width], bias)
-        return F.linear(v, block.attn.proj.weight)
+        v = F.linear(timm_block.norm1(z), qkv.weight[2 * width : 3 * width], bias)
+        return F.linear(v, timm_block.attn.proj.weight)
     norm = getattr(block, "layernorm_before", None)
     value = _path(block, "attention.v_proj", "attention.attention.value")
     out = _path(block, "attention.o_proj", "attention.output.dense")
@@ -83,13 +84,16 @@ def value_output(block: nn.Module, z: torch.Tensor) -> torch.Tensor:
 def embedding_module(model: nn.Module) -> nn.Module:
     """The module whose output is the token sequence entering the first block (B, N, D)."""
     found = model.pos_drop if _is_timm(model) and hasattr(model, "pos_drop") else _path(model, "base_model.embeddings")
-    if found is None:
+    if not isinstance(found, nn.Module):
         raise AttngradError(f"{type(model).__name__}: cannot find its token embedding; use a ViT/DeiT model")
     return found
 
 
 def _first(args: tuple, kwargs: dict) -> torch.Tensor:
-    return args[0] if args else kwargs.get("hidden_states", kwargs.get("x"))
+    found = args[0] if args else kwargs.get("hidden_states", kwargs.get("x"))
+    if not isinstance(found, torch.Tensor):
+        raise AttngradError("a Transformer block was called without its input tensor (positional, hidden_states= or x=)")
+    return found
 
 
 @contextmanager

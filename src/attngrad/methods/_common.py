@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import AttngradError
-from ..models.base import ModelAdapter
+from ..models.base import ImageAdapter, ModelAdapter
 from .base import Trace
 
 
@@ -33,6 +33,20 @@ def check_positive(name: str, **values: int) -> None:
     for key, value in values.items():
         if not isinstance(value, int) or value < 1:
             raise AttngradError(f"{name}: {key} must be a positive integer, not {value!r}")
+
+
+def image_adapter(trace: Trace, name: str) -> ImageAdapter:
+    """The trace's adapter when it is an image classifier (the patch grid is needed)."""
+    if not isinstance(trace.adapter, ImageAdapter):
+        raise AttngradError(f"{name}: explains image classifiers only (an ImageAdapter), not {type(trace.adapter).__name__}")
+    return trace.adapter
+
+
+def gradients(trace: Trace, name: str) -> list[torch.Tensor]:
+    """The trace's attention gradients; refused for a trace made without the backward pass."""
+    if trace.gradients is None:
+        raise AttngradError(f"{name}: the trace has no attention gradients; make it with a method that needs them")
+    return trace.gradients
 
 
 Recorder = Callable[[nn.Module, list], AbstractContextManager[None]]

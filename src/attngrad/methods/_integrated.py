@@ -44,6 +44,8 @@ def integrated_last_gradient(
         if total is None:
             total = torch.zeros(count, *grad.shape[1:], dtype=grad.dtype, device=grad.device)
         total.index_add_(0, images, grad)
+    if total is None:
+        raise AttngradError("the integrated gradient needs at least one image")
     return total / steps
 
 

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from ..models.base import ModelAdapter
-from ._blocks import record_block_inputs, value_output, blocks
-from ._common import check_layer, check_positive, recorded, recording, resolve_layer
+from ._blocks import blocks, record_block_inputs, value_output
+from ._common import check_layer, check_positive, gradients, recorded, recording, resolve_layer
 from ._integrated import integrated_weight
 from .base import Method, Trace, register
 from .rollout import rollout
@@ -76,7 +76,7 @@ class BeyondIntuitionHead(Method):
     def mixes(self, trace: Trace) -> list[torch.Tensor]:
         mixes = []
         start = self.start(trace)
-        for attn, grad in zip(trace.attentions[start:], trace.gradients[start:]):
+        for attn, grad in zip(trace.attentions[start:], gradients(trace, self.name)[start:]):
             importance = torch.matmul(attn.transpose(-1, -2), grad).abs().mean(dim=(-2, -1))  # (B, H)
             weights = importance / importance.sum(dim=1, keepdim=True)
             mixes.append((weights[:, :, None, None] * attn).sum(dim=1))

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -187,7 +187,8 @@ def _unsupported(model: nn.Module, why: str) -> AttngradError:
                          f"{type(model).__name__} ({why}); supported: {SUPPORTED}")
 
 
-def _hf_layout(model: nn.Module) -> ViTLayout:
+def _hf_layout(hf_model: nn.Module) -> ViTLayout:
+    model: Any = hf_model  # transformers' submodules are checked by duck typing below
     base = getattr(model, "vit", None) or getattr(model, "deit", None)
     head = getattr(model, "classifier", None)
     if base is None or not isinstance(head, nn.Linear):
@@ -199,7 +200,8 @@ def _hf_layout(model: nn.Module) -> ViTLayout:
         raise _unsupported(model, "no .layers or .encoder.layer")
     blocks = []
     for layer in layers:
-        att, mlp = getattr(layer, "attention", None), getattr(layer, "mlp", None)
+        att: Any = getattr(layer, "attention", None)
+        mlp: Any = getattr(layer, "mlp", None)
         if not all(hasattr(att, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")) or not hasattr(mlp, "fc2"):
             raise _unsupported(model, "layers need attention.{q,k,v,o}_proj and mlp.fc1/fc2 (transformers 5)")
         blocks.append(BlockLayout(layer.layernorm_before, [att.q_proj, att.k_proj, att.v_proj], att.o_proj,
@@ -208,7 +210,8 @@ def _hf_layout(model: nn.Module) -> ViTLayout:
     return ViTLayout(emb.patch_embeddings.projection, emb.position_embeddings, blocks, head)
 
 
-def _timm_layout(model: nn.Module) -> ViTLayout:
+def _timm_layout(timm_model: nn.Module) -> ViTLayout:
+    model: Any = timm_model  # timm's submodules are checked by duck typing below
     if getattr(model, "global_pool", "token") != "token" or not _is_identity(getattr(model, "fc_norm", None)):
         raise _unsupported(model, "the classifier must read the class token (global_pool='token', no fc_norm)")
     if getattr(model, "dist_token", None) is not None or not isinstance(getattr(model, "head", None), nn.Linear):
@@ -273,6 +276,19 @@ class Recording:
             raise AttngradError("no activations were recorded: relevance methods need the Explainer's forward pass")
 
 
+def _got(value: torch.Tensor | None, what: str) -> torch.Tensor:
+    """A recorded activation; :class:`AttngradError` when the forward pass did not record it."""
+    if value is None:
+        raise AttngradError(f"no {what} was recorded: relevance methods need the Explainer's forward pass")
+    return value
+
+
+def _put(obj: object, **values: object) -> None:
+    """Set attributes of a record from a forward hook."""
+    for name, value in values.items():
+        setattr(obj, name, value)
+
+
 @contextmanager
 def record_activations(model: nn.Module) -> Iterator[Recording]:
     """Forward hooks on the real modules that record what :func:`propagate` needs; removed on exit."""
@@ -289,16 +305,20 @@ def record_activations(model: nn.Module) -> Iterator[Recording]:
     def on(module: nn.Module, setter) -> None:
         handles.append(module.register_forward_hook(hook(setter)))
 
-    on(layout.patch_conv, lambda i, o: setattr(rec, "pixels", i))
-    on(layout.head, lambda i, o: (setattr(rec, "pooled", i), setattr(rec, "logits", o)))
+    on(layout.patch_conv, lambda i, o: _put(rec, pixels=i))
+    on(layout.head, lambda i, o: _put(rec, pooled=i, logits=o))
     for blk, r in zip(layout.blocks, rec.blocks):
-        on(blk.norm1, lambda i, o, r=r: (setattr(r, "x", i), setattr(r, "h1", o), r.qkv.clear()))
+        def block_input(i: torch.Tensor, o: torch.Tensor, r: BlockRecord = r) -> None:
+            _put(r, x=i, h1=o)
+            r.qkv.clear()
+
+        on(blk.norm1, block_input)
         for lin in blk.qkv:
             on(lin, lambda i, o, r=r: r.qkv.append(o))
-        on(blk.proj, lambda i, o, r=r: (setattr(r, "ctx", i), setattr(r, "attn_out", o)))
-        on(blk.norm2, lambda i, o, r=r: (setattr(r, "mid", i), setattr(r, "h2", o)))
-        on(blk.fc1, lambda i, o, r=r: setattr(r, "fc1_out", o))
-        on(blk.fc2, lambda i, o, r=r: (setattr(r, "act", i), setattr(r, "mlp_out", o)))
+        on(blk.proj, lambda i, o, r=r: _put(r, ctx=i, attn_out=o))
+        on(blk.norm2, lambda i, o, r=r: _put(r, mid=i, h2=o))
+        on(blk.fc1, lambda i, o, r=r: _put(r, fc1_out=o))
+        on(blk.fc2, lambda i, o, r=r: _put(r, act=i, mlp_out=o))
     try:
         yield rec
     finally:
@@ -340,13 +360,14 @@ def _block(
     blk: BlockLayout, rec: BlockRecord, attn: torch.Tensor, relevance: torch.Tensor, stop: bool, totals: dict, name: str
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One block backwards; returns ``(R_A, R_input)`` (``R_input`` is ``None`` when ``stop``)."""
-    r_mid_res, r_mlp = residual_split(rec.mid, rec.mlp_out, relevance)
-    r_act = zplus_linear(rec.act, blk.fc2.weight, r_mlp, rec.mlp_out, blk.fc2.bias)
-    r_h2 = zplus_linear(rec.h2, blk.fc1.weight, r_act, rec.fc1_out, blk.fc1.bias)  # GELU: pass-through
+    mid, mlp_out, attn_out = _got(rec.mid, "norm2 input"), _got(rec.mlp_out, "MLP output"), _got(rec.attn_out, "attention output")
+    r_mid_res, r_mlp = residual_split(mid, mlp_out, relevance)
+    r_act = zplus_linear(_got(rec.act, "MLP activation"), blk.fc2.weight, r_mlp, mlp_out, blk.fc2.bias)
+    r_h2 = zplus_linear(_got(rec.h2, "norm2 output"), blk.fc1.weight, r_act, rec.fc1_out, blk.fc1.bias)  # GELU: pass-through
     r_mid = r_mid_res + r_h2  # norm2 pass-through; the fork adds
     totals[f"{name}.mid"] = r_mid.sum(dim=(1, 2))
-    r_x_res, r_attn_out = residual_split(rec.x, rec.attn_out, r_mid)
-    r_ctx = zplus_linear(rec.ctx, blk.proj.weight, r_attn_out, rec.attn_out, blk.proj.bias)
+    r_x_res, r_attn_out = residual_split(_got(rec.x, "block input"), attn_out, r_mid)
+    r_ctx = zplus_linear(_got(rec.ctx, "attention context"), blk.proj.weight, r_attn_out, attn_out, blk.proj.bias)
     qkv = torch.cat(rec.qkv, dim=-1)
     q, k, v = _heads(qkv, 3, blk.num_heads)
     (r_ctx,) = _heads(r_ctx, 1, blk.num_heads)
@@ -355,7 +376,7 @@ def _block(
         return r_attn, None
     r_q, r_kt = matmul_relevance(q, k.transpose(-1, -2), r_attn)  # A ~ Q K^T
     r_qkv = torch.stack([r_q, r_kt.transpose(-1, -2), r_v]).permute(1, 3, 0, 2, 4).flatten(2)
-    r_h1 = zplus_linear(rec.h1, blk.qkv_weight(), r_qkv, qkv, concat_bias(blk.qkv))
+    r_h1 = zplus_linear(_got(rec.h1, "norm1 output"), blk.qkv_weight(), r_qkv, qkv, concat_bias(blk.qkv))
     r_x = r_x_res + r_h1  # norm1 pass-through; the fork adds
     totals[f"{name}.input"] = r_x.sum(dim=(1, 2))
     return r_attn, r_x
@@ -382,26 +403,29 @@ def propagate(
     head_w = lay.head.weight
     start = F.one_hot(targets.to(head_w.device), head_w.shape[0]).to(head_w.dtype)
     totals: dict[str, torch.Tensor] = {"logits": start.sum(dim=1)}
-    r_pooled = zplus_linear(rec.pooled, head_w, start, rec.logits, lay.head.bias)
+    pooled = _got(rec.pooled, "classifier input")
+    r_pooled = zplus_linear(pooled, head_w, start, rec.logits, lay.head.bias)
     totals["head_input"] = r_pooled.sum(dim=1)
     # the CLS selection (index_select's z-rule); the final norm passes relevance through
-    seq = rec.blocks[-1].mid
+    seq = _got(rec.blocks[-1].mid, "norm2 input")
     relevance = torch.zeros_like(seq)
-    relevance[:, 0] = rec.pooled * safe_divide(r_pooled, rec.pooled)
+    relevance[:, 0] = pooled * safe_divide(r_pooled, pooled)
     r_attn: list[torch.Tensor | None] = [None] * num_layers
     for layer in range(num_layers - 1, max(stop_layer, 0) - 1, -1):
         blk, r = lay.blocks[layer], rec.blocks[layer]
         totals[f"block{layer}.output"] = relevance.sum(dim=(1, 2))
-        r_attn[layer], relevance = _block(blk, r, attentions[layer], relevance, layer == stop_layer, totals,
-                                          f"block{layer}")
+        r_attn[layer], below = _block(blk, r, attentions[layer], relevance, layer == stop_layer, totals, f"block{layer}")
+        if below is None:  # stopped at this layer: the loop ends here
+            break
+        relevance = below
     pixels = _to_pixels(lay, rec, relevance, totals) if stop_layer == -1 else None
     return Relevance(r_attn, totals, pixels, stop_layer)
 
 
 def _to_pixels(lay: ViTLayout, rec: Recording, relevance: torch.Tensor, totals: dict) -> torch.Tensor:
     """Embeddings backwards: the position-embedding addition, the patch tokens, the z^B patch conv."""
-    emb = rec.blocks[0].x
-    b, c, h, w = rec.pixels.shape
+    emb, image = _got(rec.blocks[0].x, "embedding output"), _got(rec.pixels, "input image")
+    b, c, h, w = image.shape
     gh, gw = h // lay.patch_conv.stride[0], w // lay.patch_conv.stride[1]
     pos = torch.zeros_like(emb[:1])
     if lay.pos_embed is not None:  # all tokens, or only the patches (timm ``no_embed_class``)
@@ -412,6 +436,6 @@ def _to_pixels(lay: ViTLayout, rec: Recording, relevance: torch.Tensor, totals: 
     totals["embedding.tokens"] = r_tokens.sum(dim=(1, 2))
     r_patches = r_tokens[:, -gh * gw:].transpose(1, 2).reshape(b, -1, gh, gw)
     totals["embedding.patches"] = r_patches.sum(dim=(1, 2, 3))
-    pixels = zb_conv(rec.pixels, lay.patch_conv, r_patches)
+    pixels = zb_conv(image, lay.patch_conv, r_patches)
     totals["pixels"] = pixels.sum(dim=(1, 2, 3))
     return pixels

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..errors import AttngradError
 from ..models.base import ModelAdapter
 from ._blocks import record_last_norm
-from ._common import check_positive, recorded, recording
+from ._common import check_positive, image_adapter, recorded, recording
 from .base import Method, Trace, register
 
 _FEATURES = "vitcx.features"
@@ -105,12 +105,13 @@ class ViTCX(Method):
 
     @torch.no_grad()
     def __call__(self, trace: Trace) -> torch.Tensor:
+        patch = image_adapter(trace, self.name).patch_size
         masks = self.masks(trace)
         x = trace.pixel_values
         device, targets = x.device, trace.targets.to(x.device)
         pairs = [(b, i) for b, m in enumerate(masks) for i in range(len(m))]
         generators = [torch.Generator().manual_seed(self.seed) for _ in masks]
-        probs = []
+        chunks = []
         for start in range(0, len(pairs), self.batch_size):
             chunk = pairs[start : start + self.batch_size]
             images = torch.tensor([b for b, _ in chunk], device=device)
@@ -120,8 +121,8 @@ class ViTCX(Method):
             inputs = torch.cat([x[images] * mask + noise, x[images] + noise])
             p = trace.adapter.forward(inputs).logits.float().softmax(dim=-1)
             p = p.gather(1, targets[images].repeat(2)[:, None])[:, 0]
-            probs.append(p.view(2, -1))
-        probs = torch.cat(probs, dim=1)
+            chunks.append(p.view(2, -1))
+        probs = torch.cat(chunks, dim=1)
         clean = trace.logits.float().softmax(dim=-1).gather(1, targets[:, None])[:, 0]
         maps, offset = [], 0
         for b, mask in enumerate(masks):
@@ -131,5 +132,5 @@ class ViTCX(Method):
             cover = mask.sum(dim=0)
             share = torch.where(cover > 0, mask / cover.clamp(min=torch.finfo(cover.dtype).tiny), 0.0)
             pixel = torch.einsum("n,nhw->hw", score, share) / n
-            maps.append(F.avg_pool2d(pixel[None, None], trace.adapter.patch_size)[0, 0])
+            maps.append(F.avg_pool2d(pixel[None, None], patch)[0, 0])
         return torch.stack(maps)
