@@ -65,6 +65,13 @@ def _bar_label(signs: Sequence[bool | None]) -> str:
     return "S / max|S|  (red: supports, blue: opposes)"
 
 
+def wrap_label(text: str, width: int = 18) -> str:
+    """A class name for a figure title, wrapped onto several lines when long (never cut)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width=width, break_long_words=False)) or text
+
+
 def normalize(scores: torch.Tensor | np.ndarray) -> np.ndarray:
     """``S / max|S|`` for one map (any shape); an all-zero map stays zero."""
     s = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
@@ -100,8 +107,12 @@ def add_colorbar(fig: Figure, axes, methods: Sequence[str | None] = ()) -> None:
 
 
 def _with_legend(title: str, method: str | None) -> str:
-    text = legend(method)
-    return f"{title}\n({text})" if title and text else title or (f"({text})" if text else "")
+    """``title`` and, below it, what red means for ``method`` on two short lines (figure captions)."""
+    signed = is_signed(method)
+    if signed is None:
+        return title
+    text = "red: supports\nblue: opposes" if signed else "unsigned:\nred = magnitude"
+    return f"{title}\n{text}" if title else text
 
 
 def grid(
