@@ -33,7 +33,10 @@ def detail(image, explainer, k, target, contrasts, loss, gallery, out):
     Writes OUT/<image>_detail.png (with a typical image of every class) and one .npy per contrast."""
     from ..experiments.detail import detail_interpretation
 
-    res = detail_interpretation(explainer, image, k, target, split_classes(contrasts, explainer.labels) or None, loss, gallery)
+    others = split_classes(contrasts, explainer.labels)
+    if contrasts and not others:
+        raise AttngradError(f"--contrast {contrasts[0]!r} names no class; give a class name or index")
+    res = detail_interpretation(explainer, image, k, target, others or None, loss, gallery)
     folder = out_dir(out)
     stem = safe_name(Path(image).stem)
     for j, name in enumerate(res.contrasts):

@@ -29,7 +29,13 @@ from .common import (
 
 
 def _load_all(paths: tuple[str, ...]) -> tuple[list[tuple[str, object]], list[str]]:
-    """Load every image; failures become messages and the image is skipped."""
+    """Load every image; failures become messages and the image is skipped.
+
+    One image that cannot be read is the error itself; when none of several can be read, the
+    command stops before any model work.
+    """
+    if len(paths) == 1:
+        return [(paths[0], load_image(paths[0]))], []
     good, failed = [], []
     for p in paths:
         try:
@@ -37,6 +43,8 @@ def _load_all(paths: tuple[str, ...]) -> tuple[list[tuple[str, object]], list[st
         except AttngradError as err:
             failed.append(str(err))
             click.echo(f"attngrad: skipped: {err}", err=True)
+    if not good:
+        raise AttngradError(f"none of the {len(paths)} images could be read (see above)")
     return good, failed
 
 
@@ -68,7 +76,10 @@ def explain(images, explainer, method, targets, contrast, loss, start_layer, tok
     Example: attngrad explain el1 -m complete,gae -t zebra,"African elephant"
     """
     methods = method
-    wanted = split_classes(targets, explainer.labels) or ["top1"]
+    wanted = split_classes(targets, explainer.labels)
+    if targets and not wanted:
+        raise AttngradError(f"--target {targets[0]!r} names no class; give a class name, index or topK")
+    wanted = wanted or ["top1"]
     loaded, failed = _load_all(images)
     written = 0
     batches = [loaded[i : i + batch_size] for i in range(0, len(loaded), batch_size)]
