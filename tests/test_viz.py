@@ -47,16 +47,17 @@ def test_captions_and_colour_bar_follow_the_method(tmp_path):
     img = Image.new("RGB", (32, 32))
     maps = [[np.eye(2), np.eye(2), np.eye(2)]]
     fig = viz.grid([img], maps, col_titles=["image", "complete", "gae", "absolute"])
-    titles = [ax.get_title() for ax in fig.axes[:4]]
-    assert titles[0] == "image"
-    assert "red: supports" in titles[1] and "blue: opposes" in titles[1]
-    assert "magnitude" in titles[2] and "supports" not in titles[2] and "magnitude" in titles[3]
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["image", "complete", "gae", "absolute"]
+    captions = [ax.get_xlabel() for ax in fig.axes[:4]]  # under each column
+    assert captions[0] == ""
+    assert "red: supports" in captions[1] and "blue: opposes" in captions[1]
+    assert "magnitude" in captions[2] and "supports" not in captions[2] and "magnitude" in captions[3]
     assert "unsigned maps: red = magnitude" in fig.axes[-1].get_ylabel()  # the colour bar: both kinds
     only_unsigned = viz.grid([img], [[np.eye(2)]], col_titles=["image", "rollout"])
     label = only_unsigned.axes[-1].get_ylabel()
     assert "magnitude" in label and "opposes" not in label
     explicit = viz.grid([img], [[np.eye(2)]], col_titles=["image", "my map"], methods=["gae"])
-    assert "magnitude" in explicit.axes[1].get_title()
+    assert "magnitude" in explicit.axes[1].get_xlabel()
     path = viz.save_overlay(tmp_path / "o.png", img, np.eye(2), "gae: zebra", method="gae")
     assert path.exists()
 

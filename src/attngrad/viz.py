@@ -106,13 +106,12 @@ def add_colorbar(fig: Figure, axes, methods: Sequence[str | None] = ()) -> None:
     bar.set_label(_bar_label([is_signed(m) for m in methods]))
 
 
-def _with_legend(title: str, method: str | None) -> str:
-    """``title`` and, below it, what red means for ``method`` on two short lines (figure captions)."""
+def _caption(method: str | None) -> str:
+    """What red means for ``method``, on two short lines (printed under its column); ``""`` if unknown."""
     signed = is_signed(method)
     if signed is None:
-        return title
-    text = "red: supports\nblue: opposes" if signed else "unsigned:\nred = magnitude"
-    return f"{title}\n{text}" if title else text
+        return ""
+    return "red: supports\nblue: opposes" if signed else "unsigned:\nred = magnitude"
 
 
 def grid(
@@ -129,7 +128,7 @@ def grid(
 
     ``None`` entries leave a blank cell. One shared colour bar on [-1, 1].
 
-    ``methods[j]`` names the method of map column ``j``; its title gets a second line saying what
+    ``methods[j]`` names the method of map column ``j``; under the column a caption says what
     red means for that method (:func:`legend`), and the colour bar's label covers them all. By
     default a map column whose title (``col_titles``) is a registered method's name is taken as
     that method's.
@@ -140,9 +139,6 @@ def grid(
     if methods is None:
         methods = [col_titles[j + offset] if j + offset < len(col_titles) else None for j in range(cols - offset)]
     methods = list(methods) + [None] * (cols - offset - len(methods))
-    col_titles = [
-        _with_legend(t, methods[j - offset]) if j >= offset else t for j, t in enumerate(col_titles)
-    ]
     fig, axes = plt.subplots(rows, cols, figsize=(cell_size * cols + 1.2, cell_size * rows + 0.3), squeeze=False)
     for i, row in enumerate(maps):
         if show_image:
@@ -161,6 +157,9 @@ def grid(
             axes[i, 0].set_ylabel(row_titles[i], fontsize=9)
     for j, title in enumerate(col_titles):
         axes[0, j].set_title(title, fontsize=9)
+    for j, method in enumerate(methods):  # under every column: what red means for its method
+        if _caption(method):
+            axes[rows - 1, j + offset].set_xlabel(_caption(method), fontsize=8)
     add_colorbar(fig, axes, methods)
     return fig
 
@@ -174,8 +173,7 @@ def save_overlay(
     method: str | None = None,
 ) -> Path:
     """One overlay with a title and a colour bar, saved as PNG; ``method`` adds what red means for it."""
-    fig = grid([image], [[scores]], cell_titles=[[_with_legend(title, method)]], show_image=False, cell_size=3.6,
-               methods=[method])  # fmt: skip
+    fig = grid([image], [[scores]], cell_titles=[[title]], show_image=False, cell_size=3.6, methods=[method])
     return save_figure(fig, path)
 
 
