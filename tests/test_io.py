@@ -79,3 +79,31 @@ def test_bytes_are_decoded_with_the_same_checks(tmp_path):
         load_image(b"hello", name="upload 'x.jpg'")
     with pytest.raises(AttngradError, match="^image bytes: the file is empty"):
         load_image(b"")
+
+
+# ---------------------------------------------------------------------- shipped samples by short name
+
+
+def test_short_names_open_the_shipped_samples(tmp_path, monkeypatch):
+    from attngrad.io import find_sample, sample_names, samples_folder
+
+    monkeypatch.chdir(tmp_path)  # an empty folder: no el1.jpg here
+    folder = samples_folder()
+    for name, file in [("el1", "el1.jpg"), ("el1.jpg", "el1.jpg"), ("catdog", "catdog.png"), ("tusker.jpg", "n01871265_tusker.jpg"),
+                       ("African elephant", "n02504458_African_elephant.jpg"), ("african_elephant", "n02504458_African_elephant.jpg"),
+                       ("n02391049_zebra.jpg", "n02391049_zebra.jpg"), ("SNAIL", "n01944390_snail.jpg")]:  # fmt: skip
+        assert find_sample(name) == folder / file, name
+    expected = np.asarray(Image.open(folder / "n01871265_tusker.jpg").convert("RGB"))
+    assert np.array_equal(np.asarray(load_image("tusker")), expected)
+    assert {"el1", "catdog", "snail", "tusker", "zebra"} <= set(sample_names())
+    for name in ("photos/el1.jpg", "no_such_thing", "", "el1.txt"):
+        assert find_sample(name) is None, name
+    with pytest.raises(AttngradError, match="shipped samples by short name: .*el1"):
+        load_image("photos/el1.jpg")
+
+
+def test_a_real_file_wins_over_a_sample(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _rgb((20, 10)).save(tmp_path / "el1.jpg")
+    assert load_image("el1.jpg").size == (20, 10)
+    assert load_image("el1").size != (20, 10)  # no file called 'el1' here: the sample

@@ -32,3 +32,37 @@ def test_overlay_and_grid_png(tmp_path):
     fig = viz.grid([img, img], [[np.ones((2, 2)), None], [-np.ones((2, 2)), np.eye(2)]], col_titles=["a", "b", "c"])
     path = viz.save_figure(fig, tmp_path / "g.png")
     assert Image.open(path).size[0] > 300
+
+
+def test_what_red_means_per_method():
+    """Signed maps (complete): red supports, blue opposes; unsigned ones (gae, absolute, rollout): magnitude."""
+    assert viz.is_signed("complete") is True
+    for name in ("gae", "absolute", "rollout", "raw_attention", "attn_gradcam", "random"):
+        assert viz.is_signed(name) is False, name
+    assert viz.is_signed("image") is None and viz.legend("image") == ""
+    assert "supports" in viz.legend("complete") and "magnitude" in viz.legend("gae")
+
+
+def test_captions_and_colour_bar_follow_the_method(tmp_path):
+    img = Image.new("RGB", (32, 32))
+    maps = [[np.eye(2), np.eye(2), np.eye(2)]]
+    fig = viz.grid([img], maps, col_titles=["image", "complete", "gae", "absolute"])
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["image", "complete", "gae", "absolute"]
+    captions = [ax.get_xlabel() for ax in fig.axes[:4]]  # under each column
+    assert captions[0] == ""
+    assert "red: supports" in captions[1] and "blue: opposes" in captions[1]
+    assert "magnitude" in captions[2] and "supports" not in captions[2] and "magnitude" in captions[3]
+    assert "unsigned maps: red = magnitude" in fig.axes[-1].get_ylabel()  # the colour bar: both kinds
+    only_unsigned = viz.grid([img], [[np.eye(2)]], col_titles=["image", "rollout"])
+    label = only_unsigned.axes[-1].get_ylabel()
+    assert "magnitude" in label and "opposes" not in label
+    explicit = viz.grid([img], [[np.eye(2)]], col_titles=["image", "my map"], methods=["gae"])
+    assert "magnitude" in explicit.axes[1].get_xlabel()
+    path = viz.save_overlay(tmp_path / "o.png", img, np.eye(2), "gae: zebra", method="gae")
+    assert path.exists()
+
+
+def test_wrap_label_never_cuts():
+    text = viz.wrap_label("American Staffordshire terrier")
+    assert text.replace("\n", " ") == "American Staffordshire terrier" and "\n" in text
+    assert viz.wrap_label("zebra") == "zebra"

@@ -1,6 +1,9 @@
 """Loading and validating images with Pillow.
 
-Paths, the bytes of an image file (uploads) and PIL images are accepted. Every image
+Paths, the bytes of an image file (uploads) and PIL images are accepted. A path that
+does not exist but is the short name of an image shipped with the package (``el1``,
+``catdog``, ``snail``, ``tusker.jpg``, ``African_elephant`` ...; see :func:`sample_images`)
+opens that image, so the README's examples run in an empty folder. Every image
 comes back as an 8-bit RGB ``PIL.Image``: grayscale, palette, RGBA
 (composited on white), CMYK and 16-bit images are converted; missing, empty,
 truncated, non-image or oversized files raise :class:`AttngradError` with a
@@ -12,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from importlib import resources
 from pathlib import Path
 from typing import Union
 
@@ -24,6 +28,63 @@ ImageLike = Union[str, os.PathLike, Image.Image]
 
 #: Largest image accepted, in pixels (Pillow's decompression-bomb limit is 2x its warning level).
 MAX_PIXELS = 2 * 89_478_485
+
+
+#: Suffixes of the image files looked for in folders and among the shipped samples.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def samples_folder() -> Path:
+    """The folder of the sample images shipped with the package (``attngrad/assets/images``)."""
+    return Path(str(resources.files("attngrad").joinpath("assets/images")))
+
+
+def _short_name(path: Path) -> str:
+    """``n01871265_tusker.jpg`` -> ``tusker``; ``el1.jpg`` -> ``el1`` (lower case)."""
+    stem = path.stem.lower()
+    wnid, _, name = stem.partition("_")
+    return name if name and wnid[:1] == "n" and wnid[1:].isdigit() else stem
+
+
+def sample_images() -> dict[str, Path]:
+    """Short name (lower case) -> path of every shipped sample image.
+
+    A file ``n01871265_tusker.jpg`` is found as ``tusker`` and as its stem; ``el1.jpg`` as ``el1``.
+    Underscores and spaces are interchangeable (``african_elephant``, ``African elephant``).
+    """
+    folder = samples_folder()
+    files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES] if folder.is_dir() else []
+    table = {_short_name(p): p for p in files}
+    for p in files:
+        table.setdefault(p.stem.lower(), p)
+    return table
+
+
+def sample_names() -> list[str]:
+    """The short names of the shipped samples, as shown in help texts (``catdog, el1, kite, ...``)."""
+    folder = samples_folder()
+    return [_short_name(p) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES] if folder.is_dir() else []
+
+
+def find_sample(name: str | os.PathLike) -> Path | None:
+    """The shipped sample image called ``name`` (``el1``, ``snail.jpg``, ``african elephant``), or ``None``.
+
+    Only bare names are looked up (no folder part), so a path such as ``photos/el1.jpg`` is never redirected.
+    """
+    text = str(name).strip()
+    if not text or os.sep in text or (os.altsep and os.altsep in text):
+        return None
+    stem, suffix = os.path.splitext(text)
+    key = (stem if suffix.lower() in IMAGE_SUFFIXES else text).lower().replace(" ", "_")
+    return sample_images().get(key)
+
+
+def resolve_image_path(source: str | os.PathLike) -> Path:
+    """``source`` as a path when it exists, else the shipped sample of that short name, else ``source``."""
+    path = Path(source)
+    if path.exists():
+        return path
+    return find_sample(source) or path
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -60,10 +121,12 @@ def load_image(source: ImageLike | bytes, max_pixels: int = MAX_PIXELS, name: st
         if not source:
             raise AttngradError(f"{label}: the file is empty (0 bytes); re-download or re-export it")
         return _decode(io.BytesIO(source), label, max_pixels)
-    path = Path(source)
-    label = name or str(path)
+    path = resolve_image_path(source)
+    label = name or str(source)
     if not path.exists():
-        raise AttngradError(f"{label}: no such file; check the path")
+        raise AttngradError(
+            f"{label}: no such file; check the path (shipped samples by short name: {', '.join(sample_names())})"
+        )
     if path.is_dir():
         raise AttngradError(f"{label}: is a directory; pass image files (e.g. {path}/*.jpg)")
     if path.stat().st_size == 0:

@@ -5,6 +5,12 @@ survives; a diverging colormap (blue, white at 0, red) on the fixed range
 [-1, 1]; bilinear upsampling of the patch grid to the image; the image laid
 over the heatmap with partial transparency; a colour bar. Colours compare
 regions within one image, never across images.
+
+What red means depends on the method: for a *signed* method (``complete``: the sign says
+whether a region pushes the model towards the class or away from it) red supports the
+class and blue opposes it; for an *unsigned* one (``gae``, ``absolute``, ``rollout``,
+``raw_attention`` ...: every value is >= 0) red is only magnitude, and there is no blue.
+Every caption and colour bar says which (:func:`legend`, :func:`is_signed`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,45 @@ from PIL import Image  # noqa: E402
 
 CMAP = "bwr"
 NORM = Normalize(vmin=-1.0, vmax=1.0)
+
+#: Methods whose maps are signed, for method classes that do not (yet) say so with a ``signed`` attribute.
+_SIGNED_FALLBACK = frozenset({"complete", "lrp"})
+SIGNED_LEGEND = "red supports the class, blue opposes it"
+UNSIGNED_LEGEND = "unsigned: red = magnitude"
+
+
+def is_signed(method: str | None) -> bool | None:
+    """Whether the maps of ``method`` (a registered name) are signed; ``None`` for an unknown name.
+
+    Read from the method class's ``signed`` attribute (``getattr(cls, "signed", ...)``).
+    """
+    from .methods import METHODS
+
+    if method is None or method not in METHODS:
+        return None
+    return bool(getattr(METHODS[method], "signed", method in _SIGNED_FALLBACK))
+
+
+def legend(method: str | None) -> str:
+    """What red (and blue) mean in a map of ``method``: ``""`` when the method is unknown."""
+    signed = is_signed(method)
+    return "" if signed is None else SIGNED_LEGEND if signed else UNSIGNED_LEGEND
+
+
+def _bar_label(signs: Sequence[bool | None]) -> str:
+    known = {s for s in signs if s is not None}
+    if known == {False}:
+        return "S / max|S|  (unsigned maps: red = magnitude)"
+    if known == {True, False}:
+        return "S / max|S|  (signed maps: red supports, blue opposes;\nunsigned maps: red = magnitude)"
+    return "S / max|S|  (red: supports, blue: opposes)"
+
+
+def wrap_label(text: str, width: int = 18) -> str:
+    """A class name for a figure title, wrapped onto several lines when long (never cut)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width=width, break_long_words=False)) or text
 
 
 def normalize(scores: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -53,11 +98,20 @@ def overlay(image: Image.Image, scores: torch.Tensor | np.ndarray, alpha: float 
     return Image.fromarray((blend * 255).round().astype(np.uint8))
 
 
-def add_colorbar(fig: Figure, axes) -> None:
-    """A colour bar for the fixed [-1, 1] range, labelled with what the signs mean."""
+def add_colorbar(fig: Figure, axes, methods: Sequence[str | None] = ()) -> None:
+    """A colour bar for the fixed [-1, 1] range, labelled with what the colours mean for ``methods``
+    (signed: red supports, blue opposes; unsigned: red = magnitude; none given: signed)."""
     mappable = matplotlib.cm.ScalarMappable(norm=NORM, cmap=CMAP)
     bar = fig.colorbar(mappable, ax=axes, fraction=0.025, pad=0.02, ticks=[-1, -0.5, 0, 0.5, 1])
-    bar.set_label("S / max|S|  (red: supports, blue: opposes)")
+    bar.set_label(_bar_label([is_signed(m) for m in methods]))
+
+
+def _caption(method: str | None) -> str:
+    """What red means for ``method``, on two short lines (printed under its column); ``""`` if unknown."""
+    signed = is_signed(method)
+    if signed is None:
+        return ""
+    return "red: supports\nblue: opposes" if signed else "unsigned:\nred = magnitude"
 
 
 def grid(
@@ -68,13 +122,23 @@ def grid(
     cell_titles: Sequence[Sequence[str]] | None = None,
     show_image: bool = True,
     cell_size: float = 2.4,
+    methods: Sequence[str | None] | None = None,
 ) -> Figure:
     """A figure of overlays: row ``i`` shows ``images[i]`` (first column) then ``maps[i][j]``.
 
     ``None`` entries leave a blank cell. One shared colour bar on [-1, 1].
+
+    ``methods[j]`` names the method of map column ``j``; under the column a caption says what
+    red means for that method (:func:`legend`), and the colour bar's label covers them all. By
+    default a map column whose title (``col_titles``) is a registered method's name is taken as
+    that method's.
     """
     rows = len(maps)
     cols = max(len(r) for r in maps) + int(show_image)
+    offset = int(show_image)
+    if methods is None:
+        methods = [col_titles[j + offset] if j + offset < len(col_titles) else None for j in range(cols - offset)]
+    methods = list(methods) + [None] * (cols - offset - len(methods))
     fig, axes = plt.subplots(rows, cols, figsize=(cell_size * cols + 1.2, cell_size * rows + 0.3), squeeze=False)
     for i, row in enumerate(maps):
         if show_image:
@@ -93,13 +157,23 @@ def grid(
             axes[i, 0].set_ylabel(row_titles[i], fontsize=9)
     for j, title in enumerate(col_titles):
         axes[0, j].set_title(title, fontsize=9)
-    add_colorbar(fig, axes)
+    for j, method in enumerate(methods):  # under every column: what red means for its method
+        if _caption(method):
+            axes[rows - 1, j + offset].set_xlabel(_caption(method), fontsize=8)
+    add_colorbar(fig, axes, methods)
     return fig
 
 
-def save_overlay(path: str | Path, image: Image.Image, scores: torch.Tensor | np.ndarray, title: str = "") -> Path:
-    """One overlay with a title and a colour bar, saved as PNG."""
-    fig = grid([image], [[scores]], cell_titles=[[title]], show_image=False, cell_size=3.6)
+def save_overlay(
+    path: str | Path,
+    image: Image.Image,
+    scores: torch.Tensor | np.ndarray,
+    title: str = "",
+    *,
+    method: str | None = None,
+) -> Path:
+    """One overlay with a title and a colour bar, saved as PNG; ``method`` adds what red means for it."""
+    fig = grid([image], [[scores]], cell_titles=[[title]], show_image=False, cell_size=3.6, methods=[method])
     return save_figure(fig, path)
 
 

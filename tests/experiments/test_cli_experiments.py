@@ -85,7 +85,7 @@ def test_detail_and_guided_explain_in_process(runner, tmp_path):
     "args, message",
     [
         (["rewrite", TUSKER, "--to", "tusker"], "already classified"),
-        (["rewrite", TUSKER, "--to", "bull mastiff", "--eps", "0"], "eps must be > 0"),
+        (["rewrite", TUSKER, "--to", "bull mastiff", "--eps", "0"], "--eps"),
         (["explain", ZEBRA, "--guide", ZEBRA], "another class"),
         (["transfer", "missing.jpg"], "no such file"),
         (["detail", TUSKER, "--contrast", "tusker"], "contrast equals the target"),
@@ -99,3 +99,33 @@ def test_bad_inputs_exit_2_with_one_line(runner, tmp_path, args, message):
     res = runner.invoke(main, [*args, "--out", str(tmp_path)])
     assert res.exit_code == 2
     assert message in res.output and res.output.count("attngrad: error:") == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    import torch
+    from transformers import ViTForImageClassification
+
+    from ..conftest import tiny_vit_config
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("m") / "tiny"
+    ViTForImageClassification(tiny_vit_config()).save_pretrained(path)
+    return str(path)
+
+
+def test_transfer_counts_every_step_once(runner, tiny_model_dir, tmp_path):
+    """--steps 2: states 0, 1, 2 (step 0 printed once), and the progress bar reaches 3/3."""
+    res = runner.invoke(main, ["transfer", "el1", "--model", tiny_model_dir, "-t", "zebra", "--opposing", "dog",
+                               "--steps", "2", "--out", str(tmp_path)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "3/3" in res.stderr.rstrip().split("\r")[-1]  # the bar's final state
+    assert [line.split(":")[0] for line in res.stdout.splitlines() if line.startswith("step ")] == ["step 0", "step 2"]
+    with (tmp_path / "el1_transfer.csv").open() as fh:
+        assert [int(r["step"]) for r in csv.DictReader(fh)] == [0, 1, 2]
+    assert "--steps" in runner.invoke(main, ["transfer", "el1", "--steps", "0"]).stderr
+
+
+def test_detail_gallery_must_exist(runner, tmp_path):
+    res = runner.invoke(main, ["detail", "snail", "--gallery", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--gallery" in res.stderr and not (tmp_path / "o").exists()

@@ -1,7 +1,9 @@
 """The ``attngrad`` command line: argument parsing and messages only; the work is in the library.
 
-Errors a user can cause print one line on stderr and exit with code 2
-(``--debug`` shows the traceback).
+Every mistake a user can make ends the same way, whichever command and whichever layer
+finds it (click's option checks, the library's :class:`AttngradError`, a missing file):
+ONE line ``attngrad: error: ...`` on stderr, exit code 2, no traceback (``--debug`` shows
+it), and no empty output folder left behind (see :mod:`.common`, ``OutDir``).
 """
 
 from __future__ import annotations
@@ -11,30 +13,90 @@ import sys
 import click
 
 from ..errors import AttngradError
+from ..methods import METHODS
+from .common import remove_unused_outputs
+
+
+def _command_name(ctx: click.Context | None) -> str:
+    """``attngrad evaluate perturbation`` for the context of that command (``attngrad`` at the top)."""
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.insert(0, ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(["attngrad", *names])
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def usage_error_line(err: click.ClickException) -> str:
+    """click's usage errors (bad option value, missing argument, unknown option) in our one-line form."""
+    ctx = getattr(err, "ctx", None)
+    message = _one_line(err.format_message()).rstrip(".")
+    if message[:2] != message[:2].upper():  # click's "Invalid value ..." -> "invalid value ..."
+        message = message[:1].lower() + message[1:]
+    if ctx is None:
+        return f"attngrad: error: {message}"
+    name = _command_name(ctx)
+    where = name.removeprefix("attngrad").strip()
+    return f"attngrad: error: {where + ': ' if where else ''}{message} (see '{name} --help')"
+
+
+def _fail(line: str) -> None:
+    click.echo(line, err=True)
+    sys.exit(2)
 
 
 class _Group(click.Group):
-    """Turns :class:`AttngradError` (and missing-file errors) into one line and exit code 2."""
+    """Turns usage errors, :class:`AttngradError` and missing-file errors into one line and exit code 2."""
+
+    def make_context(self, info_name, args, parent=None, **extra):  # errors in the top-level options
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as err:
+            _fail(usage_error_line(err))
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (AttngradError, FileNotFoundError) as err:
+        except click.exceptions.NoArgsIsHelpError:
+            remove_unused_outputs(ctx)
+            raise
+        except click.ClickException as err:  # UsageError, BadParameter, FileError, ... from any command
+            remove_unused_outputs(ctx)
+            if isinstance(err, click.UsageError):
+                _fail(usage_error_line(err))
+            _fail(f"attngrad: error: {_one_line(err.format_message())}")
+        except (AttngradError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:
+            remove_unused_outputs(ctx)
             if ctx.params.get("debug"):
                 raise
-            click.echo(f"attngrad: error: {err}", err=True)
-            sys.exit(2)
+            _fail(f"attngrad: error: {_one_line(str(err))}")
+        except BaseException as err:  # a bug, Ctrl+C, or an exit code: still no empty folder left behind
+            if not (isinstance(err, SystemExit) and err.code in (0, None)):
+                remove_unused_outputs(ctx)
+            raise
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+def _help() -> str:
+    names = list(METHODS)
+    return (
+        "Explain what a Vision Transformer looked at, from its attention maps and their gradients.\n\n"
+        f"Methods ({len(names)}): {', '.join(names)}; complete (Cui, Fan & Chen, eq. 5) is the default. "
+        "IMAGE arguments are files, or the short name of a shipped sample image when no such file "
+        "exists (e.g. el1, catdog, zebra). Mistakes print one line 'attngrad: error: ...' and exit "
+        "with code 2. Run `attngrad COMMAND --help` for each command."
+    )
+
+
+@click.group(cls=_Group, help=_help(), context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
 @click.version_option(package_name="attngrad")
 def main(debug: bool) -> None:
-    """Explain what a Vision Transformer looked at, from its attention maps and their gradients.
-
-    Methods: complete (Cui, Fan & Chen, eq. 5; default), gae, absolute, rollout,
-    raw_attention, attn_gradcam. Run `attngrad COMMAND --help` for each command.
-    """
+    pass
 
 
 from . import explain  # noqa: E402,F401  (registers commands)

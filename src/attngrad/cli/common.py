@@ -1,22 +1,45 @@
-"""Options and helpers shared by the CLI commands."""
+"""Options, argument types and helpers shared by the CLI commands.
+
+Checks that need no model run while click parses the command line (a bad count, an empty
+method list, an output path that is a file, a missing image or gallery), so a mistake is
+reported at once, in the one-line form of :mod:`attngrad.cli`, before any model loads.
+
+Output folders are created only when something is written into them; ``OutDir`` records
+which folders a command may create, and :func:`remove_unused_outputs` removes those that a
+failed command left empty.
+"""
 
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
+from typing import Sequence
 
 import click
 
+from ..errors import AttngradError
 from ..explainer import Explainer
+from ..io import find_sample, sample_names
 from ..methods import METHODS
+
+_OUTPUTS_KEY = "attngrad.outputs"
+
+MODEL_HELP = (
+    "Hugging Face folder or Hub name, or timm:NAME (default: the shipped ViT-Ti). Note: the timm and "
+    "Hugging Face copies of ViT-Ti preprocess differently (timm: resize the short side to 248 + centre "
+    "crop 224; Hugging Face: squash to 224x224), so they can predict different classes for the same file."
+)
+DEVICE_HELP = "cpu, cuda, cuda:1, mps ... (default: cpu)."
 
 
 def model_options(fn):
     """``--model``, ``--checkpoint`` and ``--device``, passed to the command as ``explainer``."""
 
-    @click.option("--model", "model", default=None, help="Hugging Face folder or Hub name, or timm:NAME (default: shipped ViT-Ti).")
-    @click.option("--checkpoint", type=click.Path(), default=None, help="Weights file for a timm:NAME model.")
-    @click.option("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cpu).")
+    @click.option("--model", "model", default=None, help=MODEL_HELP)
+    @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+                  help="Weights file (.safetensors or .pth) for a timm:NAME model.")
+    @click.option("--device", default=None, help=DEVICE_HELP)
     @functools.wraps(fn)
     def wrapper(*args, model, checkpoint, device, **kwargs):
         from ..models import load_model
@@ -27,6 +50,9 @@ def model_options(fn):
     return wrapper
 
 
+# --------------------------------------------------------------------------- lists
+
+
 def split_list(value: str | None) -> list[str]:
     """``"a,b, c"`` -> ``["a", "b", "c"]``; ``"all"`` for methods expands to every registered one."""
     if not value:
@@ -35,12 +61,189 @@ def split_list(value: str | None) -> list[str]:
     return list(METHODS) if items == ["all"] else items
 
 
+def method_names() -> str:
+    """The registered methods, for help texts and messages (read from :data:`attngrad.methods.METHODS`)."""
+    return ", ".join(METHODS)
+
+
+def _check_methods(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+    methods = split_list(value)
+    if not methods:
+        raise click.BadParameter(f"no method named in {value!r}; give one or more of: {method_names()}, or 'all'")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise click.BadParameter(f"unknown method {unknown[0]!r}; choose from {method_names()}, or 'all'")
+    return list(dict.fromkeys(methods))
+
+
+def methods_option(*decls: str, default: str = "complete", help: str = "Method(s), comma-separated, or 'all'"):
+    """A comma-separated method list, checked against the registry while parsing (the command gets a list)."""
+    return click.option(*decls, default=default, show_default=True, callback=_check_methods,
+                        help=f"{help}: {method_names()}.")  # fmt: skip
+
+
+def split_classes(values: str | Sequence[str] | None, labels: Sequence[str]) -> list[str]:
+    """Classes given as repeated options and/or comma lists: ``("zebra,African elephant", "top3")``.
+
+    A value that is itself one of ``labels`` (a name that contains a comma, such as
+    ``"tench, Tinca tinca"``) is kept whole.
+    """
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    known = {label.strip().lower() for label in labels}
+    found: list[str] = []
+    for value in values:
+        if value.strip().lower() in known:
+            found.append(value.strip())
+        else:
+            found.extend(v.strip() for v in value.split(",") if v.strip())
+    return found
+
+
+# --------------------------------------------------------------------------- paths
+
+
+class ImagePath(click.ParamType):
+    """An image file, or the short name of a shipped sample image when no such file exists."""
+
+    name = "image"
+
+    def convert(self, value, param, ctx):
+        path = Path(value)
+        if path.exists():
+            if path.is_dir():
+                self.fail(f"{value} is a folder; give an image file", param, ctx)
+            return str(path)
+        sample = find_sample(value)
+        if sample is None:
+            self.fail(f"{value}: no such file (shipped samples by short name: {', '.join(sample_names())})", param, ctx)
+        return str(sample)
+
+
+IMAGE = ImagePath()
+#: An existing folder (galleries, data folders).
+FOLDER = click.Path(exists=True, file_okay=False)
+IMAGES_HELP = f"IMAGE arguments are files, or a shipped sample's short name ({', '.join(sample_names())})."
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost folder that creating ``path`` would create (``None`` when ``path`` exists)."""
+    missing = None
+    for p in (path, *path.parents):
+        if p.exists():
+            return missing
+        missing = p
+    return missing
+
+
+class OutDir(click.ParamType):
+    """An output folder: refused when it (or a folder above it) is a file or cannot be written.
+
+    The folder is not created here; the command creates it when it writes (:func:`out_dir`).
+    The topmost folder it would create is recorded, so that a failed command removes it again
+    when nothing was written into it (:func:`remove_unused_outputs`).
+    """
+
+    name = "folder"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, Path):
+            value = str(value)
+        if not str(value).strip():
+            self.fail("an empty name; give a folder name", param, ctx)
+        path = Path(value).expanduser()
+        if path.exists() and not path.is_dir():
+            self.fail(f"{value} is an existing file; give a folder name (it is created when needed)", param, ctx)
+        missing = _first_missing(path.absolute())
+        existing = path.absolute() if missing is None else missing.parent
+        if not existing.is_dir():
+            self.fail(f"{value}: {existing} is a file, so no folder can be made inside it", param, ctx)
+        if not os.access(existing, os.W_OK | os.X_OK):
+            self.fail(f"{value}: cannot write in {existing}; choose another folder", param, ctx)
+        if ctx is not None and missing is not None:
+            ctx.meta.setdefault(_OUTPUTS_KEY, []).append(missing)
+        return path
+
+
+def out_option(default: str, help: str = "Output folder (created when needed)."):
+    return click.option("--out", "-o", default=default, show_default=True, type=OutDir(), help=help)
+
+
+def remove_unused_outputs(ctx: click.Context) -> None:
+    """Remove the output folders this command created but left without any file (after a failure)."""
+    for top in ctx.meta.pop(_OUTPUTS_KEY, []):
+        if not top.is_dir():
+            continue
+        for folder, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):  # deepest first
+            try:
+                os.rmdir(folder)  # fails (and keeps the folder) when anything is inside
+            except OSError:
+                pass
+
+
 def safe_name(text: str) -> str:
     """A file-name-safe version of a class name or file stem."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("_") or "x"
 
 
 def out_dir(path: str | Path) -> Path:
+    """Create the output folder (and its parents) when the first file goes into it."""
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+# --------------------------------------------------------------------------- class names without the model
+
+
+def class_names(model: str | None) -> list[str]:
+    """A model's class names from its configuration only (no weights are loaded).
+
+    Hugging Face folders and Hub names: ``config.json``'s ``id2label``; ``timm:NAME``: the
+    ImageNet-1k names when timm's configuration of NAME has 1000 classes.
+    """
+    from ..models import DEFAULT_MODEL
+    from ..models.timm_vit import imagenet_labels
+
+    name = str(model) if model is not None else str(DEFAULT_MODEL)
+    if name.startswith("timm:"):
+        return _timm_class_names(name[len("timm:"):], imagenet_labels)
+    path = Path(name)
+    if path.exists():
+        if not path.is_dir():
+            raise AttngradError(f"{name}: is a file; --model takes a Hugging Face model folder (with config.json)")
+        if not (path / "config.json").is_file():
+            raise AttngradError(f"{name}: not a Hugging Face model folder (no config.json)")
+    elif name.startswith((".", "~", "/", os.sep)) or name.count("/") > 1:  # a path, not a Hub name
+        raise AttngradError(f"{name}: no such model folder; check the path")
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise AttngradError(f"cannot read the configuration of {name!r}: {first}; pass a model folder, "
+                            "or a Hub name when online") from None  # fmt: skip
+    id2label = getattr(config, "id2label", None) or {}
+    count = getattr(config, "num_labels", len(id2label))
+    return [str(id2label.get(i, id2label.get(str(i), f"class_{i}"))) for i in range(count)]
+
+
+def _timm_class_names(arch: str, imagenet_labels) -> list[str]:
+    try:
+        import timm
+    except ImportError:
+        raise AttngradError("timm is not installed; pip install 'attngrad[timm]'") from None
+    try:
+        cfg = timm.models.get_pretrained_cfg(arch)
+    except Exception:  # timm raises several types for unknown names
+        cfg = None
+    if cfg is None:
+        if not timm.is_model(arch):
+            raise AttngradError(f"timm has no model {arch!r}; see timm.list_models('vit_*')")
+        count = 1000
+    else:
+        count = getattr(cfg, "num_classes", 1000)
+    return imagenet_labels() if count == 1000 else [f"class_{i}" for i in range(count)]

@@ -11,20 +11,24 @@ from ..compare import comparison_grid
 from ..io import load_image
 from ..losses import LOSSES
 from . import main
-from .common import model_options, out_dir, safe_name, split_list
+from .common import IMAGE, IMAGES_HELP, methods_option, model_options, out_dir, out_option, safe_name, split_classes
 
 
-@main.command()
-@click.argument("image")
+@main.command(epilog=IMAGES_HELP)
+@click.argument("image", type=IMAGE)
 @model_options
-@click.option("--targets", "-t", default="top1,top2", show_default=True, help="Classes, comma-separated: names, indices or topK.")
-@click.option("--methods", "-m", default="all", show_default=True, help="Methods, comma-separated, or 'all'.")
+@click.option("--targets", "-t", multiple=True, default=("top1,top2",), show_default=True,
+              help="Classes (names, indices or topK): a comma list, or repeat the option.")
+@methods_option("--methods", "-m", default="all", help="Methods, comma-separated, or 'all'")
 @click.option("--loss", "-l", default="logit", show_default=True, help=f"One of {', '.join(LOSSES)}.")
-@click.option("--out", "-o", default="attngrad-out", show_default=True, help="Output folder.")
+@out_option("attngrad-out")
 def compare(image, explainer, targets, methods, loss, out):
     """Explain IMAGE for each class in --targets with each method in --methods and write
-    one grid PNG (rows: classes, columns: methods) to OUT/<image>_compare.png."""
+    one grid PNG (rows: classes, columns: methods) to OUT/<image>_compare.png.
+
+    Example: attngrad compare el1 -t zebra -t "African elephant" -m gae,complete,absolute
+    """
     picture = load_image(image)
-    fig = comparison_grid(explainer, picture, [t.strip() for t in targets.split(",") if t.strip()], split_list(methods), loss)
+    fig = comparison_grid(explainer, picture, split_classes(targets, explainer.labels), methods, loss)
     path = viz.save_figure(fig, out_dir(out) / f"{safe_name(Path(image).stem)}_compare.png")
     click.echo(f"wrote {path}")

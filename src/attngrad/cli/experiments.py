@@ -11,24 +11,21 @@ import numpy as np
 
 from ..errors import AttngradError
 from ..experiments.guidance import IMAGE_SUFFIXES
+from ..io import resolve_image_path
 from . import main
-from .common import model_options, out_dir, safe_name
+from .common import FOLDER, IMAGE, IMAGES_HELP, model_options, out_dir, out_option, safe_name, split_classes
 
 
-def _split(values: tuple[str, ...]) -> list[str]:
-    """Repeated and/or comma-separated class names; a comma inside a class name is not supported here."""
-    return [v.strip() for value in values for v in value.split(",") if v.strip()]
-
-
-@main.command()
-@click.argument("image")
+@main.command(epilog=IMAGES_HELP)
+@click.argument("image", type=IMAGE)
 @model_options
-@click.option("-k", default=3, show_default=True, help="Compare the top-1 class with the next k-1 predictions.")
+@click.option("-k", default=3, show_default=True, type=click.IntRange(min=2),
+              help="Compare the top-1 class with the next k-1 predictions.")
 @click.option("--target", "-t", default=None, help="The class explained (default: the prediction).")
 @click.option("--contrast", "-c", "contrasts", multiple=True, help="Contrast class(es), instead of the runners-up; repeatable.")
 @click.option("--loss", "-l", default="normdiff", show_default=True, help="normdiff (eq. 8), diff or ratio.")
-@click.option("--gallery", default=None, help="Folder of <wnid>_<class>.jpg typical images (default: ImageNet sample).")
-@click.option("--out", "-o", default="attngrad-detail", show_default=True, help="Output folder.")
+@click.option("--gallery", default=None, type=FOLDER, help="Folder of <wnid>_<class>.jpg typical images (default: ImageNet sample).")
+@out_option("attngrad-detail")
 def detail(image, explainer, k, target, contrasts, loss, gallery, out):
     """Detail interpretation of IMAGE: its top class against each runner-up (normdiff, eq. 8).
 
@@ -36,7 +33,10 @@ def detail(image, explainer, k, target, contrasts, loss, gallery, out):
     Writes OUT/<image>_detail.png (with a typical image of every class) and one .npy per contrast."""
     from ..experiments.detail import detail_interpretation
 
-    res = detail_interpretation(explainer, image, k, target, _split(contrasts) or None, loss, gallery)
+    others = split_classes(contrasts, explainer.labels)
+    if contrasts and not others:
+        raise AttngradError(f"--contrast {contrasts[0]!r} names no class; give a class name or index")
+    res = detail_interpretation(explainer, image, k, target, others or None, loss, gallery)
     folder = out_dir(out)
     stem = safe_name(Path(image).stem)
     for j, name in enumerate(res.contrasts):
@@ -45,15 +45,16 @@ def detail(image, explainer, k, target, contrasts, loss, gallery, out):
     click.echo(f"wrote {res.save_figure(folder / f'{stem}_detail.png')}")
 
 
-@main.command()
-@click.argument("image")
+@main.command(epilog=IMAGES_HELP)
+@click.argument("image", type=IMAGE)
 @model_options
 @click.option("--target", "-t", default=None, help="Class whose logit is descended (default: the prediction).")
 @click.option("--opposing", default=None, help="The other class (default: the strongest other class).")
-@click.option("--steps", default=12, show_default=True, help="Number of updates.")
-@click.option("--lr", default=4e-4, show_default=True, help="Learning rate (the paper's 0.0004).")
+@click.option("--steps", default=12, show_default=True, type=click.IntRange(min=1), help="Number of updates.")
+@click.option("--lr", default=4e-4, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Learning rate (the paper's 0.0004).")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
-@click.option("--out", "-o", default="attngrad-transfer", show_default=True, help="Output folder.")
+@out_option("attngrad-transfer")
 def transfer(image, explainer, target, opposing, steps, lr, optimizer, out):
     """Attention transfer on IMAGE: learn every layer's attention map (weights frozen) to lower the
     target logit; re-explain with `complete` after each step.
@@ -78,34 +79,34 @@ def _images_in(paths: tuple[str, ...], limit: int | None) -> list[str]:
     many spread evenly over the list (a folder sorted by class gives a spread of classes)."""
     files: list[str] = []
     for p in paths:
-        path = Path(p)
+        path = resolve_image_path(p)
         if path.is_dir():
             found = sorted(str(f) for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 raise AttngradError(f"{path}: no image files in the folder")
             files.extend(found)
         else:
-            files.append(p)
-    if limit is not None and limit < 1:
-        raise AttngradError(f"--limit must be >= 1, not {limit}")
+            files.append(str(path) if path.exists() else p)
     if limit and limit < len(files):
         files = [files[i] for i in np.linspace(0, len(files) - 1, limit).round().astype(int)]
     return files
 
 
-@main.command()
+@main.command(epilog=IMAGES_HELP)
 @click.argument("images", nargs=-1, required=True)
 @model_options
 @click.option("--to", "to", required=True, help="Class to reach, or 'random' (a random other class per image).")
 @click.option("--from", "from_", default=None, help="Class to leave (default: the prediction).")
-@click.option("--eps", default=2.0, show_default=True, help="L-inf budget in 8-bit levels (2 = 2/255).")
-@click.option("--steps", default=100, show_default=True, help="At most this many one-level updates.")
-@click.option("--probability", "-p", default=0.9, show_default=True, help="Stop when --to is top-1 with this probability.")
+@click.option("--eps", default=2.0, show_default=True, type=click.FloatRange(min=0, min_open=True, max=255),
+              help="L-inf budget in 8-bit levels (2 = 2/255).")
+@click.option("--steps", default=100, show_default=True, type=click.IntRange(min=1), help="At most this many one-level updates.")
+@click.option("--probability", "-p", default=0.9, show_default=True, type=click.FloatRange(min=0, max=1),
+              help="Stop when --to is top-1 with this probability.")
 @click.option("--loss", default="margin", show_default=True, help="margin, diff (the paper's), normdiff or xent.")
-@click.option("--limit", default=None, type=int, help="Batch mode: this many images, spread evenly over the list.")
-@click.option("--seed", default=0, show_default=True, help="Seed for --to random.")
-@click.option("--batch-size", "-b", default=16, show_default=True, help="Images per forward/backward pass.")
-@click.option("--out", "-o", default="attngrad-rewrite", show_default=True, help="Output folder.")
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="Batch mode: this many images, spread evenly over the list.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed for --to random.")
+@click.option("--batch-size", "-b", default=16, show_default=True, type=click.IntRange(min=1), help="Images per forward/backward pass.")
+@out_option("attngrad-rewrite")
 def rewrite(images, explainer, to, from_, eps, steps, probability, loss, limit, seed, batch_size, out):
     """Class rewriting: change IMAGES (files or a folder) imperceptibly until --to is the top-1 class.
 
@@ -117,7 +118,7 @@ def rewrite(images, explainer, to, from_, eps, steps, probability, loss, limit, 
     from ..experiments.rewrite import batch_summary, random_targets, rewrite_batch, save_rewrite
 
     files = _images_in(images, limit)
-    folder = out_dir(out)
+    folder = out
     rng = np.random.default_rng(seed)
     results = []
     batches = range(0, len(files), batch_size)
@@ -129,10 +130,11 @@ def rewrite(images, explainer, to, from_, eps, steps, probability, loss, limit, 
         )
     if len(results) == 1:
         click.echo(results[0].summary())
-        paths = save_rewrite(explainer, results[0], folder, f"{safe_name(Path(files[0]).stem)}_to_{safe_name(results[0].to_class)}")
+        paths = save_rewrite(explainer, results[0], out_dir(folder), f"{safe_name(Path(files[0]).stem)}_to_{safe_name(results[0].to_class)}")
         click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
         return
     rows = []
+    out_dir(folder)
     for r in results:
         r.rewritten.save(folder / f"{safe_name(Path(r.source).stem)}_to_{safe_name(r.to_class)}.png")
         numbers = r.numbers()
@@ -148,9 +150,10 @@ def rewrite(images, explainer, to, from_, eps, steps, probability, loss, limit, 
 
 @main.command()
 @model_options
-@click.option("--out", "-o", default="attngrad-report", show_default=True, help="Output folder.")
-@click.option("--gallery", default=None, help="Folder of <wnid>_<class>.jpg images (default: ImageNet sample).")
-@click.option("--batch-images", default=8, show_default=True, help="Random images for the batch-rewriting table (0: skip).")
+@out_option("attngrad-report")
+@click.option("--gallery", default=None, type=FOLDER, help="Folder of <wnid>_<class>.jpg images (default: ImageNet sample).")
+@click.option("--batch-images", default=8, show_default=True, type=click.IntRange(min=0),
+              help="Random images for the batch-rewriting table (0: skip).")
 def reproduce(explainer, out, gallery, batch_images):
     """Regenerate the equivalent of each of the paper's figures on the model into OUT/report.html."""
     from ..experiments.report import build_report

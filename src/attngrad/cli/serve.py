@@ -23,7 +23,7 @@ def _is_loopback(host: str) -> bool:
 @main.command()
 @model_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless you mean to share it).")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 @click.option("--max-upload-mb", default=20.0, show_default=True, type=click.FloatRange(min=0.001), help="Largest upload accepted (413 above).")
 @click.option("--queue-size", default=8, show_default=True, type=click.IntRange(min=1), help="Model tasks running or waiting (503 above).")
 @click.option("--model-name", default=None, help="Name shown in the UI (default: --model or the shipped ViT-Ti).")

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from ..losses import LOSSES
 from . import main
-from .common import out_dir, split_list
+from .common import DEVICE_HELP, methods_option, out_dir, out_option
 
 
 def _text_explainer(model: str | None, device: str | None):
@@ -20,7 +20,7 @@ def _text_explainer(model: str | None, device: str | None):
 
 
 def _model_options(fn):
-    fn = click.option("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cpu).")(fn)
+    fn = click.option("--device", default=None, help=DEVICE_HELP)(fn)
     return click.option(
         "--model", default=None, help="BERT-family model folder (default: all-MiniLM-L6-v2 from attngrad[text])."
     )(fn)
@@ -31,25 +31,28 @@ def _model_options(fn):
 @click.option("--against", "-a", multiple=True, help="Similarity: the text to compare with (one for all, or one per TEXT).")
 @click.option("--labels", default=None, help="Zero-shot: label descriptions, comma-separated ('sports,finance,repair').")
 @_model_options
-@click.option("--method", "-m", default="complete", show_default=True, help="Method(s), comma-separated.")
+@methods_option("--method", "-m", help="Method(s), comma-separated")
 @click.option("--target", "-t", default=None, help="Label name, index or topK (default: top1).")
 @click.option("--contrast", "-c", default=None, help="Second label for two-class losses (e.g. top2, the runner-up).")
 @click.option("--loss", "-l", default="logit", show_default=True, help=f"One of {', '.join(LOSSES)}.")
-@click.option("--start-layer", default=0, show_default=True, help="First layer of the rollout product.")
-@click.option("--out", "-o", default="attngrad-text", show_default=True, help="Output folder.")
-@click.option("--batch-size", "-b", default=32, show_default=True, help="Texts per forward/backward pass.")
+@click.option("--start-layer", default=0, show_default=True, type=click.IntRange(min=0), help="First layer of the rollout product.")
+@out_option("attngrad-text")
+@click.option("--batch-size", "-b", default=32, show_default=True, type=click.IntRange(min=1), help="Texts per forward/backward pass.")
 @click.option("--color/--no-color", default=None, help="Colour the terminal view (default: when printing to a terminal).")
 def explain_text(texts, against, labels, model, device, method, target, contrast, loss, start_layer, out, batch_size, color):
     """Explain TEXTS word by word with a classifier, a similarity (--against) or zero-shot labels (--labels).
 
-    Prints each text coloured (red: supports, blue: opposes) and writes OUT/explanation.html and
+    Prints each text coloured (signed methods such as complete: red supports, blue opposes;
+    unsigned ones such as gae and rollout: red = magnitude) and writes OUT/explanation.html and
     OUT/scores.json (raw token and word scores).
+
+    Example: attngrad explain-text "the cat sat on the mat" --against "a dog on a rug"
     """
     from ..text import TruncationWarning, save_html, save_json, terminal
     from ..text.display import describe
 
     explainer = _text_explainer(model, device)
-    methods = split_list(method)
+    methods = method
     colour = sys.stdout.isatty() if color is None else color
     partners = list(against) if against else None
     if partners and len(partners) not in (1, len(texts)):
@@ -80,18 +83,19 @@ def explain_text(texts, against, labels, model, device, method, target, contrast
 
 @main.command("text-deletion")
 @_model_options
-@click.option("--method", "-m", default="complete,gae,rollout,random", show_default=True, help="Methods, comma-separated.")
-@click.option("--pairs", "limit", default=0, help="Use only the first N of the 240 pairs (0: all).")
-@click.option("--batch-size", "-b", default=32, show_default=True, help="Pairs per explanation pass.")
+@methods_option("--method", "-m", default="complete,gae,rollout,random", help="Methods, comma-separated")
+@click.option("--pairs", "limit", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Use only the first N of the 240 pairs (0: all).")
+@click.option("--batch-size", "-b", default=32, show_default=True, type=click.IntRange(min=1), help="Pairs per explanation pass.")
 @click.option("--lowest-first", is_flag=True, help="Remove the lowest-scored tokens first (negative direction).")
-@click.option("--out", "-o", default="attngrad-text-deletion", show_default=True, help="Output folder.")
+@out_option("attngrad-text-deletion")
 def text_deletion(model, device, method, limit, batch_size, lowest_first, out):
     """Token-deletion test on the built-in sentence pairs: similarity curves, AUC table, CSV + JSON."""
     from ..text.deletion import run_deletion, sentence_pairs
 
     explainer = _text_explainer(model, device)
     pairs = sentence_pairs()
-    result = run_deletion(explainer, pairs[:limit] if limit else pairs, split_list(method), batch_size=batch_size,
+    result = run_deletion(explainer, pairs[:limit] if limit else pairs, method, batch_size=batch_size,
                           lowest_first=lowest_first)
     click.echo(result.table())
     click.echo(f"wrote {result.save(out)} ({result.pairs} pairs)")

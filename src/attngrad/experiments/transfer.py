@@ -99,8 +99,8 @@ class TransferResult:
 
     def _title(self, s: TransferStep) -> str:
         return (
-            f"step {s.step}\n{self.target[:14]} {s.target_logit:.2f}\n"
-            f"{self.opposing[:14]} {s.opposing_logit:.2f}\nshare {s.opposing_share:.2f}"
+            f"step {s.step}\n{viz.wrap_label(self.target)} {s.target_logit:.2f}\n"
+            f"{viz.wrap_label(self.opposing)} {s.opposing_logit:.2f}\nshare {s.opposing_share:.2f}"
         )
 
     def save_grid(self, path: str | Path, count: int = 6) -> Path:
@@ -109,7 +109,7 @@ class TransferResult:
         fig = viz.grid(
             [self.image],
             [[self.opposing_map, *[s.map for s in shown]]],
-            col_titles=["image", f"step 0: {self.opposing[:14]}\n(its region: > 0)", *[self._title(s) for s in shown]],
+            col_titles=["image", f"step 0: {viz.wrap_label(self.opposing)}\n(its region: > 0)", *[self._title(s) for s in shown]],
             cell_size=2.4,
         )
         return viz.save_figure(fig, path)
@@ -120,7 +120,7 @@ class TransferResult:
 
         rows = self.rows()
         steps = [r["step"] for r in rows]
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 2.8))
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3.2), layout="constrained")
         ax1.plot(steps, [r["target_logit"] for r in rows], label=f"{self.target} (target)", color="tab:red")
         ax1.plot(steps, [r["opposing_logit"] for r in rows], label=f"{self.opposing} (opposing)", color="tab:blue")
         ax1.set_xlabel("step")
@@ -129,9 +129,9 @@ class TransferResult:
         ax2.plot(steps, [r["opposing_share"] for r in rows], color="tab:purple")
         ax2.set_ylim(0, 1)
         ax2.set_xlabel("step")
-        ax2.set_ylabel(f"positive mass on {self.opposing}")
+        ax2.set_ylabel("share of positive mass")
+        ax2.set_title(f"on {self.opposing}", fontsize=9)
         fig.suptitle(f"attention transfer ({self.optimizer}, lr {self.lr:g})", fontsize=9)
-        fig.tight_layout()
         return viz.save_figure(fig, path)
 
     def save_gif(self, path: str | Path, duration_ms: int = 250) -> Path:
@@ -260,7 +260,7 @@ def attention_transfer(
                 on_step(step, {"target_logit": last.target_logit, "opposing_logit": last.opposing_logit,
                                "share": last.opposing_share})
             if step == steps:
-                break
+                continue  # not break: the progress bar then counts the last step too
             for param, grad in zip(maps, trace.gradients):
                 param.grad = grad  # d logit[target] / d A(l): descend it
             optim.step()
