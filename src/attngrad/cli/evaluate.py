@@ -10,7 +10,7 @@ from ..errors import AttngradError
 from ..explainer import Explainer
 from ..models import load_model
 from . import main
-from .common import model_options, split_list
+from .common import OutDir, methods_option, model_options
 
 DEFAULT_METHODS = "gae,complete,rollout,raw_attention,attn_gradcam,random"
 
@@ -24,15 +24,15 @@ def evaluate() -> None:
 @click.option("--data", required=True, type=click.Path(), help="Folder of <wnid>_<name>.jpg images or of class sub-folders.")
 @click.option("--labels", "table", default=None, type=click.Path(), help="Class table TSV (index, wnid, name); default: imagenet_classes.tsv next to the data.")
 @click.option("--image-labels", default=None, type=click.Path(), help="CSV/TSV of file name, class (wnid, name or index) per image, e.g. ImageNet's LOC_val_solution.csv.")
-@click.option("--methods", default=DEFAULT_METHODS, show_default=True, help="Comma-separated methods, or 'all'.")
+@methods_option("--methods", default=DEFAULT_METHODS)
 @click.option("--explain", type=click.Choice(["label", "predicted"]), default="label", show_default=True, help="Class explained and tested.")
-@click.option("--guide", default=None, type=click.Path(), help="Guide image stitched beside every image (paper: a zebra).")
+@click.option("--guide", default=None, type=click.Path(exists=True, dir_okay=False), help="Guide image stitched beside every image (paper: a zebra).")
 @click.option("--guide-region", type=click.Choice(["whole", "original"]), default="whole", show_default=True,
               help="With --guide: 'whole' = the paper's protocol (the stitched image is ranked, perturbed and "
                    "classified); 'original' = the map cropped to the original, which alone is perturbed.")
-@click.option("--limit", default=None, type=int, help="Use the first N labelled images (sorted by path; after --every).")
-@click.option("--every", default=None, type=int, help="Use every K-th labelled image (an evenly strided subset).")
-@click.option("--out", "-o", required=True, type=click.Path(), help="Results folder.")
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="Use the first N labelled images (sorted by path; after --every).")
+@click.option("--every", default=None, type=click.IntRange(min=1), help="Use every K-th labelled image (an evenly strided subset).")
+@click.option("--out", "-o", required=True, type=OutDir(), help="Results folder.")
 @click.option("--resume", is_flag=True, help="Continue the run stored in --out (a larger --limit extends it).")
 @click.option("--batch-size", "-b", default=16, show_default=True, help="Images per explanation pass (unit of resumption).")
 @click.option("--eval-batch-size", default=64, show_default=True, help="Perturbed images per forward pass.")
@@ -56,13 +56,13 @@ def perturbation(data, table, image_labels, methods, explain, guide, guide_regio
     from ..evaluation.runner import RunSettings, run_perturbation
 
     settings = RunSettings(
-        split_list(methods), explain=explain, guide=guide, guide_region=guide_region, batch_size=batch_size,
+        methods, explain=explain, guide=guide, guide_region=guide_region, batch_size=batch_size,
         eval_batch_size=eval_batch_size, workers=workers, resume=resume, insertion_deletion=insertion_deletion,
         model=str(model or "shipped ViT-Ti"),
     )  # fmt: skip
     settings.check()  # before the model loads
-    if Path(out).exists() and not Path(out).is_dir():
-        raise AttngradError(f"{out} is a file; --out must name a folder")
+    if resume and not Path(out, "run.json").is_file():
+        raise AttngradError(f"--resume: {out} holds no run to continue (no run.json); leave out --resume to start one")
     device = init_distributed(device)
     explainer = Explainer(load_model(model, device=device, checkpoint=checkpoint))
     dataset = discover(data, explainer.labels, table, limit, image_labels, every=every)
@@ -81,12 +81,12 @@ def perturbation(data, table, image_labels, methods, explain, guide, guide_regio
 @click.option("--data", required=True, type=click.Path(), help="Folder of <wnid>_<name>.jpg images or of class sub-folders.")
 @click.option("--labels", "table", default=None, type=click.Path(), help="Class table TSV (index, wnid, name).")
 @click.option("--image-labels", default=None, type=click.Path(), help="CSV/TSV of file name, class per image.")
-@click.option("--methods", default=DEFAULT_METHODS, show_default=True, help="Comma-separated methods, or 'all'.")
+@methods_option("--methods", default=DEFAULT_METHODS)
 @click.option("--explain", type=click.Choice(["label", "predicted"]), default="label", show_default=True)
-@click.option("--limit", default=32, show_default=True, help="Use the first N labelled images.")
-@click.option("--out", "-o", required=True, type=click.Path(), help="Results folder.")
-@click.option("--batch-size", "-b", default=16, show_default=True)
-@click.option("--seed", default=0, show_default=True, help="Seed of the re-initialisation.")
+@click.option("--limit", default=32, show_default=True, type=click.IntRange(min=1), help="Use the first N labelled images.")
+@click.option("--out", "-o", required=True, type=OutDir(), help="Results folder.")
+@click.option("--batch-size", "-b", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the re-initialisation.")
 @model_options
 def sanity(data, table, image_labels, methods, explain, limit, out, batch_size, seed, explainer):
     """Model-parameter randomisation test (Adebayo et al. 2018): Spearman correlation of each
@@ -97,7 +97,7 @@ def sanity(data, table, image_labels, methods, explain, limit, out, batch_size, 
     dataset = discover(data, explainer.labels, table, limit, image_labels)
     for path, why in dataset.skipped:
         click.echo(f"attngrad: skipped: {why} ({path})", err=True)
-    summary = randomisation_test(explainer, dataset, split_list(methods), explain, batch_size, seed)
+    summary = randomisation_test(explainer, dataset, methods, explain, batch_size, seed)
     write_sanity(summary, out)
     for name, values in summary["methods"].items():
         click.echo(f"{name:>14}: " + " ".join(f"{v:+.2f}" for v in values))
