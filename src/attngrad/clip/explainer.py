@@ -139,7 +139,7 @@ class _TowerView(ModelAdapter):
         return ForwardOutput(F.normalize(out.logits, dim=-1) @ self.fixed.T, out.attentions)
 
     def override_attention(self, maps):
-        raise AttngradError("attention transfer is not offered for CLIP towers")
+        return self.tower.override_attention(maps)
 
     def attention_parts(self):
         return self.tower.attention_parts()
