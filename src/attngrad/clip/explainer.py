@@ -22,6 +22,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -135,7 +136,8 @@ class _TowerView(ModelAdapter):
             self.patch_size = tower.patch_size
 
     def forward(self, inputs: torch.Tensor) -> ForwardOutput:
-        out = self.tower.forward(inputs) if self.batch is None else self.tower.forward(inputs, self.batch)
+        tower: Any = self.tower  # an image tower takes pixels; a text tower, embeddings and their batch
+        out = tower.forward(inputs) if self.batch is None else tower.forward(inputs, self.batch)
         return ForwardOutput(F.normalize(out.logits, dim=-1) @ self.fixed.T, out.attentions)
 
     def override_attention(self, maps):
@@ -149,7 +151,7 @@ class _TowerView(ModelAdapter):
             return self.tower.grid(inputs)
         return 1, inputs.shape[1] - 1
 
-    def token_index(self, token: int | str) -> int | slice:
+    def token_index(self, token: int | str) -> int | slice:  # type: ignore[override]  # a pooled tower reads all rows
         return slice(None) if token == "pooled" else 0
 
 
@@ -208,9 +210,8 @@ class ClipExplainer:
             unit = pre.denormalize(batch.detach().float().cpu()) / pre.rescale / 255.0
             arrays = (unit.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
             return batch.to(self.device), [Image.fromarray(a) for a in arrays]
-        if isinstance(images, (str, Path, Image.Image)):
-            images = [images]
-        rgb = [load_image(im) for im in images]
+        items: Sequence[ImageLike] = [images] if isinstance(images, (str, Path, Image.Image)) else images  # type: ignore[assignment]
+        rgb = [load_image(im) for im in items]
         if not rgb:
             raise AttngradError("no images given")
         return pre(rgb).to(self.device), [pre.geometry(im) for im in rgb]

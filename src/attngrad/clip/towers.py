@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,14 +54,14 @@ def last_attention_parts(model: nn.Module) -> AttentionParts:
     for name, module in model.named_modules():
         out = getattr(module, "out_proj", None) or getattr(module, "o_proj", None)
         if out is not None and all(hasattr(module, a) for a in ("q_proj", "k_proj", "v_proj")):
-            last = AttentionParts(module.q_proj, module.k_proj, module.v_proj, out, heads)
+            last = AttentionParts(module.q_proj, module.k_proj, module.v_proj, out, int(heads or 0))
         elif all(isinstance(getattr(module, a, None), nn.Linear) for a in ("query", "key", "value")):
             parent = name.rsplit(".", 1)[0] if "." in name else ""
             try:
                 out = model.get_submodule(f"{parent}.output.dense" if parent else "output.dense")
             except AttributeError:
                 continue
-            last = AttentionParts(module.query, module.key, module.value, out, heads)
+            last = AttentionParts(module.query, module.key, module.value, out, int(heads or 0))
     if last is None or not heads:
         raise AttngradError(
             f"{type(model).__name__}: no self-attention layer with separate query/key/value maps was found; "
@@ -96,7 +97,7 @@ class Tower(HFModelAdapter):
             raise AttngradError(f"{type(encoder).__name__} is not a Hugging Face encoder (it has no config)")
         if getattr(config, "_attn_implementation", "eager") != "eager":
             try:
-                encoder.set_attn_implementation("eager")
+                encoder.set_attn_implementation("eager")  # type: ignore[operator]
             except Exception as err:  # noqa: BLE001  (transformers raises several types here)
                 raise AttngradError(f"{type(encoder).__name__} cannot use eager attention ({err})") from None
         self.model = encoder.eval()
@@ -254,13 +255,15 @@ class TextTower(Tower):
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings (B, N, D), detached: the float input the maps are traced from."""
-        return self.encoder.get_input_embeddings()(input_ids.to(self.device)).detach()
+        lookup: Any = self.encoder.get_input_embeddings()  # type: ignore[operator]
+        return lookup(input_ids.to(self.device)).detach()
 
     @contextmanager
     def _embeddings_from(self, inputs_embeds: torch.Tensor) -> Iterator[None]:
         """The encoder's token-embedding lookup returns ``inputs_embeds`` instead (position
         embeddings, masks and pooling stay the model's own)."""
-        handle = self.encoder.get_input_embeddings().register_forward_hook(lambda m, i, o: inputs_embeds)
+        lookup: Any = self.encoder.get_input_embeddings()  # type: ignore[operator]
+        handle = lookup.register_forward_hook(lambda m, i, o: inputs_embeds)
         try:
             yield
         finally:

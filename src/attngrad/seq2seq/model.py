@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -183,7 +184,7 @@ class Seq2SeqAdapter(HFModelAdapter):
         override would be silently ignored).
         """
         with super().override_attention(maps):
-            top = self.model.config
+            top: Any = self.model.config
             configs = {id(c): c for m in self.model.modules()
                        if (c := getattr(m, "config", None)) is not None and c is not top
                        and hasattr(c, "_attn_implementation")}
