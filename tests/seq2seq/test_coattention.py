@@ -97,3 +97,21 @@ def test_padded_text_equals_unpadded(lxmert, inputs):
 def test_not_lxmert_is_refused():
     with pytest.raises(AttngradError, match="not an LxmertForQuestionAnswering"):
         CoAttentionExplainer(torch.nn.Linear(2, 2))
+
+
+def test_lxmert_adapter_is_a_model_adapter(lxmert, inputs):
+    from attngrad.models.base import ModelAdapter
+    from attngrad.seq2seq.coattention import LxmertAdapter
+
+    ids, feats, boxes = inputs
+    adapter = LxmertAdapter(lxmert)
+    assert isinstance(adapter, ModelAdapter)
+    out = adapter.forward(ids, feats, boxes, attention_mask=torch.ones_like(ids),
+                          visual_attention_mask=torch.ones(3, N_I, dtype=feats.dtype))
+    assert adapter.num_layers == len(out.attentions) == 2 + 1 + 4 * 2
+    assert out.sources == [("t", "t")] * 2 + [("i", "i")] + [("t", "i"), ("i", "t"), ("t", "t"), ("i", "i")] * 2
+    assert all(a.requires_grad for a in out.attentions)
+    torch.testing.assert_close(out.logits, lxmert(input_ids=ids, visual_feats=feats, visual_pos=boxes).question_answering_score)
+    assert adapter.labels == [f"answer {i}" for i in range(5)] and adapter.special_tokens == {"cls": 0}
+    with pytest.raises(AttngradError, match="not supported for LXMERT"):
+        adapter.override_attention(out.attentions)

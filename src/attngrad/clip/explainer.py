@@ -22,6 +22,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ from ..methods import (
     Rollout,
     Trace,
     get_method,
+    method_options,
 )
 from ..models.base import ForwardOutput, ModelAdapter
 from .eclip import AttentionEclip, GradEclip, _Eclip
@@ -65,7 +67,9 @@ def clip_method(method: str | Method, *, start_layer: int = 0) -> Method:
         raise AttngradError(f"method {method!r} is not defined for CLIP towers; choose from {', '.join(CLIP_METHODS)}")
     if method not in METHODS:
         raise AttngradError(f"unknown method {method!r}")
-    return get_method(method, start_layer=start_layer)
+    # the last-layer baselines take no start layer; the rollout family does
+    takes_start = "start_layer" in method_options(METHODS[method])
+    return get_method(method, start_layer=start_layer) if takes_start else get_method(method)
 
 
 @dataclass
@@ -132,11 +136,12 @@ class _TowerView(ModelAdapter):
             self.patch_size = tower.patch_size
 
     def forward(self, inputs: torch.Tensor) -> ForwardOutput:
-        out = self.tower.forward(inputs) if self.batch is None else self.tower.forward(inputs, self.batch)
+        tower: Any = self.tower  # an image tower takes pixels; a text tower, embeddings and their batch
+        out = tower.forward(inputs) if self.batch is None else tower.forward(inputs, self.batch)
         return ForwardOutput(F.normalize(out.logits, dim=-1) @ self.fixed.T, out.attentions)
 
     def override_attention(self, maps):
-        raise AttngradError("attention transfer is not offered for CLIP towers")
+        return self.tower.override_attention(maps)
 
     def attention_parts(self):
         return self.tower.attention_parts()
@@ -146,7 +151,7 @@ class _TowerView(ModelAdapter):
             return self.tower.grid(inputs)
         return 1, inputs.shape[1] - 1
 
-    def token_index(self, token: int | str) -> int | slice:
+    def token_index(self, token: int | str) -> int | slice:  # type: ignore[override]  # a pooled tower reads all rows
         return slice(None) if token == "pooled" else 0
 
 
@@ -205,9 +210,8 @@ class ClipExplainer:
             unit = pre.denormalize(batch.detach().float().cpu()) / pre.rescale / 255.0
             arrays = (unit.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
             return batch.to(self.device), [Image.fromarray(a) for a in arrays]
-        if isinstance(images, (str, Path, Image.Image)):
-            images = [images]
-        rgb = [load_image(im) for im in images]
+        items: Sequence[ImageLike] = [images] if isinstance(images, (str, Path, Image.Image)) else images  # type: ignore[assignment]
+        rgb = [load_image(im) for im in items]
         if not rgb:
             raise AttngradError("no images given")
         return pre(rgb).to(self.device), [pre.geometry(im) for im in rgb]
@@ -281,13 +285,22 @@ class ClipExplainer:
             view = _TowerView(self.model.image, self.embed_texts(batch), texts)
             inputs = pixel_values.repeat_interleave(k, dim=0)
             targets = torch.arange(k).repeat(b)
-            trace = self._trace(view, inputs, targets, loss, contrast_index, instances, "cls")
+            # the contrast text against itself is cos - cos = 0: not traced (the core refuses it), its map is 0
+            keep = torch.ones(b * k, dtype=torch.bool) if contrast_index is None else targets != contrast_index
+            rows = int(keep.sum())
+            trace = self._trace(view, inputs[keep.to(inputs.device)], targets[keep], loss, contrast_index,
+                                instances, "cls")
             n = trace.attentions[0].shape[-1]
-            trace.extras["positions"] = torch.zeros(b * k, dtype=torch.long, device=self.device)
-            trace.extras["columns"] = (torch.arange(n, device=self.device) >= 1).expand(b * k, n)
-            maps = {m.name: m(trace).reshape(b, k, *trace.grid) for m in instances}
-            rows_ = torch.arange(b * k, device=trace.logits.device)
-            similarity = trace.logits[rows_, targets.to(trace.logits.device)].reshape(b, k)
+            trace.extras["positions"] = torch.zeros(rows, dtype=torch.long, device=self.device)
+            trace.extras["columns"] = (torch.arange(n, device=self.device) >= 1).expand(rows, n)
+            maps = {}
+            for m in instances:
+                kept = m(trace)
+                full = kept.new_zeros(b * k, *kept.shape[1:])
+                full[keep.to(kept.device)] = kept
+                maps[m.name] = full.reshape(b, k, *trace.grid)
+            per_image = trace.logits.reshape(b, rows // b, k)[:, 0]  # each row holds its image's cosines with every text
+            similarity = per_image.reshape(b, k)
         else:
             maps, similarity = self._text_maps(instances, batch, pixel_values, loss, b, k)
         loss_name = loss_fn.name
@@ -330,6 +343,8 @@ class ClipExplainer:
             raise AttngradError("a two-text loss compares texts, so it explains the image tower; use tower='image'")
         if contrast is None:
             raise AttngradError(f"loss {loss_fn.name!r} compares two texts: give contrast (a text, or its index)")
+        if len(texts) < 2:
+            raise AttngradError(f"loss {loss_fn.name!r} compares two texts: give at least two texts")
         if isinstance(contrast, int) and 0 <= contrast < len(texts):
             return contrast
         if isinstance(contrast, str) and contrast in texts:
@@ -338,8 +353,9 @@ class ClipExplainer:
 
     def _trace(self, view, inputs, targets, loss, contrast, methods, token) -> Trace:
         contrasts = None if contrast is None else torch.full_like(targets, contrast)
-        return Explainer(view).trace(inputs, targets.to(self.device), loss,
-                                     None if contrasts is None else contrasts.to(self.device), methods, token)
+        return Explainer(view).trace(inputs, target=targets.to(self.device), loss=loss,
+                                     contrast=None if contrasts is None else contrasts.to(self.device),
+                                     methods=methods, token=token)
 
     def _text_maps(self, methods, batch: TextBatch, pixel_values, loss, b: int, k: int):
         """Text-tower maps (B, K, N): rows are (text k, image b), text-major."""

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,7 +54,7 @@ class ClipModel:
         return self
 
 
-def from_hf_clip(model: nn.Module, tokenizer, preprocessor: Preprocessor | None = None, name: str = "") -> ClipModel:
+def from_hf_clip(model: Any, tokenizer, preprocessor: Preprocessor | None = None, name: str = "") -> ClipModel:
     """Wrap a Hugging Face ``CLIPModel`` (weights untouched) and its tokenizer.
 
     The image tower reads CLS (``post_layernorm``, then ``visual_projection``); the text tower
@@ -139,15 +140,17 @@ def stand_in_towers(projections: dict[str, torch.Tensor] | None = None) -> tuple
     from ..text.explainer import default_model
 
     vit = ViTForImageClassification.from_pretrained(str(DEFAULT_MODEL), attn_implementation="eager")
-    pre = load_model(DEFAULT_MODEL).preprocessor
+    pre = getattr(load_model(DEFAULT_MODEL), "preprocessor")  # noqa: B009  (the default model is an image adapter)
     minilm = default_model()
     bert = AutoModel.from_pretrained(str(minilm), attn_implementation="eager", local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(str(minilm), local_files_only=True)
+    image_proj: nn.Module
+    text_proj: nn.Module
     if projections is None:
         image_proj, text_proj = nn.Identity(), nn.Identity()
     else:
         image_proj, text_proj = _Pick(projections["image"]), _Pick(projections["text"])
-    patch = vit.config.patch_size
+    patch: Any = vit.config.patch_size
     image = ImageTower(vit.vit, image_proj, lambda out: out.last_hidden_state[:, 0], pre, (patch, patch))
     text = TextTower(bert, text_proj, tokenizer, read="pooled")
     return image, text

@@ -5,8 +5,9 @@ reads one token (CLS) over a patch grid; the text tower reads either one token p
 (CLIP pools at the end-of-text token, whose position differs per text) or every real token
 (a mean-pooled sentence encoder such as all-MiniLM-L6-v2).
 
-These are small classes local to :mod:`attngrad.clip`; they are to be ported onto the
-modality-neutral model contract once it lands.
+Both are adapters of the modality-neutral model contract (:mod:`attngrad.models.base`); the
+image tower is an ``ImageAdapter``. They are not in the adapter registry: a tower needs its
+projection (and the text tower its tokenizer), which a bare model does not carry.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import AttngradError
-from ..models.base import ForwardOutput
+from ..models.base import ForwardOutput, ImageAdapter
+from ..models.hf import HFModelAdapter
 from ..models.preprocess import Preprocessor
 
 Pool = Callable[[object, torch.Tensor | None], torch.Tensor]
@@ -51,14 +54,14 @@ def last_attention_parts(model: nn.Module) -> AttentionParts:
     for name, module in model.named_modules():
         out = getattr(module, "out_proj", None) or getattr(module, "o_proj", None)
         if out is not None and all(hasattr(module, a) for a in ("q_proj", "k_proj", "v_proj")):
-            last = AttentionParts(module.q_proj, module.k_proj, module.v_proj, out, heads)
+            last = AttentionParts(module.q_proj, module.k_proj, module.v_proj, out, int(heads or 0))
         elif all(isinstance(getattr(module, a, None), nn.Linear) for a in ("query", "key", "value")):
             parent = name.rsplit(".", 1)[0] if "." in name else ""
             try:
                 out = model.get_submodule(f"{parent}.output.dense" if parent else "output.dense")
             except AttributeError:
                 continue
-            last = AttentionParts(module.query, module.key, module.value, out, heads)
+            last = AttentionParts(module.query, module.key, module.value, out, int(heads or 0))
     if last is None or not heads:
         raise AttngradError(
             f"{type(model).__name__}: no self-attention layer with separate query/key/value maps was found; "
@@ -67,46 +70,64 @@ def last_attention_parts(model: nn.Module) -> AttentionParts:
     return last
 
 
-class Tower:
-    """Base of both towers.
+class Tower(HFModelAdapter):
+    """Base of both towers: a Hugging Face encoder (eager attention, eval mode) and a projection,
+    on the modality-neutral model contract (:class:`attngrad.models.base.ModelAdapter`, through
+    :class:`attngrad.models.hf.HFModelAdapter`, which gives the attention override).
+
+    A tower's :meth:`forward` returns joint-space embeddings (B, E) as its ``logits``: a tower
+    has no classes, so ``labels`` is empty; :class:`attngrad.clip.explainer.ClipExplainer`
+    turns embeddings into cosines with the other tower's items.
 
     Attributes:
-        encoder: the wrapped Hugging Face encoder (eval mode, eager attention).
+        model: the wrapped Hugging Face encoder (``encoder`` is the same object).
         projection: the linear map from the pooled state to the joint embedding space.
         read: ``"token"`` (one row per item: CLS, or a text's end-of-text token) or ``"pooled"``
             (every real token's row: mean pooling).
     """
 
-    encoder: nn.Module
     projection: nn.Module
     read: str = "token"
 
+    def __init__(self, encoder: nn.Module, projection: nn.Module):
+        # not HFModelAdapter.__init__: CLIP's towers are sub-modules (``CLIPVisionTransformer``),
+        # not PreTrainedModels; they share their sub-config, which the override switches
+        config = getattr(encoder, "config", None)
+        if config is None:
+            raise AttngradError(f"{type(encoder).__name__} is not a Hugging Face encoder (it has no config)")
+        if getattr(config, "_attn_implementation", "eager") != "eager":
+            try:
+                encoder.set_attn_implementation("eager")  # type: ignore[operator]
+            except Exception as err:  # noqa: BLE001  (transformers raises several types here)
+                raise AttngradError(f"{type(encoder).__name__} cannot use eager attention ({err})") from None
+        self.model = encoder.eval()
+        self.projection = projection
+        self.labels = []
+        self.special_tokens = {"cls": 0}
+
     @property
-    def device(self) -> torch.device:
-        return next(self.encoder.parameters()).device
+    def encoder(self) -> nn.Module:
+        return self.model
+
+    @contextmanager
+    def frozen_weights(self) -> Iterator[None]:
+        """The encoder's weights (the contract's default) and the projection's, restored afterwards."""
+        flags = [(w, w.requires_grad) for w in self.projection.parameters()]
+        with super().frozen_weights():
+            try:
+                for w, _ in flags:
+                    w.requires_grad_(False)
+                yield
+            finally:
+                for w, flag in flags:
+                    w.requires_grad_(flag)
 
     def attention_parts(self) -> AttentionParts:
         return last_attention_parts(self.encoder)
 
-    def _check(self, attentions) -> list[torch.Tensor]:
-        if not attentions or any(a is None for a in attentions):
-            raise AttngradError(
-                f"{type(self.encoder).__name__} returned no attention maps; load it with eager attention"
-            )
-        return list(attentions)
 
-
-def _eager(model: nn.Module) -> nn.Module:
-    if getattr(model.config, "_attn_implementation", "eager") != "eager":
-        try:
-            model.set_attn_implementation("eager")
-        except Exception as err:  # noqa: BLE001  (transformers raises several types here)
-            raise AttngradError(f"{type(model).__name__} cannot use eager attention ({err})") from None
-    return model.eval()
-
-
-class ImageTower(Tower):
-    """An image encoder read at its CLS token over a patch grid.
+class ImageTower(Tower, ImageAdapter):
+    """An image encoder read at its CLS token over a patch grid (an :class:`~attngrad.models.base.ImageAdapter`).
 
     Args:
         encoder: e.g. ``CLIPVisionModel`` or ``ViTModel``.
@@ -119,20 +140,16 @@ class ImageTower(Tower):
 
     def __init__(self, encoder: nn.Module, projection: nn.Module, pool: Callable, preprocessor: Preprocessor,
                  patch_size: tuple[int, int]):
-        self.encoder = _eager(encoder)
-        self.projection = projection
+        super().__init__(encoder, projection)
         self.pool = pool
         self.preprocessor = preprocessor
         self.patch_size = patch_size
         self.special_tokens = {"cls": 0}
 
-    def grid(self, pixel_values: torch.Tensor) -> tuple[int, int]:
-        return pixel_values.shape[-2] // self.patch_size[0], pixel_values.shape[-1] // self.patch_size[1]
-
     def forward(self, pixel_values: torch.Tensor) -> ForwardOutput:
         """Joint-space embeddings (B, E), not normalised, and every layer's maps (B, H, N, N)."""
         out = self.encoder(pixel_values=pixel_values, output_attentions=True)
-        return ForwardOutput(self.projection(self.pool(out)), self._check(getattr(out, "attentions", None)))
+        return ForwardOutput(self.projection(self.pool(out)), self.check_attentions(getattr(out, "attentions", None)))
 
 
 @dataclass
@@ -183,14 +200,14 @@ class TextTower(Tower):
                  eos_token_id: int | None = None, max_length: int | None = None):
         if read not in ("token", "pooled"):
             raise AttngradError(f"read must be 'token' or 'pooled', not {read!r}")
-        self.encoder = _eager(encoder)
-        self.projection = projection
+        super().__init__(encoder, projection)
         self.tokenizer = tokenizer
         self.read = read
         self.eos_token_id = eos_token_id
         limits = [getattr(encoder.config, "max_position_embeddings", None), max_length,
                   getattr(tokenizer, "model_max_length", None)]
         self.max_length = min((int(n) for n in limits if n and n < 100_000), default=77)
+        self.special_tokens = _leading_special(tokenizer)
 
     def encode(self, texts: str | Sequence[str]) -> TextBatch:
         """Tokenise and right-pad; empty or over-long texts raise."""
@@ -238,19 +255,21 @@ class TextTower(Tower):
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings (B, N, D), detached: the float input the maps are traced from."""
-        return self.encoder.get_input_embeddings()(input_ids.to(self.device)).detach()
+        lookup: Any = self.encoder.get_input_embeddings()  # type: ignore[operator]
+        return lookup(input_ids.to(self.device)).detach()
 
     @contextmanager
     def _embeddings_from(self, inputs_embeds: torch.Tensor) -> Iterator[None]:
         """The encoder's token-embedding lookup returns ``inputs_embeds`` instead (position
         embeddings, masks and pooling stay the model's own)."""
-        handle = self.encoder.get_input_embeddings().register_forward_hook(lambda m, i, o: inputs_embeds)
+        lookup: Any = self.encoder.get_input_embeddings()  # type: ignore[operator]
+        handle = lookup.register_forward_hook(lambda m, i, o: inputs_embeds)
         try:
             yield
         finally:
             handle.remove()
 
-    def forward(self, inputs_embeds: torch.Tensor, batch: TextBatch) -> ForwardOutput:
+    def forward(self, inputs_embeds: torch.Tensor, batch: TextBatch) -> ForwardOutput:  # type: ignore[override]
         """Joint-space embeddings (B, E) and every layer's maps, from token embeddings of ``batch``."""
         with self._embeddings_from(inputs_embeds):
             out = self.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_attentions=True)
@@ -260,4 +279,13 @@ class TextTower(Tower):
             pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1)
         else:
             pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), batch.positions]
-        return ForwardOutput(self.projection(pooled), self._check(getattr(out, "attentions", None)))
+        return ForwardOutput(self.projection(pooled), self.check_attentions(getattr(out, "attentions", None)))
+
+
+def _leading_special(tokenizer) -> dict[str, int]:
+    """``{"cls": 0}`` (BERT family) or ``{"start": 0}`` (CLIP's start-of-text) when the tokenizer puts a
+    special token first, else ``{}``."""
+    enc = tokenizer("a", return_special_tokens_mask=True)
+    if not enc["special_tokens_mask"] or not enc["special_tokens_mask"][0]:
+        return {}
+    return {"cls": 0} if enc["input_ids"][0] == getattr(tokenizer, "cls_token_id", None) else {"start": 0}

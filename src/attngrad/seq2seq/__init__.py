@@ -8,7 +8,12 @@ encoder-decoder adapter (:mod:`attngrad.seq2seq.model`: BART, T5, Marian); the f
 co-attention (LXMERT, :mod:`attngrad.seq2seq.coattention`).
 """
 
-from .coattention import CoAttentionExplainer, CoAttentionExplanation
+from .coattention import (
+    CoAttentionExplainer,
+    CoAttentionExplanation,
+    CoAttentionOutput,
+    LxmertAdapter,
+)
 from .explainer import Seq2SeqExplainer, Seq2SeqExplanation
 from .model import Batch, Seq2SeqAdapter, Side
 from .rules import (
@@ -26,6 +31,8 @@ __all__ = [
     "Batch",
     "CoAttentionExplainer",
     "CoAttentionExplanation",
+    "CoAttentionOutput",
+    "LxmertAdapter",
     "Relevance",
     "Seq2SeqAdapter",
     "Seq2SeqExplainer",

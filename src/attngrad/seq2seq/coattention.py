@@ -33,6 +33,7 @@ from torch import nn
 
 from ..errors import AttngradError
 from ..losses import LossLike, get_loss
+from ..models.base import ForwardOutput, ModelAdapter
 from .model import graph_to_maps
 from .rules import SIGNED, Relevance, head_mix, weighting
 
@@ -94,6 +95,57 @@ def _recording(model: nn.Module) -> Iterator[list[tuple[str, str, torch.Tensor]]
             del module.forward  # the class's forward again
 
 
+class CoAttentionOutput(ForwardOutput):
+    """Answer logits (B, A) and every attention map in call order, with its (query, key) sources
+    (``"t"`` text, ``"i"`` regions) in ``sources``."""
+
+    def __init__(self, logits: torch.Tensor, attentions: list[torch.Tensor], sources: list[tuple[str, str]]):
+        super().__init__(logits, attentions)
+        self.sources = sources
+
+
+class LxmertAdapter(ModelAdapter):
+    """A Hugging Face ``LxmertForQuestionAnswering`` on the modality-neutral model contract.
+
+    :meth:`forward` takes token ids and region features (as the model does) and returns the
+    answer logits with every attention map of the three encoders, recorded in call order
+    (:func:`_recording`). ``special_tokens`` is the text side's ``{"cls": 0}`` (the row the
+    answer is explained from); ``labels`` name the answers by index (the config has no names);
+    ``num_layers`` counts the maps. Attention override is not supported: ``LxmertAttention``
+    computes its softmax inline, not through ``transformers``' attention interface.
+    """
+
+    def __init__(self, model: nn.Module):
+        if not hasattr(model, "lxmert") or not hasattr(model, "answer_head"):
+            raise AttngradError(f"{type(model).__name__} is not an LxmertForQuestionAnswering model")
+        self.model = model.eval()
+        config: Any = getattr(model, "config", None)
+        self.labels = [f"answer {i}" for i in range(int(getattr(config, "num_qa_labels", 0) or 0))]
+        self.special_tokens = {"cls": 0}
+
+    @property
+    def num_layers(self) -> int:
+        return sum(len(calls) for _, calls in _schedule(self.model))
+
+    def forward(self, input_ids: torch.Tensor, visual_feats: torch.Tensor,  # type: ignore[override]
+                visual_pos: torch.Tensor, *, attention_mask: torch.Tensor,
+                visual_attention_mask: torch.Tensor) -> CoAttentionOutput:
+        """Answer logits and every map (after softmax, in the graph even when the weights are frozen)."""
+        device = self.device
+        with _recording(self.model) as records, graph_to_maps(self.model):
+            out = self.model(input_ids=input_ids.to(device), visual_feats=visual_feats.to(device),
+                             visual_pos=visual_pos.to(device), attention_mask=attention_mask.to(device),
+                             visual_attention_mask=visual_attention_mask.to(device))
+        probs = self.check_attentions([r[2] for r in records])
+        return CoAttentionOutput(out.question_answering_score, probs, [(x, y) for x, y, _ in records])
+
+    def override_attention(self, maps):
+        raise AttngradError(
+            "attention override is not supported for LXMERT: its attention layers compute the softmax inline, "
+            "so stored maps cannot be put in their place"
+        )
+
+
 class CoAttentionExplainer:
     """Explain a Hugging Face ``LxmertForQuestionAnswering`` answer over text tokens and image regions.
 
@@ -104,9 +156,8 @@ class CoAttentionExplainer:
     """
 
     def __init__(self, model: nn.Module, *, normalize: bool = True):
-        if not hasattr(model, "lxmert") or not hasattr(model, "answer_head"):
-            raise AttngradError(f"{type(model).__name__} is not an LxmertForQuestionAnswering model")
-        self.model = model.eval()
+        self.adapter = LxmertAdapter(model)
+        self.model = self.adapter.model
         self.normalize = normalize
 
     def explain_methods(
@@ -133,22 +184,21 @@ class CoAttentionExplainer:
         """
         weights = {m: weighting(m) for m in methods}
         loss_fn = get_loss(loss)
-        device = next(self.model.parameters()).device
+        device = self.adapter.device
         batch, n_t = input_ids.shape
         n_i = visual_feats.shape[1]
         text_mask = (torch.ones(batch, n_t) if attention_mask is None else attention_mask).to(device).bool()
         region_mask = (torch.ones(batch, n_i) if visual_attention_mask is None else visual_attention_mask).to(device).bool()
-        with _recording(self.model) as records, graph_to_maps(self.model):
-            out = self.model(input_ids=input_ids.to(device), visual_feats=visual_feats.to(device),
-                             visual_pos=visual_pos.to(device), attention_mask=text_mask.long(),
-                             visual_attention_mask=region_mask.to(visual_feats.dtype))
-        logits = out.question_answering_score
+        out = self.adapter.forward(input_ids, visual_feats, visual_pos, attention_mask=text_mask.long(),
+                                   visual_attention_mask=region_mask.to(visual_feats.dtype))
+        logits = out.logits
         targets = logits.detach().argmax(-1) if target is None else torch.as_tensor(target, device=device).expand(batch)
         contrasts = None if contrast is None else torch.as_tensor(contrast, device=device).expand(batch)
         if loss_fn.needs_contrast and contrasts is None:
             raise AttngradError(f"loss {loss_fn.name!r} compares two answers; give contrast=...")
         values = loss_fn(logits, targets, contrasts)
-        probs = [r[2] for r in records]
+        probs = out.attentions
+        records = [(x, y, a) for (x, y), a in zip(out.sources, probs)]
         # allow_unused: the last layer's region -> language map never reaches the answer (the
         # authors' code skips it); such a map gets a zero Abar, for ``rollout`` as well
         grads = torch.autograd.grad(values.sum(), probs, allow_unused=True)

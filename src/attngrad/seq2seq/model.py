@@ -18,11 +18,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import AttngradError
+from ..models.base import ForwardOutput
+from ..models.hf import HFModelAdapter
 
 #: Largest ``model_max_length`` taken at face value (tokenizers without a limit report ~1e30).
 _NO_LIMIT = 100_000
@@ -69,14 +72,24 @@ class Batch:
     decoder: Side
 
 
-@dataclass
-class Seq2SeqOutput:
-    """Logits (B, T, V) and per layer the attention maps (B, H, n_q, n_k), all in the graph."""
+class Seq2SeqOutput(ForwardOutput):
+    """Logits (B, T, V) and per layer the attention maps (B, H, n_q, n_k), all in the graph.
 
-    logits: torch.Tensor
-    encoder: list[torch.Tensor]
-    decoder: list[torch.Tensor]
-    cross: list[torch.Tensor]
+    A :class:`~attngrad.models.base.ForwardOutput` whose ``logits`` keep the decoder positions
+    (the next-token logits at every position; :class:`Batch` ``positions`` says which is explained)
+    and whose ``attentions`` are every map in the order the model computes them: the encoder's
+    self-attention layers, then per decoder layer its self-attention and its cross-attention
+    (the order :meth:`Seq2SeqAdapter.override_attention` takes). ``encoder``, ``decoder`` and
+    ``cross`` are the three kinds apart.
+    """
+
+    def __init__(self, logits: torch.Tensor, encoder: list[torch.Tensor], decoder: list[torch.Tensor],
+                 cross: list[torch.Tensor]):
+        calls = [m for pair in zip(decoder, cross) for m in pair]
+        super().__init__(logits, list(encoder) + calls)
+        self.encoder = list(encoder)
+        self.decoder = list(decoder)
+        self.cross = list(cross)
 
 
 @contextmanager
@@ -107,8 +120,15 @@ def _pad(rows: Sequence[Sequence[int]], value: int) -> tuple[torch.Tensor, torch
     return ids, mask
 
 
-class Seq2SeqAdapter:
+class Seq2SeqAdapter(HFModelAdapter):
     """Wrap an encoder-decoder ``PreTrainedModel`` (``*ForConditionalGeneration``, ``MarianMTModel``) and its tokenizer.
+
+    An adapter of the modality-neutral model contract (:class:`attngrad.models.base.ModelAdapter`,
+    through :class:`attngrad.models.hf.HFModelAdapter`: eager attention, eval mode, attention
+    override): :meth:`forward` takes a :class:`Batch` (from :meth:`encode`), ``labels`` are the
+    vocabulary's tokens (the logits' columns), ``special_tokens`` is ``{"decoder_start": 0}`` (the
+    token leading every decoder input), ``num_layers`` counts every map ``forward`` returns.
+    Not in the adapter registry: it needs the tokenizer, which a bare model does not carry.
 
     Args:
         model: the model; switched to eager attention and eval mode.
@@ -124,13 +144,9 @@ class Seq2SeqAdapter:
                 f"{type(model).__name__} is not an encoder-decoder model; use attngrad.text (encoders) "
                 "or a *ForConditionalGeneration / MarianMTModel here"
             )
-        if config._attn_implementation != "eager":
-            try:
-                getattr(model, "set_attn_implementation")("eager")  # noqa: B009
-            except Exception as err:  # noqa: BLE001  (transformers raises several types here)
-                raise AttngradError(f"{type(model).__name__} cannot use eager attention ({err})") from None
-        self.model = model.eval()
+        super().__init__(model)
         self.tokenizer = tokenizer
+        self.special_tokens = {"decoder_start": 0}
         self.start = config.decoder_start_token_id
         if self.start is None:
             self.start = getattr(getattr(model, "generation_config", None), "decoder_start_token_id", None)
@@ -143,6 +159,47 @@ class Seq2SeqAdapter:
         limits = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None),
                   max_length]
         self.max_length = min((int(n) for n in limits if n and n < _NO_LIMIT), default=512)
+        size = int(getattr(config, "vocab_size", 0) or len(tokenizer))
+        known = min(size, len(tokenizer))
+        named = tokenizer.convert_ids_to_tokens(list(range(known)))
+        self.labels = [str(t) for t in named] + [f"<id {i}>" for i in range(known, size)]
+
+    @property
+    def num_layers(self) -> int:
+        """Maps returned by :meth:`forward`: encoder layers + 2 x decoder layers (self and cross)."""
+        config = self.model.config
+        enc = next((getattr(config, k) for k in ("encoder_layers", "num_layers") if getattr(config, k, None)), None)
+        dec = next((getattr(config, k) for k in ("decoder_layers", "num_decoder_layers") if getattr(config, k, None)),
+                   enc)
+        if enc is None or dec is None:
+            raise AttngradError(f"{type(self.model).__name__}: the config gives no encoder/decoder layer counts")
+        return int(enc) + 2 * int(dec)
+
+    @contextmanager
+    def override_attention(self, maps: Sequence[torch.Tensor]) -> Iterator[None]:
+        """Layer ``l`` (in :class:`Seq2SeqOutput` ``attentions`` order) uses ``maps[l]``.
+
+        The contract's Hugging Face override switches ``model.config``; T5 gives its encoder and
+        decoder stacks their own copies of the config, so those are switched too (else the
+        override would be silently ignored).
+        """
+        with super().override_attention(maps):
+            top: Any = self.model.config
+            configs = {id(c): c for m in self.model.modules()
+                       if (c := getattr(m, "config", None)) is not None and c is not top
+                       and hasattr(c, "_attn_implementation")}
+            previous = [(c, c._attn_implementation) for c in configs.values()]
+            try:
+                for c, _ in previous:
+                    c._attn_implementation = top._attn_implementation
+                yield
+            finally:
+                for c, name in previous:
+                    c._attn_implementation = name
+
+    def grid(self, inputs) -> tuple[int, int]:
+        """A map scores the source tokens: ``(1, S)`` for a :class:`Batch` (padding included)."""
+        return 1, int(inputs.input_ids.shape[1])
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: torch.device | str | None = None) -> Seq2SeqAdapter:
@@ -163,10 +220,6 @@ class Seq2SeqAdapter:
         if device is not None:
             model = model.to(device)
         return cls(model, tokenizer)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     def _tokenize(self, texts: list[str], target: bool) -> tuple[list[list[int]], Side]:
         fast = getattr(self.tokenizer, "is_fast", False)
@@ -234,7 +287,7 @@ class Seq2SeqAdapter:
         return Batch(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, positions_t,
                      torch.tensor(explained, dtype=torch.long), source, dec)
 
-    def forward(self, batch: Batch) -> Seq2SeqOutput:
+    def forward(self, batch: Batch) -> Seq2SeqOutput:  # type: ignore[override]
         """One forward pass with every attention map kept; gradients reach the maps even if the weights are frozen."""
         device = self.device
         with graph_to_maps(self.model):
@@ -246,10 +299,8 @@ class Seq2SeqAdapter:
                 output_attentions=True,
                 use_cache=False,
             )
-        maps = [out.encoder_attentions, out.decoder_attentions, out.cross_attentions]
-        if any(not m or any(a is None for a in m) for m in maps):
-            raise AttngradError(f"{type(self.model).__name__} returned no attention maps; load it with eager attention")
-        return Seq2SeqOutput(out.logits, *(list(m) for m in maps))
+        maps = [self.check_attentions(m) for m in (out.encoder_attentions, out.decoder_attentions, out.cross_attentions)]
+        return Seq2SeqOutput(out.logits, *maps)
 
 
 class _LoadError(AttngradError):
