@@ -83,8 +83,8 @@ def _count_rows(command: str, option: str, *args: str, bad=("0", "-1", "abc"), m
 def _method_rows(command: str, option: str, *args: str, model=True) -> list:
     extra = MODEL_ARGS if model else []
     return [
-        pytest.param([command, *args, *extra, option, ""], "no method named", id=f"{command}{option}=empty"),
-        pytest.param([command, *args, *extra, option, ","], "no method named", id=f"{command}{option}=comma"),
+        pytest.param([command, *args, *extra, option, ""], "no method", id=f"{command}{option}=empty"),
+        pytest.param([command, *args, *extra, option, ","], "no method", id=f"{command}{option}=comma"),
         pytest.param([command, *args, *extra, option, "gradcam"], "unknown method 'gradcam'", id=f"{command}{option}=unknown"),
     ]
 
@@ -210,6 +210,33 @@ ROWS = [
     pytest.param(["text-deletion", "--model", "{DIR}"], "config.json", id="text-deletion-model-empty-dir"),
     pytest.param(["text-deletion", "--pairs", "1", "--device", "banana"], "device", id="text-deletion-device",
                  marks=core("bad --device")),
+    # ------------------------------------------------------------------ explain-lm, explain-clip, explain-seq2seq
+    *[pytest.param(["explain-lm", "Hi", "--model", "{MODEL}", opt, v], opt, id=f"explain-lm{opt}={v}")
+      for opt, values in (("--batch-size", ("0", "-1", "abc")), ("--generate", ("-1", "abc")), ("--top", ("0", "abc")),
+                          ("--start-layer", ("-1", "abc")))
+      for v in values],
+    *_method_rows("explain-lm", "--method", "Hi", model=False),
+    pytest.param(["explain-lm", "Hi", "--out", "{FILE}"], "is an existing file", id="explain-lm-out-file"),
+    pytest.param(["explain-lm", "Hi", "--model", "{MISSING}"], "folder", id="explain-lm-model-missing"),
+    pytest.param(["explain-lm", "Hi", "--model", "{DIR}", "--device", "banana"], "device", id="explain-lm-device"),
+    pytest.param(["explain-clip", "{MISSING}", "-t", "a zebra"], "no such file", id="explain-clip-image-missing"),
+    pytest.param(["explain-clip", IMAGE, "-t", "a zebra", "--tower", "both-ways"], "--tower", id="explain-clip-tower"),
+    *[pytest.param(["explain-clip", IMAGE, "-t", "a zebra", "--start-layer", v], "--start-layer", id=f"explain-clip-start={v}")
+      for v in ("-1", "abc")],
+    *_method_rows("explain-clip", "--method", IMAGE, "-t", "a zebra", model=False)[:2],
+    pytest.param(["explain-clip", IMAGE, "-t", "a zebra", "--method", "gradcam"], "'gradcam'", id="explain-clip-method-unknown"),
+    pytest.param(["explain-clip", IMAGE, "-t", "a zebra", "--out", "{FILE}"], "is an existing file", id="explain-clip-out-file"),
+    pytest.param(["explain-clip", IMAGE, "-t", "a zebra", "--model", "{MISSING}"], "folder", id="explain-clip-model-missing"),
+    pytest.param(["explain-clip", IMAGE, "-t", "a zebra", "--model", "{DIR}", "--device", "banana"], "device",
+                 id="explain-clip-device"),
+    pytest.param(["explain-seq2seq", "a cat", "--model", "{MISSING}"], "folder", id="explain-seq2seq-model-missing"),
+    pytest.param(["explain-seq2seq", "a cat", "--model", "{DIR}"], "config.json", id="explain-seq2seq-model-empty-dir"),
+    pytest.param(["explain-seq2seq", "a cat", "--model", "{DIR}", "--position", "sideways"], "--position",
+                 id="explain-seq2seq-position"),
+    *_method_rows("explain-seq2seq", "--method", "a cat", "--model", "{DIR}", model=False),
+    pytest.param(["explain-seq2seq", "a cat", "--model", "{DIR}", "--out", "{FILE}"], "is an existing file",
+                 id="explain-seq2seq-out-file"),
+    pytest.param(["explain-seq2seq", "a cat", "--model", "{DIR}", "--device", "banana"], "device", id="explain-seq2seq-device"),
     # ------------------------------------------------------------------ evaluate (helper eval's)
     *[
         pytest.param(["evaluate", sub, "--data", "{DATA}", "--out", "{NEW}", *MODEL_ARGS, *bad], message,
@@ -228,7 +255,8 @@ ROWS = [
                      id=f"evaluate-perturbation{'='.join(bad)}", marks=EVAL)
         for bad, message in [
             (["--eval-batch-size", "0"], "--eval-batch-size"), (["--workers", "-1"], "--workers"),
-            (["--guide", "{MISSING}"], "{MISSING}"), (["--resume"], "resume"),
+            (["--guide", "{MISSING}"], "{MISSING}"), (["--resume"], "resume"), (["--every", "0"], "--every"),
+            (["--guide-region", "middle"], "--guide-region"),
         ]
     ],
     pytest.param(["evaluate", "sanity", "--data", "{DATA}", "--out", "{NEW}", *MODEL_ARGS, "--seed", "-1"], "--seed",

@@ -155,7 +155,7 @@ def test_zero_shot_top_label_and_runner_up(encoder_explainer, tiny_encoder, tiny
     for i, text in enumerate(TEXTS):
         out, attns, _ = run_single(tiny_encoder, tiny_tokenizer, text)
         e = mean_pool(out.last_hidden_state)
-        sims = torch.stack([cosine(e, l) for l in label_emb])
+        sims = torch.stack([cosine(e, emb) for emb in label_emb])
         t1, t2 = sims.argsort(descending=True)[:2].tolist()
         assert res.target_names[i] == labels[t1] and res.contrast_names[i] == labels[t2]
         torch.testing.assert_close(res.logits[i], sims.detach())

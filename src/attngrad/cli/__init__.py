@@ -99,12 +99,15 @@ def main(debug: bool) -> None:
     pass
 
 
-from . import explain  # noqa: E402,F401  (registers commands)
-from . import experiments  # noqa: E402,F401
-from . import compare  # noqa: E402,F401
-from . import serve  # noqa: E402,F401
-from . import evaluate  # noqa: E402,F401
-from . import text  # noqa: E402,F401
-from . import seq2seq  # noqa: E402,F401
-from . import clip  # noqa: E402,F401
-from . import lm  # noqa: E402,F401
+# The command modules register themselves on ``main`` when imported.
+from . import (  # noqa: E402, F401
+    clip,
+    compare,
+    evaluate,
+    experiments,
+    explain,
+    lm,
+    seq2seq,
+    serve,
+    text,
+)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import AttngradError
 from . import main
-from .common import out_dir, safe_name
+from .common import IMAGE, OutDir, device_option, model_option, out_dir, safe_name
 
 
 def _clip_methods(value: str) -> list[str]:
@@ -28,17 +28,17 @@ def _clip_methods(value: str) -> list[str]:
 
 
 @main.command("explain-clip")
-@click.argument("image")
+@click.argument("image", type=IMAGE)
 @click.option("--text", "-t", "texts", multiple=True, required=True, help="A text to compare with; repeat for several.")
 @click.option("--method", "-m", default="complete", show_default=True,
               help="Method(s), comma-separated, or 'all': complete, gae, absolute, rollout, rollout_eq1, raw_attention, "
                    "attn_gradcam, gradeclip, attention_eclip.")
 @click.option("--tower", type=click.Choice(["both", "image", "text"]), default="both", show_default=True,
               help="Explain the image tower (maps), the text tower (token scores), or both.")
-@click.option("--model", default=None, help="CLIPModel folder or Hub name (default: the offline LiT stand-in).")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cpu).")
-@click.option("--start-layer", default=0, show_default=True, help="First layer of the rollout product.")
-@click.option("--out", "-o", default="attngrad-clip", show_default=True, help="Output folder.")
+@model_option(default=None, help="CLIPModel folder or Hub name (default: the offline LiT stand-in).")
+@device_option()
+@click.option("--start-layer", default=0, show_default=True, type=click.IntRange(min=0), help="First layer of the rollout product.")
+@click.option("--out", "-o", default="attngrad-clip", show_default=True, type=OutDir(), help="Output folder.")
 @click.option("--color/--no-color", default=None, help="Colour the token scores (default: when printing to a terminal).")
 def explain_clip(image, texts, method, tower, model, device, start_layer, out, color):
     """Explain why IMAGE matches each --text: cos(image, text) on the image tower and the text tower.

@@ -33,6 +33,34 @@ MODEL_HELP = (
 DEVICE_HELP = "cpu, cuda, cuda:1, mps ... (default: cpu)."
 
 
+def _check_device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from ..models import check_device
+
+    try:
+        check_device(value)
+    except AttngradError as err:
+        raise click.BadParameter(str(err)) from None
+    return value
+
+
+def _check_model_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from ..models.hf import looks_like_path
+
+    if value is not None and not value.startswith("timm:") and looks_like_path(value) and not Path(value).expanduser().exists():
+        raise click.BadParameter(f"{value}: no such model folder; check the path")
+    return value
+
+
+def device_option(help: str = DEVICE_HELP):
+    """``--device``, checked while parsing (unknown or absent devices are refused before any model loads)."""
+    return click.option("--device", default=None, callback=_check_device, help=help)
+
+
+def model_option(help: str, **kwargs):
+    """``--model``: a folder that does not exist is refused while parsing, with a message about folders."""
+    return click.option("--model", callback=_check_model_name, help=help, **kwargs)
+
+
 def model_options(fn):
     """``--model``, ``--checkpoint`` and ``--device``, passed to the command as ``explainer``."""
 

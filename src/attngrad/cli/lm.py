@@ -10,7 +10,7 @@ import click
 from ..errors import AttngradError
 from ..losses import LOSSES
 from . import main
-from .common import out_dir, split_list
+from .common import OutDir, device_option, model_option, out_dir, split_list
 
 #: The command's loss when neither --loss nor --contrast is given. Measured on 48 factual prompts
 #: (benchmarks/lm_loss_choice.py, docs/lm.md "Which loss"): against the runner-up token the
@@ -21,8 +21,8 @@ DEFAULT_LOSS = "logit"
 
 @main.command("explain-lm")
 @click.argument("prompts", nargs=-1, required=True)
-@click.option("--model", default=None, help="Causal LM folder or Hub name (default: SmolLM2-135M-Instruct from attngrad[lm]).")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cpu).")
+@model_option(default=None, help="Causal LM folder or Hub name (default: SmolLM2-135M-Instruct from attngrad[lm]).")
+@device_option()
 @click.option("--method", "-m", default="complete", show_default=True,
               help="Method(s), comma-separated, or all: complete, gae, absolute, rollout, rollout_eq1, raw_attention, grad_x_input, random.")
 @click.option("--target", "-t", default=None, help="Token explained: text (' Paris': its first token) or topK (default: top1, the greedy next token).")
@@ -30,12 +30,12 @@ DEFAULT_LOSS = "logit"
               help="Second token: text (' Rome'), topK or runner-up; alone it implies --loss diff (default for diff/normdiff: runner-up).")
 @click.option("--loss", "-l", default=None,
               help=f"One of {', '.join(LOSSES)} (default: logit; diff when --contrast is given).")
-@click.option("--generate", "-g", default=0, show_default=True, help="Generate N tokens greedily and explain each one.")
-@click.option("--start-layer", default=0, show_default=True, help="First layer of the rollout product.")
-@click.option("--top", "-k", default=5, show_default=True, help="How many top tokens to print.")
+@click.option("--generate", "-g", default=0, show_default=True, type=click.IntRange(min=0), help="Generate N tokens greedily and explain each one.")
+@click.option("--start-layer", default=0, show_default=True, type=click.IntRange(min=0), help="First layer of the rollout product.")
+@click.option("--top", "-k", default=5, show_default=True, type=click.IntRange(min=1), help="How many top tokens to print.")
 @click.option("--hide-first", is_flag=True, help="Leave the first token (the attention sink) out of the colours and the top list (not out of the maths).")
-@click.option("--out", "-o", default="attngrad-lm", show_default=True, help="Output folder.")
-@click.option("--batch-size", "-b", default=16, show_default=True, help="Prompts per forward/backward pass.")
+@click.option("--out", "-o", default="attngrad-lm", show_default=True, type=OutDir(), help="Output folder.")
+@click.option("--batch-size", "-b", default=16, show_default=True, type=click.IntRange(min=1), help="Prompts per forward/backward pass.")
 @click.option("--color/--no-color", default=None, help="Colour the terminal view (default: when printing to a terminal).")
 def explain_lm(prompts, model, device, method, target, contrast, loss, generate, start_layer, top, hide_first, out,
                batch_size, color):

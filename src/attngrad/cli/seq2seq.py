@@ -9,7 +9,7 @@ import click
 from ..errors import AttngradError
 from ..losses import LOSSES
 from . import main
-from .common import out_dir, split_list
+from .common import OutDir, device_option, model_option, out_dir, split_list
 
 
 def _position(value: str):
@@ -25,7 +25,7 @@ def _position(value: str):
 
 @main.command("explain-seq2seq")
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--model", required=True,
+@model_option(required=True,
               help="AutoModelForSeq2SeqLM folder or Hub name (BART, T5, Marian); none ships with attngrad.")
 @click.option("--target", "-t", default=None, help="Target text (a translation, a summary) or its beginning.")
 @click.option("--position", "-p", default="next", show_default=True,
@@ -34,8 +34,8 @@ def _position(value: str):
               help="Method(s), comma-separated: complete, gae, absolute, rollout.")
 @click.option("--loss", "-l", default="logit", show_default=True, help=f"One of {', '.join(LOSSES)}.")
 @click.option("--contrast", "-c", default=None, help="Second token for two-token losses (diff, normdiff, ratio).")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cpu).")
-@click.option("--out", "-o", default="attngrad-seq2seq", show_default=True, help="Output folder.")
+@device_option()
+@click.option("--out", "-o", default="attngrad-seq2seq", show_default=True, type=OutDir(), help="Output folder.")
 @click.option("--color/--no-color", default=None, help="Colour the terminal view (default: when printing to a terminal).")
 def explain_seq2seq(sources, model, target, position, method, loss, contrast, device, out, color):
     """Explain the token an encoder-decoder model produces, over the SOURCES' tokens and the earlier target tokens.
@@ -52,7 +52,7 @@ def explain_seq2seq(sources, model, target, position, method, loss, contrast, de
     where = _position(position)
     methods = split_list(method)
     if not methods:
-        raise AttngradError("--method is empty; give complete, gae, absolute or rollout", field="method")
+        raise AttngradError("no method given (--method is empty); give complete, gae, absolute or rollout", field="method")
     for name in methods:  # checked before a model is loaded
         weighting(name)
     get_loss(loss)

@@ -145,7 +145,7 @@ def multi_class(ex: "Explainer", out: Path) -> Section:
     res = ex.explain_methods(images, methods, target=targets)
     probs = res["complete"].logits.softmax(-1)
     rows = []
-    for k, (path, name, classes) in enumerate(cases):
+    for k, (_path, name, classes) in enumerate(cases):
         i, j = 2 * k, 2 * k + 1
         stem = Path(name).stem
         fig = viz.grid(

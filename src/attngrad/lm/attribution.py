@@ -33,7 +33,7 @@ import torch
 
 from ..errors import AttngradError
 from ..losses import Loss
-from ..methods import METHODS, RandomBaseline, RawAttention, Rollout
+from ..methods import METHODS, Rollout
 from .model import Batch, LMAdapter
 
 #: The methods defined on a causal LM (rollout family + raw attention + input x gradient + random).

@@ -156,7 +156,7 @@ class HFAdapter(HFModelAdapter, ImageAdapter):
                 raise AttngradError(f"{path}: not a Hugging Face model folder (no config.json)")
             if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
                 raise AttngradError(f"{path}: no weights (model.safetensors or pytorch_model.bin); copy them in")
-        elif _looks_like_path(text):
+        elif looks_like_path(text):
             raise AttngradError(
                 f"{text}: no such model folder; pass an existing folder with config.json and weights "
                 "(or a Hub name such as google/vit-base-patch16-224 when online)"
@@ -183,7 +183,7 @@ class HFAdapter(HFModelAdapter, ImageAdapter):
         return ForwardOutput(out.logits, self.check_attentions(getattr(out, "attentions", None)))
 
 
-def _looks_like_path(text: str) -> bool:
+def looks_like_path(text: str) -> bool:
     """A name a user meant as a folder: starts with ./ ../ / ~ or a drive, or has a backslash or
     more than one slash (Hub ids are ``owner/name``)."""
     return (

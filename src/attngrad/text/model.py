@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import AttngradError
 from ..models.base import ForwardOutput
-from ..models.hf import HFModelAdapter, _looks_like_path
+from ..models.hf import HFModelAdapter, looks_like_path
 
 #: Pooling modes of sentence-transformers' ``Pooling`` module that are linear in the tokens.
 POOLING_MODES = ("cls", "mean", "mean_sqrt_len")
@@ -126,7 +126,7 @@ class TextAdapter(HFModelAdapter):
         if path.exists() and (not path.is_dir() or not (path / "config.json").exists()):
             raise AttngradError(f"{path}: not a Hugging Face model folder (no config.json)")
         where = str(name_or_path)
-        if not path.exists() and _looks_like_path(where):
+        if not path.exists() and looks_like_path(where):
             raise AttngradError(f"{where}: no such model folder; pass an existing folder with config.json, a tokenizer and weights")
         try:
             config = AutoConfig.from_pretrained(where, local_files_only=True)
