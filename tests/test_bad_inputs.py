@@ -144,6 +144,8 @@ ROWS = [
     # ------------------------------------------------------------------ demo
     *_out_rows("demo"),
     *_model_rows("demo"),
+    pytest.param(["demo", *MODEL_ARGS, "--multiclass", "{MISSING}"], "--multiclass", id="demo-multiclass-missing"),
+    pytest.param(["demo", *MODEL_ARGS, "--multiclass", "{FILE}"], "--multiclass", id="demo-multiclass-file"),
     # ------------------------------------------------------------------ detail
     pytest.param(["detail", "{MISSING}", *MODEL_ARGS], "no such file", id="detail-image-missing"),
     *_count_rows("detail", "-k", IMAGE, bad=("1", "0", "-1", "abc")),

@@ -88,14 +88,15 @@ def build_comparison_page(
     out_dir: str | Path,
     methods: Sequence[str] | None = None,
     multiclass: str | Path | None = None,
+    include_multiclass: bool = True,
 ) -> Path:
     """Write ``compare.html`` and one grid PNG per multi-class image into ``out_dir``.
 
     The shipped images are explained for both of their classes (zebra / African elephant;
     bull mastiff / tiger cat), the other images of ``multiclass`` (default
     :func:`attngrad.cases.multiclass_folder`, when present) for the model's top two classes,
-    with ``methods`` (default: the registered :data:`PAPER_METHODS`). Returns the path of
-    ``compare.html``.
+    with ``methods`` (default: the registered :data:`PAPER_METHODS`); ``include_multiclass=False``
+    keeps to the shipped images. Returns the path of ``compare.html``.
     """
     methods = list(methods or paper_methods())
     out = Path(out_dir)
@@ -103,7 +104,8 @@ def build_comparison_page(
     cases: list[tuple[str, ImageLike, Sequence[str]]] = [
         (name, asset_image(name), classes) for name, classes in CASES.items()
     ]
-    cases += [(p.name, p, ("top1", "top2")) for p in extra_multiclass_images(multiclass)]
+    if include_multiclass:
+        cases += [(p.name, p, ("top1", "top2")) for p in extra_multiclass_images(multiclass)]
     sections = []
     for filename, image, classes in tqdm(cases, desc="comparison grids", unit="image"):
         stem = Path(filename).stem

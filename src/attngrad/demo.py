@@ -27,8 +27,10 @@ def build_demo(
 ) -> Path:
     """Write the gallery into ``out``; returns the path of ``index.html``.
 
-    ``compare.html`` beside it shows the paper's Figure 13 set on the shipped images and on
-    those of ``multiclass`` (see :func:`attngrad.compare.build_comparison_page`).
+    ``compare.html`` beside it shows the paper's Figure 13 set on the shipped images, and on
+    the images of the folder ``multiclass`` when one is given (the rivals TIS and ViT-CX run
+    hundreds of passes per image, so more images cost minutes on a CPU; see
+    :func:`attngrad.compare.build_comparison_page`).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -53,7 +55,7 @@ def build_demo(
             f"<img src='{stem}.png' alt='{html.escape(stem)} explained'>"
             f"<table><tr><th>top-5</th><th>probability</th><th>logit</th></tr>{rows}</table></section>"
         )
-    compare = build_comparison_page(explainer, out, multiclass=multiclass)
+    compare = build_comparison_page(explainer, out, multiclass=multiclass, include_multiclass=multiclass is not None)
     meanings = "; ".join(f"<b>{html.escape(m)}</b>: {html.escape(red_means(m))}" for m in methods)
     index = out / "index.html"
     index.write_text(

@@ -136,9 +136,12 @@ def classes(model, search):
 @main.command()
 @model_options
 @out_option("attngrad-demo")
-def demo(explainer, out):
-    """Write the demo gallery (el1: elephant + zebra, catdog: dog + cat; gae / complete / absolute)."""
+@click.option("--multiclass", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Also compare the methods on the images of this folder (e.g. ../shared/data/multiclass).")
+def demo(explainer, out, multiclass):
+    """Write the demo gallery (el1: elephant + zebra, catdog: dog + cat; gae / complete / absolute),
+    and compare.html: the paper's Figure 13 methods side by side."""
     from ..demo import build_demo
 
-    index = build_demo(explainer, out)
+    index = build_demo(explainer, out, multiclass=multiclass)
     click.echo(f"demo written: {index}")
