@@ -19,7 +19,7 @@ from .common import remove_unused_outputs
 
 def _command_name(ctx: click.Context | None) -> str:
     """``attngrad evaluate perturbation`` for the context of that command (``attngrad`` at the top)."""
-    names = []
+    names: list[str] = []
     while ctx is not None and ctx.parent is not None:
         names.insert(0, ctx.info_name or "")
         ctx = ctx.parent

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from .. import viz
@@ -28,7 +29,7 @@ from .common import (
 )
 
 
-def _load_all(paths: tuple[str, ...]) -> tuple[list[tuple[str, object]], list[str]]:
+def _load_all(paths: tuple[str, ...]) -> tuple[list[tuple[str, Image.Image]], list[str]]:
     """Load every image; failures become messages and the image is skipped.
 
     One image that cannot be read is the error itself; when none of several can be read, the
@@ -36,7 +37,8 @@ def _load_all(paths: tuple[str, ...]) -> tuple[list[tuple[str, object]], list[st
     """
     if len(paths) == 1:
         return [(paths[0], load_image(paths[0]))], []
-    good, failed = [], []
+    good: list[tuple[str, Image.Image]] = []
+    failed: list[str] = []
     for p in paths:
         try:
             good.append((p, load_image(p)))

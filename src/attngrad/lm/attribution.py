@@ -111,7 +111,8 @@ def run(
     for name in methods:
         if name in ("grad_x_input", "random"):
             continue
-        instances[name] = METHODS[name](start_layer=start_layer) if issubclass(METHODS[name], Rollout) else METHODS[name]()
+        cls = METHODS[name]
+        instances[name] = cls(start_layer=start_layer) if issubclass(cls, Rollout) else cls()
     rollouts = {k: m for k, m in instances.items() if isinstance(m, Rollout)}
     needs_grad = "grad_x_input" in methods or any(m.needs_gradients for m in instances.values())
     embeds = adapter.embed(batch.input_ids)

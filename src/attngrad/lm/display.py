@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import matplotlib
+import numpy as np
 
 from .. import viz
 
@@ -39,8 +40,8 @@ h2 { font-size: 1em; margin-bottom: 0.2em; } .meta { color: #555; font-size: 0.8
 
 def colours(values: Sequence[float]) -> list[tuple[int, int, int]]:
     """8-bit RGB of normalised values in [-1, 1] on the images' colormap (:data:`attngrad.viz.CMAP`)."""
-    rgba = matplotlib.colormaps[viz.CMAP](viz.NORM(list(values)))
-    return [tuple(int(round(c * 255)) for c in row[:3]) for row in rgba]
+    rgba = np.asarray(matplotlib.colormaps[viz.CMAP](viz.NORM(list(values))))
+    return [(int(round(r * 255)), int(round(g * 255)), int(round(b * 255))) for r, g, b in rgba[:, :3]]
 
 
 def _ink(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -86,7 +87,7 @@ def terminal(tokens: Sequence[str], scores: Sequence[float], *, colour: bool = T
 def describe(result: "LMExplanation", index: int) -> str:
     """What was explained: ``complete, diff of ' Paris' (p=0.41) vs ' Rome'``."""
     what = f"{result.loss} of {result.target_text[index]!r} (p={result.probability(index):.2f})"
-    if result.contrasts is not None:
+    if result.contrast_text is not None:  # set exactly when there are contrasts
         what += f" vs {result.contrast_text[index]!r}"
     return f"{result.method}, {what}"
 
@@ -182,7 +183,7 @@ def to_records(result: "LMExplanation") -> list[dict]:
             "target": result.target_text[i],
             "target_id": int(result.targets[i]),
             "target_probability": result.probability(i),
-            "contrast": None if result.contrasts is None else result.contrast_text[i],
+            "contrast": None if result.contrast_text is None else result.contrast_text[i],
             "contrast_id": None if result.contrasts is None else int(result.contrasts[i]),
             "tokens": [{"token": t, "score": s} for t, s in result.token_scores(i)],
         })

@@ -148,7 +148,8 @@ class LMExplainer:
                 raise AttngradError("give the model's tokenizer: LMExplainer(model, tokenizer)")
             self.adapter = LMAdapter(model, tokenizer)
         if device is not None:
-            self.adapter.model.to(device)
+            # transformers' @wraps(nn.Module.to) on PreTrainedModel.to hides the bound self from mypy
+            self.adapter.model.to(device)  # type: ignore[arg-type]
         self.batch_size = batch_size
 
     @classmethod
@@ -187,8 +188,9 @@ class LMExplainer:
             sequences.append(ids)
         return self.adapter.batch(sequences, prompts)
 
-    def token_id(self, spec: int | str, what: str = "target") -> int:
-        """A token id from an id or a text (its first token; a warning when the text is longer)."""
+    def token_id(self, spec: object, what: str = "target") -> int:
+        """A token id from an id or a text (its first token; a warning when the text is longer);
+        anything else raises :class:`AttngradError`."""
         vocab = self.adapter.model.get_output_embeddings().weight.shape[0]
         if isinstance(spec, (int,)) and not isinstance(spec, bool):
             if not 0 <= spec < vocab:
@@ -247,6 +249,7 @@ class LMExplainer:
 
         def choose(logits: torch.Tensor):
             targets = self._resolve(target, logits, "target")
+            contrasts: torch.Tensor | None
             if isinstance(contrast, str) and contrast.strip().lower() == RUNNER_UP:
                 masked = logits.clone()
                 masked[torch.arange(len(targets), device=logits.device), targets] = float("-inf")
@@ -322,7 +325,9 @@ class LMExplainer:
         width = batch.input_ids.shape[1]
         maps = torch.cat([torch.nn.functional.pad(p.maps[name], (width - p.maps[name].shape[1], 0)) for p in parts])
         targets = torch.cat([p.targets for p in parts])
-        contrasts = None if parts[0].contrasts is None else torch.cat([p.contrasts for p in parts])
+        contrast_parts = [p.contrasts for p in parts if p.contrasts is not None]
+        assert len(contrast_parts) in (0, len(parts)), "one chooser serves every pass: all have contrasts or none"
+        contrasts = torch.cat(contrast_parts) if contrast_parts else None
         tokens = [self.adapter.token_text(batch.ids(i)) for i in range(len(batch.lengths))]
         return LMExplanation(
             maps=maps, batch=batch, tokens=tokens, logits=torch.cat([p.logits for p in parts]), targets=targets,
@@ -343,13 +348,18 @@ class LMExplainer:
                 f"the prompt has {batch.lengths[0]} tokens; with {max_new_tokens} new ones it would pass the "
                 f"model's context of {self.max_length}: generate at most {room}"
             )
+        from transformers import GenerationMixin
+
         model = self.adapter.model
+        if not isinstance(model, GenerationMixin):
+            raise AttngradError(f"{type(model).__name__} cannot generate text; load it as a causal LM (AutoModelForCausalLM)")
         eos = self.adapter.tokenizer.eos_token_id
         with torch.no_grad():
             out = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, do_sample=False,
                                  max_new_tokens=max_new_tokens, pad_token_id=self.adapter.pad_id, eos_token_id=eos,
                                  temperature=None, top_p=None, top_k=None)
-        new = out[0, batch.input_ids.shape[1] :].tolist()
+        ids = out if isinstance(out, torch.Tensor) else out.sequences  # a generation config may ask for a dict
+        new = ids[0, batch.input_ids.shape[1] :].tolist()
         if eos is not None and eos in new:
             new = new[: new.index(eos) + 1]
         return new

@@ -22,12 +22,15 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import AttngradError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -137,8 +140,8 @@ class LMAdapter:
         max_length: most tokens per sequence (default: the model's context length).
     """
 
-    def __init__(self, model: nn.Module, tokenizer, max_length: int | None = None):
-        self.model = model.eval()
+    def __init__(self, model: PreTrainedModel, tokenizer, max_length: int | None = None):
+        self.model: PreTrainedModel = model.eval()
         self.tokenizer = tokenizer
         if getattr(model.config, "_attn_implementation", "eager") != "eager":
             try:
@@ -186,7 +189,8 @@ class LMAdapter:
                 "a decoder-only Transformer whose attention maps can be returned (Llama, Qwen2, Mistral, GPT-2 ...)"
             ) from None
         if device is not None:
-            model = model.to(device)
+            # transformers' @wraps(nn.Module.to) on PreTrainedModel.to hides the bound self from mypy
+            model = model.to(device)  # type: ignore[arg-type]
         return cls(model, tokenizer)
 
     @property

@@ -215,7 +215,9 @@ def run_deletion(
         results = explainer.explain_methods(a_texts, methods, against=b_texts)
         first = next(iter(results.values()))
         enc = first.encoded
-        b_emb = embed(explainer, first.reverse.encoded.input_ids, first.reverse.encoded.attention_mask)
+        reverse = first.reverse
+        assert reverse is not None, "explained against b_texts: the result carries the reverse (B) pass"
+        b_emb = embed(explainer, reverse.encoded.input_ids, reverse.encoded.attention_mask)
         for m, res in results.items():
             sims = [res.logits[:, 0]]
             for frac in fractions:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import matplotlib
+import numpy as np
 
 from .. import viz
 
@@ -70,13 +71,13 @@ def merge_words(
 
 def colours(values: Sequence[float]) -> list[tuple[int, int, int]]:
     """8-bit RGB colours of normalised values in [-1, 1] on the images' colormap (:data:`attngrad.viz.CMAP`)."""
-    rgba = matplotlib.colormaps[viz.CMAP](viz.NORM(list(values)))
-    return [tuple(int(round(c * 255)) for c in row[:3]) for row in rgba]
+    rgba = np.asarray(matplotlib.colormaps[viz.CMAP](viz.NORM(list(values))))
+    return [(int(round(r * 255)), int(round(g * 255)), int(round(b * 255))) for r, g, b in rgba[:, :3]]
 
 
 def normalized_words(words: Sequence[Word]) -> list[float]:
     """``S / max|S|`` over a text's words (all zero stays zero)."""
-    return viz.normalize([w.score for w in words]).tolist() if words else []
+    return viz.normalize(np.array([w.score for w in words], dtype=np.float64)).tolist() if words else []
 
 
 def _ink(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -154,8 +155,9 @@ def describe(result: "TextExplanation", index: int) -> str:
     target = result.target_names[index]
     value = float(result.logits[index, result.targets[index]])
     what = f"{result.loss} of {target!r} ({value:.3f})"
-    if result.contrasts is not None:
-        what = f"{result.loss} of {target!r} vs {result.contrast_names[index]!r}"
+    contrast_names = result.contrast_names  # None exactly when there are no contrasts
+    if contrast_names is not None:
+        what = f"{result.loss} of {target!r} vs {contrast_names[index]!r}"
     if result.task == "similarity":
         what = f"cos(A, B) = {value:.3f}"
     return f"{result.method}, {what}"
@@ -182,14 +184,15 @@ def to_html(results: Sequence["TextExplanation"], title: str = "attngrad text ex
 def to_records(result: "TextExplanation") -> list[dict]:
     """JSON-ready records: per text, raw token scores, word scores and what was explained."""
     records = []
+    contrast_names = result.contrast_names
     for i, text in enumerate(result.texts):
-        record = {
+        record: dict[str, object] = {
             "text": text,
             "task": result.task,
             "method": result.method,
             "loss": result.loss,
             "target": result.target_names[i],
-            "contrast": None if result.contrasts is None else result.contrast_names[i],
+            "contrast": None if contrast_names is None else contrast_names[i],
             "logits": dict(zip(result.labels, [float(v) for v in result.logits[i].tolist()])),
             "tokens": [{"token": t, "score": s} for t, s in result.token_scores(i)],
             "words": [asdict(w) for w in result.words(i)],

@@ -149,7 +149,8 @@ class _TaskView(ModelAdapter):
     def grid(self, inputs_embeds: torch.Tensor) -> tuple[int, int]:
         return 1, inputs_embeds.shape[1] - self.num_prefix_tokens
 
-    def token_index(self, token: int | str) -> int | slice:
+    # ModelAdapter.token_index (models/base.py) says int; "pooled" reads every row, so a slice here
+    def token_index(self, token: int | str) -> int | slice:  # type: ignore[override]
         return slice(None) if token == "pooled" else super().token_index(token)
 
 
@@ -189,7 +190,8 @@ class TextExplainer:
                                        max_length)
         device = check_device(device)
         if device is not None:
-            self.adapter.model.to(device)
+            # transformers' @wraps(nn.Module.to) on PreTrainedModel.to hides the bound self from mypy
+            self.adapter.model.to(device)  # type: ignore[arg-type]
         self._label_embeddings: dict[tuple[str, ...], torch.Tensor] = {}
 
     @classmethod
@@ -263,6 +265,7 @@ class TextExplainer:
                 )
             if against is not None:
                 return Similarity([against] if isinstance(against, str) else list(against))
+            assert labels is not None, "against is None here, so labels was given"
             descriptions = parse_labels(labels)
             return ZeroShot(descriptions, self.label_embeddings(descriptions))
         if not self.adapter.is_classifier:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -21,6 +22,9 @@ from torch import nn
 from ..errors import AttngradError
 from ..models.base import ForwardOutput
 from ..models.hf import HFModelAdapter, looks_like_path
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 #: Pooling modes of sentence-transformers' ``Pooling`` module that are linear in the tokens.
 POOLING_MODES = ("cls", "mean", "mean_sqrt_len")
@@ -92,6 +96,8 @@ class TextAdapter(HFModelAdapter):
         pooling: for encoders, how token states become the sentence embedding (default mean).
         max_length: most tokens read per text, special tokens included (default: the model's limit).
     """
+
+    model: PreTrainedModel  # a transformers model (get_input_embeddings, config), set by HFModelAdapter
 
     def __init__(
         self,
@@ -165,7 +171,8 @@ class TextAdapter(HFModelAdapter):
         """Token embeddings (B, N, D) of ``input_ids``, detached: the input the maps are traced from."""
         return self.model.get_input_embeddings()(input_ids.to(self.device)).detach()
 
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> ForwardOutput:
+    # Not ModelAdapter.forward(inputs): the mask comes too; text.explainer's _TaskView is the adapter the methods call.
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> ForwardOutput:  # type: ignore[override]
         """Logits (classifier) or pooled sentence embeddings (encoder), and every layer's attention maps.
 
         Takes token embeddings from :meth:`embed` (``inputs_embeds``; position and segment
