@@ -30,8 +30,8 @@ def evaluate() -> None:
 @click.option("--guide-region", type=click.Choice(["whole", "original"]), default="whole", show_default=True,
               help="With --guide: 'whole' = the paper's protocol (the stitched image is ranked, perturbed and "
                    "classified); 'original' = the map cropped to the original, which alone is perturbed.")
-@click.option("--limit", default=None, type=click.IntRange(min=1), help="Use the first N labelled images (sorted by path; after --every).")
-@click.option("--every", default=None, type=click.IntRange(min=1), help="Use every K-th labelled image (an evenly strided subset).")
+@click.option("--limit", default=None, type=int, help="Use the first N labelled images (sorted by path; after --every).")
+@click.option("--every", default=None, type=int, help="Use every K-th labelled image (an evenly strided subset).")
 @click.option("--out", "-o", required=True, type=OutDir(), help="Results folder.")
 @click.option("--resume", is_flag=True, help="Continue the run stored in --out (a larger --limit extends it).")
 @click.option("--batch-size", "-b", default=16, show_default=True, help="Images per explanation pass (unit of resumption).")
