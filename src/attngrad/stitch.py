@@ -170,7 +170,7 @@ class GuidedExplanation(Explanation):
 
 def explain_guided(
     explainer: "Explainer",
-    images: Sequence[ImageLike] | ImageLike,
+    images: Sequence[ImageLike] | ImageLike | torch.Tensor,
     guide: ImageLike,
     methods: Sequence["str | Method"] = ("complete",),
     *,
