@@ -7,6 +7,7 @@ are built only when a result's ``images`` is read (:class:`~attngrad.results.Dis
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Sequence, Union
@@ -108,7 +109,7 @@ class Explainer:
             raise AttngradError(
                 f"{type(self.adapter).__name__} takes tensors, not images; pass the model's input tensor"
             )
-        if isinstance(images, (str, Path, Image.Image)):
+        if isinstance(images, (str, os.PathLike, Image.Image)):
             images = [images]
         rgb = [load_image(im) for im in images]
         if not rgb:
@@ -221,10 +222,10 @@ class Explainer:
         if guide is not None:
             from .stitch import explain_guided
 
-            return explain_guided(
+            return dict(explain_guided(
                 self, images, guide, methods, target=target, loss=loss, contrast=contrast, start_layer=start_layer,
                 token=token, layout=layout, gallery=gallery,
-            )
+            ))
         if not methods:
             raise AttngradError("no methods given; name at least one (e.g. complete)")
         pixel_values, shown = self.prepare(images)

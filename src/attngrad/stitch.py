@@ -161,16 +161,16 @@ class GuidedExplanation(Explanation):
     input's, ``original_logits`` the original's alone.
     """
 
-    full_maps: torch.Tensor | None = None
-    stitched_images: Sequence[Image.Image] | None = None
-    original_logits: torch.Tensor | None = None
-    region: Region | None = None
+    full_maps: torch.Tensor
+    stitched_images: Sequence[Image.Image]
+    original_logits: torch.Tensor
+    region: Region
     guide: str = ""
 
 
 def explain_guided(
     explainer: "Explainer",
-    images: Sequence[ImageLike] | ImageLike,
+    images: Sequence[ImageLike] | ImageLike | torch.Tensor,
     guide: ImageLike,
     methods: Sequence["str | Method"] = ("complete",),
     *,

@@ -57,9 +57,14 @@ def resolve_targets(spec: TargetSpec, logits: torch.Tensor, labels: Sequence[str
             raise AttngradError(f"{len(spec)} targets given for {batch} images; give one per image or one for all", field="target")
         columns = [resolve_targets(s, logits[i : i + 1], labels) for i, s in enumerate(spec)]
         return torch.cat(columns)
-    if isinstance(spec, str) and _TOPK.match(spec.strip()):
-        k = int(_TOPK.match(spec.strip()).group(1))
+    topk = _TOPK.match(spec.strip()) if isinstance(spec, str) else None
+    if topk:
+        k = int(topk.group(1))
         if not 1 <= k <= logits.shape[1]:
             raise AttngradError(f"{spec!r}: k must be between 1 and {logits.shape[1]}", field="target", choices=labels)
         return logits.topk(k, dim=1).indices[:, k - 1].detach()
+    if not isinstance(spec, (int, str)):
+        raise AttngradError(
+            f"target {spec!r} is not a class index, a class name, 'topK' or a list of those", field="target"
+        )
     return torch.full((batch,), class_index(spec, labels), dtype=torch.long, device=logits.device)

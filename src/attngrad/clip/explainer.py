@@ -151,7 +151,7 @@ class _TowerView(ModelAdapter):
             return self.tower.grid(inputs)
         return 1, inputs.shape[1] - 1
 
-    def token_index(self, token: int | str) -> int | slice:  # type: ignore[override]  # a pooled tower reads all rows
+    def token_index(self, token: int | str) -> int | slice:  # a pooled tower reads all rows
         return slice(None) if token == "pooled" else 0
 
 

@@ -269,7 +269,7 @@ class TextTower(Tower):
         finally:
             handle.remove()
 
-    def forward(self, inputs_embeds: torch.Tensor, batch: TextBatch) -> ForwardOutput:  # type: ignore[override]
+    def forward(self, inputs_embeds: torch.Tensor, batch: TextBatch) -> ForwardOutput:
         """Joint-space embeddings (B, E) and every layer's maps, from token embeddings of ``batch``."""
         with self._embeddings_from(inputs_embeds):
             out = self.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_attentions=True)

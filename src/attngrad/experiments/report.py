@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from PIL import Image
 from tqdm import tqdm
 
@@ -87,7 +88,7 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def overlay_row(cells: Sequence[tuple[Image.Image, object, str]], path: Path, cell_size: float = 2.6) -> Path:
+def overlay_row(cells: Sequence[tuple[Image.Image, torch.Tensor | np.ndarray | None, str]], path: Path, cell_size: float = 2.6) -> Path:
     """One row of pictures, each ``(image, map or None, title)``, with the shared [-1, 1] colour bar."""
     fig, axes = plt.subplots(1, len(cells), figsize=(cell_size * len(cells) + 1.2, cell_size + 0.6), squeeze=False)
     for ax, (image, scores, title) in zip(axes[0], cells):
@@ -139,13 +140,13 @@ def multi_class(ex: "Explainer", out: Path) -> Section:
     missing = [n for p, n, _ in cases if p is None]
     if missing:
         sec.notes.append(f"skipped (image not found): {', '.join(missing)}")
-    cases = [(p, n, c) for p, n, c in cases if p is not None]
-    images = [p for p, _, classes in cases for _ in classes]
-    targets = [c for _, _, classes in cases for c in classes]
+    found = [(p, n, c) for p, n, c in cases if p is not None]
+    images = [p for p, _, classes in found for _ in classes]
+    targets = [c for _, _, classes in found for c in classes]
     res = ex.explain_methods(images, methods, target=targets)
     probs = res["complete"].logits.softmax(-1)
     rows = []
-    for k, (_path, name, classes) in enumerate(cases):
+    for k, (_path, name, classes) in enumerate(found):
         i, j = 2 * k, 2 * k + 1
         stem = Path(name).stem
         fig = viz.grid(
@@ -271,6 +272,9 @@ def rewrite_section(ex: "Explainer", out: Path, batch: int, gallery: str | os.Pa
         "number after rewriting is measured on the saved 8-bit PNG as reloaded.",
     )
     path = find_image("n01871265_tusker.jpg")
+    if path is None:
+        sec.notes.append("skipped (image not found): n01871265_tusker.jpg")
+        return sec
     res = rewrite(ex, path, "bull mastiff", eps=2 / 255, steps=100, probability=0.9)
     paths = save_rewrite(ex, res, out, "rewrite_tusker")
     sec.pictures += [(paths["before_after"].name, "before / after, complete maps of tusker and bull mastiff"),

@@ -35,6 +35,7 @@ from .. import viz
 from ..errors import AttngradError
 from ..io import ImageLike, load_image
 from ..losses import LossLike, get_loss
+from ..models import ImageAdapter
 from ..targets import TargetSpec, resolve_targets
 
 if TYPE_CHECKING:
@@ -266,7 +267,10 @@ def rewrite_batch(
     if steps < 1:
         raise AttngradError(f"steps must be >= 1, not {steps}")
     loss_fn = get_rewrite_loss(loss)
-    pre = explainer.adapter.preprocessor
+    adapter = explainer.adapter
+    if not isinstance(adapter, ImageAdapter):
+        raise AttngradError(f"rewrite changes pixels: it needs an image model, not {type(adapter).__name__}")
+    pre = adapter.preprocessor
     originals = [pre.geometry(load_image(im)) for im in images]
     if not originals:
         raise AttngradError("no images given")

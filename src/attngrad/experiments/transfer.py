@@ -261,6 +261,8 @@ def attention_transfer(
                                "share": last.opposing_share})
             if step == steps:
                 continue  # not break: the progress bar then counts the last step too
+            if trace.gradients is None:  # Complete needs gradients, so the trace has them
+                raise AttngradError("the trace has no attention gradients; attention transfer descends them")
             for param, grad in zip(maps, trace.gradients):
                 param.grad = grad  # d logit[target] / d A(l): descend it
             optim.step()

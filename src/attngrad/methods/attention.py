@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ._common import gradients
 from .base import Method, Trace, register
 
 
@@ -32,6 +33,6 @@ class AttentionGradCAM(Method):
 
     def token_scores(self, trace: Trace) -> torch.Tensor:
         attn = trace.attentions[-1][:, :, trace.token]  # (B, H, N)
-        grad = trace.gradients[-1][:, :, trace.token]
+        grad = gradients(trace, self.name)[-1][:, :, trace.token]
         weights = grad[:, :, trace.num_prefix_tokens :].mean(dim=-1, keepdim=True)  # (B, H, 1)
         return (weights * attn).mean(dim=1).clamp(min=0)

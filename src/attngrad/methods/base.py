@@ -29,7 +29,7 @@ class Trace:
         gradients: per layer, ``grad A(l)`` of the summed per-image loss, or ``None``
             when no method asked for gradients.
         targets, contrasts: class indices (B,) the loss used (contrasts may be ``None``).
-        token: index of the row read (0 = CLS).
+        token: index of the row read (0 = CLS), or a slice whose rows are summed (pooled text outputs).
         num_prefix_tokens: special tokens leading the sequence (excluded from maps).
         grid: the patch grid ``(gh, gw)``.
         adapter: the model adapter (for methods that need more than maps and gradients).
@@ -42,7 +42,7 @@ class Trace:
     gradients: list[torch.Tensor] | None
     targets: torch.Tensor
     contrasts: torch.Tensor | None
-    token: int
+    token: int | slice
     num_prefix_tokens: int
     grid: tuple[int, int]
     adapter: ModelAdapter

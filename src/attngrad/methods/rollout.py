@@ -45,24 +45,33 @@ def rollout(mixes: Sequence[torch.Tensor], token: int | slice, renormalize: bool
     return row[:, 0]
 
 
+def _required(grad: torch.Tensor | None) -> torch.Tensor:
+    """``grad`` itself; a gradient weighting called without gradients is refused."""
+    if grad is None:
+        raise AttngradError(
+            "this weighting needs the attention gradients; make the trace with a method whose needs_gradients is True"
+        )
+    return grad
+
+
 def plain(attn: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
     """``w = 1``: attention alone (eq. 1)."""
     return attn
 
 
-def positive_gradient(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+def positive_gradient(attn: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
     """``max(grad A ⊙ A, 0)`` per head, before the head mean (GAE, eq. 4)."""
-    return (grad * attn).clamp(min=0)
+    return (_required(grad) * attn).clamp(min=0)
 
 
-def signed_gradient(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+def signed_gradient(attn: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
     """``grad A ⊙ A``, sign kept: the paper's complete attention (eq. 5)."""
-    return grad * attn
+    return _required(grad) * attn
 
 
-def absolute_gradient(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+def absolute_gradient(attn: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
     """``|grad A| ⊙ A`` (eq. 6)."""
-    return grad.abs() * attn
+    return _required(grad).abs() * attn
 
 
 class Rollout(Method):
@@ -81,7 +90,7 @@ class Rollout(Method):
         self.renormalize = self.default_renormalize if renormalize is None else renormalize
 
     def token_scores(self, trace: Trace) -> torch.Tensor:
-        grads = trace.gradients or [None] * len(trace.attentions)
+        grads: Sequence[torch.Tensor | None] = trace.gradients or [None] * len(trace.attentions)
         layers = len(trace.attentions)
         if not 0 <= self.start_layer < layers:
             raise AttngradError(f"start_layer {self.start_layer} is out of range; this model has layers 0..{layers - 1}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import AttngradError
 from ._common import check_layer, check_positive, resolve_layer
 from ._integrated import integrated_weight
 from .base import Method, Trace, register
@@ -54,10 +55,13 @@ class TAM(Method):
         layers = len(trace.attentions)
         start = resolve_layer(self.start_layer, self.default_start, layers)
         check_layer(self.name, start, layers)
+        token = trace.token
+        if not isinstance(token, int):
+            raise AttngradError(f"{self.name} reads one token's row (an image model's CLS); this model pools every token")
         means = [a.mean(dim=1) for a in trace.attentions]
-        row = means[-1][:, trace.token : trace.token + 1]  # (B, 1, N)
+        row = means[-1][:, token : token + 1]  # (B, 1, N)
         eye = torch.eye(row.shape[-1], dtype=row.dtype, device=row.device)
         for layer in range(layers - 2, start - 1, -1):
             row = torch.bmm(row, means[layer] + eye)
         weight = integrated_weight(trace.adapter, trace.pixel_values, trace.targets, self.steps, self.batch_size)
-        return row[:, 0] * weight[:, trace.token]
+        return row[:, 0] * weight[:, token]

@@ -18,7 +18,9 @@ from typing import Any, Iterator
 
 import torch
 
+from ..errors import AttngradError
 from ..models.base import ModelAdapter
+from ._common import gradients
 from .base import Method, Trace, register
 from .relprop import Relevance, propagate, record_activations
 from .rollout import Rollout, rollout
@@ -49,6 +51,13 @@ class _RelevanceMethod(Method):
         return cached
 
 
+def _propagated(relevance: torch.Tensor | None, where: str) -> torch.Tensor:
+    """A relevance the propagation reached; ``None`` means it stopped above ``where``."""
+    if relevance is None:
+        raise AttngradError(f"the relevance propagation stopped before {where}; propagate down to it first")
+    return relevance
+
+
 @contextmanager
 def _recording(adapter: ModelAdapter, extras: dict[str, Any]) -> Iterator[None]:
     with record_activations(adapter.model) as rec:
@@ -73,8 +82,8 @@ class TAttr(_RelevanceMethod, Rollout):
 
     def token_scores(self, trace: Trace) -> torch.Tensor:
         r_attn = self.relevance(trace).attention
-        mixes = [(g * r).clamp(min=0).mean(dim=1) for g, r in
-                 zip(trace.gradients[self.start_layer :], r_attn[self.start_layer :])]
+        mixes = [(g * _propagated(r, "start_layer")).clamp(min=0).mean(dim=1) for g, r in
+                 zip(gradients(trace, self.name)[self.start_layer :], r_attn[self.start_layer :])]
         return rollout(mixes, trace.token, self.renormalize)
 
 
@@ -91,7 +100,7 @@ class LRP(_RelevanceMethod):
         return -1
 
     def __call__(self, trace: Trace) -> torch.Tensor:
-        return self.relevance(trace).pixels.sum(dim=1)
+        return _propagated(self.relevance(trace).pixels, "the pixels").sum(dim=1)
 
 
 @register
@@ -106,4 +115,5 @@ class PartialLRP(_RelevanceMethod):
         return len(trace.attentions) - 1
 
     def token_scores(self, trace: Trace) -> torch.Tensor:
-        return self.relevance(trace).attention[-1].clamp(min=0).mean(dim=1)[:, trace.token]
+        last = _propagated(self.relevance(trace).attention[-1], "the last layer")
+        return last.clamp(min=0).mean(dim=1)[:, trace.token]

@@ -18,7 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -50,8 +50,12 @@ class ModelAdapter(ABC):
     special_tokens: dict[str, int]
 
     @abstractmethod
-    def forward(self, inputs: torch.Tensor) -> ForwardOutput:
-        """Run the model on a batch; return logits and every layer's attention maps (after softmax)."""
+    def forward(self, inputs: Any, *args: Any, **kwargs: Any) -> ForwardOutput:
+        """Run the model on a batch; return logits and every layer's attention maps (after softmax).
+
+        The input is the modality's own (``pixel_values`` for images, token embeddings plus an
+        attention mask or batch for text); adapters narrow the signature to what they take.
+        """
 
     @abstractmethod
     def override_attention(self, maps: Sequence[torch.Tensor]) -> AbstractContextManager[None]:
@@ -98,8 +102,11 @@ class ModelAdapter(ABC):
         sequence ``(B, N, D)``. Image adapters return the patch grid."""
         return 1, inputs.shape[1] - self.num_prefix_tokens
 
-    def token_index(self, token: int | str) -> int:
-        """Resolve a token name ("cls", "distillation") or index to the row read by the methods."""
+    def token_index(self, token: int | str) -> int | slice:
+        """Resolve a token name ("cls", "distillation") or index to the row read by the methods.
+
+        Image adapters return an index; adapters whose output pools every token (text
+        encoders, CLIP towers) may return a slice (the sum of those rows is read)."""
         if isinstance(token, int):
             if not 0 <= token < self.num_prefix_tokens:
                 raise AttngradError(

@@ -65,16 +65,18 @@ class HFModelAdapter(ModelAdapter):
 
     def __init__(self, model: nn.Module, labels: list[str] | None = None):
         config = getattr(model, "config", None)
-        if config is None or not hasattr(model, "set_attn_implementation"):
+        set_attn_implementation = getattr(model, "set_attn_implementation", None)
+        if config is None or not callable(set_attn_implementation):
             raise AttngradError(f"{type(model).__name__} is not a Hugging Face PreTrainedModel")
         if config._attn_implementation != "eager":
             try:
-                model.set_attn_implementation("eager")
+                set_attn_implementation("eager")
             except Exception as err:  # transformers raises several types here
                 raise AttngradError(
                     f"{type(model).__name__} cannot use eager attention, so it returns no attention maps ({err})"
                 ) from None
         self.model = model.eval()
+        self._config = config
         id2label = getattr(config, "id2label", None) or {}
         n = getattr(config, "num_labels", len(id2label))
         self.labels = labels or [str(id2label.get(i, id2label.get(str(i), f"class_{i}"))) for i in range(n)]
@@ -86,7 +88,7 @@ class HFModelAdapter(ModelAdapter):
 
         name = _OVERRIDE_PREFIX + uuid.uuid4().hex
         AttentionInterface.register(name, _stored_maps_function(maps))
-        config = self.model.config
+        config = self._config
         previous = config._attn_implementation
         config._attn_implementation = name
         try:

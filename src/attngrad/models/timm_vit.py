@@ -43,7 +43,9 @@ class TimmAdapter(ImageAdapter):
         self.preprocessor = preprocessor or Preprocessor.from_timm(getattr(model, "pretrained_cfg", {}) or {})
         num_classes = getattr(model, "num_classes", 0)
         self.labels = labels or (imagenet_labels() if num_classes == 1000 else [f"class_{i}" for i in range(num_classes)])
-        patch = model.patch_embed.patch_size
+        patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+        if patch is None:
+            raise AttngradError(f"{type(model).__name__} has no patch_embed.patch_size; expected a timm Vision Transformer")
         self.patch_size = (patch, patch) if isinstance(patch, int) else tuple(patch)
         prefix = getattr(model, "num_prefix_tokens", 1)
         self.special_tokens = {"cls": 0}
@@ -73,6 +75,7 @@ class TimmAdapter(ImageAdapter):
         path = Path(checkpoint)
         if not path.is_file():
             raise AttngradError(f"{path}: no such checkpoint file")
+        state: object
         try:
             if path.suffix == ".safetensors":
                 from safetensors.torch import load_file

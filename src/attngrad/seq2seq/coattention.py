@@ -127,7 +127,7 @@ class LxmertAdapter(ModelAdapter):
     def num_layers(self) -> int:
         return sum(len(calls) for _, calls in _schedule(self.model))
 
-    def forward(self, input_ids: torch.Tensor, visual_feats: torch.Tensor,  # type: ignore[override]
+    def forward(self, input_ids: torch.Tensor, visual_feats: torch.Tensor,
                 visual_pos: torch.Tensor, *, attention_mask: torch.Tensor,
                 visual_attention_mask: torch.Tensor) -> CoAttentionOutput:
         """Answer logits and every map (after softmax, in the graph even when the weights are frozen)."""

@@ -287,7 +287,7 @@ class Seq2SeqAdapter(HFModelAdapter):
         return Batch(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, positions_t,
                      torch.tensor(explained, dtype=torch.long), source, dec)
 
-    def forward(self, batch: Batch) -> Seq2SeqOutput:  # type: ignore[override]
+    def forward(self, batch: Batch) -> Seq2SeqOutput:
         """One forward pass with every attention map kept; gradients reach the maps even if the weights are frozen."""
         device = self.device
         with graph_to_maps(self.model):
