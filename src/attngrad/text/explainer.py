@@ -150,7 +150,7 @@ class _TaskView(ModelAdapter):
         return 1, inputs_embeds.shape[1] - self.num_prefix_tokens
 
     # ModelAdapter.token_index (models/base.py) says int; "pooled" reads every row, so a slice here
-    def token_index(self, token: int | str) -> int | slice:  # type: ignore[override]
+    def token_index(self, token: int | str) -> int | slice:
         return slice(None) if token == "pooled" else super().token_index(token)
 
 

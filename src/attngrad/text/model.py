@@ -172,7 +172,7 @@ class TextAdapter(HFModelAdapter):
         return self.model.get_input_embeddings()(input_ids.to(self.device)).detach()
 
     # Not ModelAdapter.forward(inputs): the mask comes too; text.explainer's _TaskView is the adapter the methods call.
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> ForwardOutput:  # type: ignore[override]
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> ForwardOutput:
         """Logits (classifier) or pooled sentence embeddings (encoder), and every layer's attention maps.
 
         Takes token embeddings from :meth:`embed` (``inputs_embeds``; position and segment
