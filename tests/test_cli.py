@@ -47,6 +47,7 @@ def test_demo_subprocess(tmp_path):
     assert "el1.png" in html and "catdog.png" in html and "African elephant" in html and "bull mastiff" in html
     assert "compare.html" in html and (tmp_path / "d" / "el1_compare.png").exists()
     assert (tmp_path / "d" / "el1.png").stat().st_size > 10_000
+    assert "clip_el1.png" in html and "stand-in" in html and (tmp_path / "d" / "clip_el1.png").stat().st_size > 10_000
 
 
 @pytest.fixture(scope="module")
