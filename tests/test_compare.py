@@ -14,8 +14,6 @@ from attngrad.cli import main
 from attngrad.compare import build_comparison_page, comparison_grid, red_means
 from attngrad.errors import AttngradError
 
-from .conftest import MULTICLASS
-
 
 @pytest.fixture(scope="module")
 def tiny_image():
@@ -60,7 +58,7 @@ def test_comparison_page(vit_ti, tmp_path):
 @pytest.mark.slow
 def test_compare_command(tmp_path):
     runner = CliRunner()
-    args = ["compare", str(MULTICLASS / "el1.jpg"), "--targets", "zebra,African elephant", "--methods",
+    args = ["compare", "el1", "--targets", "zebra,African elephant", "--methods",
             "tattr,partial_lrp,gae", "--out", str(tmp_path)]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output

@@ -119,10 +119,10 @@ def reference(model, pixels, target):
     return r_attn, grads, ref_zb_conv(pixels, conv, r_patches).detach()
 
 
-def ref_tattr(r_attn, grads):
+def ref_tattr(r_attn, grads, start_layer=0):
     n = r_attn[0].shape[-1]
     joint = None
-    for r, g in zip(r_attn, grads):
+    for r, g in zip(r_attn[start_layer:], grads[start_layer:]):  # layer l's relevance with layer l's gradient
         m = torch.eye(n, dtype=r.dtype) + (g * r).clamp(min=0).mean(dim=0)
         m = m / m.sum(dim=-1, keepdim=True)
         joint = m if joint is None else m @ joint
@@ -152,6 +152,19 @@ def test_matches_reference_per_rule_implementation_batched(tiny2):
     # the reference is not degenerate: maps vary, lrp has both signs
     assert res["tattr"].maps.std() > 0 and (res["lrp"].maps < 0).any() and (res["lrp"].maps > 0).any()
     assert res["lrp"].maps.shape == (3, 32, 32) and res["tattr"].maps.shape == (3, 4, 4)
+
+
+def test_tattr_start_layer_matches_reference(tiny2):
+    """A non-zero start layer drops the first layers of the product and pairs each remaining layer's
+    relevance with that same layer's gradient (a shifted pairing fails here)."""
+    torch.manual_seed(7)
+    pixels = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    res = Explainer(tiny2).explain(pixels, method="tattr", target=[1, 3], start_layer=1)
+    for i, t in enumerate([1, 3]):
+        r_attn, grads, _ = reference(tiny2, pixels[i : i + 1], t)
+        expected = ref_tattr(r_attn, grads, start_layer=1)
+        torch.testing.assert_close(res.maps[i].flatten(), expected, rtol=1e-7, atol=1e-10)
+        assert not torch.allclose(expected, ref_tattr(r_attn, grads)), "start_layer must change the map here"
 
 
 def test_relevance_at_attention_matches_reference(tiny2):
@@ -245,14 +258,14 @@ def test_timm_vit_gives_the_same_maps_as_the_same_weights_in_hugging_face(tiny_p
 @pytest.mark.slow
 def test_shipped_vit_tattr_finds_the_zebra(vit_ti):
     """el1: zebra on the left, elephant right. T-Attr for zebra puts most mass in the left third."""
-    res = vit_ti.explain_methods([MULTICLASS / "el1.jpg"] * 2, ["tattr", "lrp"], target=["zebra", "African elephant"])
+    res = vit_ti.explain_methods(["el1"] * 2, ["tattr", "lrp"], target=["zebra", "African elephant"])
     maps = res["tattr"].maps
     assert (maps >= 0).all()
     left = maps[:, :, : maps.shape[-1] // 3].sum(dim=(1, 2)) / maps.sum(dim=(1, 2))
     assert left[0] > 0.5, f"zebra's share of the left third: {left[0]:.3f}"
     assert left[1] < 0.25, f"elephant's share of the left third: {left[1]:.3f}"
     assert res["lrp"].maps.shape == (2, 224, 224)
-    totals = _totals(vit_ti, vit_ti.prepare(MULTICLASS / "el1.jpg")[0], "zebra")
+    totals = _totals(vit_ti, vit_ti.prepare("el1")[0], "zebra")
     for name in [k for k in totals if k.startswith("block")]:
         torch.testing.assert_close(totals[name], torch.ones(1), rtol=1e-3, atol=0, msg=name)
 
