@@ -19,15 +19,16 @@ import os
 import shutil
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import AttngradError
+from ..models.base import frozen_parameters
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -197,19 +198,9 @@ class LMAdapter:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @contextmanager
-    def frozen(self) -> Iterator[None]:
-        """No gradients to the weights inside the block (only maps and embeddings are explained);
-        each weight's ``requires_grad`` is restored afterwards, also on errors."""
-        weights = list(self.model.parameters())
-        trainable = [w.requires_grad for w in weights]
-        try:
-            for w in weights:
-                w.requires_grad_(False)
-            yield
-        finally:
-            for w, flag in zip(weights, trainable):
-                w.requires_grad_(flag)
+    def frozen(self) -> AbstractContextManager[None]:
+        """No gradients to the weights inside the block (only maps and embeddings are explained)."""
+        return frozen_parameters(self.model)
 
     @property
     def num_layers(self) -> int:

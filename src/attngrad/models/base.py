@@ -35,6 +35,21 @@ class ForwardOutput:
     attentions: list[torch.Tensor]
 
 
+@contextmanager
+def frozen_parameters(module: nn.Module) -> Iterator[None]:
+    """No gradients to ``module``'s weights inside the block; each ``requires_grad`` is restored
+    afterwards, also on errors."""
+    weights = list(module.parameters())
+    trainable = [w.requires_grad for w in weights]
+    try:
+        for w in weights:
+            w.requires_grad_(False)
+        yield
+    finally:
+        for w, flag in zip(weights, trainable):
+            w.requires_grad_(flag)
+
+
 class ModelAdapter(ABC):
     """Uniform, modality-neutral view of a Transformer whose attention maps are explained.
 
@@ -83,19 +98,10 @@ class ModelAdapter(ABC):
     def num_prefix_tokens(self) -> int:
         return len(self.special_tokens)
 
-    @contextmanager
-    def frozen_weights(self) -> Iterator[None]:
+    def frozen_weights(self) -> AbstractContextManager[None]:
         """No gradients to the weights inside the block (experiments optimise pixels or maps);
         each weight's ``requires_grad`` is restored afterwards, also on errors."""
-        weights = list(self.model.parameters())
-        trainable = [w.requires_grad for w in weights]
-        try:
-            for w in weights:
-                w.requires_grad_(False)
-            yield
-        finally:
-            for w, flag in zip(weights, trainable):
-                w.requires_grad_(flag)
+        return frozen_parameters(self.model)
 
     def grid(self, inputs: torch.Tensor) -> tuple[int, int]:
         """Shape ``(rows, cols)`` of a map for this input: one row of content tokens for a

@@ -76,7 +76,6 @@ class HFModelAdapter(ModelAdapter):
                     f"{type(model).__name__} cannot use eager attention, so it returns no attention maps ({err})"
                 ) from None
         self.model = model.eval()
-        self._config = config
         id2label = getattr(config, "id2label", None) or {}
         n = getattr(config, "num_labels", len(id2label))
         self.labels = labels or [str(id2label.get(i, id2label.get(str(i), f"class_{i}"))) for i in range(n)]
@@ -88,7 +87,9 @@ class HFModelAdapter(ModelAdapter):
 
         name = _OVERRIDE_PREFIX + uuid.uuid4().hex
         AttentionInterface.register(name, _stored_maps_function(maps))
-        config = self._config
+        config: Any = getattr(self.model, "config", None)
+        if config is None:
+            raise AttngradError(f"{type(self.model).__name__} has no config, so its attention cannot be overridden")
         previous = config._attn_implementation
         config._attn_implementation = name
         try:
