@@ -163,11 +163,8 @@ def _write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def run_deletion(explainer: LMExplainer, prompts: Sequence[Prompt], out: str | Path, settings: DeletionSettings, *,
-                 resume: bool = False, eval_batch_size: int = 64,
-                 progress: Callable[[int, int], None] | None = None) -> dict:
-    """Run (or continue with ``resume``) the deletion test; per-batch results in ``out/shards``,
-    summary in ``results.json`` / ``results.md`` / ``curves.csv``. Returns the summary."""
+def check_out(out: str | Path, settings: DeletionSettings, *, resume: bool = False) -> Path:
+    """Check the settings and the results folder (a new run, or ``resume`` of the same settings); writes nothing."""
     settings.check()
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -183,8 +180,17 @@ def run_deletion(explainer: LMExplainer, prompts: Sequence[Prompt], out: str | P
                                 "give the same options or a new --out")
     elif stored.exists():
         raise AttngradError(f"{out} already holds a run; add --resume to continue it or give a new --out")
+    return out
+
+
+def run_deletion(explainer: LMExplainer, prompts: Sequence[Prompt], out: str | Path, settings: DeletionSettings, *,
+                 resume: bool = False, eval_batch_size: int = 64,
+                 progress: Callable[[int, int], None] | None = None) -> dict:
+    """Run (or continue with ``resume``) the deletion test; per-batch results in ``out/shards``,
+    summary in ``results.json`` / ``results.md`` / ``curves.csv``. Returns the summary."""
+    out = check_out(out, settings, resume=resume)
     (out / "shards").mkdir(parents=True, exist_ok=True)
-    _write_json(stored, asdict(settings))
+    _write_json(out / "settings.json", asdict(settings))
     bs = settings.batch_size
     nb = (len(prompts) + bs - 1) // bs
     for b in range(nb):
