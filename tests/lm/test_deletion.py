@@ -68,7 +68,7 @@ def test_directions_and_end_points(lm, tiny_llama, tokenizer):
     most, least = data["curves"]["grad_x_input"]["most"][0], data["curves"]["grad_x_input"]["least"][0]
     assert most[0] == pytest.approx(least[0]) and most[-1] == pytest.approx(least[-1])  # full prompt, nothing left
     assert most[1:-1] != pytest.approx(least[1:-1])  # the directions really remove different tokens
-    # most-first removes the highest-scored token first (5 tokens: 10 % rounds to 1 token at 0.1? no: 0.5 -> 1)
+    # most-first removes the highest-scored token first
     ids = tokenizer(PROMPTS[0].text)["input_ids"]
     target = tokenizer(PROMPTS[0].target, add_special_tokens=False)["input_ids"][0]
     scores = lm.explain(PROMPTS[0].text, target=target, method="grad_x_input").scores(0)
