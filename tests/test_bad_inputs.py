@@ -261,6 +261,16 @@ ROWS = [
             (["--guide-region", "middle"], "--guide-region"),
         ]
     ],
+    *[
+        pytest.param(["evaluate", "lm-deletion", "--out", "{NEW}", "--model", "{DIR}", *bad], message,
+                     id=f"evaluate-lm-deletion{'='.join(bad)}")
+        for bad, message in [
+            (["--limit", "0"], "--limit"), (["--limit", "abc"], "--limit"), (["--reviews", "-1"], "--reviews"),
+            (["--batch-size", "0"], "--batch-size"), (["--eval-batch-size", "0"], "--eval-batch-size"),
+            (["--methods", ","], "method"), (["--methods", "gradcam"], "gradcam"), (["--loss", "kl"], "--loss"),
+            (["--out", "{FILE}"], "file"), (["--device", "banana"], "device"), (["--model", "{MISSING}"], "folder"),
+        ]
+    ],
     pytest.param(["evaluate", "sanity", "--data", "{DATA}", "--out", "{NEW}", *MODEL_ARGS, "--seed", "-1"], "--seed",
                  id="evaluate-sanity-seed", marks=EVAL),
     pytest.param(["evaluate", "compare", "{MISSING}", "complete", "gae"], "{MISSING}", id="evaluate-compare-missing",

@@ -10,7 +10,7 @@ from ..errors import AttngradError
 from ..explainer import Explainer
 from ..models import load_model
 from . import main
-from .common import OutDir, methods_option, model_options
+from .common import OutDir, device_option, methods_option, model_option, model_options, split_list
 
 DEFAULT_METHODS = "gae,complete,rollout,raw_attention,attn_gradcam,random"
 
@@ -127,12 +127,12 @@ def compare(results, method_a, method_b):
 @click.option("--skip-first", is_flag=True, help="Leave the first token (the attention sink) out of the ranking: it is never removed.")
 @click.option("--reviews", default=100, show_default=True, help="Review prompts in the set (after 104 factual ones, interleaved).")
 @click.option("--limit", default=None, type=int, help="Use the first N prompts of the set.")
-@click.option("--out", "-o", required=True, type=click.Path(), help="Results folder.")
+@click.option("--out", "-o", required=True, type=OutDir(), help="Results folder.")
 @click.option("--resume", is_flag=True, help="Continue the run stored in --out (a larger --limit extends it).")
-@click.option("--batch-size", "-b", default=8, show_default=True, help="Prompts per explanation pass (unit of resumption).")
+@click.option("--batch-size", "-b", default=8, show_default=True, type=click.IntRange(min=1), help="Prompts per explanation pass (unit of resumption).")
 @click.option("--eval-batch-size", default=64, show_default=True, help="Shortened prompts per forward pass.")
-@click.option("--model", default=None, help="Causal LM folder or Hub name (default: SmolLM2-135M-Instruct from attngrad[lm]).")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cpu).")
+@model_option(default=None, help="Causal LM folder or Hub name (default: SmolLM2-135M-Instruct from attngrad[lm]).")
+@device_option()
 def lm_deletion(methods, loss, contrast, skip_first, reviews, limit, out, resume, batch_size, eval_batch_size, model,
                 device):  # fmt: skip
     """Token-deletion test of language-model explanations: remove prompt tokens most / least
