@@ -37,8 +37,8 @@ def paper_methods() -> list[str]:
 
 
 def is_signed(method: str) -> bool:
-    """Whether the method's sign means support / opposition (``signed`` class attribute)."""
-    return bool(getattr(METHODS.get(method), "signed", True))
+    """Whether the method's sign means support / opposition (:func:`attngrad.viz.is_signed`)."""
+    return bool(viz.is_signed(method))
 
 
 def red_means(method: str) -> str:

@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import os
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
 from PIL import Image
 
 from .errors import AttngradError
-from .io import ImageLike, load_image
+from .io import IMAGE_SUFFIXES, ImageLike, load_image, samples_folder
 from .targets import _aliases, class_index
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 _WNID = re.compile(r"^n\d{8}_(.+)$")
 
 
@@ -43,9 +41,8 @@ def shared_data() -> Path | None:
     return folder if folder is not None and folder.is_dir() else None
 
 
-def shipped_images() -> Path:
-    """The sample images shipped inside the package."""
-    return Path(str(resources.files("attngrad").joinpath("assets/images")))
+#: The sample images shipped inside the package.
+shipped_images = samples_folder
 
 
 def default_gallery() -> Path:

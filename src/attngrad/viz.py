@@ -32,8 +32,6 @@ from PIL import Image  # noqa: E402
 CMAP = "bwr"
 NORM = Normalize(vmin=-1.0, vmax=1.0)
 
-#: Methods whose maps are signed, for method classes that do not (yet) say so with a ``signed`` attribute.
-_SIGNED_FALLBACK = frozenset({"complete", "lrp"})
 SIGNED_LEGEND = "red supports the class, blue opposes it"
 UNSIGNED_LEGEND = "unsigned: red = magnitude"
 
@@ -41,13 +39,13 @@ UNSIGNED_LEGEND = "unsigned: red = magnitude"
 def is_signed(method: str | None) -> bool | None:
     """Whether the maps of ``method`` (a registered name) are signed; ``None`` for an unknown name.
 
-    Read from the method class's ``signed`` attribute (``getattr(cls, "signed", ...)``).
+    Read from the method class's ``signed`` attribute.
     """
     from .methods import METHODS
 
     if method is None or method not in METHODS:
         return None
-    return bool(getattr(METHODS[method], "signed", method in _SIGNED_FALLBACK))
+    return bool(METHODS[method].signed)
 
 
 def legend(method: str | None) -> str:
@@ -184,3 +182,41 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+# ----------------------------------------------------------------------------- HTML token colours
+# Shared by the text, language-model and encoder-decoder pages: the images' colormap as CSS.
+
+#: The base style of the token pages (coloured token spans and the colour bar).
+HTML_STYLE = """
+body { font-family: sans-serif; margin: 2em; max-width: 60em; }
+.text { font-size: 1.15em; line-height: 1.9; margin: 0.3em 0 1.2em; }
+.text span { padding: 0.1em 0.15em; border-radius: 0.2em; }
+.bar { width: 24em; margin-bottom: 2em; }
+.bar div { height: 1em; border: 1px solid #999; }
+.bar span { display: inline-block; width: 33%; font-size: 0.8em; }
+.bar span:nth-of-type(2) { text-align: center; } .bar span:nth-of-type(3) { text-align: right; }
+.bar p { font-size: 0.8em; margin: 0.2em 0; }
+h2 { font-size: 1em; margin-bottom: 0.2em; } .meta { color: #555; font-size: 0.85em; }
+"""
+
+
+def rgb_colours(values: Sequence[float]) -> list[tuple[int, int, int]]:
+    """8-bit RGB colours of normalised values in [-1, 1] on the images' colormap (:data:`CMAP`)."""
+    rgba = np.asarray(matplotlib.colormaps[CMAP](NORM(list(values))))
+    return [(int(round(r * 255)), int(round(g * 255)), int(round(b * 255))) for r, g, b in rgba[:, :3]]
+
+
+def ink(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black or white text, whichever reads better on ``rgb``."""
+    return (0, 0, 0) if 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 140 else (255, 255, 255)
+
+
+def colour_bar_html(caption: str) -> str:
+    """A horizontal colour bar for [-1, 1] as an HTML fragment (a CSS gradient of the colormap)."""
+    steps = [i / 10 for i in range(-10, 11)]
+    stops = ", ".join(f"rgb{c} {100 * (v + 1) / 2:.0f}%" for v, c in zip(steps, rgb_colours(steps)))
+    return (
+        '<div class="bar"><div style="background: linear-gradient(to right, ' + stops + ')"></div>'
+        f"<span>-1</span><span>0</span><span>+1</span><p>{caption}</p></div>"
+    )

@@ -248,11 +248,12 @@ def class_names(model: str | None) -> list[str]:
         raise AttngradError(f"{name}: no such model folder; check the path")
     from transformers import AutoConfig
 
+    from ..models.hf import first_line
+
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise AttngradError(f"cannot read the configuration of {name!r}: {first}; pass a model folder, "
+        raise AttngradError(f"cannot read the configuration of {name!r}: {first_line(err)}; pass a model folder, "
                             "or a Hub name when online") from None  # fmt: skip
     id2label = getattr(config, "id2label", None) or {}
     count = getattr(config, "num_labels", len(id2label))

@@ -54,8 +54,6 @@ def explain_lm(prompts, model, device, method, target, contrast, loss, generate,
         loss = DEFAULT_LOSS if contrast is None else "diff"
     elif LOSSES.get(loss) is not None and LOSSES[loss].needs_contrast and contrast is None:
         contrast = "runner-up"
-    if generate < 0:
-        raise AttngradError("--generate must be 0 or a positive number of tokens")
     if generate and len(prompts) != 1:
         raise AttngradError(f"--generate explains one prompt's continuation; {len(prompts)} prompts were given")
     if generate and len(methods) != 1:

@@ -9,7 +9,6 @@ small demonstration model, not CLIP.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import AttngradError
+from ..models.hf import first_line, folder_preprocessor
 from ..models.preprocess import Preprocessor
 from .towers import ImageTower, TextTower
 
@@ -91,7 +91,6 @@ def load_clip(name_or_path: str | Path | None = None, device: torch.device | str
 
 def _load_hf_clip(name_or_path: str | Path) -> ClipModel:
     from transformers import AutoModel, AutoTokenizer
-    from transformers.image_processing_base import ImageProcessingMixin
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -103,16 +102,11 @@ def _load_hf_clip(name_or_path: str | Path) -> ClipModel:
         model = AutoModel.from_pretrained(where, attn_implementation="eager")
         tokenizer = AutoTokenizer.from_pretrained(where)
     except (OSError, ValueError, KeyError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise AttngradError(
-            f"cannot load CLIP model {where!r}: {first}; pass a local CLIPModel folder (with its tokenizer), "
+            f"cannot load CLIP model {where!r}: {first_line(err)}; pass a local CLIPModel folder (with its tokenizer), "
             "or a Hub name such as openai/clip-vit-base-patch32 when online"
         ) from None
-    try:
-        proc_cfg, _ = ImageProcessingMixin.get_image_processor_dict(where)
-    except (OSError, ValueError, json.JSONDecodeError):
-        proc_cfg = None
-    return from_hf_clip(model, tokenizer, Preprocessor.from_hf(proc_cfg) if proc_cfg else None, where)
+    return from_hf_clip(model, tokenizer, folder_preprocessor(where), where)
 
 
 class _Pick(nn.Module):

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from ..errors import AttngradError
@@ -151,7 +152,7 @@ def evaluate_batch(explainer: LMExplainer, prompts: Sequence[Prompt], settings: 
 
 def auc(curve: Sequence[float], fractions: Sequence[float] = FRACTIONS) -> float:
     """Trapezoid area under ``curve`` over ``fractions``."""
-    return float(sum((curve[k] + curve[k + 1]) / 2 * (fractions[k + 1] - fractions[k]) for k in range(len(curve) - 1)))
+    return float(np.trapezoid(curve, x=fractions))
 
 
 # ---------------------------------------------------------------------------- runs

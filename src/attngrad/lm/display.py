@@ -15,9 +15,6 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-import matplotlib
-import numpy as np
-
 from .. import viz
 
 if TYPE_CHECKING:
@@ -25,37 +22,18 @@ if TYPE_CHECKING:
 
 _GREY = (221, 221, 221)
 
-_STYLE = """
-body { font-family: sans-serif; margin: 2em; max-width: 70em; }
-.text { font-size: 1.15em; line-height: 1.9; margin: 0.3em 0 1.2em; }
-.text span { padding: 0.1em 0; border-radius: 0.2em; }
-.bar { width: 24em; margin-bottom: 2em; }
-.bar div { height: 1em; border: 1px solid #999; }
-.bar span { display: inline-block; width: 33%; font-size: 0.8em; }
-.bar span:nth-of-type(2) { text-align: center; } .bar span:nth-of-type(3) { text-align: right; }
-.bar p { font-size: 0.8em; margin: 0.2em 0; }
-h2 { font-size: 1em; margin-bottom: 0.2em; } .meta { color: #555; font-size: 0.85em; }
+_STYLE = viz.HTML_STYLE + """
+body { max-width: 70em; }
+.text span { padding: 0.1em 0; }
 """
 
 
-def colours(values: Sequence[float]) -> list[tuple[int, int, int]]:
-    """8-bit RGB of normalised values in [-1, 1] on the images' colormap (:data:`attngrad.viz.CMAP`)."""
-    rgba = np.asarray(matplotlib.colormaps[viz.CMAP](viz.NORM(list(values))))
-    return [(int(round(r * 255)), int(round(g * 255)), int(round(b * 255))) for r, g, b in rgba[:, :3]]
-
-
-def _ink(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Black or white text, whichever reads better on ``rgb``."""
-    return (0, 0, 0) if 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 140 else (255, 255, 255)
+colours = viz.rgb_colours
 
 
 def colour_bar_html() -> str:
     """A horizontal colour bar for [-1, 1] (a CSS gradient of the colormap)."""
-    steps = [i / 10 for i in range(-10, 11)]
-    stops = ", ".join(f"rgb{c} {100 * (v + 1) / 2:.0f}%" for v, c in zip(steps, colours(steps)))
-    return ('<div class="bar"><div style="background: linear-gradient(to right, ' + stops + ')"></div>'
-            "<span>-1</span><span>0</span><span>+1</span>"
-            "<p>S / max|S| per prompt (red: supports, blue: opposes; magnitude methods are never blue)</p></div>")
+    return viz.colour_bar_html("S / max|S| per prompt (red: supports, blue: opposes; magnitude methods are never blue)")
 
 
 def normalized(scores: Sequence[float], hide_first: bool = False) -> list[float | None]:
@@ -79,7 +57,7 @@ def terminal(tokens: Sequence[str], scores: Sequence[float], *, colour: bool = T
             out.append(f"{text}[{'hidden' if value is None else format(value, '+.2f')}]")
             continue
         bg = _GREY if value is None else colours([value])[0]
-        (r, g, b), (fr, fg, fb) = bg, _ink(bg)
+        (r, g, b), (fr, fg, fb) = bg, viz.ink(bg)
         out.append(f"\x1b[48;2;{r};{g};{b}m\x1b[38;2;{fr};{fg};{fb}m{text}\x1b[0m")
     return "".join(out)
 
@@ -95,7 +73,7 @@ def describe(result: "LMExplanation", index: int) -> str:
 def _span(token: str, score: float, value: float | None) -> str:
     bg = _GREY if value is None else colours([value])[0]
     label = "hidden from the colours" if value is None else f"{value:+.2f}"
-    return (f'<span style="background: rgb{bg}; color: rgb{_ink(bg)}" title="score {score:.4g} ({label})">'
+    return (f'<span style="background: rgb{bg}; color: rgb{viz.ink(bg)}" title="score {score:.4g} ({label})">'
             f"{html.escape(_visible(token))}</span>")
 
 

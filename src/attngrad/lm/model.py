@@ -29,6 +29,7 @@ from torch import nn
 
 from ..errors import AttngradError
 from ..models.base import frozen_parameters
+from ..models.hf import first_line
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -149,7 +150,7 @@ class LMAdapter:
                 model.set_attn_implementation("eager")
             except (ValueError, AttributeError, ImportError) as err:
                 raise AttngradError(
-                    f"{type(model).__name__} cannot switch to eager attention ({_first_line(err)}); "
+                    f"{type(model).__name__} cannot switch to eager attention ({first_line(err)}); "
                     "attngrad needs a Transformer whose attention maps can be returned"
                 ) from None
         config = model.config
@@ -175,18 +176,18 @@ class LMAdapter:
         try:
             config = AutoConfig.from_pretrained(where)
         except (OSError, ValueError, KeyError) as err:
-            raise AttngradError(f"cannot load language model {where!r} ({_first_line(err)}); pass a model folder") from None
+            raise AttngradError(f"cannot load language model {where!r} ({first_line(err)}); pass a model folder") from None
         if getattr(config, "is_encoder_decoder", False):
             raise AttngradError(f"{where}: an encoder-decoder model ({config.model_type}); pass a decoder-only causal LM")
         try:
             tokenizer = AutoTokenizer.from_pretrained(where)
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise AttngradError(f"{where}: no usable tokenizer ({_first_line(err)})") from None
+            raise AttngradError(f"{where}: no usable tokenizer ({first_line(err)})") from None
         try:
             model = AutoModelForCausalLM.from_pretrained(where, attn_implementation="eager", dtype=torch.float32)
         except (OSError, ValueError, KeyError) as err:
             raise AttngradError(
-                f"cannot load {where!r} as a causal LM with eager attention ({_first_line(err)}); attngrad needs "
+                f"cannot load {where!r} as a causal LM with eager attention ({first_line(err)}); attngrad needs "
                 "a decoder-only Transformer whose attention maps can be returned (Llama, Qwen2, Mistral, GPT-2 ...)"
             ) from None
         if device is not None:
@@ -267,7 +268,3 @@ def _takes_logits_to_keep(model: nn.Module) -> bool:
 
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -18,6 +18,7 @@ import torch
 from ..errors import AttngradError
 from ..models.base import ModelAdapter
 from ._blocks import forward_from_last_block
+from .base import Trace
 
 
 def integrated_last_gradient(
@@ -54,3 +55,12 @@ def integrated_weight(
 ) -> torch.Tensor:
     """``W = mean_h(max(Gbar, 0))`` (B, N, N): the clamp after the alpha mean, before the head mean."""
     return integrated_last_gradient(adapter, pixel_values, targets, steps, batch_size).clamp(min=0).mean(dim=1)
+
+
+def shared_integrated_weight(trace: Trace, steps: int, batch_size: int) -> torch.Tensor:
+    """:func:`integrated_weight` of the trace's images and targets, computed once per trace and number
+    of steps: TAM, BI and BI-token asked for in one pass share the same ``steps`` scaled passes."""
+    key = f"integrated_weight.steps={steps}"
+    if key not in trace.extras:
+        trace.extras[key] = integrated_weight(trace.adapter, trace.pixel_values, trace.targets, steps, batch_size)
+    return trace.extras[key]

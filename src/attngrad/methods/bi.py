@@ -27,7 +27,7 @@ import torch
 from ..models.base import ModelAdapter
 from ._blocks import blocks, record_block_inputs, value_output
 from ._common import check_layer, check_positive, gradients, recorded, recording, resolve_layer
-from ._integrated import integrated_weight
+from ._integrated import shared_integrated_weight
 from .base import Method, Trace, register
 from .rollout import rollout
 
@@ -84,7 +84,7 @@ class BeyondIntuitionHead(Method):
 
     def token_scores(self, trace: Trace) -> torch.Tensor:
         row = rollout(self.mixes(trace), trace.token)
-        weight = integrated_weight(trace.adapter, trace.pixel_values, trace.targets, self.steps, self.batch_size)
+        weight = shared_integrated_weight(trace, self.steps, self.batch_size)
         return weight[:, trace.token] * row
 
 

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import AttngradError
 from ._common import check_layer, check_positive, resolve_layer
-from ._integrated import integrated_weight
+from ._integrated import shared_integrated_weight
 from .base import Method, Trace, register
 
 
@@ -63,5 +63,5 @@ class TAM(Method):
         eye = torch.eye(row.shape[-1], dtype=row.dtype, device=row.device)
         for layer in range(layers - 2, start - 1, -1):
             row = torch.bmm(row, means[layer] + eye)
-        weight = integrated_weight(trace.adapter, trace.pixel_values, trace.targets, self.steps, self.batch_size)
+        weight = shared_integrated_weight(trace, self.steps, self.batch_size)
         return row[:, 0] * weight[:, token]

@@ -85,11 +85,11 @@ class HFModelAdapter(ModelAdapter):
     def override_attention(self, maps: Sequence[torch.Tensor]) -> Iterator[None]:
         from transformers import AttentionInterface
 
-        name = _OVERRIDE_PREFIX + uuid.uuid4().hex
-        AttentionInterface.register(name, _stored_maps_function(maps))
         config: Any = getattr(self.model, "config", None)
         if config is None:
             raise AttngradError(f"{type(self.model).__name__} has no config, so its attention cannot be overridden")
+        name = _OVERRIDE_PREFIX + uuid.uuid4().hex
+        AttentionInterface.register(name, _stored_maps_function(maps))
         previous = config._attn_implementation
         config._attn_implementation = name
         try:
@@ -147,7 +147,6 @@ class HFAdapter(HFModelAdapter, ImageAdapter):
     def from_pretrained(cls, name_or_path: str | Path, device: torch.device | str | None = None) -> "HFAdapter":
         """Load a local model folder, or a Hub model by name (when online)."""
         from transformers import AutoModelForImageClassification
-        from transformers.image_processing_base import ImageProcessingMixin
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -167,16 +166,11 @@ class HFAdapter(HFModelAdapter, ImageAdapter):
         try:
             model = AutoModelForImageClassification.from_pretrained(text, attn_implementation="eager")
         except (OSError, ValueError, KeyError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise AttngradError(
-                f"cannot load image classifier {name_or_path!r}: {first}; pass a local model folder, "
+                f"cannot load image classifier {name_or_path!r}: {first_line(err)}; pass a local model folder, "
                 "or a Hub name when online"
             ) from None
-        try:
-            proc_cfg, _ = ImageProcessingMixin.get_image_processor_dict(text)
-        except (OSError, ValueError, json.JSONDecodeError):
-            proc_cfg = None
-        preprocessor = Preprocessor.from_hf(proc_cfg) if proc_cfg else None
+        preprocessor = folder_preprocessor(text)
         if device is not None:
             model = model.to(device)
         return cls(model, preprocessor)
@@ -184,6 +178,23 @@ class HFAdapter(HFModelAdapter, ImageAdapter):
     def forward(self, pixel_values: torch.Tensor) -> ForwardOutput:
         out = self.model(pixel_values=pixel_values, output_attentions=True)
         return ForwardOutput(out.logits, self.check_attentions(getattr(out, "attentions", None)))
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (transformers' messages run to many lines), or its type."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def folder_preprocessor(where: str) -> Preprocessor | None:
+    """The preprocessing a model folder's (or Hub repository's) image-processor config states, if any."""
+    from transformers import ImageProcessingMixin
+
+    try:
+        proc_cfg, _ = ImageProcessingMixin.get_image_processor_dict(where)
+    except (OSError, ValueError, json.JSONDecodeError):
+        return None
+    return Preprocessor.from_hf(proc_cfg) if proc_cfg else None
 
 
 def looks_like_path(text: str) -> bool:

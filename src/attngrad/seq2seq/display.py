@@ -67,15 +67,9 @@ def to_records(result: Seq2SeqExplanation) -> list[dict]:
     return records
 
 
-_STYLE = """
-body { font-family: sans-serif; margin: 2em; max-width: 60em; }
-.text { font-size: 1.15em; line-height: 1.9; margin: 0.2em 0 0.6em; }
-.text span { padding: 0.1em 0.15em; border-radius: 0.2em; }
-.bar { width: 24em; margin-bottom: 2em; } .bar div { height: 1em; border: 1px solid #999; }
-.bar span { display: inline-block; width: 33%; font-size: 0.8em; }
-.bar span:nth-of-type(2) { text-align: center; } .bar span:nth-of-type(3) { text-align: right; }
-.bar p { font-size: 0.8em; margin: 0.2em 0; }
-h2 { font-size: 1em; margin: 1.4em 0 0.2em; } .meta { color: #555; font-size: 0.85em; }
+_STYLE = viz.HTML_STYLE + """
+.text { margin: 0.2em 0 0.6em; }
+h2 { margin: 1.4em 0 0.2em; }
 b.next { border-bottom: 2px solid #333; }
 """
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import AttngradError
 from ..models.base import ForwardOutput
-from ..models.hf import HFModelAdapter
+from ..models.hf import HFModelAdapter, first_line
 
 #: Largest ``model_max_length`` taken at face value (tokenizers without a limit report ~1e30).
 _NO_LIMIT = 100_000
@@ -228,7 +228,7 @@ class Seq2SeqAdapter(HFModelAdapter):
         try:
             enc = self.tokenizer(text_target=texts, **kwargs) if target else self.tokenizer(texts, **kwargs)
         except (TypeError, ValueError) as err:
-            raise AttngradError(f"cannot tokenise the {'target' if target else 'source'} texts: {_first_line(err)}") from None
+            raise AttngradError(f"cannot tokenise the {'target' if target else 'source'} texts: {first_line(err)}") from None
         ids = [list(row) for row in enc["input_ids"]]
         for text, row in zip(texts, ids):
             if len(row) > self.max_length:  # never cut: a shortened source is another input
@@ -321,7 +321,7 @@ def _load(where: str, *, local_files_only: bool):
             config = AutoConfig.from_pretrained(where, local_files_only=local_files_only)
         except (OSError, ValueError, KeyError) as err:
             raise _LoadError(
-                f"cannot load model {where!r} ({_first_line(err)}); pass a local folder, or a Hub name when online"
+                f"cannot load model {where!r} ({first_line(err)}); pass a local folder, or a Hub name when online"
             ) from None
         if not getattr(config, "is_encoder_decoder", False):
             raise AttngradError(
@@ -333,7 +333,7 @@ def _load(where: str, *, local_files_only: bool):
             model = AutoModelForSeq2SeqLM.from_pretrained(where, attn_implementation="eager",
                                                           local_files_only=local_files_only)
         except (OSError, ValueError, KeyError, TypeError, ImportError) as err:
-            raise _LoadError(f"cannot load model {where!r}: {_first_line(err)}") from None
+            raise _LoadError(f"cannot load model {where!r}: {first_line(err)}") from None
     finally:
         hub_logger.setLevel(level)
     return tokenizer, model
@@ -352,7 +352,3 @@ def _piece_words(tokens: list[str], special: list[bool]) -> list[int | None]:
         out.append(word)
     return out
 
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 #: Methods whose maps keep a meaningful sign, until every method class declares ``signed``
 #: (the paper's ``complete``, eq. 5, and full LRP's relevance); every other one is read as magnitude.
-_SIGNED_BY_DEFAULT = frozenset({"complete", "lrp"})
 
 
 def png(image: Image.Image) -> bytes:
@@ -59,9 +58,8 @@ def words_json(res: TextExplanation) -> list[dict[str, Any]]:
 
 
 def is_signed(name: str) -> bool:
-    """Whether method ``name``'s sign means support/oppose (the class's ``signed``; unknown: no)."""
-    cls = METHODS.get(name)
-    return bool(getattr(cls, "signed", name in _SIGNED_BY_DEFAULT))
+    """Whether method ``name``'s sign means support/oppose (:func:`attngrad.viz.is_signed`; unknown: no)."""
+    return bool(viz.is_signed(name))
 
 
 def legend(name: str) -> str:

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-import matplotlib
 import numpy as np
 
 from .. import viz
@@ -69,20 +68,12 @@ def merge_words(
     return words
 
 
-def colours(values: Sequence[float]) -> list[tuple[int, int, int]]:
-    """8-bit RGB colours of normalised values in [-1, 1] on the images' colormap (:data:`attngrad.viz.CMAP`)."""
-    rgba = np.asarray(matplotlib.colormaps[viz.CMAP](viz.NORM(list(values))))
-    return [(int(round(r * 255)), int(round(g * 255)), int(round(b * 255))) for r, g, b in rgba[:, :3]]
+colours = viz.rgb_colours
 
 
 def normalized_words(words: Sequence[Word]) -> list[float]:
     """``S / max|S|`` over a text's words (all zero stays zero)."""
     return viz.normalize(np.array([w.score for w in words], dtype=np.float64)).tolist() if words else []
-
-
-def _ink(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Black or white text, whichever reads better on ``rgb``."""
-    return (0, 0, 0) if 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 140 else (255, 255, 255)
 
 
 def _render(text: str, words: Sequence[Word], word_part, gap_part=lambda gap: gap) -> str:
@@ -107,7 +98,7 @@ def terminal(text: str, words: Sequence[Word], colour: bool = True) -> str:
         if not colour:
             return f"{word.text}[{value:+.2f}]"
         bg = colours([value])[0]
-        (r, g, b), (fr, fg, fb) = bg, _ink(bg)
+        (r, g, b), (fr, fg, fb) = bg, viz.ink(bg)
         return f"\x1b[48;2;{r};{g};{b}m\x1b[38;2;{fr};{fg};{fb}m{word.text}\x1b[0m"
 
     return _render(text, words, render)
@@ -115,13 +106,7 @@ def terminal(text: str, words: Sequence[Word], colour: bool = True) -> str:
 
 def colour_bar_html() -> str:
     """A horizontal colour bar for [-1, 1] as an HTML fragment (a CSS gradient of the colormap)."""
-    steps = [i / 10 for i in range(-10, 11)]
-    stops = ", ".join(f"rgb{c} {100 * (v + 1) / 2:.0f}%" for v, c in zip(steps, colours(steps)))
-    return (
-        '<div class="bar"><div style="background: linear-gradient(to right, ' + stops + ')"></div>'
-        "<span>-1</span><span>0</span><span>+1</span>"
-        "<p>S / max|S| per text (red: supports, blue: opposes)</p></div>"
-    )
+    return viz.colour_bar_html("S / max|S| per text (red: supports, blue: opposes)")
 
 
 def html_text(text: str, words: Sequence[Word]) -> str:
@@ -130,24 +115,14 @@ def html_text(text: str, words: Sequence[Word]) -> str:
     def render(word: Word, value: float) -> str:
         bg = colours([value])[0]
         return (
-            f'<span style="background: rgb{bg}; color: rgb{_ink(bg)}" title="score {word.score:.4g} '
+            f'<span style="background: rgb{bg}; color: rgb{viz.ink(bg)}" title="score {word.score:.4g} '
             f'({value:+.2f})">{html.escape(word.text)}</span>'
         )
 
     return _render(text, words, render, html.escape)
 
 
-_STYLE = """
-body { font-family: sans-serif; margin: 2em; max-width: 60em; }
-.text { font-size: 1.15em; line-height: 1.9; margin: 0.3em 0 1.2em; }
-.text span { padding: 0.1em 0.15em; border-radius: 0.2em; }
-.bar { width: 24em; margin-bottom: 2em; }
-.bar div { height: 1em; border: 1px solid #999; }
-.bar span { display: inline-block; width: 33%; font-size: 0.8em; }
-.bar span:nth-of-type(2) { text-align: center; } .bar span:nth-of-type(3) { text-align: right; }
-.bar p { font-size: 0.8em; margin: 0.2em 0; }
-h2 { font-size: 1em; margin-bottom: 0.2em; } .meta { color: #555; font-size: 0.85em; }
-"""
+_STYLE = viz.HTML_STYLE
 
 
 def describe(result: "TextExplanation", index: int) -> str:

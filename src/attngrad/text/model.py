@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import AttngradError
 from ..models.base import ForwardOutput
-from ..models.hf import HFModelAdapter, looks_like_path
+from ..models.hf import HFModelAdapter, first_line, looks_like_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -138,7 +138,7 @@ class TextAdapter(HFModelAdapter):
             config = AutoConfig.from_pretrained(where, local_files_only=True)
         except (OSError, ValueError, KeyError) as err:
             raise AttngradError(
-                f"cannot load text model {where!r} offline ({_first_line(err)}); pass a local model folder"
+                f"cannot load text model {where!r} offline ({first_line(err)}); pass a local model folder"
             ) from None
         architectures = getattr(config, "architectures", None) or []
         if getattr(config, "vocab_size", None) is None or config.is_encoder_decoder or any(
@@ -151,13 +151,13 @@ class TextAdapter(HFModelAdapter):
         try:
             tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True)
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise AttngradError(f"{where}: no usable tokenizer ({_first_line(err)}); a text model folder needs one") from None
+            raise AttngradError(f"{where}: no usable tokenizer ({first_line(err)}); a text model folder needs one") from None
         classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
         loader = AutoModelForSequenceClassification if classifier else AutoModel
         try:
             model = loader.from_pretrained(where, attn_implementation="eager", local_files_only=True)
         except (OSError, ValueError, KeyError) as err:
-            raise AttngradError(f"cannot load text model {where!r}: {_first_line(err)}") from None
+            raise AttngradError(f"cannot load text model {where!r}: {first_line(err)}") from None
         pooling = None if classifier or not path.is_dir() else Pooling.from_folder(path)
         limit = None
         st_config = path / "sentence_bert_config.json"
@@ -184,7 +184,3 @@ class TextAdapter(HFModelAdapter):
         if self.pooling is None:
             return ForwardOutput(out.logits, attentions)
         return ForwardOutput(self.pooling(out.last_hidden_state, attention_mask), attentions)
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
