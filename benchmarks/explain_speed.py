@@ -10,7 +10,7 @@ Timings are medians over ``--repeats`` runs after one warm-up run (``--rival-rep
 rivals, whose passes are many). Display images are built lazily, on first access of
 ``Explanation.images``; ``--show-images`` times each method with its display images read too.
 
-The rivals (``tam``, ``bi``, ``bi_token``, ``tis``, ``vitcx``) run more model passes than the
+The rivals (``tam``, ``bi``, ``bi_token``, ``tis``, ``vitcx``, ``dix``) run more model passes than the
 shared one; the last table gives, per method, the sequences the model processes per image
 (counted from the logits of every ``adapter.forward`` call: the shared pass, integration
 steps, masked passes; TIS's sequences keep ``tokens_ratio`` of the tokens).
@@ -39,7 +39,7 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times) * 1000
 
 
-RIVALS = ("tam", "bi", "bi_token", "tis", "vitcx")
+RIVALS = ("tam", "bi", "bi_token", "tis", "vitcx", "dix")
 
 
 @contextmanager

@@ -15,6 +15,20 @@ def test_normalize_keeps_sign_and_range():
     assert np.all(viz.normalize(np.zeros((2, 2))) == 0)
 
 
+def test_unsigned_maps_are_stretched_min_to_max():
+    """Unsigned maps (gae, tis, vitcx, dix ...) carry a positive offset: (S - min) / (max - min), so
+    the smallest value is white; signed maps keep S / max|S| (a constant signed map stays red)."""
+    s = viz.normalize(np.array([[3.0, 5.0], [4.0, 3.0]]), signed=False)
+    np.testing.assert_allclose(s, [[0.0, 1.0], [0.5, 0.0]])
+    assert np.all(viz.normalize(np.full((2, 2), 7.0), signed=False) == 0)
+    img = Image.new("RGB", (32, 32), (0, 0, 0))
+    offset = np.array([[3.0, 5.0]])
+    unsigned = np.asarray(viz.overlay(img, offset, alpha=1.0, method="tis"))[16, 1]
+    signed = np.asarray(viz.overlay(img, offset, alpha=1.0, method="complete"))[16, 1]
+    assert np.all(unsigned > 240)  # the minimum is white
+    assert signed[0] > 240 and signed[2] < 200  # 3/5 of the way to red
+
+
 def test_colours():
     heat = viz.heatmap(np.array([[1.0, -1.0], [0.0, 0.0]]), (2, 2))
     red, blue, white = heat[0, 0], heat[0, 1], heat[1, 1]
@@ -52,7 +66,8 @@ def test_captions_and_colour_bar_follow_the_method(tmp_path):
     assert captions[0] == ""
     assert "red: supports" in captions[1] and "blue: opposes" in captions[1]
     assert "magnitude" in captions[2] and "supports" not in captions[2] and "magnitude" in captions[3]
-    assert "unsigned maps: red = magnitude" in fig.axes[-1].get_ylabel()  # the colour bar: both kinds
+    label = fig.axes[-1].get_ylabel()  # the colour bar: both kinds
+    assert "signed maps: S / max|S|" in label and "unsigned maps: (S - min) / (max - min), red = magnitude" in label
     only_unsigned = viz.grid([img], [[np.eye(2)]], col_titles=["image", "rollout"])
     label = only_unsigned.axes[-1].get_ylabel()
     assert "magnitude" in label and "opposes" not in label

@@ -1,7 +1,9 @@
 """Pictures with the paper's display rules (method.md, "Display").
 
-Each map is normalised by ``max|S|`` so values lie in [-1, 1] and the sign
-survives; a diverging colormap (blue, white at 0, red) on the fixed range
+Each map of a *signed* method is normalised by ``max|S|`` so values lie in [-1, 1] and the
+sign survives; a map of an *unsigned* method is stretched to [0, 1] by ``(S - min) / (max - min)``
+(its authors' display: rollout-type maps carry a positive offset that would otherwise tint the
+whole image); a diverging colormap (blue, white at 0, red) on the fixed range
 [-1, 1]; bilinear upsampling of the patch grid to the image; the image laid
 over the heatmap with partial transparency; a colour bar. Colours compare
 regions within one image, never across images.
@@ -57,9 +59,9 @@ def legend(method: str | None) -> str:
 def _bar_label(signs: Sequence[bool | None]) -> str:
     known = {s for s in signs if s is not None}
     if known == {False}:
-        return "S / max|S|  (unsigned maps: red = magnitude)"
+        return "(S - min) / (max - min)  (unsigned maps: red = magnitude)"
     if known == {True, False}:
-        return "S / max|S|  (signed maps: red supports, blue opposes;\nunsigned maps: red = magnitude)"
+        return "signed maps: S / max|S|, red supports, blue opposes;\nunsigned maps: (S - min) / (max - min), red = magnitude"
     return "S / max|S|  (red: supports, blue: opposes)"
 
 
@@ -70,10 +72,14 @@ def wrap_label(text: str, width: int = 18) -> str:
     return "\n".join(textwrap.wrap(text, width=width, break_long_words=False)) or text
 
 
-def normalize(scores: torch.Tensor | np.ndarray) -> np.ndarray:
-    """``S / max|S|`` for one map (any shape); an all-zero map stays zero."""
+def normalize(scores: torch.Tensor | np.ndarray, *, signed: bool = True) -> np.ndarray:
+    """One map (any shape) for display: ``S / max|S|`` (signed), or ``(S - min) / (max - min)``
+    (``signed=False``); an all-zero (unsigned: constant) map becomes zero."""
     s = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
-    peak = np.abs(s).max()
+    if not signed:
+        span = s.max() - s.min() if s.size else 0.0
+        return (s - s.min()) / span if span > 0 else np.zeros_like(s)
+    peak = np.abs(s).max() if s.size else 0.0
     return s / peak if peak > 0 else s
 
 
@@ -83,16 +89,20 @@ def upsample(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
-def heatmap(scores: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def heatmap(scores: torch.Tensor | np.ndarray, size: tuple[int, int], *, signed: bool = True) -> np.ndarray:
     """RGB float image (H, W, 3) in [0, 1]: the normalised map upsampled and coloured."""
-    colours = matplotlib.colormaps[CMAP](NORM(upsample(normalize(scores), size)))
+    colours = matplotlib.colormaps[CMAP](NORM(upsample(normalize(scores, signed=signed), size)))
     return colours[..., :3]
 
 
-def overlay(image: Image.Image, scores: torch.Tensor | np.ndarray, alpha: float = 0.5) -> Image.Image:
-    """The image laid over the coloured map: ``alpha * heatmap + (1 - alpha) * image``."""
+def overlay(
+    image: Image.Image, scores: torch.Tensor | np.ndarray, alpha: float = 0.5, *, method: str | None = None
+) -> Image.Image:
+    """The image laid over the coloured map: ``alpha * heatmap + (1 - alpha) * image``; a map of
+    an unsigned ``method`` is min-max stretched (:func:`normalize`)."""
     rgb = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
-    blend = alpha * heatmap(scores, rgb.shape[:2]) + (1 - alpha) * rgb
+    signed = is_signed(method) is not False
+    blend = alpha * heatmap(scores, rgb.shape[:2], signed=signed) + (1 - alpha) * rgb
     return Image.fromarray((blend * 255).round().astype(np.uint8))
 
 
@@ -143,7 +153,7 @@ def grid(
             axes[i, 0].imshow(images[i])
         for j, m in enumerate(row):
             if m is not None:
-                axes[i, j + int(show_image)].imshow(overlay(images[i], m))
+                axes[i, j + int(show_image)].imshow(overlay(images[i], m, method=methods[j]))
             if cell_titles is not None:
                 axes[i, j + int(show_image)].set_title(cell_titles[i][j], fontsize=8)
         for ax in axes[i]:

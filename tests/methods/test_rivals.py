@@ -30,11 +30,12 @@ def make(name, **options):
     return METHODS[name](**options)
 
 
-def ref_forward(model, pixels, keep=None, outputs=None, norms=None):
+def ref_forward(model, pixels, keep=None, outputs=None, norms=None, override=None):
     """One image (1, 3, H, W) -> logits (C,), attentions [(H, N, N)], block inputs [(N, D)], value updates [(N, D)].
 
     ``keep``: patch indices whose tokens (with CLS) alone enter the blocks; ``outputs``: a list
-    that receives every block's output."""
+    that receives every block's output; ``override``: {layer: (H, N, N)} maps used in place of
+    those layers' softmax (DIX)."""
     cfg, vit = model.config, model.vit
     heads, d = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
     ln = lambda x, m: F.layer_norm(x, (cfg.hidden_size,), m.weight, m.bias, cfg.layer_norm_eps)  # noqa: E731
@@ -52,6 +53,8 @@ def ref_forward(model, pixels, keep=None, outputs=None, norms=None):
             norms.append(h)
         q, k, v = ((h @ m.weight.T + m.bias).view(-1, heads, d) for m in (att.q_proj, att.k_proj, att.v_proj))
         a = torch.stack([torch.softmax(q[:, i] @ k[:, i].T / math.sqrt(d), dim=-1) for i in range(heads)])
+        if override is not None and len(attns) in override:
+            a = override[len(attns)]
         attns.append(a)
         updates.append(v.reshape(-1, cfg.hidden_size) @ att.o_proj.weight.T)  # get_vproj: no output bias
         ctx = torch.cat([a[i] @ v[:, i] for i in range(heads)], dim=-1)

@@ -17,6 +17,7 @@ from .tam import TAM  # isort: skip
 from .bi import BeyondIntuitionHead, BeyondIntuitionToken  # isort: skip
 from .tis import TIS  # isort: skip
 from .vitcx import ViTCX  # isort: skip
+from .dix import DIX  # isort: skip
 
 __all__ = [
     "METHODS",
@@ -27,6 +28,7 @@ __all__ = [
     "Absolute",
     "BeyondIntuitionHead",
     "BeyondIntuitionToken",
+    "DIX",
     "TAM",
     "TIS",
     "ViTCX",

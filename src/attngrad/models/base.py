@@ -73,10 +73,11 @@ class ModelAdapter(ABC):
         """
 
     @abstractmethod
-    def override_attention(self, maps: Sequence[torch.Tensor]) -> AbstractContextManager[None]:
-        """Context in which the model uses ``maps[l]`` instead of softmax(QK^T) in layer ``l``.
+    def override_attention(self, maps: Sequence[torch.Tensor | None]) -> AbstractContextManager[None]:
+        """Context in which the model uses ``maps[l]`` instead of softmax(QK^T) in layer ``l``
+        (``None``: layer ``l`` computes its own attention).
 
-        Used by attention transfer (paper, experiment 2). With the model's own maps the
+        Used by attention transfer (paper, experiment 2) and DIX (one layer replaced). With the model's own maps the
         logits are reproduced exactly. The state lives in the context (per call), never in
         a module-level global, so two adapters never share it.
         """

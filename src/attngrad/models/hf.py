@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,13 +32,31 @@ from .preprocess import Preprocessor
 _OVERRIDE_PREFIX = "attngrad_stored_maps_"
 
 
-def _stored_maps_function(maps: Sequence[torch.Tensor]):
-    """An attention function that ignores Q and K and uses the next of ``maps`` (one per layer, in order)."""
+def _eager_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """The model's own eager attention: its modelling file's ``eager_attention_forward`` (masks,
+    grouped key/value heads and all), else softmax(Q K^T · scaling + mask) V."""
+    own = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+    if callable(own):
+        return own(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scale
+    if attention_mask is not None:
+        scores = scores + attention_mask[..., : key.shape[-2]]
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+def _stored_maps_function(maps: Sequence[torch.Tensor | None]):
+    """An attention function that ignores Q and K and uses the next of ``maps`` (one per layer, in
+    order); a ``None`` entry leaves that layer's attention to the model."""
     maps = list(maps)
     counter = itertools.count()
 
     def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-        weights = maps[next(counter) % len(maps)].to(value.dtype)
+        stored = maps[next(counter) % len(maps)]
+        if stored is None:
+            return _eager_attention(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+        weights = stored.to(value.dtype)
         output = torch.matmul(weights, value).transpose(1, 2).contiguous()
         return output, weights
 
@@ -82,7 +101,7 @@ class HFModelAdapter(ModelAdapter):
         self.special_tokens = {"cls": 0}
 
     @contextmanager
-    def override_attention(self, maps: Sequence[torch.Tensor]) -> Iterator[None]:
+    def override_attention(self, maps: Sequence[torch.Tensor | None]) -> Iterator[None]:
         from transformers import AttentionInterface
 
         config: Any = getattr(self.model, "config", None)

@@ -105,13 +105,14 @@ class TimmAdapter(ImageAdapter):
         return len(self._drops)
 
     @contextmanager
-    def _hooks(self, maps: Sequence[torch.Tensor] | None, record: list[torch.Tensor]) -> Iterator[None]:
+    def _hooks(self, maps: Sequence[torch.Tensor | None] | None, record: list[torch.Tensor]) -> Iterator[None]:
         def make_hook(layer: int):
             def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
-                if maps is not None:
-                    output = maps[layer].to(output.dtype)
+                stored = None if maps is None else maps[layer]
+                if stored is not None:
+                    output = stored.to(output.dtype)
                 record.append(output)
-                return output if maps is not None else None
+                return output if stored is not None else None
 
             return hook
 
@@ -129,7 +130,7 @@ class TimmAdapter(ImageAdapter):
         return ForwardOutput(logits, self.check_attentions(record))
 
     @contextmanager
-    def override_attention(self, maps: Sequence[torch.Tensor]) -> Iterator[None]:
+    def override_attention(self, maps: Sequence[torch.Tensor | None]) -> Iterator[None]:
         self._override = list(maps)
         try:
             yield

@@ -62,7 +62,7 @@ def explain(
     entries = []
     for name, res in results.items():
         raw = res.maps[0].detach().float().cpu().numpy()
-        entries.append({"name": name, "raw": raw, "png": png(viz.overlay(res.images[0], raw))})
+        entries.append({"name": name, "raw": raw, "png": png(viz.overlay(res.images[0], raw, method=name))})
     return {
         "target": {"index": t, "label": labels[t], "logit": float(logits[0, t])},
         "contrast": None if c is None else {"index": c, "label": labels[c], "logit": float(logits[0, c])},
