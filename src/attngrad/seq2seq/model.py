@@ -176,7 +176,7 @@ class Seq2SeqAdapter(HFModelAdapter):
         return int(enc) + 2 * int(dec)
 
     @contextmanager
-    def override_attention(self, maps: Sequence[torch.Tensor]) -> Iterator[None]:
+    def override_attention(self, maps: Sequence[torch.Tensor | None]) -> Iterator[None]:
         """Layer ``l`` (in :class:`Seq2SeqOutput` ``attentions`` order) uses ``maps[l]``.
 
         The contract's Hugging Face override switches ``model.config``; T5 gives its encoder and
