@@ -69,7 +69,7 @@ def comparison_grid(
     first = results[methods[0]]
     maps = [[results[m].maps[i] for m in methods] for i in range(len(targets))]
     titles = ["image", *(f"{m}\n({red_means(m)})" for m in methods)]
-    return viz.grid(first.images, maps, col_titles=titles, row_titles=first.target_names)
+    return viz.grid(first.images, maps, col_titles=titles, row_titles=first.target_names, methods=methods)
 
 
 def legend(methods: Sequence[str]) -> str:

@@ -45,7 +45,7 @@ def build_demo(
         images = results[methods[0]].images
         maps = [[results[m].maps[i] for m in methods] for i in range(len(classes))]
         titles = ["image", *(f"{m}\n({red_means(m)})" for m in methods)]
-        fig = viz.grid(images, maps, col_titles=titles, row_titles=list(classes))
+        fig = viz.grid(images, maps, col_titles=titles, row_titles=list(classes), methods=list(methods))
         viz.save_figure(fig, out / f"{stem}.png")
         for m in methods:
             np.save(out / f"{stem}_{m}.npy", results[m].numpy())
