@@ -19,13 +19,15 @@ steps, masked passes; TIS's sequences keep ``tokens_ratio`` of the tokens).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
-from attngrad import Explainer, METHODS
+from attngrad import METHODS, Explainer
 from attngrad.demo import asset_image
 
 
@@ -69,6 +71,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--show-images", action="store_true", help="also build the display images of each result")
     parser.add_argument("--rival-repeats", type=int, default=1)
+    parser.add_argument("--json", default=None, help="also write the measurements to this JSON file")
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
     unknown = set(methods) - set(METHODS)
@@ -83,6 +86,7 @@ def main() -> None:
         f"{m:>13}" for m in methods
     )
     print("ms per image; in brackets: method time / (forward+backward) time")
+    record: dict = {"threads": torch.get_num_threads(), "device": str(ex.device), "batches": {}, "sequences": {}}
     print(header)
     for b in [int(x) for x in args.batch_sizes.split(",")]:
         batch = pixels.expand(b, -1, -1, -1).contiguous()
@@ -114,6 +118,8 @@ def main() -> None:
         cells = " ".join(f"{t / b:9.2f}" for t in row[:2]) + f" {row[2] / b:18.2f} "
         cells += " ".join(f"{t / b:7.2f} ({r:.2f})" for t, r in zip(row[3:], ratios))
         print(f"{b:>5} {cells}")
+        record["batches"][b] = {"forward_ms": row[0] / b, "fwd_bwd_ms": row[1] / b,
+                                "methods": {m: {"ms": t / b, "ratio": r} for m, t, r in zip(methods, row[3:], ratios)}}
     print("\nmodel sequences per image (all forward passes of one explanation, batch 2)")
     pair = pixels.expand(2, -1, -1, -1).contiguous()
     for m in methods:
@@ -121,6 +127,10 @@ def main() -> None:
         with counting(ex.adapter, counter):
             ex.explain(pair, method=m)
         print(f"{m:>14} {counter[0] / 2:9.1f}")
+        record["sequences"][m] = counter[0] / 2
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":
