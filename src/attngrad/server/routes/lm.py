@@ -91,7 +91,7 @@ async def explain(
 async def generate(
     ex: ExplorerDep,
     prompt: str = _PROMPT,
-    max_new_tokens: int = Form(10, description="how many tokens to generate greedily (1 .. the server's limit)"),
+    max_new_tokens: int | None = Form(None, description="tokens to generate greedily (1 .. the server's limit; default 10 or the limit)"),
     method: str | None = Form(None, description="one method name (default: complete)"),
     contrast: str | None = _CONTRAST,
     loss: str | None = _LOSS,
@@ -100,7 +100,7 @@ async def generate(
     """Generate greedily, then explain every generated token over every earlier token (one map each)."""
     ex.check_lm_prompt(prompt)
     name = _one_method(ex, method)
-    n = ex.check_new_tokens(max_new_tokens)
+    n = ex.check_new_tokens(min(10, ex.settings.lm_max_new_tokens) if max_new_tokens is None else max_new_tokens)
     loss_name, contrast = ex.check_lm_loss(loss, _given(contrast))
     lm = await ex.lm_explainer()
     key = key_of("explain-lm-generation", ex.lm_name, prompt, n, name, contrast, loss_name, hide_first)
