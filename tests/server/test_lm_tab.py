@@ -126,7 +126,7 @@ def test_generation_equals_the_library(client, lm):
     # against the runner-up (diff), as explain-lm does with a two-token loss
     body = client.post("/api/lm/generate", data={"prompt": PROMPT, "max_new_tokens": "2", "method": "gae", "loss": "diff"}).json()
     gen = lm.explain_generation(PROMPT, max_new_tokens=2, method="gae", loss="diff", contrast="runner-up")
-    assert body["loss"] == "diff" and body["signed"] is False
+    assert body["loss"] == "diff" and body["contrast"] == "runner-up" and body["signed"] is False
     assert [t["score"] for t in body["steps"][1]["tokens"]] == pytest.approx(gen.matrix[1, : len(TOKENS) + 1].tolist(), rel=1e-5, abs=1e-9)
 
 
@@ -246,3 +246,27 @@ def test_serve_options_lm_and_no_lm(monkeypatch, tiny_explainer):
     assert result.exit_code == 0 and "--no-lm" in calls[-1].state.explorer.lm_missing
     result = CliRunner().invoke(main, ["serve", "--no-lm", "--lm", "x"])
     assert result.exit_code == 2 and "contradict" in result.output
+
+
+def test_openapi_documents_the_fields_sent(client):
+    spec = client.get("/openapi.json").json()
+
+    def schema(path: str, verb: str = "post") -> dict:
+        ref = spec["paths"][path][verb]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        return spec["components"]["schemas"][ref.rsplit("/", 1)[1]]
+
+    def items(parent: dict, name: str) -> dict:
+        ref = parent["properties"][name]["items"]["$ref"]
+        return spec["components"]["schemas"][ref.rsplit("/", 1)[1]]
+
+    explain = client.post("/api/lm/explain", data={"prompt": PROMPT, "contrast": " rome"}).json()
+    assert set(explain) == set(schema("/api/lm/explain")["properties"])
+    method = items(schema("/api/lm/explain"), "methods")
+    assert set(explain["methods"][0]) == set(method["properties"])
+    assert set(explain["methods"][0]["tokens"][0]) == set(items(method, "tokens")["properties"])
+    generation = client.post("/api/lm/generate", data={"prompt": PROMPT, "max_new_tokens": "2"}).json()
+    assert set(generation) == set(schema("/api/lm/generate")["properties"])
+    assert set(generation["steps"][0]) == set(items(schema("/api/lm/generate"), "steps")["properties"])
+    assert set(client.get("/api/lm/info").json()) == set(schema("/api/lm/info", "get")["properties"])
+    for path in ("/api/lm/explain", "/api/lm/generate"):
+        assert "503" in spec["paths"][path]["post"]["responses"]

@@ -166,6 +166,7 @@ def explain_generation(
         "prompt": prompt,
         "method": gen.method,
         "loss": gen.loss,
+        "contrast": contrast,
         "signed": signed(gen.method),
         "legend": legend(gen.method),
         "prompt_tokens": gen.tokens[: gen.prompt_length],

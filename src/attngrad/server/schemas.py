@@ -255,6 +255,7 @@ class LMGenerationResponse(_Model):
     prompt: str
     method: str
     loss: str
+    contrast: str | None = Field(description="the second token of diff / normdiff as given: a text, topK or runner-up")
     signed: bool
     legend: str
     prompt_tokens: list[str]

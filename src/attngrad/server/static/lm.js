@@ -100,7 +100,8 @@ function renderGeneration(res) {
   });
   const card = el("div", { className: "text-result lm-result" },
     el("h3", { textContent: `${res.method}, ${res.loss} of each generated token` }),
-    legendNode(res.method, res.signed, "the generated token"), text,
+    legendNode(res.method, res.signed, "the generated token",
+      res.contrast && (res.contrast.trim().toLowerCase() === "runner-up" ? "the runner-up" : fmtToken(res.contrast))), text,
     el("p", { className: "hint", textContent: "Click a generated token (or a row of the matrix) to see its map over every earlier token." }),
     mapBox, readout, table);
   card.dataset.method = res.method;
