@@ -7,7 +7,6 @@ sample (:func:`sample_registry`), or as the content hash of an earlier upload.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch

@@ -292,7 +292,7 @@ class Explorer:
         if loss_fn.needs_contrast and contrast is None:
             contrast = RUNNER_UP
         if contrast is not None and not loss_fn.needs_contrast:
-            two = [n for n, fn in LOSSES.items() if fn.needs_contrast]
+            two = [n for n in LOSSES if get_loss(n).needs_contrast]
             raise http_error(422, f"a contrast token needs a two-token loss ({', '.join(two)}), not {name!r}",
                              field="loss", valid=two)
         return name, contrast
