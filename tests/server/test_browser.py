@@ -12,6 +12,8 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +47,17 @@ def server_url(vit_ti):
     """The app served by uvicorn on a free loopback port for the whole module."""
     from attngrad.server import create_app
 
+    with _served(create_app(vit_ti)) as url:
+        yield url
+
+
+@contextmanager
+def _served(app) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port while the block runs."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(vit_ti), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -56,10 +65,12 @@ def server_url(vit_ti):
         if time.monotonic() > deadline or not thread.is_alive():
             pytest.fail("uvicorn did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +271,21 @@ def test_lm_tab_colours_prompt_tokens_and_explains_a_generation(page):
     assert scores == pytest.approx(gen.matrix[2, :7].tolist(), rel=1e-4, abs=1e-6)
     assert page.locator("#lm-results table.lm-matrix tr[data-k]").count() == 3
     page.screenshot(path=str(ARTIFACTS / "explorer-lm-generation.png"), full_page=True)
+
+
+def test_lm_tab_hidden_saying_why_when_switched_off(page, tiny_explainer):
+    from attngrad.server import create_app
+
+    with _served(create_app(tiny_explainer, lm=False)) as url:
+        context = page.context.browser.new_context()
+        other = context.new_page()
+        errors: list[str] = []
+        other.on("pageerror", lambda err: errors.append(str(err)))
+        other.goto(url)
+        other.wait_for_selector("body[data-ready='true']", timeout=15_000)
+        assert other.locator("#tab-lm").is_hidden() and other.locator("#lm-tab").is_hidden()
+        note = other.locator("#lm-off")
+        assert note.is_visible() and "switched off (attngrad serve --no-lm)" in note.text_content()
+        assert other.locator("#tab-text").is_visible()
+        context.close()
+        assert not errors, f"JavaScript errors on the page: {errors}"
