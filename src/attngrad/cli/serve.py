@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import click
 
@@ -46,6 +47,8 @@ def serve(explainer, host, port, max_upload_mb, queue_size, model_name, text_mod
     name = model_name or click.get_current_context().params.get("model") or "shipped ViT-Ti"
     if no_lm and lm_model is not None:
         raise AttngradError("--lm and --no-lm contradict each other; give one")
+    if lm_model is not None and Path(lm_model).exists() and not (Path(lm_model) / "config.json").is_file():
+        raise AttngradError(f"--lm {lm_model}: not a Hugging Face model folder (no config.json); give a causal LM folder or Hub name")
     app = create_app(explainer, settings, model_name=name, text_model=text_model, lm_model=lm_model, lm=not no_lm)
     missing = app.state.explorer.lm_missing
     if missing and not no_lm:

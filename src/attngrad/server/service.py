@@ -1,6 +1,8 @@
 """The explorer service: the model it holds, the work queue, the caches and the jobs (one per app).
 
-Routes call :class:`Explorer` to turn form input into checked values (the library does the
+It also holds the text explainer and the language model of the Text and Language model tabs,
+each loaded on the worker queue at its first request. Routes call :class:`Explorer` to turn
+form input into checked values (the library does the
 checking: :func:`~attngrad.methods.get_method`, :func:`~attngrad.losses.get_loss`,
 :func:`~attngrad.targets.resolve_targets`; their :class:`~attngrad.errors.AttngradError`
 becomes ``422`` naming the form field and its valid values), to fetch images, and to run
@@ -91,8 +93,11 @@ class Explorer:
         self._text_methods: list[str] = []
         self._lm = lm_model if isinstance(lm_model, LMExplainer) else None
         self.lm_model = None if isinstance(lm_model, LMExplainer) else lm_model
-        self.lm_name = "SmolLM2-135M-Instruct" if lm_model is None else (
-            "the given language model" if self._lm is not None else str(lm_model))
+        if self._lm is not None:
+            config = self._lm.adapter.model.config
+            self.lm_name = getattr(config, "name_or_path", "") or type(self._lm.adapter.model).__name__
+        else:
+            self.lm_name = "SmolLM2-135M-Instruct" if lm_model is None else str(lm_model)
         self.lm_missing: str | None = None
         if not lm:
             self.lm_missing = "the language-model tab is switched off (attngrad serve --no-lm)"
