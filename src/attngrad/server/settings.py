@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 DEFAULT_METHODS = ("gae", "complete")
 DEFAULT_TEXT_METHODS = ("complete", "gae")
+DEFAULT_LM_METHODS = ("complete", "grad_x_input")
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,10 @@ class ServerSettings:
         image_cache_bytes: bound of the cache of decoded images (model input tensors).
         max_jobs: jobs remembered (finished ones are forgotten first).
         top_k: predictions returned with each image.
+        lm_max_prompt_chars: longest language-model prompt in characters (422 above, before tokenising).
+        lm_max_prompt_tokens: longest language-model prompt in tokens (422 above; the model's
+            context is the bound when it is shorter).
+        lm_max_new_tokens: most tokens one generation request may ask for (422 above).
     """
 
     max_upload_bytes: int = 20 * 1024 * 1024
@@ -32,6 +37,9 @@ class ServerSettings:
     image_cache_bytes: int = 32 * 1024 * 1024
     max_jobs: int = 64
     top_k: int = 5
+    lm_max_prompt_chars: int = 8_000
+    lm_max_prompt_tokens: int = 512
+    lm_max_new_tokens: int = 32
 
     @property
     def max_body_bytes(self) -> int:

@@ -1,11 +1,13 @@
 """The API's routes, one :class:`fastapi.APIRouter` per group: the model (health, info,
-classes), images (samples, predict, explain, downloads), text, and jobs (rewriting, transfer)."""
+classes), images (samples, predict, explain, downloads), text, the language model, and jobs
+(rewriting, transfer)."""
 
 from .images import router as images
 from .jobs import router as jobs
+from .lm import router as lm
 from .model import router as model
 from .text import router as text
 
-ROUTERS = (model, images, text, jobs)
+ROUTERS = (model, images, text, lm, jobs)
 
-__all__ = ["ROUTERS", "images", "jobs", "model", "text"]
+__all__ = ["ROUTERS", "images", "jobs", "lm", "model", "text"]

@@ -46,7 +46,7 @@ async def explain_text(
         )
     loss_name = ex.check_loss(loss, contrast)
     text_explainer = await ex.text_explainer()
-    names = ex.check_text_methods(text_explainer, methods)
+    names = ex.check_text_methods(methods)
     key = key_of("explain-text", text, against, labels, names, loss_name, contrast)
     result = await ex.cached(
         key, work.explain_text, text_explainer, text, against=against, labels=labels, methods=names,

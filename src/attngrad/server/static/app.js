@@ -249,7 +249,7 @@ function drawColorbar(canvas) {
 
 // ---------------------------------------------------------------- text tab
 function showTab(name) {
-  for (const [tab, panel] of [["tab-images", "image-tab"], ["tab-text", "text-tab"]]) {
+  for (const [tab, panel] of [["tab-images", "image-tab"], ["tab-text", "text-tab"], ["tab-lm", "lm-tab"]]) {
     const on = tab === `tab-${name}`;
     $(tab).setAttribute("aria-selected", String(on));
     $(panel).hidden = !on;
@@ -486,6 +486,7 @@ async function start() {
   $("tab-images").addEventListener("click", () => showTab("images"));
   $("tab-text").addEventListener("click", () => showTab("text"));
   $("text-form").addEventListener("submit", explainText);
+  if (typeof startLM === "function") await startLM();  // the Language model tab (lm.js)
   document.body.dataset.ready = "true";
 }
 
