@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..models.base import ModelAdapter
-from ._blocks import blocks, record_block_inputs, value_output
+from ._blocks import blocks, family, record_block_inputs, value_output
 from ._common import gradients, recorded, recording
 from ._integrated import IntegratedMethod
 from .base import Trace, register
@@ -105,12 +105,13 @@ class BeyondIntuitionToken(BeyondIntuitionHead):
         model = trace.adapter.model
         mixes = []
         start = self.start(trace)
+        fam = family(model)
         with torch.no_grad():
             for layer, block in enumerate(blocks(model)):
                 if layer < start:
                     continue
                 z = inputs[layer]
-                ratio = value_output(block, z).norm(dim=-1) / z.norm(dim=-1)  # (B, N)
+                ratio = value_output(block, z, fam).norm(dim=-1) / z.norm(dim=-1)  # (B, N)
                 mixes.append(trace.attentions[layer].mean(dim=1) * ratio[:, None, :])
         return mixes
 
