@@ -9,8 +9,9 @@ beside a source checkout; they are explained for the model's two top classes.
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
+
+from .io import IMAGE_SUFFIXES, samples_folder
 
 #: Image file shipped in ``attngrad/assets/images`` -> the two classes it contains.
 CASES = {
@@ -18,12 +19,10 @@ CASES = {
     "catdog.png": ("bull mastiff", "tiger cat"),
 }
 
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-
 
 def asset_image(name: str) -> Path:
     """Path of an image shipped with the package (``el1.jpg``, ``catdog.png``, ImageNet samples)."""
-    return Path(str(resources.files("attngrad").joinpath("assets/images", name)))
+    return samples_folder() / name
 
 
 def multiclass_folder() -> Path | None:
@@ -36,8 +35,9 @@ def multiclass_folder() -> Path | None:
 
 
 def extra_multiclass_images(folder: str | Path | None = None) -> list[Path]:
-    """The images of ``folder`` (default :func:`multiclass_folder`) not already in :data:`CASES`, sorted."""
+    """The images of ``folder`` (default :func:`multiclass_folder`) not already in :data:`CASES`, sorted
+    (the image files :data:`attngrad.io.IMAGE_SUFFIXES` names, as everywhere else)."""
     folder = Path(folder) if folder is not None else multiclass_folder()
     if folder is None or not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and p.name not in CASES)
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.name not in CASES)

@@ -118,7 +118,11 @@ def stitch(image: ImageLike, guide: ImageLike, layout: str = "left-right") -> tu
         the stitched image and the :class:`Region` of the original.
     """
     region = Region.of(layout)
-    original, other = load_image(image), load_image(guide)
+    return _compose(load_image(image), load_image(guide), region), region
+
+
+def _compose(original: Image.Image, other: Image.Image, region: Region) -> Image.Image:
+    """:func:`stitch`'s canvas from two RGB images already loaded, for a region already checked."""
     width, height = original.size
     if region.axis == "cols":
         half = (width // 2, height)
@@ -134,7 +138,7 @@ def stitch(image: ImageLike, guide: ImageLike, layout: str = "left-right") -> tu
     first, second = (original, other) if region.first else (other, original)
     canvas.paste(first.resize(half, Image.Resampling.BICUBIC), offsets[0])
     canvas.paste(second.resize(half, Image.Resampling.BICUBIC), offsets[1])
-    return canvas, region
+    return canvas
 
 
 def crop_region(maps: Maps, region: Region) -> Maps:
@@ -192,7 +196,7 @@ def explain_guided(
         AttngradError: the guide is classified as one of the explained classes (it would
             guide towards the class itself; pick a guide of another class).
     """
-    check_layout(layout)
+    region = Region.of(layout)  # the layout checked once, before any image is read
     if isinstance(images, torch.Tensor):
         raise AttngradError("guidance stitches pictures: pass image paths or PIL images, not a preprocessed tensor")
     if isinstance(images, (str, os.PathLike, Image.Image)):
@@ -212,8 +216,7 @@ def explain_guided(
             f"the guide ({guide_name}) is classified as {explainer.labels[guide_class]!r}, a class being explained; "
             "choose a guide image of another class"
         )
-    stitched = [stitch(im, guide_image, layout)[0] for im in originals]
-    region = Region.of(layout)
+    stitched = [_compose(im, guide_image, region) for im in originals]  # the images loaded above, as they are
     results = explainer.explain_methods(
         stitched, methods, target=targets, loss=loss, contrast=contrasts, start_layer=start_layer, token=token
     )

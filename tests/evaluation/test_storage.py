@@ -4,6 +4,7 @@ finished runs resume and summarise from per_image.npz alone, and no absolute pat
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +133,79 @@ def test_no_absolute_path_is_stored(tiny_model_dir, image_dir, tmp_path):
     assert "n00000100_LABEL_1.jpg" in texts[-1]
     for text in texts:
         assert str(tmp_path) not in text and "/tmp" not in text
+
+
+def test_a_run_reads_each_shard_once(tiny_explainer, image_dir, tmp_path, monkeypatch):
+    """The completeness check after a run trusts the shards' names; only the summary reads them."""
+    from attngrad.evaluation import storage
+
+    reads: list[str] = []
+    read_npz = storage.read_npz
+
+    def counting(path):
+        reads.append(path.name)
+        return read_npz(path)
+
+    monkeypatch.setattr(storage, "read_npz", counting)
+    summary = _run(tiny_explainer, image_dir, tmp_path / "out", max_batches=4)  # 4 batches of 2: all of them
+    assert summary is not None and summary["complete"]
+    assert sorted(reads) == [f"batch-{j:06d}.npz" for j in range(4)]
+
+
+def test_a_failed_rewrite_of_per_image_npz_keeps_the_old_file(tiny_explainer, image_dir, tmp_path, monkeypatch):
+    """``_drop_from_per_image`` (a resume with a larger --limit) writes a new file and renames it."""
+    from attngrad.evaluation import storage
+
+    out = tmp_path / "out"
+    _run(tiny_explainer, image_dir, out, limit=5)
+    before = (out / "per_image.npz").read_bytes()
+
+    def disk_full(file, **arrays):
+        f = open(file, "wb") if isinstance(file, (str, type(out))) else file
+        f.write(b"half a file")
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", disk_full)
+    with pytest.raises(OSError, match="no space"):
+        storage._drop_from_per_image(out, 4)
+    assert (out / "per_image.npz").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no partial file left
+    monkeypatch.undo()
+    storage._drop_from_per_image(out, 4)
+    assert sorted(load_results(out)["index"].tolist()) == [0, 1, 2, 3, 4]  # batch 2's shard still holds image 4
+    assert np.load(out / "per_image.npz")["index"].tolist() == [0, 1, 2, 3]
+
+
+_COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "results"
+
+
+@pytest.mark.parametrize("name", ["perturbation-zebra-paper", "insertion-deletion"])
+@pytest.mark.parametrize("layout", ["per_image", "shards"])
+def test_a_committed_results_folder_summarises_identically(tmp_path, name, layout):
+    """Folders written by earlier code (committed under docs/results, read only here) summarise to the
+    same results.json / .csv / .md and per_image.npz; as shards written by ``np.savez`` as well."""
+    import shutil
+
+    source = _COMMITTED / name
+    if not (source / "per_image.npz").is_file():
+        pytest.skip(f"{source} is not in this checkout")
+    out = tmp_path / name
+    shutil.copytree(source, out)
+    stored = dict(np.load(source / "per_image.npz"))
+    if layout == "shards":  # the raw results as the runs wrote them, batch by batch, and no per_image.npz
+        (out / "per_image.npz").unlink()
+        (out / "shards").mkdir()
+        size = json.loads((out / "run.json").read_text())["batch_size"]
+        order = np.argsort(stored["index"])
+        for j, start in enumerate(range(0, len(order), size)):
+            rows = order[start : start + size]
+            arrays = {k: v[rows] for k, v in stored.items() if not k.startswith("failed_")}
+            arrays.update(failed_index=np.zeros(0, np.int64), failed_message=np.zeros(0, str))
+            np.savez(out / "shards" / f"batch-{j:06d}.npz", **arrays)
+    summary = summarize(out)
+    expected = json.loads((source / "results.json").read_text())
+    assert {k: v for k, v in summary.items() if k != "versions"} == {k: v for k, v in expected.items() if k != "versions"}
+    for text in ("results.csv", "results.md"):
+        assert (out / text).read_bytes() == (source / text).read_bytes(), text
+    again = dict(np.load(out / "per_image.npz"))
+    assert again.keys() == stored.keys() and all(np.array_equal(again[k], stored[k]) for k in stored)

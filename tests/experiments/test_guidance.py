@@ -152,3 +152,34 @@ def test_explain_guided_equals_explaining_the_stitched_image(tiny_explainer):
         tiny_explainer.explain(original, guide=original)
     with pytest.raises(AttngradError, match="not a preprocessed tensor"):
         tiny_explainer.explain(torch.zeros(1, 3, 32, 32), guide=guide)
+
+
+def test_explain_guided_checks_the_layout_and_loads_each_image_once(tiny_explainer, monkeypatch):
+    """The layout is checked once, the originals loaded once, the stitched region built once."""
+    from attngrad import stitch as module
+
+    calls = {"check_layout": 0, "load_image": 0}
+
+    def counted(name):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    for name in calls:
+        monkeypatch.setattr(module, name, counted(name))
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 0), (255, 255, 255), (0, 0, 255)]
+    images = [solid(c, (32, 32)) for c in colours]
+    classes = [int(tiny_explainer.adapter.forward(tiny_explainer.prepare(im)[0]).logits.argmax()) for im in images]
+    guide = next((im for im, c in zip(images, classes) if c not in classes[:2]), None)  # of neither explained class
+    if guide is None:
+        pytest.skip("the tiny model puts these colours in too few classes")
+    res = module.explain_guided(tiny_explainer, images[:2], guide, ["complete"], layout="top-bottom")
+    assert calls == {"check_layout": 1, "load_image": 2}
+    assert res["complete"].region == module.Region.of("top-bottom")
+    canvas, _ = stitch(images[1], guide, "top-bottom")
+    direct = tiny_explainer.explain(canvas, target=int(res["complete"].targets[1]), method="complete")
+    torch.testing.assert_close(res["complete"].full_maps[1:], direct.maps)  # the same canvas as stitch()'s

@@ -160,3 +160,18 @@ def test_hooks_record_and_remove_themselves(tiny_vit):
     # the recorded pieces fit together: mid = x + attn_out, the next block's input = mid + mlp_out
     torch.testing.assert_close(rec.blocks[0].mid, rec.blocks[0].x + rec.blocks[0].attn_out)
     torch.testing.assert_close(rec.blocks[1].x, rec.blocks[0].mid + rec.blocks[0].mlp_out)
+
+
+def test_one_table_serves_the_blocks_and_the_relevance_layout(tiny_vit):
+    """relprop's layout and the rivals' block access read the same family of ``_blocks.FAMILIES``."""
+    from attngrad.methods._blocks import blocks, family
+
+    fam = family(tiny_vit)
+    layout = model_layout(tiny_vit)
+    assert fam.name == "transformers" and [b.norm1 for b in layout.blocks] == [fam.find(b, "norm1") for b in blocks(tiny_vit)]
+    assert layout.blocks[0].qkv == fam.qkv_linears(blocks(tiny_vit)[0]) and layout.blocks[0].num_heads == 2
+    timm = pytest.importorskip("timm")
+    tm = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=5)
+    assert family(tm).name == "timm" and [b.qkv for b in model_layout(tm).blocks] == [[b.attn.qkv] for b in tm.blocks]
+    with pytest.raises(AttngradError, match="cannot find its Transformer blocks"):
+        blocks(nn.Sequential(nn.Linear(3, 3)))

@@ -94,8 +94,20 @@ def test_start_layer(tiny_explainer, tiny_pixels):
     torch.testing.assert_close(res.maps[0], expected, rtol=1e-4, atol=1e-6)
     full = tiny_explainer.explain(tiny_pixels[:1], target=1, method="complete").maps[0]
     assert not torch.allclose(full, res.maps[0])
-    with pytest.raises(AttngradError, match="start_layer 3 is out of range"):
+    with pytest.raises(AttngradError, match=r"complete: start_layer 3 is out of range; this model has layers 0\.\.2"):
         tiny_explainer.explain(tiny_pixels[:1], start_layer=3)
+    with pytest.raises(AttngradError, match=r"rollout: start_layer -1 is out of range"):
+        tiny_explainer.explain(tiny_pixels[:1], method="rollout", start_layer=-1)
+
+
+@pytest.mark.parametrize("method", ["complete", "gae", "absolute"])
+def test_a_gradient_method_refuses_a_trace_without_gradients(tiny_explainer, tiny_pixels, method):
+    from attngrad.methods import get_method
+
+    bare = tiny_explainer.trace(tiny_pixels[:1], target=1, methods=[get_method("rollout")])
+    assert bare.gradients is None
+    with pytest.raises(AttngradError, match=f"{method}: the trace has no attention gradients"):
+        get_method(method)(bare)
 
 
 def test_signs(tiny_explainer, tiny_pixels):

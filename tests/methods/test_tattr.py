@@ -283,3 +283,11 @@ def test_real_timm_vit_ti_matches_hugging_face_copy(vit_ti):
     for m in methods:
         peak = ref[m].maps.abs().amax()
         torch.testing.assert_close(ours[m].maps, ref[m].maps, rtol=0, atol=1e-4 * peak.item(), msg=m)
+
+
+@pytest.mark.parametrize("start_layer", [3, 7, -1])
+def test_tattr_refuses_a_start_layer_outside_the_model(tiny_explainer, tiny_pixels, start_layer):
+    """A 3-layer model: start_layer must be 0..2, named in the error (-1 would silently propagate to
+    the pixels and roll out the last layer only)."""
+    with pytest.raises(AttngradError, match=rf"tattr: start_layer {start_layer} is out of range; this model has layers 0\.\.2"):
+        tiny_explainer.explain(tiny_pixels[:1], method="tattr", start_layer=start_layer)

@@ -124,14 +124,15 @@ def write_sanity(summary: dict[str, Any], out: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..viz import save_figure
+    from .storage import _atomic_write
+    from .writers import save_png
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sanity.json").write_text(json.dumps(summary, indent=2))
+    _atomic_write(out / "sanity.json", json.dumps(summary, indent=2))
     rows = ["method," + ",".join(summary["steps"])]
     rows += [f"{m}," + ",".join(f"{v:.4f}" for v in vals) for m, vals in summary["methods"].items()]
-    (out / "sanity.csv").write_text("\n".join(rows) + "\n")
+    _atomic_write(out / "sanity.csv", "\n".join(rows) + "\n")
     fig, ax = plt.subplots(figsize=(8, 4))
     x = np.arange(len(summary["steps"]))
     for m, vals in summary["methods"].items():
@@ -141,4 +142,4 @@ def write_sanity(summary: dict[str, Any], out: str | Path) -> None:
     ax.set_title(f"Model-parameter randomisation (top down), {summary['images']} images")
     ax.axhline(0, color="grey", lw=0.5)
     ax.legend(fontsize=8)
-    save_figure(fig, out / "sanity.png")
+    save_png(fig, out / "sanity.png")

@@ -29,7 +29,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Callable, Sequence
 
 import numpy as np
 
@@ -160,10 +160,29 @@ def read_records(out: Path) -> list[ImageRecord] | None:
         raise AttngradError(f"{path} is damaged; choose another --out") from None
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _atomic_write(path: Path, content: str | bytes | Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` whole or not at all: ``content`` (text as UTF-8, bytes, or a function writing
+    into the open binary file) goes to ``.<name>.partial`` beside it, flushed to disk, then
+    :func:`os.replace` puts it in place. A failure leaves the old file as it was and no partial file.
+
+    Every file of a results folder is written through here (shards, ``per_image.npz``, ``run.json``,
+    ``images.tsv``, the summaries and plots).
+    """
     tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            if isinstance(content, str):
+                f.write(content.encode("utf-8"))
+            elif isinstance(content, bytes):
+                f.write(content)
+            else:
+                content(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _describe_changes(stored: Sequence[ImageRecord], now: Sequence[ImageRecord]) -> str:
@@ -269,12 +288,7 @@ def shard_path(out: Path, j: int) -> Path:
 def write_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write atomically: a partial file is renamed only once complete and flushed to disk."""
     path.parent.mkdir(parents=True, exist_ok=True)  # shards/ may have been deleted (per_image.npz kept)
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stubs: a ** key could be allow_pickle
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _atomic_write(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]  # numpy's stubs: a ** key could be allow_pickle
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -286,19 +300,31 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise AttngradError(f"{path} is unreadable ({type(err).__name__}: {err})") from None
 
 
-def done_batches(out: Path, batches: Sequence[Sequence[int]], candidates: Sequence[int]) -> set[int]:
-    """Which of the batches ``candidates`` are done: a readable shard, or all images in ``per_image.npz``.
+def _stored_images(path: Path) -> set[int]:
+    """The image indices (evaluated and failed) of ``per_image.npz``, reading those two arrays only."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {int(i) for key in ("index", "failed_index") if key in f.files for i in f[key]}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise AttngradError(f"{path} is unreadable ({type(err).__name__}: {err})") from None
 
-    A shard that cannot be read (truncated, corrupt) is reported on stderr, deleted and so recomputed.
+
+def done_batches(out: Path, batches: Sequence[Sequence[int]], candidates: Sequence[int], *, verify: bool = True) -> set[int]:
+    """Which of the batches ``candidates`` are done: a shard, or all images in ``per_image.npz``.
+
+    With ``verify`` (a run starting or resuming) each existing shard is read whole; one that cannot
+    be read (truncated, corrupt) is reported on stderr, deleted and so recomputed. Without it the
+    shards' names are trusted (they are written atomically: a named shard is complete), so nothing
+    but ``per_image.npz``'s index arrays is read.
     """
-    covered: set[int] = set()
-    if (out / PER_IMAGE).is_file():
-        kept = read_npz(out / PER_IMAGE)
-        covered = {int(i) for key in ("index", "failed_index") for i in kept.get(key, ())}
+    covered = _stored_images(out / PER_IMAGE) if (out / PER_IMAGE).is_file() else set()
     done = set()
     for j in candidates:
         path = shard_path(out, j)
         if path.exists():
+            if not verify:
+                done.add(j)
+                continue
             try:
                 read_npz(path)
                 done.add(j)
@@ -322,7 +348,7 @@ def _drop_from_per_image(out: Path, first: int) -> None:
             keep = kept[key] < first
             for k in [k for k in kept if k.startswith(prefix) and (prefix or not k.startswith("failed_"))]:
                 kept[k] = kept[k][keep]
-    np.savez_compressed(path, **kept)  # type: ignore[arg-type]  # numpy's stubs: a ** key could be allow_pickle
+    _atomic_write(path, lambda f: np.savez_compressed(f, **kept))  # type: ignore[arg-type]  # numpy's stubs: a ** key could be allow_pickle
 
 
 def load_results(out: str | Path) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ from .perturbation import (
     PerturbationTest,
     auc,
 )
-from .storage import PER_IMAGE, RUN_FILE, load_results
+from .storage import PER_IMAGE, RUN_FILE, _atomic_write, load_results
 from .writers import markdown_table, plot_curves, write_csv
 
 #: Older name of :func:`attngrad.evaluation.storage.load_results`.
@@ -110,12 +110,10 @@ def summarize(out: str | Path) -> dict[str, Any]:
         "settings": {k: v for k, v in settings.items() if not k.startswith("skipped")},
         "versions": _versions(),
     }
-    (out / "results.json").write_text(json.dumps(summary, indent=2))
-    tmp = out / f".{PER_IMAGE}.partial.npz"
-    np.savez_compressed(tmp, **raw)  # type: ignore[arg-type]  # numpy's stubs: a ** key could be allow_pickle
-    tmp.replace(out / PER_IMAGE)
+    _atomic_write(out / "results.json", json.dumps(summary, indent=2))
+    _atomic_write(out / PER_IMAGE, lambda f: np.savez_compressed(f, **raw))  # type: ignore[arg-type]  # numpy's stubs: a ** key could be allow_pickle
     write_csv(out / "results.csv", summary)
-    (out / "results.md").write_text(markdown_table(summary))
+    _atomic_write(out / "results.md", markdown_table(summary))
     plot_curves(summary, out / "curves.png")
     return summary
 

@@ -3,32 +3,51 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
 from .perturbation import DIRECTIONS, INSERTION_DIRECTIONS, INSERTION_PERCENTS, PERCENTS
+from .storage import _atomic_write
+
+#: Resolution of the saved plots (as :func:`attngrad.viz.save_figure`).
+DPI = 110
+
+
+def save_png(fig: Any, path: str | Path) -> Path:
+    """Save a matplotlib figure as PNG through :func:`~.storage._atomic_write`, and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+    return path
 
 
 def write_csv(path: Path, summary: dict[str, Any]) -> None:
     """One row per method, direction and measure (top-1 accuracy or class probability): its AUC and
     curve at 0 %, ..., 100 % of the pixels removed (insertion: inserted); the perturbation test
     stops at 90 %, so its last cell is empty."""
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method", "direction", "measure", "auc", "higher_is_better", "images",
-                         *(f"at_{p}" for p in INSERTION_PERCENTS)])  # fmt: skip
-        for name, entry in summary["methods"].items():
-            rows = []
-            for direction in DIRECTIONS:
-                d = entry[direction]
-                rows += [(direction, "top-1", d["auc"], d["higher_is_better"], d["curve"] + [None]),
-                         (direction, "probability", d["probability_auc"], d["higher_is_better"],
-                          d["probability_curve"] + [None])]  # fmt: skip
-            rows += [(k, "probability", entry[k]["auc"], entry[k]["higher_is_better"], entry[k]["curve"])
-                     for k in INSERTION_DIRECTIONS if k in entry]  # fmt: skip
-            for direction, measure, area, higher, curve in rows:
-                cells = ["" if v is None else f"{v:.6f}" for v in curve]
-                writer.writerow([name, direction, measure, f"{area:.4f}", higher, entry["images"], *cells])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["method", "direction", "measure", "auc", "higher_is_better", "images",
+                     *(f"at_{p}" for p in INSERTION_PERCENTS)])  # fmt: skip
+    for name, entry in summary["methods"].items():
+        rows = []
+        for direction in DIRECTIONS:
+            d = entry[direction]
+            rows += [(direction, "top-1", d["auc"], d["higher_is_better"], d["curve"] + [None]),
+                     (direction, "probability", d["probability_auc"], d["higher_is_better"],
+                      d["probability_curve"] + [None])]  # fmt: skip
+        rows += [(k, "probability", entry[k]["auc"], entry[k]["higher_is_better"], entry[k]["curve"])
+                 for k in INSERTION_DIRECTIONS if k in entry]  # fmt: skip
+        for direction, measure, area, higher, curve in rows:
+            cells = ["" if v is None else f"{v:.6f}" for v in curve]
+            writer.writerow([name, direction, measure, f"{area:.4f}", higher, entry["images"], *cells])
+    _atomic_write(path, text.getvalue())
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
@@ -72,8 +91,6 @@ def plot_curves(summary: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..viz import save_figure
-
     entries = summary["methods"].values()
     directions = DIRECTIONS + tuple(d for d in INSERTION_DIRECTIONS if all(d in e for e in entries))
     fig, axes = plt.subplots(1, len(directions), figsize=(5 * len(directions), 4))
@@ -90,4 +107,4 @@ def plot_curves(summary: dict[str, Any], path: str | Path) -> Path:
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return save_png(fig, path)

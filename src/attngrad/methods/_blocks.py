@@ -1,26 +1,35 @@
-"""Where the rival methods reach inside a ViT: its blocks, their value path, the token sequence.
+"""Where the methods reach inside a ViT: one declarative table of each family's parts.
 
-TAM/BI's integrated gradient, BI-token and TIS need more than attention maps: the
-blocks' inputs, the value and output projections, the embedded tokens. This module is
-the one per-architecture table of where those live:
+TAM/BI's integrated gradient, BI-token, TIS, ViT-CX and the relevance propagation of T-Attr /
+LRP (:mod:`.relprop`) need more than attention maps: the blocks and their inputs, the value
+and output projections, the embedded tokens, the layers LRP walks back through. :data:`FAMILIES`
+says where each family keeps them, as dotted attribute paths (alternatives in order, the first
+that exists wins), in the manner of LXT's per-architecture tables; :func:`family` picks the
+family whose blocks and token embedding are found on the model (the one place that tells a
+timm ViT from a Hugging Face one), and everything else reads the table:
 
-========================  ==========================  ==================================
-part                      Hugging Face ViT / DeiT     timm ViT / DeiT
-========================  ==========================  ==================================
-blocks                    ``base_model.layers``       ``blocks``
-                          (older: ``encoder.layer``)
-first LayerNorm           ``layernorm_before``        ``norm1``
-value projection          ``attention.v_proj``        ``attn.qkv`` (third third)
-                          (older: ``.attention.value``)
-attention output proj.    ``attention.o_proj``        ``attn.proj``
-                          (older: ``.output.dense``)
-embedded tokens           ``base_model.embeddings``   ``pos_drop``
-========================  ==========================  ==================================
+=================  ====================================================  ===================
+part               Hugging Face ViT / DeiT                               timm ViT / DeiT
+=================  ====================================================  ===================
+blocks             ``base_model.layers`` (older: ``.encoder.layer``)     ``blocks``
+embedded tokens    ``base_model.embeddings``                             ``pos_drop``
+patch embedding    ``base_model.embeddings.patch_embeddings.projection``  ``patch_embed.proj``
+position emb.      ``base_model.embeddings.position_embeddings``         ``pos_embed``
+classifier         ``classifier``                                        ``head``
+first LayerNorm    ``layernorm_before``                                  ``norm1``
+q, k, v            ``attention.{q,k,v}_proj`` (older ``.attention.``     ``attn.qkv`` (fused)
+                   ``{query,key,value}``)
+output proj.       ``attention.o_proj`` (older: ``.output.dense``)       ``attn.proj``
+second LayerNorm   ``layernorm_after``                                   ``norm2``
+MLP                ``mlp.fc1``, ``mlp.fc2``                              ``mlp.fc1``, ``mlp.fc2``
+heads              ``attention.num_attention_heads``                     ``attn.num_heads``
+=================  ====================================================  ===================
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
@@ -28,6 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AttngradError
+
+_FAMILIES_SUPPORTED = "this method supports Hugging Face ViT/DeiT and timm ViT/DeiT models"
 
 
 def _path(obj: Any, *names: str) -> Any:
@@ -43,50 +54,180 @@ def _path(obj: Any, *names: str) -> Any:
     return None
 
 
-def _is_timm(model: nn.Module) -> bool:
-    return hasattr(model, "blocks") and not hasattr(model, "config")
+@dataclass(frozen=True)
+class Family:
+    """Where one family of ViT classifiers keeps its parts: per part, dotted paths tried in order.
+
+    ``blocks`` .. ``head`` are paths on the model, the rest on one block. ``qkv`` lists
+    alternatives of the query, key and value linears: three separate ones, or one fused
+    linear whose output is ``(q, k, v)`` concatenated.
+    """
+
+    name: str
+    blocks: tuple[str, ...]
+    embeddings: tuple[str, ...]
+    patch_conv: tuple[str, ...]
+    pos_embed: tuple[str, ...]
+    head: tuple[str, ...]
+    norm1: tuple[str, ...]
+    qkv: tuple[tuple[str, ...], ...]
+    proj: tuple[str, ...]
+    norm2: tuple[str, ...]
+    fc1: tuple[str, ...]
+    fc2: tuple[str, ...]
+    heads: tuple[str, ...]
+
+    def find(self, obj: Any, part: str) -> Any:
+        """``part`` (a field name) of ``obj`` (the model or a block), or ``None`` when it has none."""
+        return _path(obj, *getattr(self, part))
+
+    def require(self, obj: Any, part: str) -> Any:
+        """:meth:`find`, refusing a part that is not there (naming where it was looked for)."""
+        found = self.find(obj, part)
+        if found is None:
+            raise AttngradError(
+                f"{type(obj).__name__}: cannot find its {part} (looked for {' or '.join(getattr(self, part))}); "
+                + _FAMILIES_SUPPORTED
+            )
+        return found
+
+    def qkv_linears(self, block: nn.Module) -> list[nn.Linear]:
+        """The block's query, key and value linears (three), or its one fused linear."""
+        for paths in self.qkv:
+            found = [_path(block, p) for p in paths]
+            if all(isinstance(f, nn.Linear) for f in found):
+                return found
+        raise AttngradError(
+            f"{type(block).__name__}: cannot find its query, key and value projections "
+            f"(looked for {' or '.join(', '.join(p) for p in self.qkv)}); " + _FAMILIES_SUPPORTED
+        )
+
+
+#: The families of ViT classifiers the methods reach inside (see the module docstring's table).
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        "transformers",
+        blocks=("base_model.layers", "base_model.encoder.layer"),
+        embeddings=("base_model.embeddings",),
+        patch_conv=("base_model.embeddings.patch_embeddings.projection",),
+        pos_embed=("base_model.embeddings.position_embeddings",),
+        head=("classifier",),
+        norm1=("layernorm_before",),
+        qkv=(("attention.q_proj", "attention.k_proj", "attention.v_proj"),
+             ("attention.attention.query", "attention.attention.key", "attention.attention.value")),
+        proj=("attention.o_proj", "attention.output.dense"),
+        norm2=("layernorm_after",),
+        fc1=("mlp.fc1",),
+        fc2=("mlp.fc2",),
+        heads=("attention.num_attention_heads",),
+    ),
+    Family(
+        "timm",
+        blocks=("blocks",),
+        embeddings=("pos_drop",),
+        patch_conv=("patch_embed.proj",),
+        pos_embed=("pos_embed",),
+        head=("head",),
+        norm1=("norm1",),
+        qkv=(("attn.qkv",),),
+        proj=("attn.proj",),
+        norm2=("norm2",),
+        fc1=("mlp.fc1",),
+        fc2=("mlp.fc2",),
+        heads=("attn.num_heads",),
+    ),
+)  # fmt: skip
+
+
+def find_family(model: nn.Module) -> Family | None:
+    """The first family of :data:`FAMILIES` whose blocks and token embedding the model has (``None``: none)."""
+    for fam in FAMILIES:
+        if isinstance(fam.find(model, "blocks"), (nn.ModuleList, nn.Sequential)) and isinstance(
+            fam.find(model, "embeddings"), nn.Module
+        ):
+            return fam
+    return None
+
+
+def family(model: nn.Module) -> Family:
+    """:func:`find_family`, refusing a model of no known family."""
+    found = find_family(model)
+    if found is None:
+        raise AttngradError(f"{type(model).__name__}: cannot find its Transformer blocks; " + _FAMILIES_SUPPORTED)
+    return found
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:
     """The model's Transformer blocks, first first."""
-    found: Any = model.blocks if _is_timm(model) else _path(model, "base_model.layers", "base_model.encoder.layer")
-    if found is None:
-        raise AttngradError(
-            f"{type(model).__name__}: cannot find its Transformer blocks; this method supports Hugging Face "
-            "ViT/DeiT and timm ViT/DeiT models"
-        )
-    return list(found)
+    return list(family(model).require(model, "blocks"))
 
 
-def value_output(block: nn.Module, z: torch.Tensor) -> torch.Tensor:
+@dataclass
+class BlockLayout:
+    """The modules of one pre-norm Transformer block, in forward order.
+
+    ``qkv`` is one fused linear (timm) or the query, key and value linears (Hugging Face):
+    their outputs concatenated are laid out ``(qkv, head, head_dim)`` as in the reference code.
+    """
+
+    norm1: nn.Module
+    qkv: list[nn.Linear]
+    proj: nn.Linear
+    norm2: nn.Module
+    fc1: nn.Linear
+    fc2: nn.Linear
+    num_heads: int
+
+    def qkv_weight(self) -> torch.Tensor:
+        return torch.cat([lin.weight for lin in self.qkv], dim=0)
+
+
+@dataclass
+class ViTLayout:
+    """Where the parts of a ViT classifier are: patch embedding, blocks, final norm, CLS classifier."""
+
+    patch_conv: nn.Conv2d
+    pos_embed: torch.Tensor | None
+    blocks: list[BlockLayout]
+    head: nn.Linear
+
+
+def vit_layout(model: nn.Module, fam: Family | None = None) -> ViTLayout:
+    """Every part of the model from the table (:class:`AttngradError` naming the first one missing)."""
+    fam = fam or family(model)
+
+    def block(b: nn.Module) -> BlockLayout:
+        parts = {k: fam.require(b, k) for k in ("norm1", "proj", "norm2", "fc1", "fc2", "heads")}
+        return BlockLayout(parts["norm1"], fam.qkv_linears(b), parts["proj"], parts["norm2"], parts["fc1"],
+                           parts["fc2"], int(parts["heads"]))  # fmt: skip
+
+    return ViTLayout(fam.require(model, "patch_conv"), fam.find(model, "pos_embed"),
+                     [block(b) for b in fam.require(model, "blocks")], fam.require(model, "head"))  # fmt: skip
+
+
+def value_output(block: nn.Module, z: torch.Tensor, fam: Family) -> torch.Tensor:
     """``(LN1(z) W_V^T + b_V) W_O^T``: a block's value path without the output bias, (B, N, D).
 
     ``z`` is the block's input (the residual stream); BI-token's ``get_vproj`` (Chen et al.).
+    The value projection is the third of the query, key and value linears, or the last third
+    of a fused one.
     """
-    if hasattr(block, "norm1") and hasattr(getattr(block, "attn", None), "qkv"):  # timm
-        timm_block: Any = block  # timm's Block: attn.qkv, attn.proj (checked just above)
+    qkv = fam.qkv_linears(block)
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    if len(qkv) == 3:
+        weight, bias = qkv[2].weight, qkv[2].bias
+    else:
         width = z.shape[-1]
-        qkv = timm_block.attn.qkv
-        bias = None if qkv.bias is None else qkv.bias[2 * width : 3 * width]
-        v = F.linear(timm_block.norm1(z), qkv.weight[2 * width : 3 * width], bias)
-        return F.linear(v, timm_block.attn.proj.weight)
-    norm = getattr(block, "layernorm_before", None)
-    value = _path(block, "attention.v_proj", "attention.attention.value")
-    out = _path(block, "attention.o_proj", "attention.output.dense")
-    if norm is None or value is None or out is None:
-        raise AttngradError(
-            f"{type(block).__name__}: cannot find the block's LayerNorm, value and output projections; "
-            "this method supports Hugging Face ViT/DeiT and timm ViT/DeiT models"
-        )
-    return F.linear(value(norm(z)), out.weight)
+        weight = qkv[0].weight[2 * width : 3 * width]
+        bias = None if qkv[0].bias is None else qkv[0].bias[2 * width : 3 * width]
+    v = F.linear(fam.require(block, "norm1")(z), weight, bias)
+    return F.linear(v, fam.require(block, "proj").weight)
 
 
 def embedding_module(model: nn.Module) -> nn.Module:
     """The module whose output is the token sequence entering the first block (B, N, D)."""
-    found = model.pos_drop if _is_timm(model) and hasattr(model, "pos_drop") else _path(model, "base_model.embeddings")
-    if not isinstance(found, nn.Module):
-        raise AttngradError(f"{type(model).__name__}: cannot find its token embedding; use a ViT/DeiT model")
-    return found
+    return family(model).require(model, "embeddings")
 
 
 def _first(args: tuple, kwargs: dict) -> torch.Tensor:
@@ -152,14 +293,6 @@ def forward_from_last_block(adapter: Any, pixel_values: torch.Tensor) -> Any:
         handle.remove()
 
 
-def first_norm(block: nn.Module) -> nn.Module:
-    """A block's first LayerNorm (timm ``norm1``, Hugging Face ``layernorm_before``)."""
-    found = _path(block, "norm1", "layernorm_before")
-    if found is None:
-        raise AttngradError(f"{type(block).__name__}: cannot find its first LayerNorm; use a ViT/DeiT model")
-    return found
-
-
 @contextmanager
 def keep_tokens(model: nn.Module, tokens: torch.Tensor, images: torch.Tensor) -> Iterator[None]:
     """Inside, the embedded sequence of the forward's input ``images[i]`` is replaced by its
@@ -184,7 +317,8 @@ def record_last_norm(model: nn.Module, store: list[torch.Tensor]) -> Iterator[No
     def hook(module, args, output):
         store.append(output.detach())
 
-    handle = first_norm(blocks(model)[-1]).register_forward_hook(hook)
+    fam = family(model)
+    handle = fam.require(fam.require(model, "blocks")[-1], "norm1").register_forward_hook(hook)
     try:
         yield
     finally:

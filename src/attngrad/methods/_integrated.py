@@ -9,16 +9,22 @@ Chen et al., ``transformerinterp`` ``ViT/baselines/ViT/ViT_explanation_generator
 
 The K scaled copies of every image go through the model as one batch (``batch_size``
 copies at a time), with an autograd graph from the last block on only.
+
+:class:`IntegratedMethod` holds what TAM, BI-H and BI-T share: their options (``start_layer``,
+``steps``, ``batch_size``), the start layer resolved and checked for a trace, and ``W``.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 
 from ..errors import AttngradError
 from ..models.base import ModelAdapter
 from ._blocks import forward_from_last_block
-from .base import Trace
+from ._common import check_layer, check_positive, resolve_layer
+from .base import Method, Trace
 
 
 def integrated_last_gradient(
@@ -64,3 +70,36 @@ def shared_integrated_weight(trace: Trace, steps: int, batch_size: int) -> torch
     if key not in trace.extras:
         trace.extras[key] = integrated_weight(trace.adapter, trace.pixel_values, trace.targets, steps, batch_size)
     return trace.extras[key]
+
+
+class IntegratedMethod(Method):
+    """Base of the methods multiplying a rollout by ``W`` (TAM, BI-H, BI-T); not registered.
+
+    Subclasses set ``default_start`` (their authors' start layer, in our 0-based count) and
+    document the options in their own docstrings.
+
+    Args:
+        start_layer: lowest layer of the product, counted from 0 (``None``: ``default_start``,
+            brought down to the last layer on a model with fewer blocks).
+        steps: integration steps K (default 20, as both authors' code).
+        batch_size: scaled copies per forward pass (default 64).
+    """
+
+    default_start: ClassVar[int] = 0
+
+    def __init__(self, *, start_layer: int | None = None, steps: int = 20, batch_size: int = 64):
+        self.start_layer = start_layer
+        self.steps = steps
+        self.batch_size = batch_size
+        check_positive(self.name, steps=steps, batch_size=batch_size)
+
+    def start(self, trace: Trace) -> int:
+        """The start layer for this trace's model (see :func:`._common.resolve_layer`), checked."""
+        layers = len(trace.attentions)
+        start = resolve_layer(self.start_layer, self.default_start, layers)
+        check_layer(self.name, start, layers)
+        return start
+
+    def integrated_weight(self, trace: Trace) -> torch.Tensor:
+        """``W`` (B, N, N) of the trace, shared with the other methods of the pass (:func:`shared_integrated_weight`)."""
+        return shared_integrated_weight(trace, self.steps, self.batch_size)

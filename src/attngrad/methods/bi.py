@@ -25,17 +25,17 @@ from typing import Any
 import torch
 
 from ..models.base import ModelAdapter
-from ._blocks import blocks, record_block_inputs, value_output
-from ._common import check_layer, check_positive, gradients, recorded, recording, resolve_layer
-from ._integrated import shared_integrated_weight
-from .base import Method, Trace, register
+from ._blocks import blocks, family, record_block_inputs, value_output
+from ._common import gradients, recorded, recording
+from ._integrated import IntegratedMethod
+from .base import Trace, register
 from .rollout import rollout
 
 _INPUTS = "bi_token.block_inputs"
 
 
 @register
-class BeyondIntuitionHead(Method):
+class BeyondIntuitionHead(IntegratedMethod):
     """BI-H: rollout of the head-weighted attention times the integrated gradient.
 
     Head ``h`` of layer ``l`` weighs ``mean_ij |(A_h^T grad A_h)_ij|`` (normalised to sum 1),
@@ -60,19 +60,6 @@ class BeyondIntuitionHead(Method):
 
     default_start = 3
 
-    def __init__(self, *, start_layer: int | None = None, steps: int = 20, batch_size: int = 64):
-        self.start_layer = start_layer
-        self.steps = steps
-        self.batch_size = batch_size
-        check_positive(self.name, steps=steps, batch_size=batch_size)
-
-    def start(self, trace: Trace) -> int:
-        """The start layer for this trace's model (see :func:`._common.resolve_layer`), checked."""
-        layers = len(trace.attentions)
-        start = resolve_layer(self.start_layer, self.default_start, layers)
-        check_layer(self.name, start, layers)
-        return start
-
     def mixes(self, trace: Trace) -> list[torch.Tensor]:
         mixes = []
         start = self.start(trace)
@@ -84,7 +71,7 @@ class BeyondIntuitionHead(Method):
 
     def token_scores(self, trace: Trace) -> torch.Tensor:
         row = rollout(self.mixes(trace), trace.token)
-        weight = shared_integrated_weight(trace, self.steps, self.batch_size)
+        weight = self.integrated_weight(trace)
         return weight[:, trace.token] * row
 
 
@@ -118,12 +105,13 @@ class BeyondIntuitionToken(BeyondIntuitionHead):
         model = trace.adapter.model
         mixes = []
         start = self.start(trace)
+        fam = family(model)
         with torch.no_grad():
             for layer, block in enumerate(blocks(model)):
                 if layer < start:
                     continue
                 z = inputs[layer]
-                ratio = value_output(block, z).norm(dim=-1) / z.norm(dim=-1)  # (B, N)
+                ratio = value_output(block, z, fam).norm(dim=-1) / z.norm(dim=-1)  # (B, N)
                 mixes.append(trace.attentions[layer].mean(dim=1) * ratio[:, None, :])
         return mixes
 

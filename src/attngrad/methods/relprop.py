@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AttngradError
+from ._blocks import BlockLayout, ViTLayout, find_family, vit_layout
 
 SUPPORTED = (
     "Hugging Face ViTForImageClassification / DeiTForImageClassification (CLS-token classifier) and "
@@ -145,37 +146,7 @@ def zb_conv(x: torch.Tensor, conv: nn.Conv2d, relevance: torch.Tensor) -> torch.
     return x * transpose(s, w) - low * transpose(s, w_pos) - high * transpose(s, w_neg)
 
 
-# --------------------------------------------------------------------------- model layout
-
-
-@dataclass
-class BlockLayout:
-    """The modules of one pre-norm Transformer block, in forward order.
-
-    ``qkv`` is one fused linear (timm) or the query, key and value linears (Hugging Face):
-    their outputs concatenated are laid out ``(qkv, head, head_dim)`` as in the reference code.
-    """
-
-    norm1: nn.Module
-    qkv: list[nn.Linear]
-    proj: nn.Linear
-    norm2: nn.Module
-    fc1: nn.Linear
-    fc2: nn.Linear
-    num_heads: int
-
-    def qkv_weight(self) -> torch.Tensor:
-        return torch.cat([lin.weight for lin in self.qkv], dim=0)
-
-
-@dataclass
-class ViTLayout:
-    """Where the parts of a ViT classifier are: patch embedding, blocks, final norm, CLS classifier."""
-
-    patch_conv: nn.Conv2d
-    pos_embed: torch.Tensor | None
-    blocks: list[BlockLayout]
-    head: nn.Linear
+# --------------------------------------------------------------------------- which models the rules fit
 
 
 def _is_identity(module: nn.Module | None) -> bool:
@@ -187,53 +158,50 @@ def _unsupported(model: nn.Module, why: str) -> AttngradError:
                          f"{type(model).__name__} ({why}); supported: {SUPPORTED}")
 
 
-def _hf_layout(hf_model: nn.Module) -> ViTLayout:
-    model: Any = hf_model  # transformers' submodules are checked by duck typing below
-    base = getattr(model, "vit", None) or getattr(model, "deit", None)
-    head = getattr(model, "classifier", None)
-    if base is None or not isinstance(head, nn.Linear):
-        raise _unsupported(model, "expected .vit or .deit and a linear .classifier on the CLS token")
-    layers = getattr(base, "layers", None)
-    if layers is None:
-        layers = getattr(getattr(base, "encoder", None), "layer", None)
-    if layers is None:
-        raise _unsupported(model, "no .layers or .encoder.layer")
-    blocks = []
-    for layer in layers:
-        att: Any = getattr(layer, "attention", None)
-        mlp: Any = getattr(layer, "mlp", None)
-        if not all(hasattr(att, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")) or not hasattr(mlp, "fc2"):
-            raise _unsupported(model, "layers need attention.{q,k,v,o}_proj and mlp.fc1/fc2 (transformers 5)")
-        blocks.append(BlockLayout(layer.layernorm_before, [att.q_proj, att.k_proj, att.v_proj], att.o_proj,
-                                  layer.layernorm_after, mlp.fc1, mlp.fc2, model.config.num_attention_heads))
-    emb = base.embeddings
-    return ViTLayout(emb.patch_embeddings.projection, emb.position_embeddings, blocks, head)
+def _hf_rules_apply(hf_model: nn.Module) -> str | None:
+    """Why the rules do not fit a Hugging Face model (``None``: they do): a ViT/DeiT with a linear CLS classifier."""
+    model: Any = hf_model
+    if getattr(getattr(model, "config", None), "model_type", None) not in ("vit", "deit"):
+        return "expected a ViT or DeiT (.vit or .deit) and a linear .classifier on the CLS token"
+    if not isinstance(getattr(model, "classifier", None), nn.Linear):
+        return "expected a linear .classifier on the CLS token"
+    return None
 
 
-def _timm_layout(timm_model: nn.Module) -> ViTLayout:
-    model: Any = timm_model  # timm's submodules are checked by duck typing below
+def _timm_rules_apply(timm_model: nn.Module) -> str | None:
+    """Why the rules do not fit a timm model (``None``: they do): class-token pooling, one linear head,
+    plain pre-norm blocks (no layer scale, q/k norm or gate)."""
+    model: Any = timm_model
     if getattr(model, "global_pool", "token") != "token" or not _is_identity(getattr(model, "fc_norm", None)):
-        raise _unsupported(model, "the classifier must read the class token (global_pool='token', no fc_norm)")
+        return "the classifier must read the class token (global_pool='token', no fc_norm)"
     if getattr(model, "dist_token", None) is not None or not isinstance(getattr(model, "head", None), nn.Linear):
-        raise _unsupported(model, "expected one linear head on the class token")
-    blocks = []
+        return "expected one linear head on the class token"
     for blk in model.blocks:
         attn, mlp = blk.attn, blk.mlp
         plain = all(_is_identity(getattr(m, n, None)) for m, n in
                     ((blk, "ls1"), (blk, "ls2"), (attn, "q_norm"), (attn, "k_norm"), (attn, "norm"), (mlp, "norm")))
         if not plain or getattr(attn, "gate", None) is not None or not isinstance(getattr(attn, "qkv", None), nn.Linear):
-            raise _unsupported(model, "blocks need a fused attn.qkv and no layer scale, q/k norm or gate")
-        blocks.append(BlockLayout(blk.norm1, [attn.qkv], attn.proj, blk.norm2, mlp.fc1, mlp.fc2, attn.num_heads))
-    return ViTLayout(model.patch_embed.proj, model.pos_embed, blocks, model.head)
+            return "blocks need a fused attn.qkv and no layer scale, q/k norm or gate"
+    return None
+
+
+#: Per family of :data:`._blocks.FAMILIES`: why the rules above do not fit a model (``None``: they do).
+_RULES_APPLY = {"transformers": _hf_rules_apply, "timm": _timm_rules_apply}
 
 
 def model_layout(model: nn.Module) -> ViTLayout:
-    """The layer structure of a supported ViT; :class:`AttngradError` naming what is supported otherwise."""
-    if hasattr(model, "config") and (hasattr(model, "vit") or hasattr(model, "deit")):
-        return _hf_layout(model)
-    if hasattr(model, "blocks") and hasattr(model, "patch_embed"):
-        return _timm_layout(model)
-    raise _unsupported(model, "not a ViT/DeiT classifier")
+    """The layer structure of a supported ViT (from :data:`._blocks.FAMILIES`); :class:`AttngradError`
+    naming what is supported otherwise."""
+    fam = find_family(model)
+    if fam is None:
+        raise _unsupported(model, "not a ViT/DeiT classifier")
+    why = _RULES_APPLY[fam.name](model)
+    if why is not None:
+        raise _unsupported(model, why)
+    try:
+        return vit_layout(model, fam)
+    except AttngradError as err:
+        raise _unsupported(model, str(err)) from None
 
 
 # --------------------------------------------------------------------------- recording

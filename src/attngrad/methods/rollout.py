@@ -7,14 +7,17 @@ token's row of ``Abar(L) · … · Abar(1)`` at the patch columns
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
-from ..errors import AttngradError
+from ._common import check_layer, gradients
 from .base import Method, Trace, register
 
-Weighting = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+#: ``w ⊙ A`` per head from ``(A, grad A)``: the gradient weightings take the gradient, ``plain`` ignores it
+#: (``None`` when the trace has none). :meth:`Rollout.token_scores` refuses a trace without the
+#: gradients a method needs, before any weighting is called.
+Weighting = Callable[[torch.Tensor, Any], torch.Tensor]
 
 
 def rollout(mixes: Sequence[torch.Tensor], token: int | slice, renormalize: bool = False) -> torch.Tensor:
@@ -45,33 +48,24 @@ def rollout(mixes: Sequence[torch.Tensor], token: int | slice, renormalize: bool
     return row[:, 0]
 
 
-def _required(grad: torch.Tensor | None) -> torch.Tensor:
-    """``grad`` itself; a gradient weighting called without gradients is refused."""
-    if grad is None:
-        raise AttngradError(
-            "this weighting needs the attention gradients; make the trace with a method whose needs_gradients is True"
-        )
-    return grad
-
-
 def plain(attn: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
     """``w = 1``: attention alone (eq. 1)."""
     return attn
 
 
-def positive_gradient(attn: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+def positive_gradient(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """``max(grad A ⊙ A, 0)`` per head, before the head mean (GAE, eq. 4)."""
-    return (_required(grad) * attn).clamp(min=0)
+    return (grad * attn).clamp(min=0)
 
 
-def signed_gradient(attn: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+def signed_gradient(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """``grad A ⊙ A``, sign kept: the paper's complete attention (eq. 5)."""
-    return _required(grad) * attn
+    return grad * attn
 
 
-def absolute_gradient(attn: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+def absolute_gradient(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """``|grad A| ⊙ A`` (eq. 6)."""
-    return _required(grad).abs() * attn
+    return grad.abs() * attn
 
 
 class Rollout(Method):
@@ -89,12 +83,18 @@ class Rollout(Method):
         self.start_layer = start_layer
         self.renormalize = self.default_renormalize if renormalize is None else renormalize
 
+    def first_layer(self, trace: Trace) -> int:
+        """``start_layer``, checked against the trace's model (:func:`._common.check_layer`)."""
+        check_layer(self.name, self.start_layer, len(trace.attentions))
+        return self.start_layer
+
     def token_scores(self, trace: Trace) -> torch.Tensor:
-        grads: Sequence[torch.Tensor | None] = trace.gradients or [None] * len(trace.attentions)
-        layers = len(trace.attentions)
-        if not 0 <= self.start_layer < layers:
-            raise AttngradError(f"start_layer {self.start_layer} is out of range; this model has layers 0..{layers - 1}")
-        pairs = zip(trace.attentions[self.start_layer :], grads[self.start_layer :])
+        start = self.first_layer(trace)
+        # a gradient weighting is given the gradients (refused when the trace has none); ``plain`` None
+        grads: Sequence[torch.Tensor | None] = (
+            gradients(trace, self.name) if self.needs_gradients else [None] * len(trace.attentions)
+        )
+        pairs = zip(trace.attentions[start:], grads[start:])
         mixes = [self.weighting(a, g).mean(dim=1) for a, g in pairs]
         return rollout(mixes, trace.token, self.renormalize)
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 import torch
 
 from ..errors import AttngradError
-from ._common import check_layer, check_positive, resolve_layer
-from ._integrated import shared_integrated_weight
-from .base import Method, Trace, register
+from ._integrated import IntegratedMethod
+from .base import Trace, register
 
 
 @register
-class TAM(Method):
+class TAM(IntegratedMethod):
     """Transition attention map: a Markov-chain rollout of the head-mean attention from the last
     layer down to ``start_layer``, times the last layer's integrated gradient (CLS row).
 
@@ -45,16 +44,9 @@ class TAM(Method):
 
     default_start = 4
 
-    def __init__(self, *, start_layer: int | None = None, steps: int = 20, batch_size: int = 64):
-        self.start_layer = start_layer
-        self.steps = steps
-        self.batch_size = batch_size
-        check_positive(self.name, steps=steps, batch_size=batch_size)
-
     def token_scores(self, trace: Trace) -> torch.Tensor:
+        start = self.start(trace)
         layers = len(trace.attentions)
-        start = resolve_layer(self.start_layer, self.default_start, layers)
-        check_layer(self.name, start, layers)
         token = trace.token
         if not isinstance(token, int):
             raise AttngradError(f"{self.name} reads one token's row (an image model's CLS); this model pools every token")
@@ -63,5 +55,5 @@ class TAM(Method):
         eye = torch.eye(row.shape[-1], dtype=row.dtype, device=row.device)
         for layer in range(layers - 2, start - 1, -1):
             row = torch.bmm(row, means[layer] + eye)
-        weight = shared_integrated_weight(trace, self.steps, self.batch_size)
+        weight = self.integrated_weight(trace)
         return row[:, 0] * weight[:, token]

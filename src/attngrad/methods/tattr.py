@@ -78,12 +78,13 @@ class TAttr(_RelevanceMethod, Rollout):
     default_renormalize = True
 
     def stop_layer(self, trace: Trace) -> int:
-        return self.start_layer
+        return self.first_layer(trace)
 
     def token_scores(self, trace: Trace) -> torch.Tensor:
+        start = self.first_layer(trace)
         r_attn = self.relevance(trace).attention
         mixes = [(g * _propagated(r, "start_layer")).clamp(min=0).mean(dim=1) for g, r in
-                 zip(gradients(trace, self.name)[self.start_layer :], r_attn[self.start_layer :])]
+                 zip(gradients(trace, self.name)[start:], r_attn[start:])]
         return rollout(mixes, trace.token, self.renormalize)
 
 
