@@ -118,8 +118,9 @@ def run(
     embeds = adapter.embed(batch.input_ids)
     if needs_grad:
         embeds.requires_grad_(True)
-    with torch.set_grad_enabled(needs_grad), adapter.frozen():
-        logits, maps = adapter.forward(embeds, batch)
+    with torch.set_grad_enabled(needs_grad), adapter.frozen_weights():
+        forward = adapter.forward(embeds, batch)
+        logits, maps = forward.logits, forward.attentions
         targets, contrasts = choose(logits.detach())
         b, _, n, _ = maps[0].shape
         rows = {k: torch.zeros(b, 1, n, device=logits.device, dtype=maps[0].dtype) for k in rollouts}
