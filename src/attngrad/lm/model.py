@@ -202,7 +202,7 @@ class LMAdapter(HFModelAdapter):
     # ------------------------------------------------------------------ the contract
 
     @property
-    def labels(self) -> list[str]:  # type: ignore[override]  # a property here, an attribute in the contract
+    def labels(self) -> list[str]:
         """The vocabulary's tokens in id order (the columns of the logits), listed on first use."""
         if self._labels is None:
             size = int(self.model.get_output_embeddings().weight.shape[0])
