@@ -89,3 +89,10 @@ def test_nested_overrides_keep_their_own_maps(adapter):
             after = adapter.forward(batch).logits
     assert torch.equal(inner, own.logits)
     assert torch.equal(after, first) and (first - own.logits).abs().max() > 1e-2
+
+
+def test_bad_device_is_a_clear_error(tiny_gpt2, tokenizer):
+    from attngrad.lm import LMExplainer
+
+    with pytest.raises(AttngradError, match="unknown device 'banana'"):
+        LMExplainer(tiny_gpt2, tokenizer, device="banana")
