@@ -18,7 +18,7 @@ from .common import IMAGE, OutDir, device_option, methods_option, model_option, 
 @main.command("explain-clip")
 @click.argument("image", type=IMAGE)
 @click.option("--text", "-t", "texts", multiple=True, required=True, help="A text to compare with; repeat for several.")
-@methods_option("--method", "-m", registry=CLIP_METHODS, kind="CLIP towers")
+@methods_option("--method", "-m", "methods", registry=CLIP_METHODS, kind="CLIP towers")
 @click.option("--tower", type=click.Choice(["both", "image", "text"]), default="both", show_default=True,
               help="Explain the image tower (maps), the text tower (token scores), or both.")
 @model_option(default=None, help="CLIPModel folder or Hub name (default: the offline LiT stand-in).")
@@ -26,7 +26,7 @@ from .common import IMAGE, OutDir, device_option, methods_option, model_option, 
 @click.option("--start-layer", default=0, show_default=True, type=click.IntRange(min=0), help="First layer of the rollout product.")
 @click.option("--out", "-o", default="attngrad-clip", show_default=True, type=OutDir(), help="Output folder.")
 @click.option("--color/--no-color", default=None, help="Colour the token scores (default: when printing to a terminal).")
-def explain_clip(image, texts, method, tower, model, device, start_layer, out, color):
+def explain_clip(image, texts, methods, tower, model, device, start_layer, out, color):
     """Explain why IMAGE matches each --text: cos(image, text) on the image tower and the text tower.
 
     Writes OUT/<image>/<method>_<text>.{png,npy} per text and method (image tower), OUT/<image>/all.png
@@ -38,7 +38,6 @@ def explain_clip(image, texts, method, tower, model, device, start_layer, out, c
     from ..io import load_image
     from ..text.display import merge_words, terminal
 
-    methods = method
     names = [safe_name(t) for t in texts]
     if len(set(names)) != len(names):
         raise AttngradError("two --text values give the same file name; make the texts differ in letters or digits")

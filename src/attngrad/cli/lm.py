@@ -24,7 +24,7 @@ DEFAULT_LOSS = "logit"
 @click.argument("prompts", nargs=-1, required=True)
 @model_option(default=None, help="Causal LM folder or Hub name (default: SmolLM2-135M-Instruct from attngrad[lm]).")
 @device_option()
-@methods_option("--method", "-m", registry=LM_METHODS, kind="a language model")
+@methods_option("--method", "-m", "methods", registry=LM_METHODS, kind="a language model")
 @click.option("--target", "-t", default=None, help="Token explained: text (' Paris': its first token) or topK (default: top1, the greedy next token).")
 @click.option("--contrast", "-c", default=None,
               help="Second token: text (' Rome'), topK or runner-up; alone it implies --loss diff (default for diff/normdiff: runner-up).")
@@ -37,7 +37,7 @@ DEFAULT_LOSS = "logit"
 @click.option("--out", "-o", default="attngrad-lm", show_default=True, type=OutDir(), help="Output folder.")
 @click.option("--batch-size", "-b", default=16, show_default=True, type=click.IntRange(min=1), help="Prompts per forward/backward pass.")
 @click.option("--color/--no-color", default=None, help="Colour the terminal view (default: when printing to a terminal).")
-def explain_lm(prompts, model, device, method, target, contrast, loss, generate, start_layer, top, hide_first, out,
+def explain_lm(prompts, model, device, methods, target, contrast, loss, generate, start_layer, top, hide_first, out,
                batch_size, color):
     """Explain the next token after each of PROMPTS token by token (red: supports, blue: opposes).
 
@@ -49,7 +49,6 @@ def explain_lm(prompts, model, device, method, target, contrast, loss, generate,
     from ..lm.display import describe
     from ..lm.explainer import MultiTokenWarning
 
-    methods = method
     if loss is None:  # a contrast alone means "this rather than that": diff
         loss = DEFAULT_LOSS if contrast is None else "diff"
     elif LOSSES.get(loss) is not None and LOSSES[loss].needs_contrast and contrast is None:
