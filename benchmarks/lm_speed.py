@@ -71,8 +71,8 @@ def one_case(model: str | None, device: str, length: int, case: str, repeat: int
 
     def fwd_bwd():
         x = adapter.embed(batch.input_ids).requires_grad_(True)
-        with adapter.frozen():
-            logits, _ = adapter.forward(x, batch, attentions=False)
+        with adapter.frozen_weights():
+            logits = adapter.forward(x, batch, attentions=False).logits
             torch.autograd.grad(logits[:, target].sum(), x)
 
     def complete():
@@ -84,8 +84,9 @@ def one_case(model: str | None, device: str, length: int, case: str, repeat: int
 
     def complete_all_grads():
         x = adapter.embed(batch.input_ids).requires_grad_(True)
-        with adapter.frozen():
-            logits, maps = adapter.forward(x, batch)
+        with adapter.frozen_weights():
+            out = adapter.forward(x, batch)
+            logits, maps = out.logits, out.attentions
             grads = torch.autograd.grad(logits[:, target].sum(), maps)
         row = torch.zeros(1, 1, length, device=dev)
         row[:, 0, -1] = 1

@@ -144,7 +144,7 @@ def test_cli_runs_and_resumes(saved_llama, tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     (["--batch-size", "0"], "0 is not in the range x>=1"),
-    (["--limit", "0"], "--limit must be at least 1"),
+    (["--limit", "0"], "'--limit': 0 is not in the range x>=1"),
     (["--methods", "nope"], "unknown method"),
     (["--contrast", "top2"], "needs --loss diff"),
     (["--resume"], "nothing to resume"),

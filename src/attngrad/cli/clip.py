@@ -9,30 +9,16 @@ from pathlib import Path
 import click
 import numpy as np
 
+from ..clip.explainer import CLIP_METHODS
 from ..errors import AttngradError
 from . import main
-from .common import IMAGE, OutDir, device_option, model_option, out_dir, safe_name
-
-
-def _clip_methods(value: str) -> list[str]:
-    from ..clip import CLIP_METHODS, clip_method
-
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if items == ["all"]:
-        return list(CLIP_METHODS)
-    if not items:
-        raise AttngradError("no method given; e.g. --method complete,gae")
-    for name in items:
-        clip_method(name)  # unknown names raise before anything is loaded or written
-    return items
+from .common import IMAGE, OutDir, device_option, methods_option, model_option, out_dir, safe_name
 
 
 @main.command("explain-clip")
 @click.argument("image", type=IMAGE)
 @click.option("--text", "-t", "texts", multiple=True, required=True, help="A text to compare with; repeat for several.")
-@click.option("--method", "-m", default="complete", show_default=True,
-              help="Method(s), comma-separated, or 'all': complete, gae, absolute, rollout, rollout_eq1, raw_attention, "
-                   "attn_gradcam, gradeclip, attention_eclip.")
+@methods_option("--method", "-m", "methods", registry=CLIP_METHODS, kind="CLIP towers")
 @click.option("--tower", type=click.Choice(["both", "image", "text"]), default="both", show_default=True,
               help="Explain the image tower (maps), the text tower (token scores), or both.")
 @model_option(default=None, help="CLIPModel folder or Hub name (default: the offline LiT stand-in).")
@@ -40,7 +26,7 @@ def _clip_methods(value: str) -> list[str]:
 @click.option("--start-layer", default=0, show_default=True, type=click.IntRange(min=0), help="First layer of the rollout product.")
 @click.option("--out", "-o", default="attngrad-clip", show_default=True, type=OutDir(), help="Output folder.")
 @click.option("--color/--no-color", default=None, help="Colour the token scores (default: when printing to a terminal).")
-def explain_clip(image, texts, method, tower, model, device, start_layer, out, color):
+def explain_clip(image, texts, methods, tower, model, device, start_layer, out, color):
     """Explain why IMAGE matches each --text: cos(image, text) on the image tower and the text tower.
 
     Writes OUT/<image>/<method>_<text>.{png,npy} per text and method (image tower), OUT/<image>/all.png
@@ -52,7 +38,6 @@ def explain_clip(image, texts, method, tower, model, device, start_layer, out, c
     from ..io import load_image
     from ..text.display import merge_words, terminal
 
-    methods = _clip_methods(method)
     names = [safe_name(t) for t in texts]
     if len(set(names)) != len(names):
         raise AttngradError("two --text values give the same file name; make the texts differ in letters or digits")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import click
 
@@ -64,10 +64,10 @@ def model_option(help: str, **kwargs):
 def model_options(fn):
     """``--model``, ``--checkpoint`` and ``--device``, passed to the command as ``explainer``."""
 
-    @click.option("--model", "model", default=None, help=MODEL_HELP)
+    @model_option(MODEL_HELP, default=None)
     @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
                   help="Weights file (.safetensors or .pth) for a timm:NAME model.")
-    @click.option("--device", default=None, help=DEVICE_HELP)
+    @device_option()
     @functools.wraps(fn)
     def wrapper(*args, model, checkpoint, device, **kwargs):
         from ..models import load_model
@@ -81,33 +81,49 @@ def model_options(fn):
 # --------------------------------------------------------------------------- lists
 
 
-def split_list(value: str | None) -> list[str]:
-    """``"a,b, c"`` -> ``["a", "b", "c"]``; ``"all"`` for methods expands to every registered one."""
+def split_list(value: str | None, registry: Iterable[str] | None = None) -> list[str]:
+    """``"a,b, c"`` -> ``["a", "b", "c"]``; ``"all"`` expands to every name of ``registry``
+    (default: every registered method, :data:`attngrad.methods.METHODS`)."""
     if not value:
         return []
     items = [v.strip() for v in value.split(",") if v.strip()]
-    return list(METHODS) if items == ["all"] else items
+    return list(METHODS if registry is None else registry) if items == ["all"] else items
 
 
-def method_names() -> str:
-    """The registered methods, for help texts and messages (read from :data:`attngrad.methods.METHODS`)."""
-    return ", ".join(METHODS)
+def method_names(registry: Iterable[str] | None = None) -> str:
+    """The names of ``registry`` (default: the registered methods), for help texts and messages."""
+    return ", ".join(METHODS if registry is None else registry)
 
 
-def _check_methods(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
-    methods = split_list(value)
-    if not methods:
-        raise click.BadParameter(f"no method named in {value!r}; give one or more of: {method_names()}, or 'all'")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise click.BadParameter(f"unknown method {unknown[0]!r}; choose from {method_names()}, or 'all'")
-    return list(dict.fromkeys(methods))
+def _methods_check(registry: Iterable[str] | None, kind: str):
+    def check(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+        names = method_names(registry)
+        methods = split_list(value, registry)
+        if not methods:
+            raise click.BadParameter(f"no method named in {value!r}; give one or more of: {names}, or 'all'")
+        known = set(METHODS if registry is None else registry)
+        unknown = [m for m in methods if m not in known]
+        if unknown:
+            raise click.BadParameter(f"unknown method {unknown[0]!r}{kind}; choose from {names}, or 'all'")
+        return list(dict.fromkeys(methods))
+
+    return check
 
 
-def methods_option(*decls: str, default: str = "complete", help: str = "Method(s), comma-separated, or 'all'"):
-    """A comma-separated method list, checked against the registry while parsing (the command gets a list)."""
-    return click.option(*decls, default=default, show_default=True, callback=_check_methods,
-                        help=f"{help}: {method_names()}.")  # fmt: skip
+def methods_option(*decls: str, default: str = "complete", help: str = "Method(s), comma-separated, or 'all'",
+                   registry: Iterable[str] | None = None, kind: str = ""):
+    """A comma-separated method list, checked while parsing (the command gets a list of distinct names).
+
+    Args:
+        registry: the method names this command knows (default: every registered method,
+            :data:`attngrad.methods.METHODS`); ``all`` expands to them, in their order.
+        kind: what the command explains, for the message (``"language model"``: "unknown method
+            'x' for a language model").
+    """
+    names = list(METHODS if registry is None else registry)
+    check = _methods_check(names, f" for {kind}" if kind else "")
+    return click.option(*decls, default=default, show_default=True, callback=check,
+                        help=f"{help}: {method_names(names)}.")  # fmt: skip
 
 
 def split_classes(values: str | Sequence[str] | None, labels: Sequence[str]) -> list[str]:
@@ -238,23 +254,10 @@ def class_names(model: str | None) -> list[str]:
     name = str(model) if model is not None else str(DEFAULT_MODEL)
     if name.startswith("timm:"):
         return _timm_class_names(name[len("timm:"):], imagenet_labels)
-    path = Path(name)
-    if path.exists():
-        if not path.is_dir():
-            raise AttngradError(f"{name}: is a file; --model takes a Hugging Face model folder (with config.json)")
-        if not (path / "config.json").is_file():
-            raise AttngradError(f"{name}: not a Hugging Face model folder (no config.json)")
-    elif name.startswith((".", "~", "/", os.sep)) or name.count("/") > 1:  # a path, not a Hub name
-        raise AttngradError(f"{name}: no such model folder; check the path")
-    from transformers import AutoConfig
+    from ..models.hf import check_model_folder, load_config
 
-    from ..models.hf import first_line
-
-    try:
-        config = AutoConfig.from_pretrained(name)
-    except (OSError, ValueError, KeyError) as err:
-        raise AttngradError(f"cannot read the configuration of {name!r}: {first_line(err)}; pass a model folder, "
-                            "or a Hub name when online") from None  # fmt: skip
+    check_model_folder(name)
+    config = load_config(name, what="the configuration of", hint="pass a model folder, or a Hub name when online")
     id2label = getattr(config, "id2label", None) or {}
     count = getattr(config, "num_labels", len(id2label))
     return [str(id2label.get(i, id2label.get(str(i), f"class_{i}"))) for i in range(count)]

@@ -8,9 +8,10 @@ import click
 
 from ..errors import AttngradError
 from ..explainer import Explainer
+from ..lm.attribution import LM_METHODS
 from ..models import load_model
 from . import main
-from .common import OutDir, device_option, methods_option, model_option, model_options, split_list
+from .common import OutDir, device_option, methods_option, model_option, model_options
 
 DEFAULT_METHODS = "gae,complete,rollout,raw_attention,attn_gradcam,random"
 
@@ -119,18 +120,19 @@ def compare(results, method_a, method_b):
 
 
 @evaluate.command("lm-deletion")
-@click.option("--methods", default="complete,gae,raw_attention,grad_x_input,random", show_default=True,
-              help="Comma-separated language-model methods, or 'all'.")
+@methods_option("--methods", default="complete,gae,raw_attention,grad_x_input,random", registry=LM_METHODS,
+                kind="a language model", help="Language-model methods, comma-separated, or 'all'")
 @click.option("--loss", "-l", type=click.Choice(["logit", "diff", "normdiff"]), default="logit", show_default=True,
               help="Loss the maps explain; diff / normdiff against --contrast.")
 @click.option("--contrast", "-c", default=None, help="Contrast of diff / normdiff: 'runner-up' (default), a token text or topK.")
 @click.option("--skip-first", is_flag=True, help="Leave the first token (the attention sink) out of the ranking: it is never removed.")
-@click.option("--reviews", default=100, show_default=True, help="Review prompts in the set (after 104 factual ones, interleaved).")
-@click.option("--limit", default=None, type=int, help="Use the first N prompts of the set.")
+@click.option("--reviews", default=100, show_default=True, type=click.IntRange(min=0), help="Review prompts in the set (after 104 factual ones, interleaved).")
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="Use the first N prompts of the set.")
 @click.option("--out", "-o", required=True, type=OutDir(), help="Results folder.")
 @click.option("--resume", is_flag=True, help="Continue the run stored in --out (a larger --limit extends it).")
 @click.option("--batch-size", "-b", default=8, show_default=True, type=click.IntRange(min=1), help="Prompts per explanation pass (unit of resumption).")
-@click.option("--eval-batch-size", default=64, show_default=True, help="Shortened prompts per forward pass.")
+@click.option("--eval-batch-size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Shortened prompts per forward pass.")
 @model_option(default=None, help="Causal LM folder or Hub name (default: SmolLM2-135M-Instruct from attngrad[lm]).")
 @device_option()
 def lm_deletion(methods, loss, contrast, skip_first, reviews, limit, out, resume, batch_size, eval_batch_size, model,
@@ -145,16 +147,7 @@ def lm_deletion(methods, loss, contrast, skip_first, reviews, limit, out, resume
     from ..lm.deletion import DeletionSettings, check_out, run_deletion
     from ..lm.prompts import deletion_prompts
 
-    if limit is not None and limit < 1:
-        raise AttngradError(f"--limit must be at least 1, not {limit}")
-    if eval_batch_size < 1:
-        raise AttngradError(f"--eval-batch-size must be at least 1, not {eval_batch_size}")
-    if reviews < 0:
-        raise AttngradError(f"--reviews must be 0 or more, not {reviews}")
-    from ..lm import LM_METHODS
-
-    names = list(LM_METHODS) if methods.strip() == "all" else split_list(methods)
-    settings = DeletionSettings(names, loss=loss, contrast=contrast, skip_first=skip_first,
+    settings = DeletionSettings(methods, loss=loss, contrast=contrast, skip_first=skip_first,
                                 batch_size=batch_size, model=str(model or "SmolLM2-135M-Instruct"))
     check_out(out, settings, resume=resume)  # before the model loads
     prompts = deletion_prompts(reviews)[:limit]

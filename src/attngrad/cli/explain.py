@@ -21,6 +21,7 @@ from .common import (
     MODEL_HELP,
     class_names,
     methods_option,
+    model_option,
     model_options,
     out_dir,
     out_option,
@@ -126,7 +127,7 @@ def predict(images, explainer, k):
 
 
 @main.command()
-@click.option("--model", "model", default=None, help=MODEL_HELP)
+@model_option(MODEL_HELP, default=None)
 @click.option("--search", "-s", default=None, help="Only classes whose name contains this text.")
 def classes(model, search):
     """List the model's class indices and names (read from its configuration; no weights are loaded)."""

@@ -8,9 +8,10 @@ import warnings
 import click
 
 from ..errors import AttngradError
+from ..lm.attribution import LM_METHODS
 from ..losses import LOSSES
 from . import main
-from .common import OutDir, device_option, model_option, out_dir, split_list
+from .common import OutDir, device_option, methods_option, model_option, out_dir
 
 #: The command's loss when neither --loss nor --contrast is given. Measured on 48 factual prompts
 #: (benchmarks/lm_loss_choice.py, docs/lm.md "Which loss"): against the runner-up token the
@@ -23,8 +24,7 @@ DEFAULT_LOSS = "logit"
 @click.argument("prompts", nargs=-1, required=True)
 @model_option(default=None, help="Causal LM folder or Hub name (default: SmolLM2-135M-Instruct from attngrad[lm]).")
 @device_option()
-@click.option("--method", "-m", default="complete", show_default=True,
-              help="Method(s), comma-separated, or all: complete, gae, absolute, rollout, rollout_eq1, raw_attention, grad_x_input, random.")
+@methods_option("--method", "-m", "methods", registry=LM_METHODS, kind="a language model")
 @click.option("--target", "-t", default=None, help="Token explained: text (' Paris': its first token) or topK (default: top1, the greedy next token).")
 @click.option("--contrast", "-c", default=None,
               help="Second token: text (' Rome'), topK or runner-up; alone it implies --loss diff (default for diff/normdiff: runner-up).")
@@ -37,7 +37,7 @@ DEFAULT_LOSS = "logit"
 @click.option("--out", "-o", default="attngrad-lm", show_default=True, type=OutDir(), help="Output folder.")
 @click.option("--batch-size", "-b", default=16, show_default=True, type=click.IntRange(min=1), help="Prompts per forward/backward pass.")
 @click.option("--color/--no-color", default=None, help="Colour the terminal view (default: when printing to a terminal).")
-def explain_lm(prompts, model, device, method, target, contrast, loss, generate, start_layer, top, hide_first, out,
+def explain_lm(prompts, model, device, methods, target, contrast, loss, generate, start_layer, top, hide_first, out,
                batch_size, color):
     """Explain the next token after each of PROMPTS token by token (red: supports, blue: opposes).
 
@@ -45,11 +45,10 @@ def explain_lm(prompts, model, device, method, target, contrast, loss, generate,
     that" (loss diff), which often reads better (see docs/lm.md). Writes OUT/explanation.html
     (and OUT/generation.html with --generate) and OUT/scores.json.
     """
-    from ..lm import LM_METHODS, LMExplainer, check_methods, save_generation_html, save_html, save_json, signed, terminal
+    from ..lm import LMExplainer, save_generation_html, save_html, save_json, signed, terminal
     from ..lm.display import describe
     from ..lm.explainer import MultiTokenWarning
 
-    methods = check_methods(list(LM_METHODS) if method.strip() == "all" else split_list(method))
     if loss is None:  # a contrast alone means "this rather than that": diff
         loss = DEFAULT_LOSS if contrast is None else "diff"
     elif LOSSES.get(loss) is not None and LOSSES[loss].needs_contrast and contrast is None:

@@ -8,8 +8,9 @@ import click
 
 from ..errors import AttngradError
 from ..losses import LOSSES
+from ..seq2seq.rules import WEIGHTINGS
 from . import main
-from .common import OutDir, device_option, model_option, out_dir, split_list
+from .common import OutDir, device_option, methods_option, model_option, out_dir
 
 
 def _position(value: str):
@@ -30,14 +31,13 @@ def _position(value: str):
 @click.option("--target", "-t", default=None, help="Target text (a translation, a summary) or its beginning.")
 @click.option("--position", "-p", default="next", show_default=True,
               help="next: the greedy next token after --target; all: every token of --target; K: target token K.")
-@click.option("--method", "-m", default="complete", show_default=True,
-              help="Method(s), comma-separated: complete, gae, absolute, rollout.")
+@methods_option("--method", "-m", "methods", registry=WEIGHTINGS, kind="cross-attention explanations")
 @click.option("--loss", "-l", default="logit", show_default=True, help=f"One of {', '.join(LOSSES)}.")
 @click.option("--contrast", "-c", default=None, help="Second token for two-token losses (diff, normdiff, ratio).")
 @device_option()
 @click.option("--out", "-o", default="attngrad-seq2seq", show_default=True, type=OutDir(), help="Output folder.")
 @click.option("--color/--no-color", default=None, help="Colour the terminal view (default: when printing to a terminal).")
-def explain_seq2seq(sources, model, target, position, method, loss, contrast, device, out, color):
+def explain_seq2seq(sources, model, target, position, methods, loss, contrast, device, out, color):
     """Explain the token an encoder-decoder model produces, over the SOURCES' tokens and the earlier target tokens.
 
     Relevance rules of Chefer et al. (ICCV 2021) for self- and cross-attention, weighted by
@@ -47,14 +47,8 @@ def explain_seq2seq(sources, model, target, position, method, loss, contrast, de
     from ..losses import get_loss
     from ..seq2seq import Seq2SeqExplainer
     from ..seq2seq.display import save_alignment, save_html, save_json, terminal_lines
-    from ..seq2seq.rules import weighting
 
     where = _position(position)
-    methods = split_list(method)
-    if not methods:
-        raise AttngradError("no method given (--method is empty); give complete, gae, absolute or rollout", field="method")
-    for name in methods:  # checked before a model is loaded
-        weighting(name)
     get_loss(loss)
     if where is not None and target is None:
         raise AttngradError(f"--position {position} needs --target (the text whose tokens are explained)",

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from ..losses import LOSSES
 from . import main
-from .common import DEVICE_HELP, methods_option, out_dir, out_option
+from .common import device_option, methods_option, model_option, out_dir, out_option
 
 
 def _text_explainer(model: str | None, device: str | None):
@@ -20,10 +20,8 @@ def _text_explainer(model: str | None, device: str | None):
 
 
 def _model_options(fn):
-    fn = click.option("--device", default=None, help=DEVICE_HELP)(fn)
-    return click.option(
-        "--model", default=None, help="BERT-family model folder (default: all-MiniLM-L6-v2 from attngrad[text])."
-    )(fn)
+    fn = device_option()(fn)
+    return model_option("BERT-family model folder (default: all-MiniLM-L6-v2 from attngrad[text]).", default=None)(fn)
 
 
 @main.command("explain-text")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import AttngradError
-from ..models.hf import first_line, folder_preprocessor
+from ..models.hf import check_model_folder, first_line, folder_preprocessor, load_config
 from ..models.preprocess import Preprocessor
 from .towers import ImageTower, TextTower
 
@@ -94,18 +94,15 @@ def _load_hf_clip(name_or_path: str | Path) -> ClipModel:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    where = str(name_or_path)
-    path = Path(where)
-    if path.exists() and (not path.is_dir() or not (path / "config.json").exists()):
-        raise AttngradError(f"{path}: not a Hugging Face model folder (no config.json)")
+    folder = check_model_folder(name_or_path)
+    where = str(folder if folder is not None else name_or_path)
+    hint = "pass a local CLIPModel folder (with its tokenizer), or a Hub name such as openai/clip-vit-base-patch32 when online"
+    load_config(where, what="CLIP model", hint=hint)  # a bad folder or name is told before any weights load
     try:
         model = AutoModel.from_pretrained(where, attn_implementation="eager")
         tokenizer = AutoTokenizer.from_pretrained(where)
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise AttngradError(
-            f"cannot load CLIP model {where!r}: {first_line(err)}; pass a local CLIPModel folder (with its tokenizer), "
-            "or a Hub name such as openai/clip-vit-base-patch32 when online"
-        ) from None
+        raise AttngradError(f"cannot load CLIP model {where!r}: {first_line(err)}; {hint}") from None
     return from_hf_clip(model, tokenizer, folder_preprocessor(where), where)
 
 

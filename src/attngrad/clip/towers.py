@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -22,8 +22,9 @@ from torch import nn
 
 from ..errors import AttngradError
 from ..models.base import ForwardOutput, ImageAdapter
-from ..models.hf import HFModelAdapter
+from ..models.hf import HFModelAdapter, ensure_eager
 from ..models.preprocess import Preprocessor
+from ..text.explainer import Encoded
 
 Pool = Callable[[object, torch.Tensor | None], torch.Tensor]
 
@@ -95,11 +96,7 @@ class Tower(HFModelAdapter):
         config = getattr(encoder, "config", None)
         if config is None:
             raise AttngradError(f"{type(encoder).__name__} is not a Hugging Face encoder (it has no config)")
-        if getattr(config, "_attn_implementation", "eager") != "eager":
-            try:
-                encoder.set_attn_implementation("eager")  # type: ignore[operator]
-            except Exception as err:  # noqa: BLE001  (transformers raises several types here)
-                raise AttngradError(f"{type(encoder).__name__} cannot use eager attention ({err})") from None
+        ensure_eager(encoder)
         self.model = encoder.eval()
         self.projection = projection
         self.labels = []
@@ -153,33 +150,26 @@ class ImageTower(Tower, ImageAdapter):
 
 
 @dataclass
-class TextBatch:
-    """Tokenised, right-padded texts.
+class TextBatch(Encoded):
+    """Tokenised, right-padded texts: :class:`attngrad.text.Encoded` (texts, ids, mask, content, tokens,
+    word ids, offsets) plus the row each text is read at.
 
     Attributes:
-        texts: the texts.
-        input_ids, attention_mask: (B, N); the mask is 1 on real tokens.
-        content: (B, N) bool: real tokens that are not special tokens (the ones a map scores).
         positions: (B,) the row read per text (the end-of-text token; 0 for pooled towers).
-        tokens, word_ids, offsets: per text and real token (see :class:`attngrad.text.Encoded`).
     """
 
-    texts: list[str]
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    content: torch.Tensor
     positions: torch.Tensor
-    tokens: list[list[str]]
-    word_ids: list[list[int | None]]
-    offsets: list[list[tuple[int, int]]]
 
     def repeat(self, times: int) -> TextBatch:
         """Every text ``times`` times in a row, as a batch of ``times * B`` (for B items explained K ways)."""
         idx = torch.arange(len(self.texts)).repeat_interleave(times)
         pick = idx.tolist()
-        return TextBatch([self.texts[i] for i in pick], self.input_ids[idx], self.attention_mask[idx],
-                         self.content[idx], self.positions[idx], [self.tokens[i] for i in pick],
-                         [self.word_ids[i] for i in pick], [self.offsets[i] for i in pick])
+        return TextBatch(**{f.name: _take(getattr(self, f.name), idx, pick) for f in fields(self)})
+
+
+def _take(value: Any, idx: torch.Tensor, pick: list[int]) -> Any:
+    """Rows ``pick`` of a batch field: a tensor indexed by ``idx``, a list item by item."""
+    return value[idx.to(value.device)] if isinstance(value, torch.Tensor) else [value[i] for i in pick]
 
 
 class TextTower(Tower):
@@ -239,8 +229,8 @@ class TextTower(Tower):
             offsets = [[(0, 0)] * n for n in lengths]
         positions = self.positions(ids, mask)
         device = self.device
-        return TextBatch(texts, ids.to(device), mask.to(device), (mask.bool() & ~special).to(device),
-                         positions.to(device), tokens, word_ids, offsets)
+        return TextBatch(texts, ids.to(device), mask.to(device), (mask.bool() & ~special).to(device), tokens,
+                         word_ids, offsets, positions=positions.to(device))
 
     def positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The row read per text: the first end-of-text token (Hugging Face ``CLIPTextModel``'s rule)."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import torch
 
@@ -118,8 +118,10 @@ def run(
     embeds = adapter.embed(batch.input_ids)
     if needs_grad:
         embeds.requires_grad_(True)
-    with torch.set_grad_enabled(needs_grad), adapter.frozen():
-        logits, maps = adapter.forward(embeds, batch)
+    with torch.set_grad_enabled(needs_grad), adapter.frozen_weights():
+        forward = adapter.forward(embeds, batch)
+        # the same list as forward.attentions: its entries are set to None as they are folded (released)
+        logits, maps = forward.logits, cast(list, forward.attentions)
         targets, contrasts = choose(logits.detach())
         b, _, n, _ = maps[0].shape
         rows = {k: torch.zeros(b, 1, n, device=logits.device, dtype=maps[0].dtype) for k in rollouts}

@@ -101,7 +101,7 @@ def log_probs(explainer: LMExplainer, sequences: Sequence[tuple[int, ...]], targ
         for start in range(0, len(keys), batch_size):
             chunk = keys[start : start + batch_size]
             batch = adapter.batch([s for s, _ in chunk])
-            logits, _ = adapter.forward(adapter.embed(batch.input_ids), batch, attentions=False)
+            logits = adapter.forward(batch, attentions=False).logits
             tgt = torch.tensor([t for _, t in chunk], device=logits.device)
             lp = logits.float().log_softmax(-1).gather(1, tgt[:, None])[:, 0]
             values.update(zip(chunk, lp.tolist()))

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import AttngradError
 from ..losses import LossLike, get_loss
+from ..models import check_device
 from .attribution import LM_METHODS, PassResult, check_methods, run
 from .model import Batch, LMAdapter
 
@@ -147,6 +148,7 @@ class LMExplainer:
             if tokenizer is None:
                 raise AttngradError("give the model's tokenizer: LMExplainer(model, tokenizer)")
             self.adapter = LMAdapter(model, tokenizer)
+        device = check_device(device)
         if device is not None:
             # transformers' @wraps(nn.Module.to) on PreTrainedModel.to hides the bound self from mypy
             self.adapter.model.to(device)  # type: ignore[arg-type]

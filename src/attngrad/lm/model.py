@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from ..errors import AttngradError
-from ..models.base import frozen_parameters
-from ..models.hf import first_line
+from ..models.base import ForwardOutput
+from ..models.hf import HFModelAdapter, check_model_folder, first_line, load_config
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -133,8 +133,18 @@ class Batch:
         return self.input_ids[index, -self.lengths[index] :].tolist()
 
 
-class LMAdapter:
-    """A Hugging Face causal LM and its tokenizer, with eager attention so the maps exist.
+class LMAdapter(HFModelAdapter):
+    """A Hugging Face causal LM and its tokenizer, on the modality-neutral model contract.
+
+    A :class:`~attngrad.models.base.ModelAdapter` through :class:`~attngrad.models.hf.HFModelAdapter`
+    (eager attention switched on so the maps exist, eval mode, :meth:`override_attention` through
+    transformers' attention interface, per call). :meth:`forward` takes token embeddings and the
+    left-padded :class:`Batch` they come from (or the batch alone) and returns the next-token
+    logits (B, V) at the read position, the last one, with every layer's maps (B, H, N, N).
+    ``labels`` are the vocabulary's tokens (the logits' columns), listed when first asked for;
+    ``special_tokens`` is empty (with left padding no special token has a fixed position);
+    :meth:`token_index` reads ``"last"`` (index -1). Not in the adapter registry: it needs the
+    tokenizer, which a bare model does not carry.
 
     Args:
         model: a ``*ForCausalLM`` / ``*LMHeadModel`` (put in eval mode; weights untouched).
@@ -142,18 +152,14 @@ class LMAdapter:
         max_length: most tokens per sequence (default: the model's context length).
     """
 
-    def __init__(self, model: PreTrainedModel, tokenizer, max_length: int | None = None):
-        self.model: PreTrainedModel = model.eval()
+    model: PreTrainedModel  # a transformers model (get_input_embeddings, config), set by HFModelAdapter
+
+    def __init__(self, model: nn.Module, tokenizer, max_length: int | None = None):
+        super().__init__(model)
+        self._labels: list[str] | None = None  # the vocabulary, listed on first use (:attr:`labels`)
+        self.special_tokens = {}
         self.tokenizer = tokenizer
-        if getattr(model.config, "_attn_implementation", "eager") != "eager":
-            try:
-                model.set_attn_implementation("eager")
-            except (ValueError, AttributeError, ImportError) as err:
-                raise AttngradError(
-                    f"{type(model).__name__} cannot switch to eager attention ({first_line(err)}); "
-                    "attngrad needs a Transformer whose attention maps can be returned"
-                ) from None
-        config = model.config
+        config = self.model.config
         limits = [getattr(config, "max_position_embeddings", None), getattr(config, "n_positions", None), max_length]
         self.max_length = min((int(n) for n in limits if n and n < _NO_LIMIT), default=_NO_LIMIT)
         pad = tokenizer.pad_token_id
@@ -165,18 +171,16 @@ class LMAdapter:
     def from_pretrained(cls, name_or_path: str | Path | None = None, *, device: torch.device | str | None = None,
                         quiet: bool = False) -> "LMAdapter":
         """Load a causal LM folder or Hub name with eager attention (``None``: SmolLM2-135M-Instruct)."""
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
+        from ..models import check_device
+
+        device = check_device(device)
         hf_logging.disable_progress_bar()
         where = str(default_model(quiet=quiet) if name_or_path is None else name_or_path)
-        path = Path(where)
-        if path.exists() and (not path.is_dir() or not (path / "config.json").exists()):
-            raise AttngradError(f"{path}: not a Hugging Face model folder (no config.json)")
-        try:
-            config = AutoConfig.from_pretrained(where)
-        except (OSError, ValueError, KeyError) as err:
-            raise AttngradError(f"cannot load language model {where!r} ({first_line(err)}); pass a model folder") from None
+        check_model_folder(where)
+        config = load_config(where, what="language model", hint="pass a causal LM folder, or a Hub name when online")
         if getattr(config, "is_encoder_decoder", False):
             raise AttngradError(f"{where}: an encoder-decoder model ({config.model_type}); pass a decoder-only causal LM")
         try:
@@ -195,17 +199,38 @@ class LMAdapter:
             model = model.to(device)  # type: ignore[arg-type]
         return cls(model, tokenizer)
 
+    # ------------------------------------------------------------------ the contract
+
     @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+    def labels(self) -> list[str]:
+        """The vocabulary's tokens in id order (the columns of the logits), listed on first use."""
+        if self._labels is None:
+            size = int(self.model.get_output_embeddings().weight.shape[0])
+            known = min(size, len(self.tokenizer))
+            named = self.tokenizer.convert_ids_to_tokens(list(range(known)))
+            self._labels = [str(t) for t in named] + [f"<id {i}>" for i in range(known, size)]
+        return self._labels
+
+    @labels.setter
+    def labels(self, value: list[str] | None) -> None:
+        self._labels = None if value is None else list(value)
+
+    def token_index(self, token: int | str = "last") -> int:
+        """The row read: the last position (-1), the one that predicts the next token (prompts are left-padded)."""
+        if token in ("last", -1):
+            return -1
+        raise AttngradError(
+            f"a causal LM is read at its last position (the one that predicts the next token); "
+            f"use token 'last', not {token!r}"
+        )
+
+    def grid(self, inputs: "torch.Tensor | Batch") -> tuple[int, int]:
+        """One row over every position (padding included): ``(1, N)``."""
+        return 1, int(inputs.input_ids.shape[1] if isinstance(inputs, Batch) else inputs.shape[1])
 
     def frozen(self) -> AbstractContextManager[None]:
-        """No gradients to the weights inside the block (only maps and embeddings are explained)."""
-        return frozen_parameters(self.model)
-
-    @property
-    def num_layers(self) -> int:
-        return int(getattr(self.model.config, "num_hidden_layers", None) or self.model.config.n_layer)
+        """The contract's :meth:`frozen_weights` (the name this adapter had before it was on the contract)."""
+        return self.frozen_weights()
 
     # ------------------------------------------------------------------ tokens
 
@@ -241,26 +266,37 @@ class LMAdapter:
         """Token embeddings (B, N, D), detached: the input the maps and ``grad_x_input`` are traced from."""
         return self.model.get_input_embeddings()(input_ids.to(self.device)).detach()
 
-    def forward(self, inputs_embeds: torch.Tensor, batch: Batch, *, attentions: bool = True):
-        """Logits (B, V) at the last position and, per layer, attention probabilities (B, H, N, N) in the graph.
+    # Not ModelAdapter.forward(inputs): the batch (mask, positions) comes too, as with the text adapter.
+    def forward(self, inputs: "torch.Tensor | Batch", batch: Batch | None = None, *,
+                attentions: bool = True) -> ForwardOutput:
+        """Next-token logits (B, V) at the last position and, per layer, attention probabilities (B, H, N, N)
+        in the graph.
+
+        Args:
+            inputs: token embeddings (B, N, D) of ``batch`` (from :meth:`embed`; the graph to the maps
+                starts there even when the weights are frozen), or a :class:`Batch` alone (embedded here).
+            batch: the left-padded batch the embeddings come from (its mask and position ids are passed).
+            attentions: ``False`` returns no maps (an empty list; plain scoring passes).
 
         Raises :class:`AttngradError` when the model returns no attention maps.
         """
-        out = self.model(inputs_embeds=inputs_embeds, attention_mask=batch.attention_mask,
-                         position_ids=batch.position_ids, output_attentions=attentions, use_cache=False,
-                         logits_to_keep=1) if _takes_logits_to_keep(self.model) else \
-            self.model(inputs_embeds=inputs_embeds, attention_mask=batch.attention_mask,
-                       position_ids=batch.position_ids, output_attentions=attentions, use_cache=False)
+        if isinstance(inputs, Batch):
+            batch, inputs = inputs, self.embed(inputs.input_ids)
+        if batch is None:
+            raise AttngradError("give the Batch the embeddings come from: adapter.forward(inputs_embeds, batch)")
+        kwargs = {"logits_to_keep": 1} if _takes_logits_to_keep(self.model) else {}
+        out = self.model(inputs_embeds=inputs, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                         output_attentions=attentions, use_cache=False, **kwargs)
         logits = out.logits[:, -1]
         if not attentions:
-            return logits, []
+            return ForwardOutput(logits, [])
         maps = getattr(out, "attentions", None)
         if not maps or any(a is None for a in maps):
             raise AttngradError(
                 f"{type(self.model).__name__} returned no attention maps; attngrad needs a Transformer with "
                 "standard self-attention loaded with eager attention (attn_implementation='eager')"
             )
-        return logits, list(maps)
+        return ForwardOutput(logits, list(maps))
 
 
 def _takes_logits_to_keep(model: nn.Module) -> bool:

@@ -57,6 +57,8 @@ def _stored_maps_function(maps: Sequence[torch.Tensor | None]):
         if stored is None:
             return _eager_attention(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
         weights = stored.to(value.dtype)
+        if value.shape[1] != weights.shape[1]:  # grouped-query attention: a key/value head serves several query heads
+            value = value.repeat_interleave(weights.shape[1] // value.shape[1], dim=1)
         output = torch.matmul(weights, value).transpose(1, 2).contiguous()
         return output, weights
 
@@ -84,16 +86,9 @@ class HFModelAdapter(ModelAdapter):
 
     def __init__(self, model: nn.Module, labels: list[str] | None = None):
         config = getattr(model, "config", None)
-        set_attn_implementation = getattr(model, "set_attn_implementation", None)
-        if config is None or not callable(set_attn_implementation):
-            raise AttngradError(f"{type(model).__name__} is not a Hugging Face PreTrainedModel")
-        if config._attn_implementation != "eager":
-            try:
-                set_attn_implementation("eager")
-            except Exception as err:  # transformers raises several types here
-                raise AttngradError(
-                    f"{type(model).__name__} cannot use eager attention, so it returns no attention maps ({err})"
-                ) from None
+        if config is None:
+            raise AttngradError(f"{type(model).__name__} is not a Hugging Face PreTrainedModel (it has no config)")
+        ensure_eager(model)
         self.model = model.eval()
         id2label = getattr(config, "id2label", None) or {}
         n = getattr(config, "num_labels", len(id2label))
@@ -170,18 +165,11 @@ class HFAdapter(HFModelAdapter, ImageAdapter):
 
         hf_logging.disable_progress_bar()
 
-        path = Path(name_or_path)
         text = str(name_or_path)
-        if path.exists():
-            if not path.is_dir() or not (path / "config.json").exists():
-                raise AttngradError(f"{path}: not a Hugging Face model folder (no config.json)")
-            if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
-                raise AttngradError(f"{path}: no weights (model.safetensors or pytorch_model.bin); copy them in")
-        elif looks_like_path(text):
-            raise AttngradError(
-                f"{text}: no such model folder; pass an existing folder with config.json and weights "
-                "(or a Hub name such as google/vit-base-patch16-224 when online)"
-            )
+        path = check_model_folder(text, missing="pass an existing folder with config.json and weights (or a Hub name "
+                                                "such as google/vit-base-patch16-224 when online)")
+        if path is not None and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+            raise AttngradError(f"{path}: no weights (model.safetensors or pytorch_model.bin); copy them in")
         try:
             model = AutoModelForImageClassification.from_pretrained(text, attn_implementation="eager")
         except (OSError, ValueError, KeyError) as err:
@@ -197,6 +185,62 @@ class HFAdapter(HFModelAdapter, ImageAdapter):
     def forward(self, pixel_values: torch.Tensor) -> ForwardOutput:
         out = self.model(pixel_values=pixel_values, output_attentions=True)
         return ForwardOutput(out.logits, self.check_attentions(getattr(out, "attentions", None)))
+
+
+def ensure_eager(model: nn.Module) -> None:
+    """Switch a Hugging Face model (or sub-model with a config) to eager attention, so that it returns its maps.
+
+    Raises:
+        AttngradError: when it cannot switch (it is then no Transformer whose maps attngrad can read).
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", "eager") == "eager":
+        return
+    name = type(model).__name__
+    switch = getattr(model, "set_attn_implementation", None)
+    if not callable(switch):
+        raise AttngradError(f"{name} is not a Hugging Face PreTrainedModel: it cannot switch to eager attention")
+    try:
+        switch("eager")
+    except Exception as err:  # noqa: BLE001  (transformers raises several types here)
+        raise AttngradError(
+            f"{name} cannot use eager attention, so it returns no attention maps ({first_line(err)}); attngrad needs "
+            "a Transformer whose attention maps can be returned"
+        ) from None
+
+
+def check_model_folder(name_or_path: str | Path, *, missing: str = "check the path") -> Path | None:
+    """The folder of a model named by folder or Hub name, checked before anything loads.
+
+    Returns the folder when ``name_or_path`` exists, ``None`` for a Hub name.
+
+    Raises:
+        AttngradError: an existing path that is a file or has no ``config.json``; a name that
+            looks like a path (:func:`looks_like_path`) but does not exist (``missing`` says what to do).
+    """
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise AttngradError(f"{text}: is a file, not a Hugging Face model folder (a folder with config.json)")
+        if not (path / "config.json").is_file():
+            raise AttngradError(f"{text}: not a Hugging Face model folder (no config.json)")
+        return path
+    if looks_like_path(text):
+        raise AttngradError(f"{text}: no such model folder; {missing}")
+    return None
+
+
+def load_config(where: str | Path, *, what: str = "model",
+                hint: str = "pass a local model folder, or a Hub name when online",
+                error: type[AttngradError] = AttngradError, **kwargs: Any) -> Any:
+    """``AutoConfig.from_pretrained(where, **kwargs)``; its errors become one line naming ``what`` and the ``hint``."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(where), **kwargs)
+    except (OSError, ValueError, KeyError) as err:
+        raise error(f"cannot load {what} {str(where)!r}: {first_line(err)}; {hint}") from None
 
 
 def first_line(err: BaseException) -> str:

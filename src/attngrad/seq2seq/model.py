@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import AttngradError
 from ..models.base import ForwardOutput
-from ..models.hf import HFModelAdapter, first_line
+from ..models.hf import HFModelAdapter, check_model_folder, first_line, load_config
 
 #: Largest ``model_max_length`` taken at face value (tokenizers without a limit report ~1e30).
 _NO_LIMIT = 100_000
@@ -207,14 +207,12 @@ class Seq2SeqAdapter(HFModelAdapter):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        path = Path(name_or_path)
-        if path.exists() and (not path.is_dir() or not (path / "config.json").exists()):
-            raise AttngradError(f"{path}: not a Hugging Face model folder (no config.json)")
-        where = str(name_or_path)
+        folder = check_model_folder(name_or_path)
+        where = str(folder if folder is not None else name_or_path)
         try:
             tokenizer, model = _load(where, local_files_only=True)
         except _LoadError:
-            if path.exists():
+            if folder is not None:
                 raise
             tokenizer, model = _load(where, local_files_only=False)
         if device is not None:
@@ -311,18 +309,14 @@ def _load(where: str, *, local_files_only: bool):
     """Tokenizer and eager-attention model of ``where``; Hub retries are not logged."""
     import logging
 
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     hub_logger = logging.getLogger("huggingface_hub")
     level = hub_logger.level
     hub_logger.setLevel(logging.ERROR)
     try:
-        try:
-            config = AutoConfig.from_pretrained(where, local_files_only=local_files_only)
-        except (OSError, ValueError, KeyError) as err:
-            raise _LoadError(
-                f"cannot load model {where!r} ({first_line(err)}); pass a local folder, or a Hub name when online"
-            ) from None
+        config = load_config(where, hint="pass a local folder, or a Hub name when online", error=_LoadError,
+                             local_files_only=local_files_only)
         if not getattr(config, "is_encoder_decoder", False):
             raise AttngradError(
                 f"{where}: not an encoder-decoder model (model type {config.model_type!r}); pass BART, T5, "

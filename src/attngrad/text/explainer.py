@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -71,8 +71,7 @@ class Encoded:
 
     def rows(self, index: slice) -> "Encoded":
         """The texts in ``index`` (tensors keep the batch's padded length)."""
-        return Encoded(self.texts[index], self.input_ids[index], self.attention_mask[index], self.content[index],
-                       self.tokens[index], self.word_ids[index], self.offsets[index])
+        return replace(self, **{f.name: getattr(self, f.name)[index] for f in fields(self)})  # subclasses too
 
 
 @dataclass

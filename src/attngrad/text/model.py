@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import AttngradError
 from ..models.base import ForwardOutput
-from ..models.hf import HFModelAdapter, first_line, looks_like_path
+from ..models.hf import HFModelAdapter, check_model_folder, first_line, load_config
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -124,22 +124,13 @@ class TextAdapter(HFModelAdapter):
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: torch.device | str | None = None) -> "TextAdapter":
         """Load a local BERT-family folder (or a Hub name already in the local cache), offline."""
-        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        path = Path(name_or_path)
-        if path.exists() and (not path.is_dir() or not (path / "config.json").exists()):
-            raise AttngradError(f"{path}: not a Hugging Face model folder (no config.json)")
-        where = str(name_or_path)
-        if not path.exists() and looks_like_path(where):
-            raise AttngradError(f"{where}: no such model folder; pass an existing folder with config.json, a tokenizer and weights")
-        try:
-            config = AutoConfig.from_pretrained(where, local_files_only=True)
-        except (OSError, ValueError, KeyError) as err:
-            raise AttngradError(
-                f"cannot load text model {where!r} offline ({first_line(err)}); pass a local model folder"
-            ) from None
+        folder = check_model_folder(name_or_path, missing="pass an existing folder with config.json, a tokenizer and weights")
+        where = str(folder if folder is not None else name_or_path)
+        config = load_config(where, what="text model", hint="offline; pass a local model folder", local_files_only=True)
         architectures = getattr(config, "architectures", None) or []
         if getattr(config, "vocab_size", None) is None or config.is_encoder_decoder or any(
             a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in architectures
@@ -158,10 +149,10 @@ class TextAdapter(HFModelAdapter):
             model = loader.from_pretrained(where, attn_implementation="eager", local_files_only=True)
         except (OSError, ValueError, KeyError) as err:
             raise AttngradError(f"cannot load text model {where!r}: {first_line(err)}") from None
-        pooling = None if classifier or not path.is_dir() else Pooling.from_folder(path)
+        pooling = None if classifier or folder is None else Pooling.from_folder(folder)
         limit = None
-        st_config = path / "sentence_bert_config.json"
-        if st_config.exists():
+        st_config = folder / "sentence_bert_config.json" if folder is not None else None
+        if st_config is not None and st_config.exists():
             limit = json.loads(st_config.read_text()).get("max_seq_length")
         if device is not None:
             model = model.to(device)
