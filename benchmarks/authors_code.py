@@ -315,9 +315,9 @@ def main() -> None:
                         " ours with masks chosen by topk, as theirs; variants: agreement and batch-1 timing only)")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="timm ViT-Ti state dict (default: ../shared/models/vit-tiny-patch16-224-timm/...)")
-    parser.add_argument("--batch", type=int, default=16, help="images per call for our batched timing (TAM, BI, DIX)")
+    parser.add_argument("--batch", type=int, default=16, help="images per call for our batched timing (TAM, BI, DIX; 0: none)")
     parser.add_argument("--mask-batch", type=int, default=4,
-                        help="images per call for our batched timing of TIS and ViT-CX (their passes are per mask)")
+                        help="images per call for our batched timing of TIS and ViT-CX (their passes are per mask; 0: none)")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per call (the best is kept)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--their-timm", choices=("shared", "fresh"), default="shared",
