@@ -257,7 +257,7 @@ def ref_tis(model, pixels, target, n_masks, ratio, seed):
         patches = points.shape[1]
         total, coverage = torch.zeros(patches), torch.zeros(patches)
         for c in centroids:
-            keep = sorted(range(patches), key=lambda j: (-float(c[j]), j))[: int(ratio * patches)]
+            keep = torch.topk(c, int(ratio * patches)).indices.tolist()  # the authors' mask choice, ties included
             prob = torch.softmax(ref_forward(model, pixels, keep=keep)[0], dim=0)[target]
             for j in keep:
                 total[j] += prob

@@ -105,7 +105,9 @@ class TIS(Method):
         points = torch.cat(outputs, dim=-1)[:, prefix:].transpose(1, 2).float()  # (B, L*D, P)
         centroids = kmeans(points, self.n_masks, self.seed, self.max_iter, self.tol)
         keep = max(1, int(self.tokens_ratio * points.shape[-1]))
-        return centroids.argsort(dim=-1, descending=True, stable=True)[..., :keep]
+        # torch.topk as the authors' generate_binary_masks: an empty cluster's all-zero centroid is a
+        # tie, which topk breaks its own way (on CPU: the last patches), not by the lowest index
+        return centroids.topk(keep, dim=-1).indices
 
     @torch.no_grad()
     def __call__(self, trace: Trace) -> torch.Tensor:
