@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
+from _timing import ratio
 
 from attngrad.seq2seq import Seq2SeqExplainer
 
@@ -58,12 +57,6 @@ def _model(vocab: int):
     return MarianMTModel(config).eval()
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def measure(explainer: Seq2SeqExplainer, sources, targets, methods, repeats):
     adapter = explainer.adapter
     batch = adapter.encode(sources, targets, [-1] * len(sources))
@@ -77,14 +70,7 @@ def measure(explainer: Seq2SeqExplainer, sources, targets, methods, repeats):
     def explain() -> object:
         return explainer.explain_methods(sources, targets, methods, position=-1)
 
-    for _ in range(2):
-        base(), explain()
-    b, e = [], []
-    for _ in range(repeats):
-        b.append(timed(base))
-        e.append(timed(explain))
-    fb, ex = statistics.median(b), statistics.median(e)
-    return {"forward_backward_s": fb, "explanation_s": ex, "ratio": ex / fb}
+    return ratio(base, explain, repeats)
 
 
 def main() -> None:

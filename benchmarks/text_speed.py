@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
+from _timing import ratio
 
 from attngrad.text import TextExplainer
 from attngrad.text.deletion import sentence_pairs
@@ -43,23 +42,10 @@ def baseline(explainer: TextExplainer, texts: list[str], against: list[str] | No
     return run
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def measure(explainer, texts, against, labels, methods, repeats):
     base = baseline(explainer, texts, against, labels)
     explain = lambda: explainer.explain_methods(texts, methods, against=against, labels=labels)  # noqa: E731
-    for _ in range(2):  # warm-up (and the zero-shot label embeddings)
-        base(), explain()
-    b, e = [], []
-    for _ in range(repeats):
-        b.append(timed(base))
-        e.append(timed(explain))
-    fb, ex = statistics.median(b), statistics.median(e)
-    return {"forward_backward_s": fb, "explanation_s": ex, "ratio": ex / fb}
+    return ratio(base, explain, repeats)  # two warm-up calls each (and the zero-shot label embeddings)
 
 
 def main() -> None:

@@ -22,10 +22,10 @@ HERE = Path(__file__).parent / "quality-cost"
 
 def main() -> None:
     plain, guided = load_results(HERE / "plain"), load_results(HERE / "zebra-paper")
-    common = sorted(set(plain["path"].tolist()) & set(guided["path"].tolist()))
+    common = set(plain["path"].tolist()) & set(guided["path"].tolist())
 
     def subset(raw):
-        keep = np.array([p in set(common) for p in raw["path"].tolist()])
+        keep = np.array([p in common for p in raw["path"].tolist()])
         return {k: v[keep] for k, v in raw.items() if not k.startswith("failed_")}
 
     plain, guided = subset(plain), subset(guided)

@@ -103,7 +103,7 @@ class DIX(Method):
         adapter, pixels = trace.adapter, trace.pixel_values.detach()
         source = trace.attentions[layer if self.own_maps else -1].detach()
         count, points = pixels.shape[0], self.steps + 1
-        alphas = torch.linspace(0, 1, points, dtype=torch.float64).to(source.dtype).to(pixels.device)
+        alphas = torch.linspace(0, 1, points, dtype=torch.float64).to(pixels.device, source.dtype)
         image_of = torch.arange(count, device=pixels.device).repeat_interleave(points)
         alpha_of = alphas.repeat(count)
         targets = trace.targets.to(pixels.device)
