@@ -1,0 +1,294 @@
+"""Why did the vision–language model say "zebra"? ``VLMExplainer`` for LLaVA-style models.
+
+One forward and one backward pass per batch give every language-model layer's maps ``A(l)`` and
+gradients ``∇A(l)``, and every vision-encoder layer's. With the rollout family's weightings
+(:mod:`attngrad.methods.rollout`: ``complete`` = ``∇A ⊙ A`` signed, ``gae`` its positive part,
+``absolute`` = ``|∇A| ⊙ A``, ``rollout`` = ``A`` with rows renormalised) two readings are offered:
+
+- ``reading="language"`` (a): the rollout row ``e_last · (I + M(L))···(I + M(1))`` over the
+  language model's layers, read at the predicting (last) position; its image-token columns are
+  the patch map, its text columns the prompt tokens' scores.
+- ``reading="vision"`` (b): the same image-token relevance carried back through the vision
+  encoder's own rollout ``R_v = (I + M_v(L_v))···(I + M_v(1))`` over the layers that shape the
+  image features: patch ``p`` gets ``Σ_k r[k] · R_v[t_k, p]``, ``t_k`` the vision token behind
+  image token ``k``. This composes the two attention stacks (information from the two sources
+  meeting in one attention: the heterogeneous case).
+
+``raw_attention`` reads the last language layer's head-mean row (reading (b) composes it with the
+vision encoder's last used layer, head-mean); ``grad_x_input`` is ``Σ_d x ⊙ ∇x`` on the language
+model's input embeddings (image tokens included) for (a) and on the pixels, summed per patch, for
+(b); ``random`` is uniform noise seeded by the prompt's ids and the pixels.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import torch
+
+from ..errors import AttngradError
+from ..losses import LossLike, get_loss
+from ..methods.rollout import absolute_gradient, plain, positive_gradient, rollout, signed_gradient
+from .model import VLMAdapter, VLMBatch
+
+#: method -> (weighting of each layer's map, needs gradients, rows renormalised)
+_ROLLOUTS = {
+    "complete": (signed_gradient, True, False),
+    "gae": (positive_gradient, True, False),
+    "absolute": (absolute_gradient, True, False),
+    "rollout": (plain, False, True),
+}
+VLM_METHODS = ("complete", "gae", "absolute", "rollout", "raw_attention", "grad_x_input", "random")
+SIGNED = {"complete", "grad_x_input"}
+READINGS = ("language", "vision")
+TokenSpec = Union[None, int, str]
+_TOPK = re.compile(r"^top-?(\d+)$", re.IGNORECASE)
+
+
+@dataclass
+class VLMExplanation:
+    """Maps for a batch of (image, prompt) pairs: what the next-token prediction rests on.
+
+    Attributes:
+        maps: (B, gh, gw) signed scores over each image's patch grid.
+        text_scores: (B, N) scores over the left-padded prompt positions (0 on padding and image tokens).
+        tokens: per prompt, its real tokens as text (each image token shown as ``<image>``).
+        lengths: real tokens per prompt (at the end of each row of ``text_scores``).
+        logits: (B, V) next-token logits; targets, contrasts: (B,) token ids explained.
+        method, loss, reading: names.
+    """
+
+    maps: torch.Tensor
+    text_scores: torch.Tensor
+    tokens: list[list[str]]
+    lengths: list[int]
+    logits: torch.Tensor
+    targets: torch.Tensor
+    contrasts: torch.Tensor | None
+    method: str
+    loss: str
+    reading: str
+    target_text: list[str]
+
+    @property
+    def signed(self) -> bool:
+        return self.method in SIGNED
+
+    def normalized(self) -> torch.Tensor:
+        """Patch maps divided by their largest magnitude (signed: in [-1, 1])."""
+        scale = self.maps.flatten(1).abs().amax(dim=1).clamp(min=1e-12)
+        return self.maps / scale[:, None, None]
+
+    def token_scores(self, index: int) -> list[tuple[str, float]]:
+        """``(token, score)`` over prompt ``index``'s real tokens, image tokens included (score 0 there)."""
+        n = self.lengths[index]
+        return list(zip(self.tokens[index], self.text_scores[index, -n:].tolist()))
+
+    def top(self, index: int, k: int = 5) -> list[tuple[str, float]]:
+        """The ``k`` highest-scored text tokens of prompt ``index``."""
+        pairs = [p for p in self.token_scores(index) if p[0] != "<image>"]
+        return sorted(pairs, key=lambda p: -p[1])[:k]
+
+
+class VLMExplainer:
+    """Explain a LLaVA-style model's next token over the image's patches and the prompt's tokens.
+
+    Example::
+
+        vlm = VLMExplainer.from_pretrained()                 # the offline stand-in (ViT-Ti + SmolLM2 + projector)
+        res = vlm.explain("el1", "What animal is this?", target=" zebra", contrast=" elephant", loss="diff")
+        res.maps            # (1, 14, 14) signed patch map
+    """
+
+    def __init__(self, adapter: VLMAdapter, *, preprocess=None, batch_size: int = 8):
+        self.adapter = adapter
+        self.preprocess = preprocess
+        if batch_size < 1:
+            raise AttngradError("batch_size must be at least 1")
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path | None = None, *, device: str | torch.device | None = None,
+                        quiet: bool = False) -> "VLMExplainer":
+        """A ``LlavaForConditionalGeneration`` folder or Hub name (``None``: the offline stand-in)."""
+        from .load import load_vlm
+
+        adapter, preprocess = load_vlm(name_or_path, device=device, quiet=quiet)
+        return cls(adapter, preprocess=preprocess)
+
+    # ------------------------------------------------------------------ inputs
+
+    def pixels(self, images) -> torch.Tensor:
+        """(B, 3, H, W) pixel values from a tensor, or paths / shipped names / PIL images through the preprocessor."""
+        if isinstance(images, torch.Tensor):
+            return images if images.dim() == 4 else images[None]
+        if self.preprocess is None:
+            raise AttngradError("this model has no image preprocessor; pass pixel values as a (B, 3, H, W) tensor")
+        from ..io import load_image
+
+        items = [images] if isinstance(images, (str, Path)) or hasattr(images, "convert") else list(images)
+        return self.preprocess([load_image(i) for i in items])
+
+    def _token(self, spec: TokenSpec, logits: torch.Tensor, what: str) -> torch.Tensor:
+        vocab = logits.shape[1]
+        if spec is None:
+            spec = "top1"
+        if isinstance(spec, bool) or not isinstance(spec, (int, str)):
+            raise AttngradError(f"{what} must be a token text, id or 'topK', not {type(spec).__name__}")
+        if isinstance(spec, int):
+            if not 0 <= spec < vocab:
+                raise AttngradError(f"{what} token id {spec} is out of range; this model has ids 0..{vocab - 1}")
+            return torch.full((logits.shape[0],), spec, dtype=torch.long, device=logits.device)
+        match = _TOPK.match(spec.strip())
+        if match:
+            k = int(match.group(1))
+            if not 1 <= k <= vocab:
+                raise AttngradError(f"{what} {spec!r}: k counts from 1 (top1 is the most likely next token)")
+            return logits.topk(k, dim=1).indices[:, k - 1]
+        ids = list(self.adapter.tokenizer(spec, add_special_tokens=False)["input_ids"])
+        if not ids:
+            raise AttngradError(f"{what} {spec!r} tokenises to nothing; give a word (with its leading space: ' zebra')")
+        return torch.full((logits.shape[0],), int(ids[0]), dtype=torch.long, device=logits.device)
+
+    # ------------------------------------------------------------------ explaining
+
+    def explain(self, images, prompts: str | Sequence[str], *, target: TokenSpec = None, contrast: TokenSpec = None,
+                method: str = "complete", loss: LossLike = "logit", reading: str = "language") -> VLMExplanation:
+        """Explain the next token after each (image, prompt) pair with one method.
+
+        Args:
+            images: paths, shipped sample names, PIL images, or a (B, 3, H, W) tensor of pixel values.
+            prompts: one question for every image, or one per image (put into the model's template).
+            target: the explained token: a text (its first token, ``" zebra"``), an id, or ``"topK"``; default top1.
+            contrast: the second token of ``diff`` / ``normdiff`` (refused when equal to the target).
+            method: one of :data:`VLM_METHODS`; reading: ``"language"`` (a) or ``"vision"`` (b).
+        """
+        if method not in VLM_METHODS:
+            raise AttngradError(f"unknown method {method!r} for a vision-language model; choose from {', '.join(VLM_METHODS)}")
+        if reading not in READINGS:
+            raise AttngradError(f"unknown reading {reading!r}; choose from {', '.join(READINGS)}")
+        loss_fn = get_loss(loss)
+        if loss_fn.needs_contrast and contrast is None:
+            raise AttngradError(f"loss {loss_fn.name!r} compares two tokens: give a contrast (' horse', or 'top2')")
+        if contrast is not None and not loss_fn.needs_contrast:
+            raise AttngradError(f"a contrast token needs a two-token loss: use loss='diff' or 'normdiff', not {loss_fn.name!r}")
+        pixels = self.pixels(images)
+        texts = [prompts] * pixels.shape[0] if isinstance(prompts, str) else list(prompts)
+        if len(texts) != pixels.shape[0]:
+            raise AttngradError(f"{len(texts)} prompts for {pixels.shape[0]} images; give one, or one per image")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise AttngradError(f"prompt {i + 1} is empty; ask a question")
+        encoded = [self.adapter.prompt_ids(t) for t in texts]
+        parts = []
+        for start in range(0, len(texts), self.batch_size):
+            rows = slice(start, start + self.batch_size)
+            batch = self.adapter.batch([e[0] for e in encoded[rows]], [e[1] for e in encoded[rows]])
+            parts.append(self._pass(pixels[rows], batch, method, loss_fn, target, contrast, reading))
+        width = max(len(e[0]) for e in encoded)
+        text_scores = torch.cat([torch.nn.functional.pad(p[1], (width - p[1].shape[1], 0)) for p in parts])
+        targets = torch.cat([p[3] for p in parts])
+        contrasts = None if contrast is None else torch.cat([p[4] for p in parts])
+        tokens = [["<image>" if i == self.adapter.image_token_id else self.adapter.token_text([i])[0] for i in e[0]]
+                  for e in encoded]
+        return VLMExplanation(
+            maps=torch.cat([p[0] for p in parts]), text_scores=text_scores, tokens=tokens,
+            lengths=[len(e[0]) for e in encoded], logits=torch.cat([p[2] for p in parts]), targets=targets,
+            contrasts=contrasts, method=method, loss=loss_fn.name, reading=reading,
+            target_text=self.adapter.token_text(targets.tolist()),
+        )
+
+    def _pass(self, pixels, batch: VLMBatch, method, loss_fn, target, contrast, reading):
+        a = self.adapter
+        needs_grad = method in ("grad_x_input",) or (method in _ROLLOUTS and _ROLLOUTS[method][1])
+        pixels = pixels.to(a.device).detach().clone().requires_grad_(needs_grad)
+        with torch.set_grad_enabled(needs_grad), a.frozen_weights():
+            out = a.forward(pixels, batch, keep_embeds=method == "grad_x_input")
+            logits = out.logits.detach()
+            targets = self._token(target, logits, "target")
+            contrasts = None if contrast is None else self._token(contrast, logits, "contrast")
+            if contrasts is not None and bool((contrasts == targets).any()):
+                raise AttngradError(f"the contrast equals the target ({a.token_text([int(targets[0])])[0]!r}); pick another token")
+            depth = a.vision_depth
+            vis_maps = out.vision_maps[:depth]
+            if needs_grad:
+                value = loss_fn(out.logits, targets, contrasts).sum()
+                wrt = out.text_maps + vis_maps if method in _ROLLOUTS else (
+                    [out.embeds, pixels] if out.embeds is not None else [pixels])
+                grads = torch.autograd.grad(value, wrt, allow_unused=True)
+                grads = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, grads)]
+            else:
+                grads = []
+        text_maps = [m.detach() for m in out.text_maps]
+        vis_maps = [m.detach() for m in vis_maps]
+        b, n = batch.input_ids.shape
+        k = a.num_image_tokens
+        cols = torch.tensor(batch.image_start, device=a.device)[:, None] + torch.arange(k, device=a.device)
+        if method in _ROLLOUTS:
+            weighting, _, renorm = _ROLLOUTS[method]
+            tg = grads[: len(text_maps)] if needs_grad else [None] * len(text_maps)
+            row = rollout([weighting(m, g).mean(dim=1) for m, g in zip(text_maps, tg)], -1, renorm)
+            if not renorm:
+                row[:, -1] -= 1.0  # (R - I)[last, :]
+            image_rel = row.gather(1, cols)
+            if reading == "vision":
+                vg = grads[len(text_maps):] if needs_grad else [None] * len(vis_maps)
+                image_rel = _carry(image_rel, [weighting(m, g).mean(dim=1) for m, g in zip(vis_maps, vg)], a, renorm)
+            else:
+                image_rel = image_rel[:, 1:] if a.keeps_cls else image_rel
+        elif method == "raw_attention":
+            row = text_maps[-1].mean(dim=1)[:, -1]
+            image_rel = row.gather(1, cols)
+            if reading == "vision":
+                image_rel = _carry(image_rel, [vis_maps[-1].mean(dim=1)] if vis_maps else [], a, False, identity=False)
+            else:
+                image_rel = image_rel[:, 1:] if a.keeps_cls else image_rel
+        elif method == "grad_x_input":
+            if out.embeds is None:
+                raise AttngradError("the language model's input embeddings were not seen; cannot form input x gradient")
+            row = (out.embeds.detach() * grads[0]).sum(dim=-1)
+            if reading == "vision":
+                px = (pixels.detach() * grads[-1]).sum(dim=1)  # (B, H, W)
+                gh, gw = a.grid
+                image_rel = px.reshape(b, gh, px.shape[1] // gh, gw, px.shape[2] // gw).sum(dim=(2, 4)).flatten(1)
+            else:
+                image_rel = row.gather(1, cols)
+                image_rel = image_rel[:, 1:] if a.keeps_cls else image_rel
+        else:  # random
+            row = torch.zeros(b, n, device=a.device)
+            image_rel = torch.zeros(b, a.grid[0] * a.grid[1], device=a.device)
+            for i in range(b):
+                ids = batch.input_ids[i, -batch.lengths[i]:].cpu().numpy().tobytes()
+                seed = zlib.crc32(ids + pixels[i].detach().float().cpu().numpy().tobytes())
+                draw = torch.rand(batch.lengths[i] + image_rel.shape[1], generator=torch.Generator().manual_seed(seed))
+                row[i, -batch.lengths[i]:] = draw[: batch.lengths[i]].to(a.device)
+                image_rel[i] = draw[batch.lengths[i]:].to(a.device)
+        text = row.detach() * batch.attention_mask.to(row.dtype)
+        text = text.scatter(1, cols, 0.0)  # the image tokens are shown on the image, not in the text
+        maps = image_rel.detach().reshape(b, *a.grid)
+        if not bool(torch.isfinite(maps).all()) or not bool(torch.isfinite(text).all()):
+            raise AttngradError(f"method {method!r} gave a map that is not finite; check the model and the inputs")
+        return maps.float().cpu(), text.float().cpu(), logits.float().cpu(), targets.cpu(), (
+            None if contrasts is None else contrasts.cpu())
+
+
+def _carry(image_rel: torch.Tensor, mixes: list[torch.Tensor], a: VLMAdapter, renorm: bool, *,
+           identity: bool = True) -> torch.Tensor:
+    """Image-token relevance (B, K) carried through the vision encoder's rollout to its patches (B, P)."""
+    b = image_rel.shape[0]
+    m = a.grid[0] * a.grid[1] + a.first_patch
+    full = torch.zeros(b, m, dtype=image_rel.dtype, device=image_rel.device)
+    first = 0 if a.keeps_cls else a.first_patch
+    full[:, first:first + image_rel.shape[1]] = image_rel  # vision token behind each image token
+    eye = torch.eye(m, dtype=image_rel.dtype, device=image_rel.device)
+    row = full[:, None, :]
+    for mix in reversed(mixes):  # v <- v · Abar(l), last layer first
+        abar = mix + eye if identity else mix
+        if renorm:
+            abar = abar / abar.sum(dim=-1, keepdim=True)
+        row = torch.bmm(row, abar)
+    return row[:, 0, a.first_patch:]

@@ -1,0 +1,134 @@
+"""Loading a LLaVA-style model: a folder or Hub name, or the offline stand-in built from shipped parts.
+
+The stand-in is assembled the way LLaVA was built, as a real ``LlavaForConditionalGeneration``:
+the shipped ViT-Ti (timm's AugReg weights, run at 128 px with its position embeddings resized
+to the 8 × 8 patch grid) as the locked vision encoder, SmolLM2-135M-Instruct (``attngrad[lm]``)
+as the locked language model, and LLaVA's two-layer MLP projector trained here on the 1000
+ImageNet sample images (``scripts/train_vlm.py``; weights in ``assets/vlm/``). It is a
+**stand-in**, not LLaVA: it knows only "What is in this photo?" about ImageNet's classes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import AttngradError
+from ..models.hf import check_model_folder, first_line
+from .model import VLMAdapter
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "vlm"
+VIT = Path(__file__).resolve().parent.parent / "assets" / "models" / "vit-tiny-patch16-224"
+#: the stand-in's settings (image size, template, image token) beside its projector weights
+SETTINGS = ASSETS / "vlm.json"
+PROJECTOR = ASSETS / "projector.safetensors"
+STAND_IN = "attngrad LLaVA stand-in (ViT-Ti + SmolLM2-135M + trained projector)"
+
+
+def stand_in_settings() -> dict:
+    return json.loads(SETTINGS.read_text()) if SETTINGS.exists() else {
+        "image_size": 128, "template": "Image: <image>\nQuestion: {prompt}\nAnswer:", "image_token": "<filename>",
+        "vision_feature_layer": -1,
+    }
+
+
+def build_stand_in(*, projector: bool = True, quiet: bool = False):
+    """The stand-in ``LlavaForConditionalGeneration``, its tokenizer and its image preprocessor.
+
+    ``projector=False`` leaves the projector at its random initialisation (what ``scripts/train_vlm.py`` trains).
+    """
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        ViTConfig,
+        ViTModel,
+    )
+
+    from ..lm.model import default_model
+    from ..models.preprocess import Preprocessor
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    settings = stand_in_settings()
+    size = int(settings["image_size"])
+    lm_folder = default_model(quiet=quiet)
+    tokenizer = AutoTokenizer.from_pretrained(lm_folder)
+    text = AutoModelForCausalLM.from_pretrained(lm_folder, dtype=torch.float32)
+    vit = ViTModel.from_pretrained(VIT, add_pooling_layer=False)
+    vcfg = ViTConfig.from_pretrained(VIT, image_size=size)
+    vcfg.id2label, vcfg.label2id = {}, {}
+    image_token = int(tokenizer.convert_tokens_to_ids(settings["image_token"]))
+    config = LlavaConfig(vision_config=vcfg.to_dict(), text_config=text.config.to_dict(), image_token_index=image_token,
+                         vision_feature_layer=int(settings["vision_feature_layer"]),
+                         vision_feature_select_strategy="default", projector_hidden_act="gelu")
+    config.vision_config._attn_implementation = "eager"
+    config.text_config._attn_implementation = "eager"
+    config._attn_implementation = "eager"
+    config.attngrad_template = settings["template"]
+    config.tie_word_embeddings = bool(getattr(text.config, "tie_word_embeddings", False))
+    model = LlavaForConditionalGeneration(config)
+    state = {f"model.vision_tower.{k}": v for k, v in vit.state_dict().items()}
+    pos = state["model.vision_tower.embeddings.position_embeddings"]
+    side, new = int(round((pos.shape[1] - 1) ** 0.5)), size // vcfg.patch_size
+    grid = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    grid = torch.nn.functional.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+    state["model.vision_tower.embeddings.position_embeddings"] = torch.cat(
+        [pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, new * new, -1)], dim=1)
+    for k, v in text.model.state_dict().items():
+        state[f"model.language_model.{k}"] = v
+    state["lm_head.weight"] = text.lm_head.weight
+    if projector:
+        if not PROJECTOR.exists():
+            raise AttngradError(f"the stand-in's projector is missing ({PROJECTOR.name}); reinstall attngrad")
+        from safetensors.torch import load_file
+
+        state.update({f"model.multi_modal_projector.{k}": v.float() for k, v in load_file(PROJECTOR).items()})
+    else:
+        gen = torch.Generator().manual_seed(0)
+        for name, shape in (("linear_1", (text.config.hidden_size, vcfg.hidden_size)),
+                            ("linear_2", (text.config.hidden_size, text.config.hidden_size))):
+            state[f"model.multi_modal_projector.{name}.weight"] = torch.randn(*shape, generator=gen) / shape[1] ** 0.5
+            state[f"model.multi_modal_projector.{name}.bias"] = torch.zeros(shape[0])
+    for key, meta in model.state_dict().items():  # the ViT's pooler is not used by LLaVA (patch features are read)
+        if key not in state and ".pooler." in key:
+            state[key] = torch.zeros(meta.shape)
+    model.load_state_dict(state, strict=True, assign=True)
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    model.eval()
+    cfg = json.loads((VIT / "preprocessor_config.json").read_text())
+    cfg["size"] = {"height": size, "width": size}
+    return model, tokenizer, Preprocessor.from_hf(cfg)
+
+
+def load_vlm(name_or_path=None, *, device=None, quiet: bool = False):
+    """``(VLMAdapter, preprocessor)`` for a ``LlavaForConditionalGeneration`` folder / Hub name, or the stand-in (``None``)."""
+    from ..models import check_device
+
+    dev = check_device(device)
+    if name_or_path is None:
+        model, tokenizer, preprocess = build_stand_in(quiet=quiet)
+    else:
+        from transformers import AutoTokenizer, LlavaForConditionalGeneration
+
+        from ..models.preprocess import Preprocessor
+
+        where = str(name_or_path)
+        check_model_folder(where)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(where)
+            model = LlavaForConditionalGeneration.from_pretrained(where, attn_implementation="eager", dtype=torch.float32)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+            raise AttngradError(f"cannot load {where!r} as a LLaVA model ({first_line(err)})") from None
+        folder = Path(where)
+        processor = folder / "preprocessor_config.json"
+        preprocess = Preprocessor.from_hf(json.loads(processor.read_text())) if processor.exists() else None
+    if dev is not None:
+        model = model.to(dev)
+    return VLMAdapter(model, tokenizer), preprocess

@@ -1,0 +1,199 @@
+"""VLMExplainer against loops written from the equations, on tiny random LLaVA models.
+
+The reference runs the model's parts by hand (vision tower -> projector -> image tokens placed
+in the embeddings -> language model -> head), takes the gradients of the target logit with
+respect to every map of both towers, and forms the rollouts with explicit loops over layers
+and heads and full matrix products: nothing of attngrad's code is used.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attngrad.errors import AttngradError
+
+from .conftest import IMAGE, TEMPLATE, tiny_llava
+
+
+def _reference(ex, pixels, prompt, method, reading, target):
+    a = ex.adapter
+    model, tok = a.model, a.tokenizer
+    cfg = model.config
+    before, after = TEMPLATE.split("<image>")
+    k = a.num_image_tokens
+    head = tok(before.format(prompt=prompt), add_special_tokens=True)["input_ids"]
+    tail = tok(after.format(prompt=prompt), add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([head + [IMAGE] * k + tail])
+    vout = model.model.vision_tower(pixels, output_attentions=True, output_hidden_states=True)
+    vmaps = list(vout.attentions)
+    feat = vout.hidden_states[cfg.vision_feature_layer]
+    feat = feat if cfg.vision_feature_select_strategy == "full" else feat[:, 1:]
+    img = model.model.multi_modal_projector(feat)
+    emb = model.get_input_embeddings()(ids).clone()
+    emb[0, len(head):len(head) + k] = img[0]
+    out = model.model.language_model(inputs_embeds=emb, output_attentions=True)
+    tmaps = list(out.attentions)
+    logit = model.lm_head(out.last_hidden_state)[0, -1, target]
+    grads = torch.autograd.grad(logit, tmaps + vmaps, allow_unused=True)
+    grads = [torch.zeros_like(m) if g is None else g for m, g in zip(tmaps + vmaps, grads)]
+
+    def weight(attn, grad):
+        if method == "complete":
+            return grad * attn
+        if method == "rollout":
+            return attn
+        if method == "gae":
+            return (grad * attn).clamp(min=0)
+        return grad.abs() * attn
+
+    def product(maps, gs):
+        n = maps[0].shape[-1]
+        r = torch.eye(n, dtype=torch.float64)
+        for attn, grad in zip(maps, gs):
+            heads = attn.shape[1]
+            m = torch.zeros(n, n, dtype=torch.float64)
+            for h in range(heads):
+                m += weight(attn[0, h], grad[0, h]).double() / heads
+            abar = torch.eye(n, dtype=torch.float64) + m
+            if method == "rollout":
+                abar = abar / abar.sum(dim=1, keepdim=True)
+            r = abar @ r
+        return r
+
+    nt = len(tmaps)
+    r = product(tmaps, grads[:nt])
+    row = r[-1].clone()
+    if method != "rollout":
+        row[-1] -= 1.0
+    image = row[len(head):len(head) + k]
+    if reading == "language":
+        patches = image[1:] if a.keeps_cls else image
+    else:
+        depth = cfg.vision_feature_layer % (len(vmaps) + 1)
+        rv = product(vmaps[:depth], grads[nt:nt + depth])
+        first = 0 if a.keeps_cls else 1
+        patches = torch.zeros(rv.shape[0], dtype=torch.float64)
+        for j in range(k):
+            patches += image[j] * rv[first + j]
+        patches = patches[1:]
+    text = row.clone()
+    text[len(head):len(head) + k] = 0
+    return patches.reshape(a.grid).float().detach(), text.float().detach()
+
+
+@pytest.mark.parametrize("method", ["complete", "gae", "absolute", "rollout"])
+@pytest.mark.parametrize("reading", ["language", "vision"])
+def test_matches_loops(explainer, method, reading):
+    torch.manual_seed(3)
+    pixels = torch.randn(1, 3, 16, 16)
+    res = explainer.explain(pixels, "what is in this photo", method=method, reading=reading, target=5)
+    maps, text = _reference(explainer, pixels, "what is in this photo", method, reading, 5)
+    scale = maps.abs().max()
+    assert scale > 0
+    assert torch.allclose(res.maps[0], maps, atol=1e-5 * float(scale)), (res.maps[0], maps)
+    n = res.lengths[0]
+    # the last position's score is (R - I)[last, last]: 1 + s - 1 in float32 leaves an error of about 1e-7
+    assert torch.allclose(res.text_scores[0, -n:], text, atol=max(1e-5 * float(text.abs().max()), 1e-6))
+
+
+def test_batched_and_left_padded_equal_alone(explainer):
+    torch.manual_seed(4)
+    pixels = torch.randn(3, 3, 16, 16)
+    prompts = ["what is in this photo", "animal", "is this a zebra or a horse"]
+    for method in ("complete", "grad_x_input", "raw_attention"):
+        together = explainer.explain(pixels, prompts, method=method, target=7)
+        for i in range(3):
+            alone = explainer.explain(pixels[i:i + 1], prompts[i], method=method, target=7)
+            assert torch.allclose(together.maps[i], alone.maps[0], atol=1e-5), method
+            n = alone.lengths[0]
+            assert torch.allclose(together.text_scores[i, -n:], alone.text_scores[0, -n:], atol=1e-5), method
+            assert (together.text_scores[i, :-n] == 0).all()
+
+
+def test_grad_x_input_is_embeddings_times_gradient(tokenizer):
+    from attngrad.vlm import VLMAdapter, VLMExplainer
+
+    model = tiny_llava("vit")
+    ex = VLMExplainer(VLMAdapter(model, tokenizer, template=TEMPLATE))
+    pixels = torch.randn(1, 3, 16, 16)
+    res = ex.explain(pixels, "animal", method="grad_x_input", target=6)
+    ids = torch.tensor([tokenizer("user")["input_ids"] + [IMAGE] * 16 + tokenizer("animal answer")["input_ids"]])
+    feats = model.model.vision_tower(pixels, output_hidden_states=True).hidden_states[-1][:, 1:]
+    emb = model.get_input_embeddings()(ids).detach().clone()
+    emb[0, 1:17] = model.model.multi_modal_projector(feats)[0].detach()
+    emb.requires_grad_(True)
+    logit = model.lm_head(model.model.language_model(inputs_embeds=emb).last_hidden_state)[0, -1, 6]
+    (g,) = torch.autograd.grad(logit, emb)
+    expected = (emb * g).sum(-1)[0].detach()
+    assert torch.allclose(res.maps[0].flatten(), expected[1:17], atol=1e-5)
+    # reading (b): the pixels' input x gradient summed per 4 x 4 patch
+    res_b = ex.explain(pixels, "animal", method="grad_x_input", reading="vision", target=6)
+    px = pixels.clone().requires_grad_(True)
+    logit = model(input_ids=ids, pixel_values=px).logits[0, -1, 6]
+    (gp,) = torch.autograd.grad(logit, px)
+    per_pixel = (px * gp).sum(1)[0].detach()
+    expected_b = per_pixel.reshape(4, 4, 4, 4).sum(dim=(1, 3))
+    assert torch.allclose(res_b.maps[0], expected_b, atol=1e-5)
+
+
+def test_logits_match_the_model_and_weights_untouched(explainer):
+    model = explainer.adapter.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+    hooks = [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()]
+    pixels = torch.randn(1, 3, 16, 16)
+    res = explainer.explain(pixels, "animal", method="complete")
+    ids, _ = explainer.adapter.prompt_ids("animal")
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids]), pixel_values=pixels).logits[0, -1]
+    assert torch.allclose(res.logits[0], logits, atol=1e-5)
+    assert int(res.targets[0]) == int(logits.argmax())  # default target: the greedy next token
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert flags == [p.requires_grad for p in model.parameters()]
+    assert hooks == [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()]  # ours removed
+
+
+def test_contrast_and_loss(explainer):
+    pixels = torch.randn(1, 3, 16, 16)
+    diff = explainer.explain(pixels, "animal", target="zebra", contrast="horse", loss="diff")
+    assert diff.maps.abs().sum() > 0 and diff.signed
+    with pytest.raises(AttngradError, match="contrast equals the target"):
+        explainer.explain(pixels, "animal", target="zebra", contrast="zebra", loss="diff")
+    with pytest.raises(AttngradError, match="compares two tokens"):
+        explainer.explain(pixels, "animal", loss="diff")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(method="tis"), "unknown method"),
+    (dict(reading="both"), "unknown reading"),
+    (dict(target=10_000), "out of range"),
+    (dict(target="top0"), "k counts from 1"),
+])
+def test_refusals(explainer, kwargs, message):
+    with pytest.raises(AttngradError, match=message):
+        explainer.explain(torch.randn(1, 3, 16, 16), "animal", **kwargs)
+
+
+def test_prompt_and_template_errors(tokenizer):
+    from attngrad.vlm import VLMAdapter, VLMExplainer
+
+    model = tiny_llava("vit")
+    with pytest.raises(AttngradError, match="template"):
+        VLMAdapter(model, tokenizer, template="no image here {prompt}")
+    ex = VLMExplainer(VLMAdapter(model, tokenizer, template=TEMPLATE))
+    with pytest.raises(AttngradError, match="empty"):
+        ex.explain(torch.randn(1, 3, 16, 16), "  ")
+    with pytest.raises(AttngradError, match="2 prompts for 1 images"):
+        ex.explain(torch.randn(1, 3, 16, 16), ["a", "b"])
+
+
+def test_other_models_refused(tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from attngrad.vlm import VLMAdapter
+
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2))
+    with pytest.raises(AttngradError, match="LlavaForConditionalGeneration"):
+        VLMAdapter(lm, tokenizer)
