@@ -197,3 +197,26 @@ def test_other_models_refused(tokenizer):
                                       num_attention_heads=2))
     with pytest.raises(AttngradError, match="LlavaForConditionalGeneration"):
         VLMAdapter(lm, tokenizer)
+
+
+def test_one_pass_serves_every_method_and_reading(explainer):
+    pixels = torch.randn(2, 3, 16, 16)
+    methods = ["complete", "gae", "rollout", "raw_attention", "grad_x_input", "random"]
+    shared = explainer.explain_methods(pixels, "animal", methods, readings=["language", "vision"], target=5)
+    for (method, reading), res in shared.items():
+        alone = explainer.explain(pixels, "animal", method=method, reading=reading, target=5)
+        assert torch.allclose(res.maps, alone.maps, atol=1e-6), (method, reading)
+        assert torch.allclose(res.text_scores, alone.text_scores, atol=1e-6), (method, reading)
+
+
+def test_generation_rows_are_prefix_explanations(explainer):
+    pixels = torch.randn(1, 3, 16, 16)
+    new = explainer.generate(pixels, "animal", max_new_tokens=3)
+    gen = explainer.explain_generation(pixels, "animal", max_new_tokens=3, method="complete")
+    assert gen.maps.shape[0] == len(new) and gen.targets.tolist() == new
+    ids, start = explainer.adapter.prompt_ids("animal")
+    last = len(new) - 1
+    alone = explainer._explain_ids(pixels, [(ids + new[:last], start)], [new[last]], None, [("complete", "language")],
+                                   __import__("attngrad").losses.get_loss("logit"))
+    (alone,) = alone.values()
+    assert torch.allclose(gen.maps[last], alone.maps[0], atol=1e-6)

@@ -133,8 +133,10 @@ class VLMExplainer:
         items = [images] if isinstance(images, (str, Path)) or hasattr(images, "convert") else list(images)
         return self.preprocess([load_image(i) for i in items])
 
-    def _token(self, spec: TokenSpec, logits: torch.Tensor, what: str) -> torch.Tensor:
+    def _token(self, spec, logits: torch.Tensor, what: str) -> torch.Tensor:
         vocab = logits.shape[1]
+        if isinstance(spec, list):  # one token id per row (the generated tokens)
+            return torch.tensor([int(t) for t in spec], dtype=torch.long, device=logits.device)
         if spec is None:
             spec = "top1"
         if isinstance(spec, bool) or not isinstance(spec, (int, str)):
@@ -156,6 +158,37 @@ class VLMExplainer:
 
     # ------------------------------------------------------------------ explaining
 
+    def _check(self, methods: Sequence[str], readings: Sequence[str], loss: LossLike, contrast: TokenSpec):
+        for method in methods:
+            if method not in VLM_METHODS:
+                raise AttngradError(f"unknown method {method!r} for a vision-language model; choose from {', '.join(VLM_METHODS)}")
+        for reading in readings:
+            if reading not in READINGS:
+                raise AttngradError(f"unknown reading {reading!r}; choose from {', '.join(READINGS)}")
+        if not methods or not readings:
+            raise AttngradError("give at least one method and one reading")
+        loss_fn = get_loss(loss)
+        if loss_fn.needs_contrast and contrast is None:
+            raise AttngradError(f"loss {loss_fn.name!r} compares two tokens: give a contrast (' horse', or 'top2')")
+        if contrast is not None and not loss_fn.needs_contrast:
+            raise AttngradError(f"a contrast token needs a two-token loss: use loss='diff' or 'normdiff', not {loss_fn.name!r}")
+        return [(m, r) for m in dict.fromkeys(methods) for r in dict.fromkeys(readings)], loss_fn
+
+    def explain_methods(self, images, prompts: str | Sequence[str], methods: Sequence[str], *,
+                        readings: Sequence[str] = ("language",), target: TokenSpec = None, contrast: TokenSpec = None,
+                        loss: LossLike = "logit") -> dict[tuple[str, str], VLMExplanation]:
+        """Every (method, reading) pair from one forward and one backward pass per batch: ``{(method, reading): result}``."""
+        pairs, loss_fn = self._check(list(methods), list(readings), loss, contrast)
+        pixels = self.pixels(images)
+        texts = [prompts] * pixels.shape[0] if isinstance(prompts, str) else list(prompts)
+        if len(texts) != pixels.shape[0]:
+            raise AttngradError(f"{len(texts)} prompts for {pixels.shape[0]} images; give one, or one per image")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise AttngradError(f"prompt {i + 1} is empty; ask a question")
+        encoded = [self.adapter.prompt_ids(t) for t in texts]
+        return self._explain_ids(pixels, encoded, target, contrast, pairs, loss_fn)
+
     def explain(self, images, prompts: str | Sequence[str], *, target: TokenSpec = None, contrast: TokenSpec = None,
                 method: str = "complete", loss: LossLike = "logit", reading: str = "language") -> VLMExplanation:
         """Explain the next token after each (image, prompt) pair with one method.
@@ -167,113 +200,153 @@ class VLMExplainer:
             contrast: the second token of ``diff`` / ``normdiff`` (refused when equal to the target).
             method: one of :data:`VLM_METHODS`; reading: ``"language"`` (a) or ``"vision"`` (b).
         """
-        if method not in VLM_METHODS:
-            raise AttngradError(f"unknown method {method!r} for a vision-language model; choose from {', '.join(VLM_METHODS)}")
-        if reading not in READINGS:
-            raise AttngradError(f"unknown reading {reading!r}; choose from {', '.join(READINGS)}")
-        loss_fn = get_loss(loss)
-        if loss_fn.needs_contrast and contrast is None:
-            raise AttngradError(f"loss {loss_fn.name!r} compares two tokens: give a contrast (' horse', or 'top2')")
-        if contrast is not None and not loss_fn.needs_contrast:
-            raise AttngradError(f"a contrast token needs a two-token loss: use loss='diff' or 'normdiff', not {loss_fn.name!r}")
-        pixels = self.pixels(images)
-        texts = [prompts] * pixels.shape[0] if isinstance(prompts, str) else list(prompts)
-        if len(texts) != pixels.shape[0]:
-            raise AttngradError(f"{len(texts)} prompts for {pixels.shape[0]} images; give one, or one per image")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise AttngradError(f"prompt {i + 1} is empty; ask a question")
-        encoded = [self.adapter.prompt_ids(t) for t in texts]
+        (res,) = self.explain_methods(images, prompts, [method], readings=[reading], target=target, contrast=contrast,
+                                      loss=loss).values()
+        return res
+
+    def _explain_ids(self, pixels, encoded, target, contrast, pairs, loss_fn) -> dict:
         parts = []
-        for start in range(0, len(texts), self.batch_size):
+        for start in range(0, len(encoded), self.batch_size):
             rows = slice(start, start + self.batch_size)
             batch = self.adapter.batch([e[0] for e in encoded[rows]], [e[1] for e in encoded[rows]])
-            parts.append(self._pass(pixels[rows], batch, method, loss_fn, target, contrast, reading))
+            t = target[rows] if isinstance(target, list) else target
+            parts.append(self._pass(pixels[rows], batch, pairs, loss_fn, t, contrast))
         width = max(len(e[0]) for e in encoded)
-        text_scores = torch.cat([torch.nn.functional.pad(p[1], (width - p[1].shape[1], 0)) for p in parts])
-        targets = torch.cat([p[3] for p in parts])
-        contrasts = None if contrast is None else torch.cat([p[4] for p in parts])
+        targets = torch.cat([p[2] for p in parts])
+        contrasts = None if contrast is None else torch.cat([p[3] for p in parts])
+        logits = torch.cat([p[1] for p in parts])
         tokens = [["<image>" if i == self.adapter.image_token_id else self.adapter.token_text([i])[0] for i in e[0]]
                   for e in encoded]
-        return VLMExplanation(
-            maps=torch.cat([p[0] for p in parts]), text_scores=text_scores, tokens=tokens,
-            lengths=[len(e[0]) for e in encoded], logits=torch.cat([p[2] for p in parts]), targets=targets,
-            contrasts=contrasts, method=method, loss=loss_fn.name, reading=reading,
-            target_text=self.adapter.token_text(targets.tolist()),
-        )
+        out = {}
+        for method, reading in pairs:
+            text = torch.cat([torch.nn.functional.pad(p[0][(method, reading)][1], (width - p[0][(method, reading)][1].shape[1], 0))
+                              for p in parts])
+            out[(method, reading)] = VLMExplanation(
+                maps=torch.cat([p[0][(method, reading)][0] for p in parts]), text_scores=text, tokens=tokens,
+                lengths=[len(e[0]) for e in encoded], logits=logits, targets=targets, contrasts=contrasts,
+                method=method, loss=loss_fn.name, reading=reading, target_text=self.adapter.token_text(targets.tolist()),
+            )
+        return out
 
-    def _pass(self, pixels, batch: VLMBatch, method, loss_fn, target, contrast, reading):
+    def generate(self, image, prompt: str, *, max_new_tokens: int = 8) -> list[int]:
+        """The greedy answer's token ids (stopping after the end-of-sequence token)."""
+        if max_new_tokens < 1:
+            raise AttngradError("max_new_tokens must be at least 1")
+        pixels = self.pixels(image)[:1].to(self.adapter.device)
+        ids, start = self.adapter.prompt_ids(prompt)
+        eos = self.adapter.tokenizer.eos_token_id
+        new: list[int] = []
+        with torch.no_grad():
+            for _ in range(max_new_tokens):  # no cache: answers are short and the code path stays the explained one
+                batch = self.adapter.batch([ids + new], [start])
+                nxt = int(self.adapter.forward(pixels, batch).logits[0].argmax())
+                new.append(nxt)
+                if nxt == eos:
+                    break
+        return new
+
+    def explain_generation(self, image, prompt: str, *, max_new_tokens: int = 8, method: str = "complete",
+                           loss: LossLike = "logit", contrast: TokenSpec = None,
+                           reading: str = "language") -> VLMExplanation:
+        """Generate greedily, then explain every generated token (row ``k`` of the result: token ``k``,
+        over the image and every earlier token); the prefixes form one padded batch."""
+        pairs, loss_fn = self._check([method], [reading], loss, contrast)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise AttngradError("the prompt is empty; ask a question")
+        new = self.generate(image, prompt, max_new_tokens=max_new_tokens)
+        ids, start = self.adapter.prompt_ids(prompt)
+        encoded = [(ids + new[:k], start) for k in range(len(new))]
+        pixels = self.pixels(image)[:1].expand(len(new), -1, -1, -1)
+        (res,) = self._explain_ids(pixels, encoded, list(new), contrast, pairs, loss_fn).values()
+        return res
+
+    def _pass(self, pixels, batch: VLMBatch, pairs, loss_fn, target, contrast):
+        """One forward (+ one backward when any method needs gradients) serving every ``(method, reading)`` pair."""
         a = self.adapter
-        needs_grad = method in ("grad_x_input",) or (method in _ROLLOUTS and _ROLLOUTS[method][1])
+        methods = {m for m, _ in pairs}
+        rollouts_grad = any(m in _ROLLOUTS and _ROLLOUTS[m][1] for m in methods)
+        gxi = "grad_x_input" in methods
+        needs_grad = rollouts_grad or gxi
         pixels = pixels.to(a.device).detach().clone().requires_grad_(needs_grad)
         with torch.set_grad_enabled(needs_grad), a.frozen_weights():
-            out = a.forward(pixels, batch, keep_embeds=method == "grad_x_input")
+            out = a.forward(pixels, batch, keep_embeds=gxi)
             logits = out.logits.detach()
             targets = self._token(target, logits, "target")
             contrasts = None if contrast is None else self._token(contrast, logits, "contrast")
             if contrasts is not None and bool((contrasts == targets).any()):
                 raise AttngradError(f"the contrast equals the target ({a.token_text([int(targets[0])])[0]!r}); pick another token")
-            depth = a.vision_depth
-            vis_maps = out.vision_maps[:depth]
+            vis_maps = out.vision_maps[: a.vision_depth]
+            nt, nv = len(out.text_maps), len(vis_maps)
+            grads: list[torch.Tensor | None] = [None] * (nt + nv + 2)
             if needs_grad:
                 value = loss_fn(out.logits, targets, contrasts).sum()
-                wrt = out.text_maps + vis_maps if method in _ROLLOUTS else (
-                    [out.embeds, pixels] if out.embeds is not None else [pixels])
-                grads = torch.autograd.grad(value, wrt, allow_unused=True)
-                grads = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, grads)]
-            else:
-                grads = []
+                wrt = (out.text_maps + vis_maps if rollouts_grad else []) + ([out.embeds, pixels] if gxi else [])
+                if gxi and out.embeds is None:
+                    raise AttngradError("the language model's input embeddings were not seen; cannot form input x gradient")
+                got = torch.autograd.grad(value, wrt, allow_unused=True)
+                got = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, got)]
+                if rollouts_grad:
+                    grads[: nt + nv] = got[: nt + nv]
+                if gxi:
+                    grads[-2:] = got[-2:]
         text_maps = [m.detach() for m in out.text_maps]
         vis_maps = [m.detach() for m in vis_maps]
         b, n = batch.input_ids.shape
         k = a.num_image_tokens
         cols = torch.tensor(batch.image_start, device=a.device)[:, None] + torch.arange(k, device=a.device)
+        results = {}
+        for method, reading in pairs:
+            row, image_rel = self._scores(method, reading, text_maps, vis_maps, grads, out, pixels, batch, cols)
+            text = row.detach() * batch.attention_mask.to(row.dtype)
+            text = text.scatter(1, cols, 0.0)  # the image tokens are shown on the image, not in the text
+            maps = image_rel.detach().reshape(b, *a.grid)
+            if not bool(torch.isfinite(maps).all()) or not bool(torch.isfinite(text).all()):
+                raise AttngradError(f"method {method!r} gave a map that is not finite; check the model and the inputs")
+            results[(method, reading)] = (maps.float().cpu(), text.float().cpu())
+        return results, logits.float().cpu(), targets.cpu(), None if contrasts is None else contrasts.cpu()
+
+    def _scores(self, method, reading, text_maps, vis_maps, grads, out, pixels, batch, cols):
+        """``(row over the prompt positions (B, N), image relevance (B, P))`` of one method and reading."""
+        a = self.adapter
+        nt, nv = len(text_maps), len(vis_maps)
+        b, n = batch.input_ids.shape
+
+        def image_tokens(row):
+            rel = row.gather(1, cols)
+            return rel[:, 1:] if a.keeps_cls else rel
+
         if method in _ROLLOUTS:
             weighting, _, renorm = _ROLLOUTS[method]
-            tg = grads[: len(text_maps)] if needs_grad else [None] * len(text_maps)
-            row = rollout([weighting(m, g).mean(dim=1) for m, g in zip(text_maps, tg)], -1, renorm)
+            row = rollout([weighting(m, g).mean(dim=1) for m, g in zip(text_maps, grads[:nt])], -1, renorm)
             if not renorm:
                 row[:, -1] -= 1.0  # (R - I)[last, :]
-            image_rel = row.gather(1, cols)
             if reading == "vision":
-                vg = grads[len(text_maps):] if needs_grad else [None] * len(vis_maps)
-                image_rel = _carry(image_rel, [weighting(m, g).mean(dim=1) for m, g in zip(vis_maps, vg)], a, renorm)
-            else:
-                image_rel = image_rel[:, 1:] if a.keeps_cls else image_rel
-        elif method == "raw_attention":
+                mixes = [weighting(m, g).mean(dim=1) for m, g in zip(vis_maps, grads[nt:nt + nv])]
+                return row, _carry(row.gather(1, cols), mixes, a, renorm)
+            return row, image_tokens(row)
+        if method == "raw_attention":
             row = text_maps[-1].mean(dim=1)[:, -1]
-            image_rel = row.gather(1, cols)
             if reading == "vision":
-                image_rel = _carry(image_rel, [vis_maps[-1].mean(dim=1)] if vis_maps else [], a, False, identity=False)
-            else:
-                image_rel = image_rel[:, 1:] if a.keeps_cls else image_rel
-        elif method == "grad_x_input":
-            if out.embeds is None:
-                raise AttngradError("the language model's input embeddings were not seen; cannot form input x gradient")
-            row = (out.embeds.detach() * grads[0]).sum(dim=-1)
+                return row, _carry(row.gather(1, cols), [vis_maps[-1].mean(dim=1)] if vis_maps else [], a, False,
+                                   identity=False)
+            return row, image_tokens(row)
+        if method == "grad_x_input":
+            row = (out.embeds.detach() * grads[-2]).sum(dim=-1)
             if reading == "vision":
                 px = (pixels.detach() * grads[-1]).sum(dim=1)  # (B, H, W)
                 gh, gw = a.grid
-                image_rel = px.reshape(b, gh, px.shape[1] // gh, gw, px.shape[2] // gw).sum(dim=(2, 4)).flatten(1)
-            else:
-                image_rel = row.gather(1, cols)
-                image_rel = image_rel[:, 1:] if a.keeps_cls else image_rel
-        else:  # random
-            row = torch.zeros(b, n, device=a.device)
-            image_rel = torch.zeros(b, a.grid[0] * a.grid[1], device=a.device)
-            for i in range(b):
-                ids = batch.input_ids[i, -batch.lengths[i]:].cpu().numpy().tobytes()
-                seed = zlib.crc32(ids + pixels[i].detach().float().cpu().numpy().tobytes())
-                draw = torch.rand(batch.lengths[i] + image_rel.shape[1], generator=torch.Generator().manual_seed(seed))
-                row[i, -batch.lengths[i]:] = draw[: batch.lengths[i]].to(a.device)
-                image_rel[i] = draw[batch.lengths[i]:].to(a.device)
-        text = row.detach() * batch.attention_mask.to(row.dtype)
-        text = text.scatter(1, cols, 0.0)  # the image tokens are shown on the image, not in the text
-        maps = image_rel.detach().reshape(b, *a.grid)
-        if not bool(torch.isfinite(maps).all()) or not bool(torch.isfinite(text).all()):
-            raise AttngradError(f"method {method!r} gave a map that is not finite; check the model and the inputs")
-        return maps.float().cpu(), text.float().cpu(), logits.float().cpu(), targets.cpu(), (
-            None if contrasts is None else contrasts.cpu())
+                return row, px.reshape(b, gh, px.shape[1] // gh, gw, px.shape[2] // gw).sum(dim=(2, 4)).flatten(1)
+            return row, image_tokens(row)
+        # random: uniform, seeded by the prompt's ids and the pixels
+        row = torch.zeros(b, n, device=a.device)
+        image_rel = torch.zeros(b, a.grid[0] * a.grid[1], device=a.device)
+        for i in range(b):
+            ids = batch.input_ids[i, -batch.lengths[i]:].cpu().numpy().tobytes()
+            seed = zlib.crc32(ids + pixels[i].detach().float().cpu().numpy().tobytes())
+            draw = torch.rand(batch.lengths[i] + image_rel.shape[1], generator=torch.Generator().manual_seed(seed))
+            row[i, -batch.lengths[i]:] = draw[: batch.lengths[i]].to(a.device)
+            image_rel[i] = draw[batch.lengths[i]:].to(a.device)
+        return row, image_rel
 
 
 def _carry(image_rel: torch.Tensor, mixes: list[torch.Tensor], a: VLMAdapter, renorm: bool, *,

@@ -47,11 +47,10 @@ def build_stand_in(*, projector: bool = True, quiet: bool = False):
         ViTConfig,
         ViTModel,
     )
+    from transformers.utils import logging as hf_logging
 
     from ..lm.model import default_model
     from ..models.preprocess import Preprocessor
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
