@@ -242,6 +242,20 @@ ROWS = [
     pytest.param(["explain-seq2seq", "a cat", "--model", "{DIR}", "--out", "{FILE}"], "is an existing file",
                  id="explain-seq2seq-out-file"),
     pytest.param(["explain-seq2seq", "a cat", "--model", "{DIR}", "--device", "banana"], "device", id="explain-seq2seq-device"),
+    pytest.param(["explain-vlm", "{MISSING}", "What animal?"], "no such file", id="explain-vlm-image-missing"),
+    pytest.param(["explain-vlm", IMAGE, " "], "prompt is empty", id="explain-vlm-empty-prompt"),
+    pytest.param(["explain-vlm", IMAGE, "What?", "--model", "{MISSING}"], "folder", id="explain-vlm-model-missing"),
+    pytest.param(["explain-vlm", IMAGE, "What?", "--model", "{DIR}"], "config.json", id="explain-vlm-model-empty-dir"),
+    pytest.param(["explain-vlm", IMAGE, "What?", "--model", "{MODEL}"], "LlavaForConditionalGeneration",
+                 id="explain-vlm-not-llava"),
+    pytest.param(["explain-vlm", IMAGE, "What?", "--model", "{DIR}", "--device", "banana"], "device", id="explain-vlm-device"),
+    pytest.param(["explain-vlm", IMAGE, "What?", "--reading", "sideways"], "--reading", id="explain-vlm-reading"),
+    *[pytest.param(["explain-vlm", IMAGE, "What?", "--generate", v], "--generate", id=f"explain-vlm-generate={v}")
+      for v in ("-1", "65", "abc")],
+    pytest.param(["explain-vlm", IMAGE, "What?", "--generate", "2", "-m", "complete,gae"], "one method",
+                 id="explain-vlm-generate-two-methods"),
+    *_method_rows("explain-vlm", "--method", IMAGE, "What?", model=False),
+    pytest.param(["explain-vlm", IMAGE, "What?", "--out", "{FILE}"], "is an existing file", id="explain-vlm-out-file"),
     # ------------------------------------------------------------------ evaluate (helper eval's)
     *[
         pytest.param(["evaluate", sub, "--data", "{DATA}", "--out", "{NEW}", *MODEL_ARGS, *bad], message,

@@ -110,4 +110,5 @@ from . import (  # noqa: E402, F401
     seq2seq,
     serve,
     text,
+    vlm,
 )

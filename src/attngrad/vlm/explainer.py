@@ -283,8 +283,8 @@ class VLMExplainer:
                 wrt = (out.text_maps + vis_maps if rollouts_grad else []) + ([out.embeds, pixels] if gxi else [])
                 if gxi and out.embeds is None:
                     raise AttngradError("the language model's input embeddings were not seen; cannot form input x gradient")
-                got = torch.autograd.grad(value, wrt, allow_unused=True)
-                got = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, got)]
+                raw = torch.autograd.grad(value, wrt, allow_unused=True)
+                got = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, raw)]
                 if rollouts_grad:
                     grads[: nt + nv] = got[: nt + nv]
                 if gxi:
@@ -292,8 +292,7 @@ class VLMExplainer:
         text_maps = [m.detach() for m in out.text_maps]
         vis_maps = [m.detach() for m in vis_maps]
         b, n = batch.input_ids.shape
-        k = a.num_image_tokens
-        cols = torch.tensor(batch.image_start, device=a.device)[:, None] + torch.arange(k, device=a.device)
+        cols = torch.tensor(batch.image_start, device=a.device)[:, None] + torch.arange(a.num_image_tokens, device=a.device)
         results = {}
         for method, reading in pairs:
             row, image_rel = self._scores(method, reading, text_maps, vis_maps, grads, out, pixels, batch, cols)
@@ -353,7 +352,7 @@ def _carry(image_rel: torch.Tensor, mixes: list[torch.Tensor], a: VLMAdapter, re
            identity: bool = True) -> torch.Tensor:
     """Image-token relevance (B, K) carried through the vision encoder's rollout to its patches (B, P)."""
     b = image_rel.shape[0]
-    m = a.grid[0] * a.grid[1] + a.first_patch
+    m = int(a.grid[0] * a.grid[1] + a.first_patch)
     full = torch.zeros(b, m, dtype=image_rel.dtype, device=image_rel.device)
     first = 0 if a.keeps_cls else a.first_patch
     full[:, first:first + image_rel.shape[1]] = image_rel  # vision token behind each image token

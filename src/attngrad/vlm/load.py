@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import AttngradError
-from ..models.hf import check_model_folder, first_line
+from ..models.hf import check_model_folder, first_line, load_config
 from .model import VLMAdapter
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "vlm"
@@ -62,19 +62,19 @@ def build_stand_in(*, projector: bool = True, quiet: bool = False):
     vit = ViTModel.from_pretrained(VIT, add_pooling_layer=False)
     vcfg = ViTConfig.from_pretrained(VIT, image_size=size)
     vcfg.id2label, vcfg.label2id = {}, {}
-    image_token = int(tokenizer.convert_tokens_to_ids(settings["image_token"]))
-    config = LlavaConfig(vision_config=vcfg.to_dict(), text_config=text.config.to_dict(), image_token_index=image_token,
+    image_token = tokenizer.convert_tokens_to_ids(settings["image_token"])
+    config = LlavaConfig(vision_config=vcfg.to_dict(), text_config=text.config.to_dict(), image_token_index=int(image_token),  # type: ignore[arg-type]
                          vision_feature_layer=int(settings["vision_feature_layer"]),
                          vision_feature_select_strategy="default", projector_hidden_act="gelu")
-    config.vision_config._attn_implementation = "eager"
-    config.text_config._attn_implementation = "eager"
+    for part in (config.vision_config, config.text_config):
+        part._attn_implementation = "eager"  # type: ignore[union-attr]
     config._attn_implementation = "eager"
     config.attngrad_template = settings["template"]
     config.tie_word_embeddings = bool(getattr(text.config, "tie_word_embeddings", False))
     model = LlavaForConditionalGeneration(config)
     state = {f"model.vision_tower.{k}": v for k, v in vit.state_dict().items()}
     pos = state["model.vision_tower.embeddings.position_embeddings"]
-    side, new = int(round((pos.shape[1] - 1) ** 0.5)), size // vcfg.patch_size
+    side, new = int(round((pos.shape[1] - 1) ** 0.5)), size // int(vcfg.patch_size)  # type: ignore[arg-type]
     grid = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
     grid = torch.nn.functional.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
     state["model.vision_tower.embeddings.position_embeddings"] = torch.cat(
@@ -108,9 +108,12 @@ def build_stand_in(*, projector: bool = True, quiet: bool = False):
 
 def load_vlm(name_or_path=None, *, device=None, quiet: bool = False):
     """``(VLMAdapter, preprocessor)`` for a ``LlavaForConditionalGeneration`` folder / Hub name, or the stand-in (``None``)."""
+    from transformers.utils import logging as hf_logging
+
     from ..models import check_device
 
     dev = check_device(device)
+    hf_logging.disable_progress_bar()
     if name_or_path is None:
         model, tokenizer, preprocess = build_stand_in(quiet=quiet)
     else:
@@ -120,6 +123,10 @@ def load_vlm(name_or_path=None, *, device=None, quiet: bool = False):
 
         where = str(name_or_path)
         check_model_folder(where)
+        config = load_config(where, what="vision-language model", hint="pass a LlavaForConditionalGeneration folder")
+        if config.model_type != "llava":
+            raise AttngradError(f"{where}: a {config.model_type!r} model; attngrad explains LlavaForConditionalGeneration "
+                                "(model_type 'llava') here")
         try:
             tokenizer = AutoTokenizer.from_pretrained(where)
             model = LlavaForConditionalGeneration.from_pretrained(where, attn_implementation="eager", dtype=torch.float32)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -40,7 +40,7 @@ LANGUAGE_MODELS: dict[str, tuple[str, str]] = {
 }
 
 
-def _get(module: nn.Module, dotted: str) -> nn.Module:
+def _get(module: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         module = getattr(module, part)
     return module
@@ -83,10 +83,10 @@ class VLMAdapter:
             ``{prompt}`` the question (default: LLaVA-1.5's ``"USER: <image>\\n{prompt} ASSISTANT:"``).
     """
 
-    def __init__(self, model: nn.Module, tokenizer, *, template: str | None = None):
-        self.model = model.eval()
+    def __init__(self, model: Any, tokenizer, *, template: str | None = None):
+        self.model: Any = model.eval()  # a transformers model (config, .model.vision_tower, ...)
         self.tokenizer = tokenizer
-        config = model.config
+        config: Any = self.model.config
         if type(model).__name__ != "LlavaForConditionalGeneration":
             raise AttngradError(
                 f"{type(model).__name__} is not supported yet; attngrad explains LlavaForConditionalGeneration "
@@ -102,17 +102,17 @@ class VLMAdapter:
             if getattr(part, "_attn_implementation", "eager") != "eager":
                 raise AttngradError("load the model with attn_implementation='eager' so that its attention maps exist")
         layers, self._vision_attn, self.has_cls = VISION_TOWERS[vtype]
-        self.vision_layers = list(_get(model.model.vision_tower, layers))
+        self.vision_layers = list(_get(self.model.model.vision_tower, layers))
         text_layers, self._text_attn = LANGUAGE_MODELS[ttype]
-        self.text_layers = list(_get(model.model.language_model, text_layers))
+        self.text_layers = list(_get(self.model.model.language_model, text_layers))
         self.image_token_id = int(getattr(config, "image_token_id", getattr(config, "image_token_index", -1)))
-        side = config.vision_config.image_size // config.vision_config.patch_size
-        self.grid = (side, side)
+        side = int(config.vision_config.image_size) // int(config.vision_config.patch_size)
+        self.grid: tuple[int, int] = (side, side)
         strategy = getattr(config, "vision_feature_select_strategy", "default")
         # features of the vision tokens that become image tokens: the patches, plus the class token under "full"
         self.first_patch = 1 if self.has_cls else 0
         self.keeps_cls = self.has_cls and strategy == "full"
-        self.num_image_tokens = side * side + (1 if self.keeps_cls else 0)
+        self.num_image_tokens: int = side * side + (1 if self.keeps_cls else 0)
         layer = getattr(config, "vision_feature_layer", -1)
         if not isinstance(layer, int):
             raise AttngradError("a vision_feature_layer list (features of several layers) is not supported")

@@ -1,0 +1,74 @@
+"""Views of vision–language explanations: overlays on the image, coloured prompt tokens, JSON.
+
+The patch map is drawn as the images' maps are (``S / max|S|`` for signed methods, min-max for
+magnitudes; :mod:`attngrad.viz`); the prompt's text tokens are coloured as the language models'
+(:mod:`attngrad.lm.display`), image tokens left out (they are the map).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from PIL import Image
+
+from .. import viz
+from ..lm.display import colour_bar_html, normalized
+
+if TYPE_CHECKING:
+    from .explainer import VLMExplanation
+
+
+def figure(image: Image.Image, results: Sequence["VLMExplanation"], index: int = 0, titles: Sequence[str] | None = None):
+    """The image, then one overlay per result (item ``index`` of each)."""
+    titles = list(titles) if titles is not None else [f"{r.method} ({r.reading})\n→ {r.target_text[index]!r}" for r in results]
+    return viz.grid([image], [[r.maps[index] for r in results]], col_titles=["image", *titles],
+                    methods=[r.method for r in results])
+
+
+def _tokens_html(res: "VLMExplanation", index: int) -> str:
+    pairs = [(t, s) for t, s in res.token_scores(index) if t != "<image>"]
+    values = normalized([s for _, s in pairs])
+    spans = []
+    for (token, score), value in zip(pairs, values):
+        bg = viz.rgb_colours([value or 0.0])[0]
+        fg = viz.ink(bg)
+        spans.append(f'<span title="{score:+.4g}" style="background:rgb{bg};color:rgb{fg}">'
+                     f"{html.escape(token.replace(chr(10), ' '))}</span>")
+    return "".join(spans)
+
+
+def to_html(image: Image.Image, results: Sequence["VLMExplanation"], prompt: str, index: int = 0) -> str:
+    buf = io.BytesIO()
+    fig = figure(image, results, index)
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    png = base64.b64encode(buf.getvalue()).decode()
+    rows = "".join(f"<p><b>{html.escape(r.method)} ({html.escape(r.reading)})</b> → {html.escape(repr(r.target_text[index]))}: "
+                   f"<span class='text'>{_tokens_html(r, index)}</span></p>" for r in results)
+    return (f"<!doctype html><meta charset='utf-8'><title>attngrad: {html.escape(prompt)}</title>"
+            f"<style>{viz.HTML_STYLE}</style><h1>{html.escape(prompt)}</h1>"
+            f"<img src='data:image/png;base64,{png}' style='max-width:100%'>{colour_bar_html()}{rows}")
+
+
+def records(res: "VLMExplanation") -> list[dict]:
+    """One JSON record per item: the explained token, the patch map, the text tokens' scores."""
+    out = []
+    for i in range(res.maps.shape[0]):
+        out.append({"method": res.method, "reading": res.reading, "loss": res.loss, "target": res.target_text[i],
+                    "contrast": None if res.contrasts is None else int(res.contrasts[i]),
+                    "patch_map": res.maps[i].tolist(),
+                    "tokens": [{"token": t, "score": s} for t, s in res.token_scores(i) if t != "<image>"]})
+    return out
+
+
+def save_json(path: str | Path, results: Sequence["VLMExplanation"], extra: dict | None = None) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps({**(extra or {}), "results": [r for res in results for r in records(res)]}, indent=1))
+    return path

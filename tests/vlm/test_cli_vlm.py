@@ -1,0 +1,58 @@
+"""``attngrad explain-vlm`` on a tiny random LLaVA saved as a Hugging Face folder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from attngrad.cli import main
+
+from .conftest import TEMPLATE, tiny_llava, word_tokenizer
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("llava")
+    model = tiny_llava("vit")
+    model.config.attngrad_template = TEMPLATE
+    model.save_pretrained(root)
+    word_tokenizer().save_pretrained(root)
+    (root / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "ViTImageProcessor", "do_resize": True, "size": {"height": 16, "width": 16},
+        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
+        "resample": 2}))
+    return root
+
+
+def test_explain_vlm_writes_maps_and_scores(folder, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["explain-vlm", "el1", "what animal", "--model", str(folder), "-m", "complete,gae",
+                                       "-t", "zebra", "-c", "horse", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "rather than 'horse'" in result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["complete_language.npy", "complete_vision.npy", "explanation.html", "explanation.png",
+                     "gae_language.npy", "gae_vision.npy", "scores.json"]
+    assert np.load(out / "complete_vision.npy").shape == (1, 4, 4)
+    data = json.loads((out / "scores.json").read_text())
+    assert {r["reading"] for r in data["results"]} == {"language", "vision"}
+    assert all(r["target"] == "zebra" for r in data["results"])
+
+
+def test_explain_vlm_generation(folder, tmp_path):
+    out = tmp_path / "gen"
+    result = CliRunner().invoke(main, ["explain-vlm", "el1", "what animal", "--model", str(folder), "-m", "complete",
+                                       "-r", "vision", "--generate", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    maps = np.load(out / "complete_vision.npy")
+    assert maps.shape[1:] == (4, 4) and 1 <= maps.shape[0] <= 3 and np.isfinite(maps).all()
+
+
+def test_contrast_equal_to_target_is_one_line(folder, tmp_path):
+    result = CliRunner().invoke(main, ["explain-vlm", "el1", "what animal", "--model", str(folder), "-t", "zebra",
+                                       "-c", "zebra", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and result.stderr.strip().startswith("attngrad: error: the contrast equals the target")
+    assert not (tmp_path / "x").exists()
