@@ -246,7 +246,7 @@ ROWS = [
     pytest.param(["explain-vlm", IMAGE, " "], "prompt is empty", id="explain-vlm-empty-prompt"),
     pytest.param(["explain-vlm", IMAGE, "What?", "--model", "{MISSING}"], "folder", id="explain-vlm-model-missing"),
     pytest.param(["explain-vlm", IMAGE, "What?", "--model", "{DIR}"], "config.json", id="explain-vlm-model-empty-dir"),
-    pytest.param(["explain-vlm", IMAGE, "What?", "--model", "{MODEL}"], "LlavaForConditionalGeneration",
+    pytest.param(["explain-vlm", IMAGE, "What?", "--model", "{MODEL}"], "attngrad explains LlavaForConditionalGeneration",
                  id="explain-vlm-not-llava"),
     pytest.param(["explain-vlm", IMAGE, "What?", "--model", "{DIR}", "--device", "banana"], "device", id="explain-vlm-device"),
     pytest.param(["explain-vlm", IMAGE, "What?", "--reading", "sideways"], "--reading", id="explain-vlm-reading"),

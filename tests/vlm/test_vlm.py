@@ -25,14 +25,23 @@ def _reference(ex, pixels, prompt, method, reading, target):
     head = tok(before.format(prompt=prompt), add_special_tokens=True)["input_ids"]
     tail = tok(after.format(prompt=prompt), add_special_tokens=False)["input_ids"]
     ids = torch.tensor([head + [IMAGE] * k + tail])
-    vout = model.model.vision_tower(pixels, output_attentions=True, output_hidden_states=True)
+    idefics = type(model).__name__.startswith("Idefics3")
+    if idefics:  # SigLIP-style encoder (no class token) -> pixel shuffle 2 -> projection; 4 x 4 patches -> 2 x 2 tokens
+        vout = model.model.vision_model(pixel_values=pixels, output_attentions=True)
+        img = model.model.connector(vout.last_hidden_state)
+        groups = [[(2 * i + di) * 4 + 2 * j + dj for di in (0, 1) for dj in (0, 1)] for i in (0, 1) for j in (0, 1)]
+        depth, first, lm = len(vout.attentions), 0, model.model.text_model
+    else:
+        vout = model.model.vision_tower(pixels, output_attentions=True, output_hidden_states=True)
+        feat = vout.hidden_states[cfg.vision_feature_layer]
+        full = cfg.vision_feature_select_strategy == "full"
+        img = model.model.multi_modal_projector(feat if full else feat[:, 1:])
+        groups = [[j] for j in range(0 if full else 1, 17)]
+        depth, first, lm = cfg.vision_feature_layer % (len(vout.attentions) + 1), 1, model.model.language_model
     vmaps = list(vout.attentions)
-    feat = vout.hidden_states[cfg.vision_feature_layer]
-    feat = feat if cfg.vision_feature_select_strategy == "full" else feat[:, 1:]
-    img = model.model.multi_modal_projector(feat)
     emb = model.get_input_embeddings()(ids).clone()
     emb[0, len(head):len(head) + k] = img[0]
-    out = model.model.language_model(inputs_embeds=emb, output_attentions=True)
+    out = lm(inputs_embeds=emb, output_attentions=True)
     tmaps = list(out.attentions)
     logit = model.lm_head(out.last_hidden_state)[0, -1, target]
     grads = torch.autograd.grad(logit, tmaps + vmaps, allow_unused=True)
@@ -69,17 +78,18 @@ def _reference(ex, pixels, prompt, method, reading, target):
     image = row[len(head):len(head) + k]
     if reading == "language":
         patches = image[1:] if a.keeps_cls else image
+        grid = (2, 2) if idefics else (4, 4)
     else:
-        depth = cfg.vision_feature_layer % (len(vmaps) + 1)
         rv = product(vmaps[:depth], grads[nt:nt + depth])
-        first = 0 if a.keeps_cls else 1
         patches = torch.zeros(rv.shape[0], dtype=torch.float64)
         for j in range(k):
-            patches += image[j] * rv[first + j]
-        patches = patches[1:]
+            for t in groups[j]:
+                patches += image[j] / len(groups[j]) * rv[t]
+        patches = patches[first:]
+        grid = (4, 4)
     text = row.clone()
     text[len(head):len(head) + k] = 0
-    return patches.reshape(a.grid).float().detach(), text.float().detach()
+    return patches.reshape(grid).float().detach(), text.float().detach()
 
 
 @pytest.mark.parametrize("method", ["complete", "gae", "absolute", "rollout"])
@@ -145,8 +155,9 @@ def test_logits_match_the_model_and_weights_untouched(explainer):
     pixels = torch.randn(1, 3, 16, 16)
     res = explainer.explain(pixels, "animal", method="complete")
     ids, _ = explainer.adapter.prompt_ids("animal")
+    shaped = pixels[:, None] if type(model).__name__.startswith("Idefics3") else pixels  # Idefics3: images per prompt
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor([ids]), pixel_values=pixels).logits[0, -1]
+        logits = model(input_ids=torch.tensor([ids]), pixel_values=shaped).logits[0, -1]
     assert torch.allclose(res.logits[0], logits, atol=1e-5)
     assert int(res.targets[0]) == int(logits.argmax())  # default target: the greedy next token
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -298,7 +298,7 @@ class VLMExplainer:
             row, image_rel = self._scores(method, reading, text_maps, vis_maps, grads, out, pixels, batch, cols)
             text = row.detach() * batch.attention_mask.to(row.dtype)
             text = text.scatter(1, cols, 0.0)  # the image tokens are shown on the image, not in the text
-            maps = image_rel.detach().reshape(b, *a.grid)
+            maps = image_rel.detach()
             if not bool(torch.isfinite(maps).all()) or not bool(torch.isfinite(text).all()):
                 raise AttngradError(f"method {method!r} gave a map that is not finite; check the model and the inputs")
             results[(method, reading)] = (maps.float().cpu(), text.float().cpu())
@@ -310,9 +310,9 @@ class VLMExplainer:
         nt, nv = len(text_maps), len(vis_maps)
         b, n = batch.input_ids.shape
 
-        def image_tokens(row):
+        def image_tokens(row):  # reading (a): one score per image token (a class token's is left out)
             rel = row.gather(1, cols)
-            return rel[:, 1:] if a.keeps_cls else rel
+            return (rel[:, 1:] if a.keeps_cls else rel).reshape(b, *a.token_grid)
 
         if method in _ROLLOUTS:
             weighting, _, renorm = _ROLLOUTS[method]
@@ -334,28 +334,34 @@ class VLMExplainer:
             if reading == "vision":
                 px = (pixels.detach() * grads[-1]).sum(dim=1)  # (B, H, W)
                 gh, gw = a.grid
-                return row, px.reshape(b, gh, px.shape[1] // gh, gw, px.shape[2] // gw).sum(dim=(2, 4)).flatten(1)
+                return row, px.reshape(b, gh, px.shape[1] // gh, gw, px.shape[2] // gw).sum(dim=(2, 4))
             return row, image_tokens(row)
         # random: uniform, seeded by the prompt's ids and the pixels
         row = torch.zeros(b, n, device=a.device)
-        image_rel = torch.zeros(b, a.grid[0] * a.grid[1], device=a.device)
+        grid = a.grid if reading == "vision" else a.token_grid
+        image_rel = torch.zeros(b, grid[0] * grid[1], device=a.device)
         for i in range(b):
             ids = batch.input_ids[i, -batch.lengths[i]:].cpu().numpy().tobytes()
             seed = zlib.crc32(ids + pixels[i].detach().float().cpu().numpy().tobytes())
             draw = torch.rand(batch.lengths[i] + image_rel.shape[1], generator=torch.Generator().manual_seed(seed))
             row[i, -batch.lengths[i]:] = draw[: batch.lengths[i]].to(a.device)
             image_rel[i] = draw[batch.lengths[i]:].to(a.device)
-        return row, image_rel
+        return row, image_rel.reshape(b, *grid)
 
 
 def _carry(image_rel: torch.Tensor, mixes: list[torch.Tensor], a: VLMAdapter, renorm: bool, *,
            identity: bool = True) -> torch.Tensor:
-    """Image-token relevance (B, K) carried through the vision encoder's rollout to its patches (B, P)."""
+    """Image-token relevance (B, K) carried through the vision encoder's rollout to its patch grid (B, gh, gw).
+
+    Image token ``k`` is made of the vision tokens ``a.groups[k]`` (one for LLaVA, s x s for a pixel
+    shuffle); each gets an equal share of its relevance, then ``v <- v · Abar(l)`` from the last layer down.
+    """
     b = image_rel.shape[0]
     m = int(a.grid[0] * a.grid[1] + a.first_patch)
+    groups = a.groups.to(image_rel.device)
+    share = (image_rel / groups.shape[1])[:, :, None].expand(-1, -1, groups.shape[1])
     full = torch.zeros(b, m, dtype=image_rel.dtype, device=image_rel.device)
-    first = 0 if a.keeps_cls else a.first_patch
-    full[:, first:first + image_rel.shape[1]] = image_rel  # vision token behind each image token
+    full = full.index_add(1, groups.flatten(), share.reshape(b, -1))
     eye = torch.eye(m, dtype=image_rel.dtype, device=image_rel.device)
     row = full[:, None, :]
     for mix in reversed(mixes):  # v <- v · Abar(l), last layer first
@@ -363,4 +369,4 @@ def _carry(image_rel: torch.Tensor, mixes: list[torch.Tensor], a: VLMAdapter, re
         if renorm:
             abar = abar / abar.sum(dim=-1, keepdim=True)
         row = torch.bmm(row, abar)
-    return row[:, 0, a.first_patch:]
+    return row[:, 0, a.first_patch:].reshape(b, *a.grid)

@@ -24,6 +24,8 @@ VIT = Path(__file__).resolve().parent.parent / "assets" / "models" / "vit-tiny-p
 #: the stand-in's settings (image size, template, image token) beside its projector weights
 SETTINGS = ASSETS / "vlm.json"
 PROJECTOR = ASSETS / "projector.safetensors"
+#: model_type -> the transformers class loaded for it
+_CLASSES = {"llava": "LlavaForConditionalGeneration", "idefics3": "Idefics3ForConditionalGeneration"}
 STAND_IN = "attngrad LLaVA stand-in (ViT-Ti + SmolLM2-135M + trained projector)"
 
 
@@ -117,19 +119,21 @@ def load_vlm(name_or_path=None, *, device=None, quiet: bool = False):
     if name_or_path is None:
         model, tokenizer, preprocess = build_stand_in(quiet=quiet)
     else:
-        from transformers import AutoTokenizer, LlavaForConditionalGeneration
+        import transformers
+        from transformers import AutoTokenizer
 
         from ..models.preprocess import Preprocessor
 
         where = str(name_or_path)
         check_model_folder(where)
         config = load_config(where, what="vision-language model", hint="pass a LlavaForConditionalGeneration folder")
-        if config.model_type != "llava":
-            raise AttngradError(f"{where}: a {config.model_type!r} model; attngrad explains LlavaForConditionalGeneration "
-                                "(model_type 'llava') here")
+        if config.model_type not in _CLASSES:
+            raise AttngradError(f"{where}: a {config.model_type!r} model; attngrad explains "
+                                f"{' and '.join(_CLASSES.values())} (model_type {', '.join(map(repr, _CLASSES))})")
         try:
             tokenizer = AutoTokenizer.from_pretrained(where)
-            model = LlavaForConditionalGeneration.from_pretrained(where, attn_implementation="eager", dtype=torch.float32)
+            cls = getattr(transformers, _CLASSES[config.model_type])
+            model = cls.from_pretrained(where, attn_implementation="eager", dtype=torch.float32)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
             raise AttngradError(f"cannot load {where!r} as a LLaVA model ({first_line(err)})") from None
         folder = Path(where)

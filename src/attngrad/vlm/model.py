@@ -30,6 +30,13 @@ VISION_TOWERS: dict[str, tuple[str, str, bool]] = {
     "vit": ("layers", "attention", True),
     "clip_vision_model": ("encoder.layers", "self_attn", True),
     "siglip_vision_model": ("encoder.layers", "self_attn", False),
+    "idefics3_vision": ("encoder.layers", "self_attn", False),
+}
+
+#: model class -> (vision encoder, language model inside it, pixel values with an images-per-prompt axis)
+FAMILIES: dict[str, tuple[str, str, bool]] = {
+    "LlavaForConditionalGeneration": ("model.vision_tower", "model.language_model", False),
+    "Idefics3ForConditionalGeneration": ("model.vision_model", "model.text_model", True),
 }
 
 #: model_type of the text config -> (dotted path of its decoder layers inside the language model, attention submodule)
@@ -87,11 +94,13 @@ class VLMAdapter:
         self.model: Any = model.eval()  # a transformers model (config, .model.vision_tower, ...)
         self.tokenizer = tokenizer
         config: Any = self.model.config
-        if type(model).__name__ != "LlavaForConditionalGeneration":
+        family = type(model).__name__
+        if family not in FAMILIES:
             raise AttngradError(
-                f"{type(model).__name__} is not supported yet; attngrad explains LlavaForConditionalGeneration "
-                "(Qwen2-VL and Idefics3 merge or shuffle patches, so their image tokens are not one per patch)"
+                f"{family} is not supported; attngrad explains {' and '.join(FAMILIES)} (Qwen2-VL merges patches "
+                "with 3-D rotary positions and variable grids: not yet)"
             )
+        vision_path, text_path, self._image_axis = FAMILIES[family]
         vtype = config.vision_config.model_type
         ttype = config.text_config.model_type
         if vtype not in VISION_TOWERS:
@@ -102,23 +111,35 @@ class VLMAdapter:
             if getattr(part, "_attn_implementation", "eager") != "eager":
                 raise AttngradError("load the model with attn_implementation='eager' so that its attention maps exist")
         layers, self._vision_attn, self.has_cls = VISION_TOWERS[vtype]
-        self.vision_layers = list(_get(self.model.model.vision_tower, layers))
+        self.vision_layers = list(_get(_get(self.model, vision_path), layers))
         text_layers, self._text_attn = LANGUAGE_MODELS[ttype]
-        self.text_layers = list(_get(self.model.model.language_model, text_layers))
+        self.text_module = _get(self.model, text_path)
+        self.text_layers = list(_get(self.text_module, text_layers))
         self.image_token_id = int(getattr(config, "image_token_id", getattr(config, "image_token_index", -1)))
         side = int(config.vision_config.image_size) // int(config.vision_config.patch_size)
+        #: the vision encoder's patch grid (reading "vision" maps) and the vision tokens before the patches
         self.grid: tuple[int, int] = (side, side)
-        strategy = getattr(config, "vision_feature_select_strategy", "default")
-        # features of the vision tokens that become image tokens: the patches, plus the class token under "full"
         self.first_patch = 1 if self.has_cls else 0
-        self.keeps_cls = self.has_cls and strategy == "full"
-        self.num_image_tokens: int = side * side + (1 if self.keeps_cls else 0)
-        layer = getattr(config, "vision_feature_layer", -1)
-        if not isinstance(layer, int):
-            raise AttngradError("a vision_feature_layer list (features of several layers) is not supported")
         n = len(self.vision_layers)
-        #: vision layers whose maps shape the image features (hidden_states[i] is the output of i layers)
-        self.vision_depth = layer % (n + 1)
+        if family == "LlavaForConditionalGeneration":
+            # image token k is the feature of one vision token: the patches, plus the class token under "full"
+            self.keeps_cls = self.has_cls and getattr(config, "vision_feature_select_strategy", "default") == "full"
+            first = 0 if self.keeps_cls else self.first_patch
+            self.groups = torch.arange(first, side * side + self.first_patch)[:, None]
+            self.token_grid: tuple[int, int] = (side, side)
+            layer = getattr(config, "vision_feature_layer", -1)
+            if not isinstance(layer, int):
+                raise AttngradError("a vision_feature_layer list (features of several layers) is not supported")
+            #: vision layers whose maps shape the image features (hidden_states[i] is the output of i layers)
+            self.vision_depth = layer % (n + 1)
+        else:  # Idefics3 / SmolVLM: pixel shuffle puts s x s neighbouring patches into one image token
+            self.keeps_cls = False
+            scale = int(config.scale_factor)
+            index = torch.arange(side * side, dtype=torch.float32)[None, :, None]
+            self.groups = self.model.model.connector.pixel_shuffle(index, scale)[0].long()  # (K, s*s) patch indices
+            self.token_grid = (side // scale, side // scale)
+            self.vision_depth = n
+        self.num_image_tokens: int = int(self.groups.shape[0])
         self.template = template or getattr(config, "attngrad_template", None) or "USER: <image>\n{prompt} ASSISTANT:"
         if "<image>" not in self.template or "{prompt}" not in self.template:
             raise AttngradError("a VLM template needs '<image>' (where the image goes) and '{prompt}' (the question)")
@@ -185,7 +206,7 @@ class VLMAdapter:
         text_maps: list[torch.Tensor] = []
         vision_maps: list[torch.Tensor] = []
         embeds: list[torch.Tensor] = []
-        lm = self.model.model.language_model
+        lm = self.text_module
 
         def grab(module, args, kwargs):
             x = kwargs.get("inputs_embeds")
@@ -199,7 +220,8 @@ class VLMAdapter:
         txt = [_get(layer, self._text_attn) for layer in self.text_layers]
         try:
             with self._capture(vis, vision_maps), self._capture(txt, text_maps):
-                out = self.model(input_ids=batch.input_ids, pixel_values=pixel_values.to(self.device),
+                pixels = pixel_values.to(self.device)
+                out = self.model(input_ids=batch.input_ids, pixel_values=pixels[:, None] if self._image_axis else pixels,
                                  attention_mask=batch.attention_mask, position_ids=batch.position_ids, use_cache=False)
         finally:
             pre.remove()

@@ -1,0 +1,61 @@
+"""Speed of a VLM explanation against one plain forward + backward of the whole model (the stand-in).
+
+The base is what any gradient explanation must pay: the model's forward on the batch (eager
+attention, as the explanation runs it) and the backward of the target logits to the pixels,
+weights frozen. The explanation is ``explain_methods`` with the given methods and both readings
+(all from one forward + one backward). Interleaved repeats, medians.
+
+    python benchmarks/vlm_speed.py --batch-size 4 --repeats 5 [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+from _timing import ratio  # type: ignore[import-not-found]
+
+from attngrad.vlm import VLMExplainer
+
+QUESTION = "What is in this photo?"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--methods", default="complete")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ex = VLMExplainer.from_pretrained(quiet=True)
+    ex.batch_size = args.batch_size
+    a = ex.adapter
+    pixels = ex.pixels(["el1", "catdog", "tusker", "snail"] * ((args.batch_size + 3) // 4))[: args.batch_size]
+    ids, start = a.prompt_ids(QUESTION)
+    batch = a.batch([ids] * args.batch_size, [start] * args.batch_size)
+    methods = [m.strip() for m in args.methods.split(",")]
+
+    def base():
+        px = pixels.clone().requires_grad_(True)
+        with a.frozen_weights():
+            out = a.model(input_ids=batch.input_ids, pixel_values=px, attention_mask=batch.attention_mask,
+                          position_ids=batch.position_ids, use_cache=False)
+            logits = out.logits[:, -1]
+            logits.gather(1, logits.argmax(-1, keepdim=True)).sum().backward()
+
+    def explain():
+        ex.explain_methods(pixels, QUESTION, methods, readings=["language", "vision"])
+
+    result = ratio(base, explain, args.repeats) | {"batch_size": args.batch_size, "methods": methods,
+                                                   "threads": torch.get_num_threads()}
+    print(json.dumps(result, indent=1) if args.json else
+          f"batch {args.batch_size}, {','.join(methods)}: forward+backward {result['forward_backward_s']:.3f} s, "
+          f"explanation {result['explanation_s']:.3f} s, ratio {result['ratio']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
