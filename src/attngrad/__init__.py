@@ -30,6 +30,7 @@ __all__ = [
     "Seq2SeqExplainer",
     "TextExplainer",
     "Trace",
+    "VLMExplainer",
     "class_index",
     "get_loss",
     "get_method",
@@ -50,6 +51,7 @@ _LAZY = {
     "ClipExplainer": "clip",
     "LMExplainer": "lm",
     "Seq2SeqExplainer": "seq2seq",
+    "VLMExplainer": "vlm",
 }
 
 

@@ -83,3 +83,26 @@ def test_the_target_line_stops_before_the_explained_token(bart_folder, tmp_path)
     line = next(li for li in res.output.splitlines() if li.startswith("  target: "))
     assert line.startswith("  target: die[") and "katze[" in line and line.endswith("-> sass")
     assert "auf" not in line
+
+
+def test_contrast_equal_to_target_is_refused(bart_folder, tmp_path):
+    """diff against the explained token itself is 0 with an all-zero map: refused, nothing written."""
+    from transformers import AutoTokenizer
+
+    token = AutoTokenizer.from_pretrained(bart_folder).tokenize("die")[0]
+    out = tmp_path / "never"
+    res = _run("the cat", "--model", bart_folder, "--target", "die katze", "--position", "1", "--loss", "diff",
+               "--contrast", token, "--out", out)
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("attngrad: error: the contrast equals the explained token"), lines
+    assert not out.exists()
+
+
+def test_an_exactly_empty_map_says_so(bart_folder, tmp_path):
+    """complete's source map at decoder position 0 is exactly zero: never printed silently, one warning line."""
+    res = _run("the cat", "--model", bart_folder, "--target", "die katze", "--position", "0", "--method", "complete,gae",
+               "--out", tmp_path / "o")
+    assert res.exit_code == 0, res.output
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("attngrad: warning:")]
+    assert len(warnings) == 1 and "complete: the source map of row 1 is exactly zero" in warnings[0], res.stderr

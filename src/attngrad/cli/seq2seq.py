@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
 from ..errors import AttngradError
 from ..losses import LOSSES
+from ..seq2seq.explainer import EmptyExplanationWarning
 from ..seq2seq.rules import WEIGHTINGS
 from . import main
 from .common import OutDir, device_option, methods_option, model_option, out_dir
@@ -57,8 +59,13 @@ def explain_seq2seq(sources, model, target, position, methods, loss, contrast, d
         raise AttngradError("a SOURCE text is empty; give the text to translate or summarise", field="sources")
     explainer = Seq2SeqExplainer.from_pretrained(model, device=device)
     contrast_value = int(contrast) if contrast is not None and contrast.lstrip("-").isdigit() else contrast
-    found = explainer.explain_methods(list(sources), target, methods, position=where, loss=loss,
-                                      contrast=contrast_value)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EmptyExplanationWarning)
+        found = explainer.explain_methods(list(sources), target, methods, position=where, loss=loss,
+                                          contrast=contrast_value)
+    for w in caught:
+        if issubclass(w.category, EmptyExplanationWarning):
+            click.echo(f"attngrad: warning: {w.message}", err=True)
     colour = sys.stdout.isatty() if color is None else color
     for res in found.values():
         for i in range(len(res.sources)):

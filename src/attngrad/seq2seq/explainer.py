@@ -12,6 +12,8 @@ logit, blue opposes it.
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +91,10 @@ class Seq2SeqExplanation:
     def target_words(self, index: int) -> list[Word]:
         """The target prefix of pair ``index`` as words (up to the explained token; special tokens dropped)."""
         return self._words(self.batch.decoder, self.target_scores, index)
+
+
+class EmptyExplanationWarning(UserWarning):
+    """An explanation came out exactly zero everywhere (the rule leaves nothing to attribute)."""
 
 
 def _as_list(value, n: int, name: str) -> list:
@@ -218,6 +224,11 @@ class Seq2SeqExplainer:
         logits = out.logits[rows, pos]
         tokens = batch.targets.to(device)
         tokens = torch.where(tokens < 0, logits.detach().argmax(dim=-1), tokens)
+        if contrasts is not None and bool((contrasts.to(device) == tokens).any()):
+            i = int((contrasts.to(device) == tokens).nonzero()[0, 0])
+            word = adapter.tokenizer.convert_ids_to_tokens([int(tokens[i])])[0]
+            raise AttngradError(f"the contrast equals the explained token ({word!r}) for row {i + 1}; "
+                                "a loss against itself is 0 and its map empty: pick another token")
         values = loss_fn(logits, tokens, None if contrasts is None else contrasts.to(device))
         maps = out.encoder + out.decoder + out.cross
         needs_grad = any(m != "rollout" for m in weights)
@@ -241,6 +252,13 @@ class Seq2SeqExplainer:
                 self_rows = relevance["t", "t"][rows, pos]
                 self_rows[rows, pos] -= 1.0  # R^{tt} - I: what attention added to the token's own input
                 target_scores = self_rows * (steps[None, :] <= pos[:, None]) * dec_mask
+            if not (bool(torch.isfinite(source_scores).all()) and bool(torch.isfinite(target_scores).all())):
+                raise AttngradError(f"method {name!r} gave scores that are not finite; check the model and the inputs")
+            empty = [i for i in range(len(sources)) if not bool(source_scores[i].any())]
+            if empty:
+                warnings.warn(f"{name}: the source map of row {empty[0] + 1} is exactly zero (decoder position "
+                              f"{int(pos[empty[0]])}: under this rule no relevance reaches the source there); "
+                              "try a later position or another method", EmptyExplanationWarning, stacklevel=3)
             results[name] = Seq2SeqExplanation(
                 source_scores.cpu(), target_scores.cpu(), batch, tokens.cpu(),
                 adapter.tokenizer.convert_ids_to_tokens(tokens.tolist()), values.detach().cpu(), name,
