@@ -13,7 +13,6 @@ logit, blue opposes it.
 from __future__ import annotations
 
 import warnings
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
