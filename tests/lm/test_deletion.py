@@ -156,3 +156,72 @@ def test_cli_errors_are_one_line(saved_llama, tmp_path, extra, message):
     lines = [line for line in r.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("attngrad: error:") and message in lines[0], r.output
     assert not (out / "shards").exists()
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda d: d["curves"]["random"]["most"][0].__setitem__(3, 43.0), "does not match its digest"),  # an edited number
+    (lambda d: d.pop("digest"), "does not match its digest"),                                        # no digest
+    ("truncate", "unreadable"),
+])
+def test_a_damaged_shard_is_named_and_recomputed(lm, tmp_path, capsys, damage, why):
+    settings = lambda: DeletionSettings(["grad_x_input", "random"], batch_size=2)  # noqa: E731
+    whole = run_deletion(lm, PROMPTS, tmp_path / "a", settings())
+    shard = tmp_path / "a" / "shards" / "batch_00000.json"
+    if damage == "truncate":
+        shard.write_text(shard.read_text()[:50])
+    else:
+        data = json.loads(shard.read_text())
+        damage(data)
+        shard.write_text(json.dumps(data))
+    capsys.readouterr()
+    resumed = run_deletion(lm, PROMPTS, tmp_path / "a", settings(), resume=True)
+    assert resumed == whole
+    err = capsys.readouterr().err
+    assert f"{shard} cannot be used" in err and why in err
+
+
+def test_a_tampered_shard_with_a_fresh_digest_of_the_wrong_shape_is_recomputed(lm, tmp_path, capsys):
+    from attngrad.lm.deletion import _digest
+
+    settings = lambda: DeletionSettings(["grad_x_input", "random"], batch_size=2)  # noqa: E731
+    whole = run_deletion(lm, PROMPTS, tmp_path / "a", settings())
+    shard = tmp_path / "a" / "shards" / "batch_00001.json"
+    data = json.loads(shard.read_text())
+    data["curves"]["random"]["least"] = [[0.0]]
+    data["digest"] = _digest(data)
+    shard.write_text(json.dumps(data))
+    assert run_deletion(lm, PROMPTS, tmp_path / "a", settings(), resume=True) == whole
+    assert "wrong shape" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]"])
+def test_a_damaged_settings_file_is_one_line(saved_llama, tmp_path, content):
+    out = tmp_path / "run"
+    args = ["evaluate", "lm-deletion", "--model", str(saved_llama), "--limit", "2", "--batch-size", "2",
+            "--methods", "random", "--out", str(out)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    (out / "settings.json").write_text(content)
+    r = CliRunner().invoke(main, [*args, "--resume"])
+    assert r.exit_code == 2
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("attngrad: error:") and "settings" in lines[0], r.output
+
+
+def test_a_refused_run_leaves_nothing_and_a_corrected_rerun_works(saved_llama, tmp_path, monkeypatch):
+    """The core refuses at the first batch (as for a contrast equal to the target): no settings.json is left behind."""
+    from attngrad.errors import AttngradError
+    from attngrad.lm import deletion
+
+    out = tmp_path / "run"
+    base = ["evaluate", "lm-deletion", "--model", str(saved_llama), "--limit", "2", "--batch-size", "2",
+            "--methods", "random", "--out", str(out)]
+
+    def refuse(*args, **kwargs):
+        raise AttngradError("the contrast equals the target (' Paris') for prompt 1; pick another token")
+
+    with monkeypatch.context() as m:
+        m.setattr(deletion, "evaluate_batch", refuse)
+        r = CliRunner().invoke(main, base)
+    assert r.exit_code == 2 and "contrast equals the target" in r.output, r.output
+    assert not out.exists()
+    assert CliRunner().invoke(main, base).exit_code == 0

@@ -19,8 +19,11 @@ the model left-padded with an attention mask and per-prompt position ids
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -164,6 +167,39 @@ def _write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
+def _digest(data: dict) -> str:
+    """SHA-256 of a shard's content (its ``digest`` field left out), written with it and checked on resume."""
+    body = {k: v for k, v in data.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _shard_problem(shard: Path, chunk: Sequence[Prompt], settings: DeletionSettings) -> str | None:
+    """Why a stored shard cannot be used (unreadable, edited, another batch, wrong shape), or ``None``."""
+    try:
+        data = json.loads(shard.read_text())
+    except (OSError, ValueError) as err:
+        return f"unreadable ({type(err).__name__})"
+    if not isinstance(data, dict) or data.get("digest") != _digest(data):
+        return "its content does not match its digest (edited or damaged)"
+    if data.get("prompts") != [p.text for p in chunk]:
+        return "it holds other prompts"
+    try:
+        for name in settings.methods:
+            for d in DIRECTIONS:
+                curves = data["curves"][name][d]
+                if len(curves) != len(chunk) or any(len(c) != len(FRACTIONS) for c in curves):
+                    return "its curves have the wrong shape"
+                if not all(np.isfinite(v) and v <= 0 for c in curves for v in c):
+                    return "its log-probabilities are not finite and <= 0"
+            if len(data["sink"][name]) != len(chunk):
+                return "its first-token shares have the wrong shape"
+        if len(data["kinds"]) != len(chunk):
+            return "its prompt kinds have the wrong shape"
+    except (KeyError, TypeError):
+        return "a field is missing"
+    return None
+
+
 def check_out(out: str | Path, settings: DeletionSettings, *, resume: bool = False) -> Path:
     """Check the settings and the results folder (a new run, or ``resume`` of the same settings); writes nothing."""
     settings.check()
@@ -174,7 +210,12 @@ def check_out(out: str | Path, settings: DeletionSettings, *, resume: bool = Fal
     if resume:
         if not stored.exists():
             raise AttngradError(f"nothing to resume in {out} (no settings.json); run without --resume")
-        old = json.loads(stored.read_text())
+        try:
+            old = json.loads(stored.read_text())
+        except (OSError, ValueError) as err:
+            raise AttngradError(f"{stored} cannot be read ({type(err).__name__}); give a new --out") from None
+        if not isinstance(old, dict):
+            raise AttngradError(f"{stored} is not a settings object; give a new --out")
         if old != asdict(settings):
             diff = [k for k in old if old.get(k) != asdict(settings).get(k)]
             raise AttngradError(f"--resume with other settings than the stored run ({', '.join(diff)}); "
@@ -190,23 +231,37 @@ def run_deletion(explainer: LMExplainer, prompts: Sequence[Prompt], out: str | P
     """Run (or continue with ``resume``) the deletion test; per-batch results in ``out/shards``,
     summary in ``results.json`` / ``results.md`` / ``curves.csv``. Returns the summary."""
     out = check_out(out, settings, resume=resume)
+    created = [p for p in (out, out / "shards", out / "settings.json") if not p.exists()]
     (out / "shards").mkdir(parents=True, exist_ok=True)
     _write_json(out / "settings.json", asdict(settings))
     bs = settings.batch_size
     nb = (len(prompts) + bs - 1) // bs
-    for b in range(nb):
-        shard = out / "shards" / f"batch_{b:05d}.json"
-        chunk = list(prompts[b * bs : (b + 1) * bs])
-        if shard.exists():
-            data = json.loads(shard.read_text())
-            if data.get("prompts") == [p.text for p in chunk]:
-                continue
-        data = evaluate_batch(explainer, chunk, settings, eval_batch_size=eval_batch_size)
-        data["prompts"] = [p.text for p in chunk]
-        data["targets"] = [p.target for p in chunk]
-        _write_json(shard, data)
-        if progress is not None:
-            progress(b + 1, nb)
+    wrote = False
+    try:
+        for b in range(nb):
+            shard = out / "shards" / f"batch_{b:05d}.json"
+            chunk = list(prompts[b * bs : (b + 1) * bs])
+            if shard.exists():
+                problem = _shard_problem(shard, chunk, settings)
+                if problem is None:
+                    continue
+                print(f"attngrad: warning: {shard} cannot be used ({problem}); recomputing it", file=sys.stderr)
+            data = evaluate_batch(explainer, chunk, settings, eval_batch_size=eval_batch_size)
+            data["prompts"] = [p.text for p in chunk]
+            data["targets"] = [p.target for p in chunk]
+            data["digest"] = _digest(data)
+            _write_json(shard, data)
+            wrote = True
+            if progress is not None:
+                progress(b + 1, nb)
+    except BaseException:
+        if not wrote:  # a run refused (or stopped) before its first result leaves nothing behind
+            for path in reversed(created):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        raise
     summary = summarise(out, settings, count=len(prompts))
     return summary
 
