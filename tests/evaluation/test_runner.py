@@ -372,3 +372,14 @@ def test_guided_paper_protocol_matches_a_per_image_loop_on_the_stitched_image(ti
 def test_plain_hits_vary_with_the_removed_pixels(tiny_explainer, image_dir, tmp_path):
     _run(tiny_explainer, image_dir, tmp_path / "out")
     _hits_vary(load_shards(tmp_path / "out"), METHODS)
+
+
+def test_resume_after_the_guide_changed_is_refused(tiny_explainer, image_dir, tmp_path):
+    """The guide's content belongs to the run's identity: a new guide under the same path is not mixed in."""
+    guide = tmp_path / "n00000099_LABEL_2.png"
+    guide.write_bytes((image_dir / "n00000003_LABEL_3.png").read_bytes())
+    out = tmp_path / "out"
+    _run(tiny_explainer, image_dir, out, guide=str(guide), limit=4)
+    guide.write_bytes((image_dir / "n00000004_LABEL_4.png").read_bytes())
+    with pytest.raises(AttngradError, match="guide image .* changed"):
+        _run(tiny_explainer, image_dir, out, guide=str(guide), limit=4, resume=True)

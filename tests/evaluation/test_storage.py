@@ -209,3 +209,20 @@ def test_a_committed_results_folder_summarises_identically(tmp_path, name, layou
         assert (out / text).read_bytes() == (source / text).read_bytes(), text
     again = dict(np.load(out / "per_image.npz"))
     assert again.keys() == stored.keys() and all(np.array_equal(again[k], stored[k]) for k in stored)
+
+
+def test_an_edited_shard_is_named_and_recomputed_on_resume(tiny_explainer, image_dir, tmp_path, capfd):
+    """A readable shard whose numbers were changed no longer matches the digest written with it."""
+    full = _full_and_cut(tiny_explainer, image_dir, tmp_path)
+    shard = tmp_path / "cut" / "shards" / "batch-000001.npz"
+    with np.load(shard) as f:
+        arrays = {k: f[k] for k in f.files}
+    key = next(k for k in arrays if k.endswith(".prob"))
+    arrays[key] = arrays[key] + 0.5  # a tampered probability, the old digest kept
+    np.savez(shard, **arrays)
+    with pytest.raises(AttngradError, match="does not match its digest"):
+        summarize(tmp_path / "cut")
+    capfd.readouterr()
+    resumed = _run(tiny_explainer, image_dir, tmp_path / "cut", resume=True)
+    assert "batch-000001.npz: its content does not match its digest" in capfd.readouterr().err
+    assert resumed["methods"] == full["methods"]

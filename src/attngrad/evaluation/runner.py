@@ -49,6 +49,7 @@ from .storage import (
     INSERTION_PROTOCOL,
     RunRecord,
     done_batches,
+    guide_digest,
     image_records,
     prepare_folder,
     records_digest,
@@ -221,7 +222,7 @@ def _record(explainer: Explainer, dataset: DataSet, settings: RunSettings, out: 
     model = relative(settings.model, out) if settings.model and Path(settings.model).exists() else settings.model
     return RunRecord(
         data=relative(root, out) or "", methods=list(settings.methods), explain=settings.explain,
-        guide=relative(settings.guide, out), guide_region=settings.guide_region if guided else None,
+        guide=relative(settings.guide, out), guide_digest=guide_digest(settings.guide), guide_region=settings.guide_region if guided else None,
         limit=dataset.limit, every=dataset.every, batch_size=settings.batch_size,
         eval_batch_size=settings.eval_batch_size, model=model or "", table=relative(dataset.table, out),
         image_labels=relative(dataset.image_labels, out), insertion_deletion=settings.insertion_deletion,

@@ -42,7 +42,7 @@ IMAGES_FILE = "images.tsv"
 PER_IMAGE = "per_image.npz"
 #: Settings that must match for ``--resume`` to continue a run.
 RESUME_KEYS = (
-    "data", "methods", "explain", "guide", "guide_region", "limit", "every", "batch_size", "eval_batch_size",
+    "data", "methods", "explain", "guide", "guide_digest", "guide_region", "limit", "every", "batch_size", "eval_batch_size",
     "model", "table", "image_labels", "insertion_deletion",
 )  # fmt: skip
 
@@ -80,6 +80,8 @@ class RunRecord:
     methods: list[str]
     explain: str = "label"
     guide: str | None = None
+    #: size and BLAKE2b of the guide image's file: its content is part of the run's identity
+    guide_digest: str | None = None
     guide_region: str | None = None
     limit: int | None = None
     every: int | None = None
@@ -117,6 +119,14 @@ class ImageRecord:
     label: int
     size: int
     digest: str
+
+
+def guide_digest(path: str | None) -> str | None:
+    """``size:blake2b`` of the guide image's file (``None`` without a guide)."""
+    if path is None:
+        return None
+    size, digest = _content(path)
+    return f"{size}:{digest}"
 
 
 def _content(path: str) -> tuple[int, str]:
@@ -240,6 +250,7 @@ def prepare_folder(out: Path, record: RunRecord, resume: bool, records: Sequence
     defaults = asdict(RunRecord(data="", methods=[]))  # keys that older runs did not store
     defaults["guide_region"] = "original" if stored.get("guide") else None  # older guided runs cropped
     current = json.loads(json.dumps(asdict(record)))
+    defaults["guide_digest"] = current["guide_digest"]  # runs of an older attngrad did not store it: not checkable
     diff = [k for k in RESUME_KEYS if stored.get(k, defaults[k]) != current[k]]
     n = len(stored_records)
     if diff == ["limit"] and 0 < n <= len(records) and list(records[:n]) == stored_records:
@@ -248,6 +259,9 @@ def prepare_folder(out: Path, record: RunRecord, resume: bool, records: Sequence
             _drop_from_per_image(out, n // record.batch_size * record.batch_size)
         _atomic_write(out / IMAGES_FILE, _records_text(records))
         _atomic_write(run_file, json.dumps(asdict(record), indent=2))
+    elif "guide_digest" in diff and stored.get("guide") == current["guide"]:
+        raise AttngradError(f"cannot resume {out}: the guide image {record.guide} changed since the run began; "
+                            "restore it or choose another --out")
     elif diff:
         raise AttngradError(
             f"cannot resume {out}: settings differ ({', '.join(diff)}); use the run's settings or another --out"
@@ -285,10 +299,37 @@ def shard_path(out: Path, j: int) -> Path:
     return out / SHARDS / f"batch-{j:06d}.npz"
 
 
+#: the array of a shard that holds the SHA-256 of all its other arrays (checked on resume)
+DIGEST_KEY = "__digest__"
+
+
+def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over every array's name, dtype, shape and bytes, in name order (``DIGEST_KEY`` left out)."""
+    h = hashlib.sha256()
+    for key in sorted(k for k in arrays if k != DIGEST_KEY):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def write_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write atomically: a partial file is renamed only once complete and flushed to disk."""
+    """Write atomically (a partial file is renamed only once complete and flushed to disk), with the
+    digest of its content stored inside it (:func:`check_shard`)."""
     path.parent.mkdir(parents=True, exist_ok=True)  # shards/ may have been deleted (per_image.npz kept)
-    _atomic_write(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]  # numpy's stubs: a ** key could be allow_pickle
+    stored = {**arrays, DIGEST_KEY: np.array(arrays_digest(arrays))}
+    _atomic_write(path, lambda f: np.savez(f, **stored))  # type: ignore[arg-type]  # numpy's stubs: a ** key could be allow_pickle
+
+
+def check_shard(path: Path, *, require_digest: bool = True) -> dict[str, np.ndarray]:
+    """A shard's arrays, read whole and checked against the digest written with them; else :class:`AttngradError`.
+
+    ``require_digest=False`` accepts a shard of an older attngrad, written without one."""
+    arrays = read_npz(path)
+    digest = arrays.pop(DIGEST_KEY, None)
+    if (digest is None and require_digest) or (digest is not None and str(digest) != arrays_digest(arrays)):
+        raise AttngradError(f"{path}: its content does not match its digest (edited or damaged)")
+    return arrays
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -326,11 +367,11 @@ def done_batches(out: Path, batches: Sequence[Sequence[int]], candidates: Sequen
                 done.add(j)
                 continue
             try:
-                read_npz(path)
+                check_shard(path)
                 done.add(j)
                 continue
             except AttngradError as err:
-                print(f"attngrad: {err}; recomputing shard {path.name}", file=sys.stderr)
+                print(f"attngrad: warning: {err}; recomputing shard {path.name}", file=sys.stderr)
                 path.unlink()
         if covered and all(i in covered for i in batches[j]):
             done.add(j)
@@ -364,7 +405,7 @@ def load_results(out: str | Path) -> dict[str, np.ndarray]:
         parts.append(read_npz(out / PER_IMAGE))
     for f in sorted((out / SHARDS).glob("batch-*.npz")):
         try:
-            parts.append(read_npz(f))
+            parts.append(check_shard(f, require_digest=False))
         except AttngradError as err:
             raise AttngradError(f"{err}; run the evaluation again with --resume to recompute it") from None
     if not parts:
