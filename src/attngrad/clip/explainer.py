@@ -386,11 +386,11 @@ class ClipExplainer:
         maps = {}
         for m in methods:
             if pooled:
-                scores = m.token_scores(trace)
+                scores = m.scores(trace)
                 real = rows.attention_mask.to(scores.dtype)
                 scores = (scores - real) / real.sum(dim=1, keepdim=True)
             elif isinstance(m, _Eclip):
-                scores = m.token_scores(trace)
+                scores = m.scores(trace)
             else:
                 scores = m.token_scores(swapped).gather(1, perm)
             scores = scores * content

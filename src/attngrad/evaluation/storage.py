@@ -121,7 +121,7 @@ class ImageRecord:
     digest: str
 
 
-def guide_digest(path: str | None) -> str | None:
+def guide_digest(path: str | os.PathLike | None) -> str | None:
     """``size:blake2b`` of the guide image's file (``None`` without a guide)."""
     if path is None:
         return None
@@ -129,7 +129,7 @@ def guide_digest(path: str | None) -> str | None:
     return f"{size}:{digest}"
 
 
-def _content(path: str) -> tuple[int, str]:
+def _content(path: str | os.PathLike) -> tuple[int, str]:
     """``(size, blake2b-128 of the bytes)``; ``(-1, "")`` for a file that cannot be read."""
     try:
         data = Path(path).read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Callable, Iterator
 
@@ -28,11 +29,23 @@ def resolve_layer(start_layer: int | None, default: int, layers: int) -> int:
     return min(default, layers - 1) if start_layer is None else start_layer
 
 
+#: The largest count an option may take (steps, masks, batch sizes): beyond it a run cannot fit any machine.
+MAX_COUNT = 1_000_000
+
+
 def check_positive(name: str, **values: int) -> None:
-    """Refuse counts below 1 (steps, masks, batch sizes)."""
+    """Refuse counts below 1 or above :data:`MAX_COUNT` (steps, masks, batch sizes)."""
     for key, value in values.items():
-        if not isinstance(value, int) or value < 1:
-            raise AttngradError(f"{name}: {key} must be a positive integer, not {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COUNT:
+            raise AttngradError(f"{name}: {key} must be an integer from 1 to {MAX_COUNT:,}, not {value!r}")
+
+
+def check_range(name: str, key: str, value: float, low: float, high: float, *, open_low: bool = False) -> None:
+    """Refuse a real option outside ``[low, high]`` (``(low, high]`` with ``open_low``), NaN and infinities included."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (low < value if open_low else low <= value) and value <= high
+    if not ok:
+        raise AttngradError(f"{name}: {key} must be a number in {'(' if open_low else '['}{low}, {high}], not {value!r}")
 
 
 def image_adapter(trace: Trace, name: str) -> ImageAdapter:

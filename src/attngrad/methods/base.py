@@ -75,9 +75,18 @@ class Method:
         """Scores (B, N) over all tokens: the read row of the method's token-mixing matrix."""
         raise NotImplementedError
 
+    def scores(self, trace: Trace) -> torch.Tensor:
+        """:meth:`token_scores`, refused with :class:`AttngradError` when any value is NaN or infinite
+        (an option or a loss that breaks the maths never returns a map silently)."""
+        row = self.token_scores(trace)
+        if not bool(torch.isfinite(row).all()):
+            raise AttngradError(f"{self.name} gave a map with NaN or infinite values; check its options "
+                                "(for example a noise or step size out of range) and the loss")
+        return row
+
     def __call__(self, trace: Trace) -> torch.Tensor:
         """The map (B, gh, gw) over the patch grid: :meth:`token_scores` without the special tokens."""
-        row = self.token_scores(trace)
+        row = self.scores(trace)
         gh, gw = trace.grid
         patches = row[:, trace.num_prefix_tokens :]
         if patches.shape[1] != gh * gw:

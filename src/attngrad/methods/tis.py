@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ..models.base import ModelAdapter
 from ._blocks import keep_tokens, record_block_outputs
-from ._common import check_positive, recorded, recording
+from ._common import check_positive, check_range, recorded, recording
 from .base import Method, Trace, register
 
 _OUTPUTS = "tis.block_outputs"
@@ -88,10 +88,12 @@ class TIS(Method):
     def __init__(self, *, n_masks: int = 1024, tokens_ratio: float = 0.5, batch_size: int = 128,
                  max_iter: int = 100, tol: float = 1e-4, seed: int = 0):
         check_positive(self.name, n_masks=n_masks, batch_size=batch_size, max_iter=max_iter)
-        if not 0 < tokens_ratio <= 1:
+        check_range(self.name, "tokens_ratio", tokens_ratio, 0, 1, open_low=True)
+        check_range(self.name, "tol", tol, 0, 1)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
             from ..errors import AttngradError
 
-            raise AttngradError(f"{self.name}: tokens_ratio must be in (0, 1], not {tokens_ratio}")
+            raise AttngradError(f"{self.name}: seed must be a non-negative integer, not {seed!r}")
         self.n_masks, self.tokens_ratio, self.batch_size = n_masks, tokens_ratio, batch_size
         self.max_iter, self.tol, self.seed = max_iter, tol, seed
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..errors import AttngradError
 from ..models.base import ModelAdapter
 from ._blocks import record_last_norm
-from ._common import check_positive, image_adapter, recorded, recording
+from ._common import check_positive, check_range, image_adapter, recorded, recording
 from .base import Method, Trace, register
 
 _FEATURES = "vitcx.features"
@@ -82,8 +82,10 @@ class ViTCX(Method):
 
     def __init__(self, *, distance_threshold: float = 0.1, noise: float = 0.1, batch_size: int = 50, seed: int = 0):
         check_positive(self.name, batch_size=batch_size)
-        if not 0 < distance_threshold <= 2:
-            raise AttngradError(f"{self.name}: distance_threshold must be in (0, 2], not {distance_threshold}")
+        check_range(self.name, "distance_threshold", distance_threshold, 0, 2, open_low=True)
+        check_range(self.name, "noise", noise, 0, 1)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise AttngradError(f"{self.name}: seed must be a non-negative integer, not {seed!r}")
         self.distance_threshold, self.noise, self.batch_size, self.seed = distance_threshold, noise, batch_size, seed
 
     def capture(self, adapter: ModelAdapter, extras: dict[str, Any]) -> AbstractContextManager[None]:

@@ -350,7 +350,7 @@ class TextExplainer:
     def read(self, method: Method, trace: Trace, encoded: Encoded) -> torch.Tensor:
         """(B, N) map of ``method`` on ``trace``: pooled reads averaged over real rows with the identity
         subtracted, ``mean_{i real} (R - I)[i, :]``; special tokens and padding set to 0."""
-        scores = method.token_scores(trace)
+        scores = method.scores(trace)
         if self.adapter.read == "pooled" and isinstance(method, Rollout):
             real = encoded.attention_mask.to(scores.dtype)
             scores = (scores - real) / real.sum(dim=1, keepdim=True)
