@@ -193,6 +193,7 @@ ROWS = [
     *_count_rows("serve", "--max-upload-mb", bad=("0", "-1", "abc")),
     *_count_rows("serve", "--queue-size", bad=("0", "-1", "abc")),
     pytest.param(["serve", "--lm", "{FILE}"], "--lm", id="serve-lm-file"),
+    pytest.param(["serve", "--host", "bogus.invalid", "--no-lm"], "cannot resolve", id="serve-host-bogus"),
     pytest.param(["serve", "--lm", "{DIR}"], "not a Hugging Face model folder", id="serve-lm-empty-dir"),
     pytest.param(["serve", "--no-lm", "--lm", "{DIR}"], "contradict", id="serve-lm-and-no-lm"),
     *_model_rows("serve"),
@@ -413,3 +414,50 @@ def test_subprocess_usage_and_library_errors_are_one_line(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("attngrad: error: ") and message in lines[0], proc.stderr
         assert "Usage:" not in proc.stderr and "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []  # the failed explain created no folder
+
+
+def test_serve_on_a_port_in_use_is_one_line(fixtures, monkeypatch):
+    import socket
+
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("serve started a server"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["serve", "--model", fixtures["MODEL"], "--no-lm", "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("attngrad: error: cannot listen on") and "in use" in lines[0], lines
+
+
+@pytest.mark.parametrize("args, message", [
+    (["explain-lm", "caf\udce9 \udcff"], "is not valid UTF-8"),
+    (["explain", "el1", "--out", "x" * 300], "File name too long"),
+])
+def test_bytes_and_long_names_are_one_line(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("attngrad: error:") and message in lines[0], lines
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_weights_are_one_line(tmp_path, monkeypatch):
+    import shutil
+
+    import attngrad
+
+    folder = tmp_path / "vit"
+    shutil.copytree(Path(attngrad.__file__).parent / "assets" / "models" / "vit-tiny-patch16-224", folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:4096])
+    monkeypatch.chdir(tmp_path)
+    for args in (["explain", "el1", "--model", str(folder), "--out", "o"], ["explain-clip", "el1", "-t", "a", "--model", str(folder)]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "cannot be read (truncated or corrupt?)" in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vit"]

@@ -270,3 +270,23 @@ def test_openapi_documents_the_fields_sent(client):
     assert set(client.get("/api/lm/info").json()) == set(schema("/api/lm/info", "get")["properties"])
     for path in ("/api/lm/explain", "/api/lm/generate"):
         assert "503" in spec["paths"][path]["post"]["responses"]
+
+
+def test_damaged_weights_are_503_once_then_unavailable_never_500(tiny_explainer, lm, tmp_path, monkeypatch):
+    """A model whose weights fail to load (a truncated safetensors file) is unavailable with its reason; not retried."""
+    tries = []
+
+    def load(name_or_path=None, *, device=None, quiet=False):
+        tries.append(name_or_path)
+        from safetensors import SafetensorError
+
+        raise SafetensorError("Error while deserializing header: incomplete metadata, file not fully covered")
+
+    monkeypatch.setattr(LMExplainer, "from_pretrained", staticmethod(load))
+    with TestClient(create_app(tiny_explainer, lm_model="damaged/lm")) as c:
+        for _ in range(2):
+            r = c.post("/api/lm/explain", data={"prompt": PROMPT})
+            assert r.status_code == 503 and "SafetensorError" in r.json()["detail"]["message"]
+        info = c.get("/api/lm/info").json()
+        assert info["available"] is False and "incomplete metadata" in info["reason"]
+        assert tries == ["damaged/lm"]

@@ -43,6 +43,35 @@ def usage_error_line(err: click.ClickException) -> str:
     return f"attngrad: error: {where + ': ' if where else ''}{message} (see '{name} --help')"
 
 
+def _unreadable_file(err: BaseException) -> str | None:
+    """The one-line message for a weights or data file that cannot be read (truncated, corrupt), else ``None``."""
+    import pickle
+    import zipfile
+
+    text = _one_line(str(err))[:300]
+    if type(err).__name__ == "SafetensorError" or isinstance(err, (pickle.UnpicklingError, EOFError, zipfile.BadZipFile)):
+        return f"a model or data file cannot be read (truncated or corrupt?): {text}"
+    if isinstance(err, RuntimeError) and ("PytorchStreamReader" in text or "central directory" in text):
+        return f"a weights file cannot be read (truncated or corrupt?): {text}"
+    if isinstance(err, UnicodeDecodeError):
+        return f"a file is not valid UTF-8 text: {text}"
+    if isinstance(err, OSError) and err.errno is not None:  # name too long, disk full, permission denied, ...
+        name = f": {str(err.filename)[:80]}{'...' if len(str(err.filename)) > 80 else ''}" if err.filename else ""
+        return f"{err.strerror or type(err).__name__}{name}"
+    return None
+
+
+def _check_text(args: list[str]) -> None:
+    """Arguments must be text: bytes that are not UTF-8 arrive as lone surrogates and are refused here."""
+    for i, arg in enumerate(args):
+        if isinstance(arg, str):
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = repr(arg.encode("utf-8", "surrogateescape"))[2:-1][:60]  # the bytes as given
+                _fail(f"attngrad: error: argument {i + 1} ('{shown}') is not valid UTF-8; give text (and file names) in UTF-8")
+
+
 def _fail(line: str) -> None:
     click.echo(line, err=True)
     sys.exit(2)
@@ -52,6 +81,8 @@ class _Group(click.Group):
     """Turns usage errors, :class:`AttngradError` and missing-file errors into one line and exit code 2."""
 
     def make_context(self, info_name, args, parent=None, **extra):  # errors in the top-level options
+        if parent is None:
+            _check_text(list(args))
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.exceptions.NoArgsIsHelpError:
@@ -78,6 +109,9 @@ class _Group(click.Group):
         except BaseException as err:  # a bug, Ctrl+C, or an exit code: still no empty folder left behind
             if not (isinstance(err, SystemExit) and err.code in (0, None)):
                 remove_unused_outputs(ctx)
+            message = None if isinstance(err, (SystemExit, KeyboardInterrupt)) else _unreadable_file(err)
+            if message is not None and not ctx.params.get("debug"):
+                _fail(f"attngrad: error: {message}")
             raise
 
 

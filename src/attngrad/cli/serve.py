@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 from pathlib import Path
 
@@ -10,6 +11,25 @@ import click
 from ..errors import AttngradError
 from . import main
 from .common import model_options
+
+
+def _check_bind(host: str, port: int) -> None:
+    """Refuse, in one line, a host that does not resolve or an address that cannot be bound (port in use),
+    before the models load and uvicorn prints its own errors."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as err:
+        raise AttngradError(f"--host {host}: cannot resolve this address ({err}); use 127.0.0.1 or a local address") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            why = "the port is in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
+            raise AttngradError(f"cannot listen on {host}:{port}: {why}; choose another --port or --host") from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -41,14 +61,15 @@ def serve(explainer, host, port, max_upload_mb, queue_size, model_name, text_mod
         from ..server import ServerSettings, create_app
     except ImportError as err:
         raise AttngradError(f"the server needs extra packages ({err.name}); pip install 'attngrad[server]'") from None
-    if not _is_loopback(host):
-        click.echo(f"attngrad: warning: binding to {host}; anyone who can reach it can use the model", err=True)
     settings = ServerSettings(max_upload_bytes=int(max_upload_mb * 2**20), queue_capacity=queue_size)
     name = model_name or click.get_current_context().params.get("model") or "shipped ViT-Ti"
     if no_lm and lm_model is not None:
         raise AttngradError("--lm and --no-lm contradict each other; give one")
     if lm_model is not None and Path(lm_model).exists() and not (Path(lm_model) / "config.json").is_file():
         raise AttngradError(f"--lm {lm_model}: not a Hugging Face model folder (no config.json); give a causal LM folder or Hub name")
+    _check_bind(host, port)
+    if not _is_loopback(host):
+        click.echo(f"attngrad: warning: binding to {host}; anyone who can reach it can use the model", err=True)
     app = create_app(explainer, settings, model_name=name, text_model=text_model, lm_model=lm_model, lm=not no_lm)
     missing = app.state.explorer.lm_missing
     if missing and not no_lm:

