@@ -152,3 +152,12 @@ def test_cli_errors_are_one_line(saved_model, tmp_path, args, message):
     assert r.exit_code == 2
     assert r.output.strip().count("\n") == 0 and message in r.output and r.output.startswith("attngrad: error:")
     assert not out.exists()  # nothing half-written
+
+
+def test_hide_first_on_a_one_token_prompt_is_one_line(saved_model, tmp_path):
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["explain-lm", "paris", "--model", str(saved_model), "--hide-first", "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "has only one token" in lines[0], lines
+    assert not out.exists()

@@ -48,13 +48,13 @@ def _unreadable_file(err: BaseException) -> str | None:
     import pickle
     import zipfile
 
-    text = _one_line(str(err))[:300]
+    said = _one_line(str(err))[:300]
     if type(err).__name__ == "SafetensorError" or isinstance(err, (pickle.UnpicklingError, EOFError, zipfile.BadZipFile)):
-        return f"a model or data file cannot be read (truncated or corrupt?): {text}"
-    if isinstance(err, RuntimeError) and ("PytorchStreamReader" in text or "central directory" in text):
-        return f"a weights file cannot be read (truncated or corrupt?): {text}"
+        return f"a model or data file cannot be read (truncated or corrupt?): {said}"
+    if isinstance(err, RuntimeError) and ("PytorchStreamReader" in said or "central directory" in said):
+        return f"a weights file cannot be read (truncated or corrupt?): {said}"
     if isinstance(err, UnicodeDecodeError):
-        return f"a file is not valid UTF-8 text: {text}"
+        return f"a file is not valid UTF-8 text: {said}"
     if isinstance(err, OSError) and err.errno is not None:  # name too long, disk full, permission denied, ...
         name = f": {str(err.filename)[:80]}{'...' if len(str(err.filename)) > 80 else ''}" if err.filename else ""
         return f"{err.strerror or type(err).__name__}{name}"

@@ -8,6 +8,7 @@ import click
 
 from .. import viz
 from ..compare import comparison_grid
+from ..errors import AttngradError
 from ..io import load_image
 from ..losses import LOSSES
 from . import main
@@ -28,6 +29,9 @@ def compare(image, explainer, targets, methods, loss, out):
 
     Example: attngrad compare el1 -t zebra -t "African elephant" -m gae,complete,absolute
     """
+    if LOSSES.get(loss) is not None and LOSSES[loss].needs_contrast:
+        raise AttngradError(f"compare explains each class by its own logit; loss {loss!r} needs a contrast class, which "
+                            f"compare has not: use 'attngrad explain IMAGE -l {loss} -t CLASS -c CLASS'")
     picture = load_image(image)
     fig = comparison_grid(explainer, picture, split_classes(targets, explainer.labels), methods, loss)
     path = viz.save_figure(fig, out_dir(out) / f"{safe_name(Path(image).stem)}_compare.png")

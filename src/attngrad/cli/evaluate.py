@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from ..errors import AttngradError
 from ..explainer import Explainer
@@ -62,6 +63,8 @@ def perturbation(data, table, image_labels, methods, explain, guide, guide_regio
         model=str(model or "shipped ViT-Ti"),
     )  # fmt: skip
     settings.check()  # before the model loads
+    if guide is None and click.get_current_context().get_parameter_source("guide_region") == ParameterSource.COMMANDLINE:
+        raise AttngradError("--guide-region chooses how a guided run is scored; it needs --guide IMAGE")
     if resume and not Path(out, "run.json").is_file():
         raise AttngradError(f"--resume: {out} holds no run to continue (no run.json); leave out --resume to start one")
     device = init_distributed(device)

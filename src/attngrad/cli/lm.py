@@ -61,6 +61,11 @@ def explain_lm(prompts, model, device, methods, target, contrast, loss, generate
         raise AttngradError("--generate explains the generated tokens themselves; leave out --target")
     explainer = LMExplainer.from_pretrained(model, device=device)
     explainer.batch_size = batch_size
+    if hide_first and not generate:
+        short = [p for p in prompts if len(explainer.adapter.tokenize(p)) < 2]
+        if short:
+            raise AttngradError(f"--hide-first leaves the first token out, and {short[0]!r} has only one token: "
+                                "nothing would be left to show; drop --hide-first or give a longer prompt")
     colour = sys.stdout.isatty() if color is None else color
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MultiTokenWarning)
