@@ -12,6 +12,7 @@ failed command left empty.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -147,6 +148,16 @@ def split_classes(values: str | Sequence[str] | None, labels: Sequence[str]) -> 
 
 
 # --------------------------------------------------------------------------- paths
+
+
+class FiniteRange(click.FloatRange):
+    """A ``click.FloatRange`` that also refuses NaN (which passes every comparison) and infinities."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 class ImagePath(click.ParamType):

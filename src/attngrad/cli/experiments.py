@@ -13,7 +13,7 @@ from ..errors import AttngradError
 from ..experiments.guidance import IMAGE_SUFFIXES
 from ..io import resolve_image_path
 from . import main
-from .common import FOLDER, IMAGE, IMAGES_HELP, model_options, out_dir, out_option, safe_name, split_classes
+from .common import FOLDER, IMAGE, IMAGES_HELP, FiniteRange, model_options, out_dir, out_option, safe_name, split_classes
 
 
 @main.command(epilog=IMAGES_HELP)
@@ -50,8 +50,8 @@ def detail(image, explainer, k, target, contrasts, loss, gallery, out):
 @model_options
 @click.option("--target", "-t", default=None, help="Class whose logit is descended (default: the prediction).")
 @click.option("--opposing", default=None, help="The other class (default: the strongest other class).")
-@click.option("--steps", default=12, show_default=True, type=click.IntRange(min=1), help="Number of updates.")
-@click.option("--lr", default=4e-4, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--steps", default=12, show_default=True, type=click.IntRange(min=1, max=10_000), help="Number of updates.")
+@click.option("--lr", default=4e-4, show_default=True, type=FiniteRange(min=0, min_open=True, max=1),
               help="Learning rate (the paper's 0.0004).")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
 @out_option("attngrad-transfer")
@@ -97,10 +97,10 @@ def _images_in(paths: tuple[str, ...], limit: int | None) -> list[str]:
 @model_options
 @click.option("--to", "to", required=True, help="Class to reach, or 'random' (a random other class per image).")
 @click.option("--from", "from_", default=None, help="Class to leave (default: the prediction).")
-@click.option("--eps", default=2.0, show_default=True, type=click.FloatRange(min=0, min_open=True, max=255),
+@click.option("--eps", default=2.0, show_default=True, type=FiniteRange(min=0, min_open=True, max=255),
               help="L-inf budget in 8-bit levels (2 = 2/255).")
-@click.option("--steps", default=100, show_default=True, type=click.IntRange(min=1), help="At most this many one-level updates.")
-@click.option("--probability", "-p", default=0.9, show_default=True, type=click.FloatRange(min=0, max=1),
+@click.option("--steps", default=100, show_default=True, type=click.IntRange(min=1, max=10_000), help="At most this many one-level updates.")
+@click.option("--probability", "-p", default=0.9, show_default=True, type=FiniteRange(min=0, max=1),
               help="Stop when --to is top-1 with this probability.")
 @click.option("--loss", default="margin", show_default=True, help="margin, diff (the paper's), normdiff or xent.")
 @click.option("--limit", default=None, type=click.IntRange(min=1), help="Batch mode: this many images, spread evenly over the list.")

@@ -10,7 +10,7 @@ import click
 
 from ..errors import AttngradError
 from . import main
-from .common import model_options
+from .common import FiniteRange, model_options
 
 
 def _check_bind(host: str, port: int) -> None:
@@ -45,7 +45,7 @@ def _is_loopback(host: str) -> bool:
 @model_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless you mean to share it).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
-@click.option("--max-upload-mb", default=20.0, show_default=True, type=click.FloatRange(min=0.001), help="Largest upload accepted (413 above).")
+@click.option("--max-upload-mb", default=20.0, show_default=True, type=FiniteRange(min=0.001, max=10_000), help="Largest upload accepted (413 above).")
 @click.option("--queue-size", default=8, show_default=True, type=click.IntRange(min=1), help="Model tasks running or waiting (503 above).")
 @click.option("--model-name", default=None, help="Name shown in the UI (default: --model or the shipped ViT-Ti).")
 @click.option("--text-model", default=None, help="BERT-family model folder for the Text tab, loaded when first used (default: all-MiniLM-L6-v2).")
