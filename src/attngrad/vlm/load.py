@@ -86,7 +86,10 @@ def build_stand_in(*, projector: bool = True, quiet: bool = False):
     state["lm_head.weight"] = text.lm_head.weight
     if projector:
         if not PROJECTOR.exists():
-            raise AttngradError(f"the stand-in's projector is missing ({PROJECTOR.name}); reinstall attngrad")
+            raise AttngradError(
+                "attngrad ships no trained VLM stand-in yet (its projector did not learn within this machine's "
+                "budget: docs/vlm.md); pass --model with a LlavaForConditionalGeneration or Idefics3 folder or Hub name"
+            )
         from safetensors.torch import load_file
 
         state.update({f"model.multi_modal_projector.{k}": v.float() for k, v in load_file(PROJECTOR).items()})
