@@ -275,6 +275,16 @@ ROWS = [
         ]
     ],
     *[
+        pytest.param(["evaluate", "lm-insertion", "--out", "{NEW}", "--model", "{DIR}", *bad], message,
+                     id=f"evaluate-lm-insertion{'='.join(bad)}")
+        for bad, message in [
+            (["--limit", "0"], "--limit"), (["--reviews", "-1"], "--reviews"), (["--batch-size", "0"], "--batch-size"),
+            (["--eval-batch-size", "0"], "--eval-batch-size"), (["--methods", "gradcam"], "gradcam"),
+            (["--loss", "kl"], "--loss"), (["--contrast", " Rome"], "contrast"), (["--out", "{FILE}"], "file"),
+            (["--device", "banana"], "device"), (["--model", "{MISSING}"], "folder"),
+        ]
+    ],
+    *[
         pytest.param(["evaluate", "lm-evidence", "--out", "{NEW}", "--model", "{DIR}", *bad], message,
                      id=f"evaluate-lm-evidence{'='.join(bad)}")
         for bad, message in [

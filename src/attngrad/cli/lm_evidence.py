@@ -57,3 +57,50 @@ def lm_evidence(methods, loss, contrast, skip_first, count, candidates, seed, ou
     click.echo(f"{summary['prompts']} prompts kept, methods {', '.join(settings.methods)}, loss {settings.loss}")
     click.echo(Path(out, "results.md").read_text())
     click.echo(f"wrote settings.json, prompts.json, shards/, per_prompt.npz, results.json, results.md to {out}")
+
+
+@evaluate.command("lm-insertion")
+@methods_option("--methods", default="complete,gae,raw_attention,grad_x_input,random", registry=LM_METHODS,
+                kind="a language model", help="Language-model methods, comma-separated, or 'all'")
+@click.option("--loss", "-l", type=click.Choice(["logit", "diff", "normdiff"]), default="logit", show_default=True,
+              help="Loss the maps explain; diff / normdiff against --contrast.")
+@click.option("--contrast", "-c", default=None, help="Contrast of diff / normdiff: 'runner-up' (default), a token text or topK.")
+@click.option("--skip-first", is_flag=True, help="Leave the first token out of the ranking: it is always shown.")
+@click.option("--reviews", default=100, show_default=True, type=click.IntRange(min=0), help="Review prompts in the set (after 104 factual ones, interleaved).")
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="Use the first N prompts of the set.")
+@click.option("--out", "-o", required=True, type=OutDir(), help="Results folder.")
+@click.option("--resume", is_flag=True, help="Continue the run stored in --out (a larger --limit extends it).")
+@click.option("--batch-size", "-b", default=8, show_default=True, type=click.IntRange(min=1), help="Prompts per explanation pass (unit of resumption).")
+@click.option("--eval-batch-size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Restored prompts per forward pass.")
+@model_option(default=None, help="Causal LM folder or Hub name (default: SmolLM2-135M-Instruct from attngrad[lm]).")
+@device_option()
+def lm_insertion(methods, loss, contrast, skip_first, reviews, limit, out, resume, batch_size, eval_batch_size, model,
+                 device):  # fmt: skip
+    """Token-insertion test on lm-deletion's prompts: restore the prompt's tokens into a neutral prompt
+    (every token a space) most / least important first (0-100 %), record the target token's
+    log-probability, AUC per method. Writes settings.json, shards/, results.json, results.md, curves.csv to OUT.
+    """
+    from tqdm import tqdm
+
+    from ..lm import LMExplainer
+    from ..lm.deletion import DeletionSettings, check_out
+    from ..lm.insertion import run_insertion
+    from ..lm.prompts import deletion_prompts
+
+    settings = DeletionSettings(methods, loss=loss, contrast=contrast, skip_first=skip_first,
+                                batch_size=batch_size, model=str(model or "SmolLM2-135M-Instruct"))
+    check_out(out, settings, resume=resume)  # before the model loads
+    prompts = deletion_prompts(reviews)[:limit]
+    explainer = LMExplainer.from_pretrained(model, device=device)
+    click.echo(f"{len(prompts)} prompts, methods {', '.join(settings.methods)}, loss {settings.loss}")
+    bar = tqdm(total=0, unit="batch", desc="lm-insertion", disable=None)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    run_insertion(explainer, prompts, out, settings, resume=resume, eval_batch_size=eval_batch_size, progress=progress)
+    bar.close()
+    click.echo(Path(out, "results.md").read_text())
+    click.echo(f"wrote settings.json, shards/, results.json, results.md, curves.csv to {out}")
