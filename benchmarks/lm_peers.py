@@ -1,0 +1,273 @@
+"""attngrad's LM methods and the peers (LXT's AttnLRP, Captum's LayerIntegratedGradients, inseq) on the
+same SmolLM2-135M-Instruct weights and prompts (issue 22; docs/results/lm-peers.md).
+
+Peers are never attngrad dependencies: install them into folders of their own and put those on
+PYTHONPATH for this script only, one peer per process (LXT patches transformers' Llama module in place):
+
+    python -m pip install --no-deps --target /work/peers/lxt lxt zennit tabulate
+    python -m pip install --no-deps --target /work/peers/captum captum
+    python -m pip install --no-deps --target /work/peers/inseq inseq jaxtyping wadler_lindig "typeguard<=2.13.3" treescope
+
+Steps (every map explains the target token's logit after the prompt, over the prompt's tokens as
+attngrad's tokenizer call gives them):
+
+    PYTHONPATH=src python benchmarks/lm_peers.py scores --peer attngrad --evidence RUN/prompts.json --out OUT
+    PYTHONPATH=src:/work/peers/lxt python benchmarks/lm_peers.py scores --peer lxt --evidence ... --out OUT
+    PYTHONPATH=src:/work/peers/captum python benchmarks/lm_peers.py scores --peer captum ...
+    PYTHONPATH=src:/work/peers/inseq:/work/peers/captum python benchmarks/lm_peers.py scores --peer inseq ...
+    PYTHONPATH=src python benchmarks/lm_peers.py table --evidence RUN/prompts.json --out OUT
+
+``RUN/prompts.json`` is the prompt list an ``attngrad evaluate lm-evidence`` run kept. ``table`` scores
+every stored map with the same code (attngrad.lm.evidence.prompt_metrics, the deletion and insertion
+curves of attngrad.lm.deletion / attngrad.lm.insertion, unpatched model) and writes OUT/table.md + .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from attngrad.lm import LMExplainer
+from attngrad.lm.attribution import LM_METHODS, signed
+from attngrad.lm.deletion import FRACTIONS, auc, deleted_sequences, deletion_order, fill_token, log_probs
+from attngrad.lm.evidence import prompt_metrics
+from attngrad.lm.evidence_prompts import EvidencePrompt, token_spans
+from attngrad.lm.insertion import inserted_sequences, neutral_token
+from attngrad.lm.prompts import Prompt, deletion_prompts
+
+SIGNED_PEERS = {"lxt/attnlrp": True, "captum/layer_ig": True, "inseq/saliency": False,
+                "inseq/input_x_gradient": True, "inseq/integrated_gradients": True, "inseq/attention": False}
+
+
+def _tasks(evidence_file: str, limit: int | None):
+    data = json.loads(Path(evidence_file).read_text())
+    ev = [EvidencePrompt(p["text"], p["target"], p["kind"], tuple(map(tuple, p["evidence"])),
+                         tuple(map(tuple, p["distractors"]))) for p in data["prompts"]][:limit]
+    de = deletion_prompts()[:limit]
+    return ev, de
+
+
+def _save(out: Path, peer: str, maps: dict[str, list[np.ndarray]], seconds: dict[str, float]) -> None:
+    arrays = {f"{m}|{i}": v for m, vs in maps.items() for i, v in enumerate(vs)}
+    np.savez(out / f"scores-{peer}.npz", **arrays)
+    (out / f"seconds-{peer}.json").write_text(json.dumps(seconds, indent=1))
+
+
+def _load_hf(explainer: LMExplainer):
+    return explainer.adapter.model, explainer.adapter.tokenizer
+
+
+# ------------------------------------------------------------------------------------------ peers
+
+
+def scores_attngrad(explainer, texts, targets, methods):
+    maps: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    for start in tqdm(range(0, len(texts), 8), desc="attngrad"):
+        res = explainer.explain_methods(texts[start : start + 8], methods, target=targets[start : start + 8])
+        for m in methods:
+            maps[m] += [res[m].scores(i).detach().float().cpu().numpy() for i in range(len(res[m].batch.lengths))]
+    return maps
+
+
+def scores_lxt(explainer, texts, targets):
+    import transformers.pytorch_utils as pu
+
+    # LXT 2.1 imports its BERT patch, which needs a helper transformers 5 removed; the Llama patch does not use it
+    pu.find_pruneable_heads_and_indices = getattr(pu, "find_pruneable_heads_and_indices", lambda *a, **k: None)
+    from lxt.efficient import monkey_patch
+    from transformers.models.llama import modeling_llama
+
+    interface = modeling_llama.ALL_ATTENTION_FUNCTIONS
+    monkey_patch(modeling_llama, verbose=False)
+    # LXT replaces transformers' AttentionInterface by a plain dict, which transformers 5 cannot call
+    # (no .get_interface); the eager path it patched (module-level eager_attention_forward) is what runs
+    modeling_llama.ALL_ATTENTION_FUNCTIONS = interface
+    assert modeling_llama.eager_attention_forward.__name__ == "attention_forward", "LXT did not patch attention"
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(explainer.adapter.model.name_or_path, dtype=torch.float32,
+                                             attn_implementation="eager").eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    tok = explainer.adapter.tokenizer
+    out = []
+    for text, t in tqdm(list(zip(texts, targets)), desc="lxt"):
+        ids = torch.tensor([explainer.adapter.tokenize(text)])
+        emb = model.get_input_embeddings()(ids).detach().requires_grad_()
+        logits = model(inputs_embeds=emb, use_cache=False).logits[0, -1]
+        logits[t].backward()
+        out.append((emb.grad * emb).sum(-1)[0].detach().numpy())
+    del tok
+    return {"lxt/attnlrp": out}
+
+
+def scores_captum(explainer, texts, targets, steps):
+    from captum.attr import LayerIntegratedGradients
+
+    model = explainer.adapter.model
+    pad = neutral_token(explainer)
+
+    def forward(ids, t):
+        return model(input_ids=ids, use_cache=False).logits[:, -1, t]
+
+    lig = LayerIntegratedGradients(forward, model.get_input_embeddings())
+    out = []
+    for text, t in tqdm(list(zip(texts, targets)), desc="captum"):
+        ids = torch.tensor([explainer.adapter.tokenize(text)])
+        attr = lig.attribute(ids, baselines=torch.full_like(ids, pad), additional_forward_args=(t,), n_steps=steps)
+        out.append(attr.sum(-1)[0].detach().numpy())
+    return {"captum/layer_ig": out}
+
+
+def scores_inseq(explainer, texts, targets, steps):
+    import inseq
+
+    model, tok = _load_hf(explainer)
+    out: dict[str, list[np.ndarray]] = {}
+    for method in ("saliency", "input_x_gradient", "integrated_gradients", "attention"):
+        m = inseq.load_model(model, method, tokenizer=tok)
+        name = f"inseq/{method}"
+        out[name] = []
+        kw = {"n_steps": steps} if method == "integrated_gradients" else {}
+        for text, t in tqdm(list(zip(texts, targets)), desc=name):
+            res = m.attribute(input_texts=text, generated_texts=text + tok.decode([t]), attributed_fn="logit",
+                              show_progress=False, skip_special_tokens=False, **kw)
+            attr = res.sequence_attributions[0]
+            mat = attr.target_attributions  # (prefix + generated, generated[, hidden])
+            if mat.ndim == 2:
+                col = mat[:, -1]
+            elif method == "saliency":  # gradient per hidden unit: its norm, as inseq's default aggregation
+                col = mat[:, -1].norm(dim=-1)
+            elif method == "attention":  # per layer and head: the mean over both
+                col = mat[:, -1].reshape(mat.shape[0], -1).mean(-1)
+            else:  # per hidden unit: summed, as Captum's attributions
+                col = mat[:, -1].sum(-1)
+            n = len(explainer.adapter.tokenize(text))
+            out[name].append(col[:n].float().numpy())
+    return out
+
+
+# ------------------------------------------------------------------------------------------ table
+
+
+def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval_batch_size: int = 64) -> dict:
+    tok = explainer.adapter.tokenizer
+    rows: dict = {}
+    stored: dict[str, np.ndarray] = {}
+    notes: dict = {}
+    for f in sorted(out.glob("scores-*.npz")):
+        with np.load(f) as z:
+            stored.update({k: z[k] for k in z.files})
+    for f in sorted(out.glob("seconds-*.json")):
+        notes.update(json.loads(f.read_text()))
+    methods = sorted({k.split("|")[0] for k in stored})
+    ev_spans = [token_spans(tok, p.text, p.evidence + p.distractors) for p in ev]
+    fill, neutral = fill_token(explainer), neutral_token(explainer)
+    de_targets = [explainer.adapter.word_ids(p.target)[0] for p in de]
+    for m in tqdm(methods, desc="table"):
+        task = m.split("/", 1)
+        is_signed = SIGNED_PEERS.get(m, signed(task[-1]) if task[-1] in LM_METHODS else False)
+        row: dict = {}
+        vals = [prompt_metrics(stored[f"{m}|ev|{i}"], sp[0], [j for s in sp[1:] for j in s], signed_method=is_signed)
+                for i, sp in enumerate(ev_spans)]
+        for metric in ("evidence_share", "top1", "topk", "distractor_negative"):
+            v = np.array([r[metric] for r in vals])
+            v = v[~np.isnan(v)]
+            row[metric] = float(v.mean()) if len(v) else None
+            row[metric + "_ci95"] = float(1.96 * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
+        seqs, tg, slots = [], [], []
+        for i, p in enumerate(de):
+            s = torch.as_tensor(stored[f"{m}|de|{i}"])
+            ids = explainer.adapter.tokenize(p.text)
+            order = deletion_order(s)
+            for test, d, make in (("del", "most", lambda o: deleted_sequences(ids, o, fill=fill)),
+                                  ("del", "least", lambda o: deleted_sequences(ids, o[::-1], fill=fill)),
+                                  ("ins", "most", lambda o: inserted_sequences(ids, o, neutral=neutral)),
+                                  ("ins", "least", lambda o: inserted_sequences(ids, o[::-1], neutral=neutral))):
+                q = make(order)
+                seqs += q
+                tg += [de_targets[i]] * len(q)
+                slots.append((test, d, p.kind))
+        lp = log_probs(explainer, seqs, tg, batch_size=eval_batch_size)
+        k = len(FRACTIONS)
+        for j, (test, d, kind) in enumerate(slots):
+            group = "review" if kind == "review" else "factual"
+            row.setdefault(f"{test}_{d}_{group}", []).append(auc(lp[j * k : (j + 1) * k]))
+        for key in [k for k in row if k.startswith(("del_", "ins_"))]:
+            row[key] = float(np.mean(row[key]))
+        for g in ("factual", "review"):
+            row[f"del_gap_{g}"] = row[f"del_least_{g}"] - row[f"del_most_{g}"]
+            row[f"ins_gap_{g}"] = row[f"ins_most_{g}"] - row[f"ins_least_{g}"]
+        row["seconds_per_prompt"] = notes.get(m)
+        rows[m] = row
+    (out / "table.json").write_text(json.dumps(rows, indent=1))
+    lines = ["| method | evidence share | top-1 | top-k | distractors' share of negative | deletion gap factual | "
+             "deletion gap reviews | insertion gap factual | insertion gap reviews | s / prompt |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def f(r, k):
+        v = r.get(k)
+        if v is None:
+            return "-"
+        ci = r.get(k + "_ci95")
+        return f"{v:.3f}" + (f" ± {ci:.3f}" if ci is not None else "")
+
+    for m, r in sorted(rows.items(), key=lambda kv: -kv[1]["evidence_share"]):
+        lines.append(f"| {m} | " + " | ".join(f(r, k) for k in (
+            "evidence_share", "top1", "topk", "distractor_negative", "del_gap_factual", "del_gap_review",
+            "ins_gap_factual", "ins_gap_review")) + f" | {r['seconds_per_prompt'] or 0:.3f} |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("step", choices=["scores", "table"])
+    ap.add_argument("--peer", choices=["attngrad", "lxt", "captum", "inseq"], default="attngrad")
+    ap.add_argument("--evidence", required=True, help="prompts.json of an `evaluate lm-evidence` run")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--limit", type=int, default=None, help="first N prompts of each set")
+    ap.add_argument("--steps", type=int, default=16, help="integrated-gradients steps")
+    ap.add_argument("--methods", default=",".join(m for m in LM_METHODS))
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    explainer = LMExplainer.from_pretrained(quiet=True)
+    ev, de = _tasks(args.evidence, args.limit)
+    if args.step == "table":
+        table(explainer, out, ev, de)
+        return 0
+    maps: dict[str, list[np.ndarray]] = {}
+    seconds: dict[str, float] = {}
+    for task, prompts in (("ev", ev), ("de", de)):
+        texts = [p.text for p in prompts]
+        targets = [explainer.adapter.word_ids(p.target)[0] for p in prompts]
+        start = time.perf_counter()
+        if args.peer == "attngrad":
+            got = scores_attngrad(explainer, texts, targets, args.methods.split(","))
+        elif args.peer == "lxt":
+            got = scores_lxt(explainer, texts, targets)
+        elif args.peer == "captum":
+            got = scores_captum(explainer, texts, targets, args.steps)
+        else:
+            got = scores_inseq(explainer, texts, targets, args.steps)
+        took = (time.perf_counter() - start) / len(texts) / max(len(got), 1)
+        for m, vs in got.items():
+            maps[f"{m}|{task}"] = vs
+            seconds[m] = seconds.get(m, 0.0) + took / 2
+    _save(out, args.peer, {k: v for k, v in maps.items()}, seconds)
+    print(f"wrote {out}/scores-{args.peer}.npz", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
