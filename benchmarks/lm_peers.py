@@ -187,11 +187,10 @@ def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval
             s = torch.as_tensor(stored[f"{m}|de|{i}"])
             ids = explainer.adapter.tokenize(p.text)
             order = deletion_order(s)
-            for test, d, make in (("del", "most", lambda o: deleted_sequences(ids, o, fill=fill)),
-                                  ("del", "least", lambda o: deleted_sequences(ids, o[::-1], fill=fill)),
-                                  ("ins", "most", lambda o: inserted_sequences(ids, o, neutral=neutral)),
-                                  ("ins", "least", lambda o: inserted_sequences(ids, o[::-1], neutral=neutral))):
-                q = make(order)
+            for test, d, q in (("del", "most", deleted_sequences(ids, order, fill=fill)),
+                               ("del", "least", deleted_sequences(ids, order[::-1], fill=fill)),
+                               ("ins", "most", inserted_sequences(ids, order, neutral=neutral)),
+                               ("ins", "least", inserted_sequences(ids, order[::-1], neutral=neutral))):
                 seqs += q
                 tg += [de_targets[i]] * len(q)
                 slots.append((test, d, p.kind))
