@@ -76,7 +76,13 @@ def scores_attngrad(explainer, texts, targets, methods):
     return maps
 
 
-def scores_lxt(explainer, texts, targets):
+_LXT: dict = {}
+
+
+def _lxt_model(explainer):
+    """SmolLM2 loaded again after LXT patched transformers' Llama module (once per process)."""
+    if "model" in _LXT:
+        return _LXT["model"]
     import transformers.pytorch_utils as pu
 
     # LXT 2.1 imports its BERT patch, which needs a helper transformers 5 removed; the Llama patch does not use it
@@ -96,15 +102,19 @@ def scores_lxt(explainer, texts, targets):
                                              attn_implementation="eager").eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    tok = explainer.adapter.tokenizer
+    _LXT["model"] = model.to(explainer.device)
+    return _LXT["model"]
+
+
+def scores_lxt(explainer, texts, targets):
+    model = _lxt_model(explainer)
     out = []
-    for text, t in tqdm(list(zip(texts, targets)), desc="lxt"):
-        ids = torch.tensor([explainer.adapter.tokenize(text)])
+    for text, t in tqdm(list(zip(texts, targets)), desc="lxt", disable=len(texts) < 2):
+        ids = torch.tensor([explainer.adapter.tokenize(text)], device=explainer.device)
         emb = model.get_input_embeddings()(ids).detach().requires_grad_()
         logits = model(inputs_embeds=emb, use_cache=False).logits[0, -1]
         logits[t].backward()
-        out.append((emb.grad * emb).sum(-1)[0].detach().numpy())
-    del tok
+        out.append((emb.grad * emb).sum(-1)[0].detach().cpu().numpy())
     return {"lxt/attnlrp": out}
 
 
@@ -119,24 +129,24 @@ def scores_captum(explainer, texts, targets, steps):
 
     lig = LayerIntegratedGradients(forward, model.get_input_embeddings())
     out = []
-    for text, t in tqdm(list(zip(texts, targets)), desc="captum"):
-        ids = torch.tensor([explainer.adapter.tokenize(text)])
+    for text, t in tqdm(list(zip(texts, targets)), desc="captum", disable=len(texts) < 2):
+        ids = torch.tensor([explainer.adapter.tokenize(text)], device=explainer.device)
         attr = lig.attribute(ids, baselines=torch.full_like(ids, pad), additional_forward_args=(t,), n_steps=steps)
-        out.append(attr.sum(-1)[0].detach().numpy())
+        out.append(attr.sum(-1)[0].detach().cpu().numpy())
     return {"captum/layer_ig": out}
 
 
-def scores_inseq(explainer, texts, targets, steps):
+def scores_inseq(explainer, texts, targets, steps, only: str | None = None):
     import inseq
 
     model, tok = _load_hf(explainer)
     out: dict[str, list[np.ndarray]] = {}
-    for method in ("saliency", "input_x_gradient", "integrated_gradients", "attention"):
+    for method in (only,) if only else ("saliency", "input_x_gradient", "integrated_gradients", "attention"):
         m = inseq.load_model(model, method, tokenizer=tok)
         name = f"inseq/{method}"
         out[name] = []
         kw = {"n_steps": steps} if method == "integrated_gradients" else {}
-        for text, t in tqdm(list(zip(texts, targets)), desc=name):
+        for text, t in tqdm(list(zip(texts, targets)), desc=name, disable=len(texts) < 2):
             res = m.attribute(input_texts=text, generated_texts=text + tok.decode([t]), attributed_fn="logit",
                               show_progress=False, skip_special_tokens=False, **kw)
             attr = res.sequence_attributions[0]
@@ -150,7 +160,7 @@ def scores_inseq(explainer, texts, targets, steps):
             else:  # per hidden unit: summed, as Captum's attributions
                 col = mat[:, -1].sum(-1)
             n = len(explainer.adapter.tokenize(text))
-            out[name].append(col[:n].float().numpy())
+            out[name].append(col[:n].float().cpu().numpy())
     return out
 
 
@@ -227,23 +237,76 @@ def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval
     return rows
 
 
+def _speed_one(explainer, peer: str, n: int, repeats: int, steps: int) -> dict:
+    from _timing import ratio
+
+    model = explainer.adapter.model
+    words = "The quick brown fox jumps over the lazy dog and runs into the forest where it sleeps ."
+    ids = explainer.adapter.tokenize((words + " ") * (n // 8))[:n]
+    text = explainer.adapter.tokenizer.decode(ids)
+    t = int(explainer.adapter.word_ids(" the")[0])
+
+    def base():
+        emb = model.get_input_embeddings()(torch.tensor([ids], device=explainer.device)).detach().requires_grad_()
+        model(inputs_embeds=emb, use_cache=False).logits[0, -1, t].backward()
+
+    if peer == "attngrad":
+        cases = {m: (lambda m=m: explainer.explain(text, method=m, target=t)) for m in ("complete", "gae", "grad_x_input")}
+    elif peer == "lxt":
+        cases = {"lxt/attnlrp": lambda: scores_lxt(explainer, [text], [t])}
+    elif peer == "captum":
+        cases = {"captum/layer_ig": lambda: scores_captum(explainer, [text], [t], steps)}
+    else:
+        cases = {"inseq/saliency": lambda: scores_inseq(explainer, [text], [t], steps, only="saliency")}
+    out = {}
+    for name, fn in cases.items():
+        cuda = explainer.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+            start = torch.cuda.memory_allocated()
+        r = ratio(base, fn, repeats, warmup=1)
+        r["peak_mb"] = (torch.cuda.max_memory_allocated() - start) / 2**20 if cuda else None
+        out[name] = r
+    return out
+
+
+def speed(explainer, peer: str, lengths: list[int], repeats: int, steps: int) -> dict:
+    """Median seconds of each of ``peer``'s methods on one prompt of each length, interleaved with a plain
+    forward + backward of the same prompt (the ratio's denominator), and the peak CUDA memory above the
+    loaded model when on a GPU (``None`` on the CPU)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    rows: dict = {}
+    for n in lengths:
+        for name, r in _speed_one(explainer, peer, n, repeats, steps).items():
+            rows.setdefault(name, {})[n] = r
+            print(name, n, r, flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=["scores", "table"])
+    ap.add_argument("step", choices=["scores", "table", "speed"])
     ap.add_argument("--peer", choices=["attngrad", "lxt", "captum", "inseq"], default="attngrad")
     ap.add_argument("--evidence", required=True, help="prompts.json of an `evaluate lm-evidence` run")
     ap.add_argument("--out", required=True)
     ap.add_argument("--limit", type=int, default=None, help="first N prompts of each set")
     ap.add_argument("--steps", type=int, default=16, help="integrated-gradients steps")
     ap.add_argument("--methods", default=",".join(m for m in LM_METHODS))
+    ap.add_argument("--lengths", default="256,1024,2048", help="speed: prompt lengths in tokens")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    ap.add_argument("--repeats", type=int, default=3, help="speed: interleaved repeats")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    explainer = LMExplainer.from_pretrained(quiet=True)
+    explainer = LMExplainer.from_pretrained(quiet=True, device=args.device)
     ev, de = _tasks(args.evidence, args.limit)
     if args.step == "table":
         table(explainer, out, ev, de)
+        return 0
+    if args.step == "speed":
+        rows = speed(explainer, args.peer, [int(x) for x in args.lengths.split(",")], args.repeats, args.steps)
+        (out / f"speed-{args.peer}.json").write_text(json.dumps(rows, indent=1))
         return 0
     maps: dict[str, list[np.ndarray]] = {}
     seconds: dict[str, float] = {}
