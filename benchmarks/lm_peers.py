@@ -167,7 +167,8 @@ def scores_inseq(explainer, texts, targets, steps, only: str | None = None):
 # ------------------------------------------------------------------------------------------ table
 
 
-def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval_batch_size: int = 64) -> dict:
+def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval_batch_size: int = 64,
+          only: list[str] | None = None) -> dict:
     tok = explainer.adapter.tokenizer
     rows: dict = {}
     stored: dict[str, np.ndarray] = {}
@@ -177,7 +178,7 @@ def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval
             stored.update({k: z[k] for k in z.files})
     for f in sorted(out.glob("seconds-*.json")):
         notes.update(json.loads(f.read_text()))
-    methods = sorted({k.split("|")[0] for k in stored})
+    methods = sorted({k.split("|")[0] for k in stored} & set(only) if only else {k.split("|")[0] for k in stored})
     ev_spans = [token_spans(tok, p.text, p.evidence + p.distractors) for p in ev]
     fill, neutral = fill_token(explainer), neutral_token(explainer)
     de_targets = [explainer.adapter.word_ids(p.target)[0] for p in de]
@@ -293,6 +294,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=16, help="integrated-gradients steps")
     ap.add_argument("--methods", default=",".join(m for m in LM_METHODS))
     ap.add_argument("--lengths", default="256,1024,2048", help="speed: prompt lengths in tokens")
+    ap.add_argument("--table-methods", default=None, help="table: only these stored methods (comma-separated)")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     ap.add_argument("--repeats", type=int, default=3, help="speed: interleaved repeats")
     args = ap.parse_args(argv)
@@ -302,7 +304,7 @@ def main(argv=None) -> int:
     explainer = LMExplainer.from_pretrained(quiet=True, device=args.device)
     ev, de = _tasks(args.evidence, args.limit)
     if args.step == "table":
-        table(explainer, out, ev, de)
+        table(explainer, out, ev, de, only=args.table_methods.split(",") if args.table_methods else None)
         return 0
     if args.step == "speed":
         rows = speed(explainer, args.peer, [int(x) for x in args.lengths.split(",")], args.repeats, args.steps)
