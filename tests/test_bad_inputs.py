@@ -292,6 +292,26 @@ ROWS = [
             (["--out", "{FILE}"], "file"), (["--device", "banana"], "device"), (["--model", "{MISSING}"], "folder"),
         ]
     ],
+    *[
+        pytest.param(["evaluate", "lm-insertion", "--out", "{NEW}", "--model", "{DIR}", *bad], message,
+                     id=f"evaluate-lm-insertion{'='.join(bad)}")
+        for bad, message in [
+            (["--limit", "0"], "--limit"), (["--reviews", "-1"], "--reviews"), (["--batch-size", "0"], "--batch-size"),
+            (["--eval-batch-size", "0"], "--eval-batch-size"), (["--methods", "gradcam"], "gradcam"),
+            (["--loss", "kl"], "--loss"), (["--contrast", " Rome"], "contrast"), (["--out", "{FILE}"], "file"),
+            (["--device", "banana"], "device"), (["--model", "{MISSING}"], "folder"),
+        ]
+    ],
+    *[
+        pytest.param(["evaluate", "lm-evidence", "--out", "{NEW}", "--model", "{DIR}", *bad], message,
+                     id=f"evaluate-lm-evidence{'='.join(bad)}")
+        for bad, message in [
+            (["--prompts", "0"], "--prompts"), (["--candidates", "0"], "--candidates"), (["--seed", "-1"], "--seed"),
+            (["--batch-size", "0"], "--batch-size"), (["--methods", "gradcam"], "gradcam"), (["--loss", "kl"], "--loss"),
+            (["--contrast", " Rome"], "contrast"), (["--resume"], "resume"),
+            (["--out", "{FILE}"], "file"), (["--device", "banana"], "device"), (["--model", "{MISSING}"], "folder"),
+        ]
+    ],
     pytest.param(["evaluate", "sanity", "--data", "{DATA}", "--out", "{NEW}", *MODEL_ARGS, "--seed", "-1"], "--seed",
                  id="evaluate-sanity-seed", marks=EVAL),
     pytest.param(["evaluate", "compare", "{MISSING}", "complete", "gae"], "{MISSING}", id="evaluate-compare-missing",

@@ -24,3 +24,24 @@ def test_france_is_why_paris_rather_than_rome():
     assert tokens == ("The", " capital", " of", " France", " is")
     assert tokens[max(range(len(scores)), key=scores.__getitem__)] == " France"
     assert res.target_text == [" Paris"] and res.contrast_text == [" Rome"]
+
+
+def test_evidence_prompts_on_smollm2():
+    """SmolLM2's BPE: every fact's span decodes to the fact; the model answers some of each answerable
+    kind; on the prompts it answers, complete's positive score lies on the evidence above chance."""
+    from attngrad.lm import LMExplainer
+    from attngrad.lm.evidence import EvidenceSettings, evaluate_batch, select_prompts
+    from attngrad.lm.evidence_prompts import evidence_prompts, token_spans
+
+    lm = LMExplainer.from_pretrained()
+    tok = lm.adapter.tokenizer
+    for p in evidence_prompts(25, seed=0):
+        ids = lm.adapter.tokenize(p.text)
+        for (s, e), positions in zip(p.evidence + p.distractors, token_spans(tok, p.text, p.evidence + p.distractors)):
+            assert tok.decode([ids[j] for j in positions]).strip() == p.text[s:e]
+    settings = EvidenceSettings(["complete", "random"], prompts=16, candidates=80)
+    settings.check()
+    kept, counts = select_prompts(lm, settings)
+    assert len(kept) == 16 and counts["kept"]["city"] > 0 and counts["kept"]["distractor"] > 0
+    arrays = evaluate_batch(lm, kept, settings)
+    assert arrays["complete/evidence_share"].mean() > arrays["chance"].mean()

@@ -160,3 +160,4 @@ def lm_deletion(methods, loss, contrast, skip_first, reviews, limit, out, resume
                  progress=lambda b, n: click.echo(f"batch {b}/{n}", err=True))
     click.echo(Path(out, "results.md").read_text())
     click.echo(f"wrote settings.json, shards/, results.json, results.md, curves.csv to {out}")
+from . import lm_evidence  # noqa: E402, F401  (registers evaluate lm-evidence)

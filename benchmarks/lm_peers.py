@@ -1,0 +1,337 @@
+"""attngrad's LM methods and the peers (LXT's AttnLRP, Captum's LayerIntegratedGradients, inseq) on the
+same SmolLM2-135M-Instruct weights and prompts (issue 22; docs/results/lm-peers.md).
+
+Peers are never attngrad dependencies: install them into folders of their own and put those on
+PYTHONPATH for this script only, one peer per process (LXT patches transformers' Llama module in place):
+
+    python -m pip install --no-deps --target /work/peers/lxt lxt zennit tabulate
+    python -m pip install --no-deps --target /work/peers/captum captum
+    python -m pip install --no-deps --target /work/peers/inseq inseq jaxtyping wadler_lindig "typeguard<=2.13.3" treescope
+
+Steps (every map explains the target token's logit after the prompt, over the prompt's tokens as
+attngrad's tokenizer call gives them):
+
+    PYTHONPATH=src python benchmarks/lm_peers.py scores --peer attngrad --evidence RUN/prompts.json --out OUT
+    PYTHONPATH=src:/work/peers/lxt python benchmarks/lm_peers.py scores --peer lxt --evidence ... --out OUT
+    PYTHONPATH=src:/work/peers/captum python benchmarks/lm_peers.py scores --peer captum ...
+    PYTHONPATH=src:/work/peers/inseq:/work/peers/captum python benchmarks/lm_peers.py scores --peer inseq ...
+    PYTHONPATH=src python benchmarks/lm_peers.py table --evidence RUN/prompts.json --out OUT
+
+``RUN/prompts.json`` is the prompt list an ``attngrad evaluate lm-evidence`` run kept. ``table`` scores
+every stored map with the same code (attngrad.lm.evidence.prompt_metrics, the deletion and insertion
+curves of attngrad.lm.deletion / attngrad.lm.insertion, unpatched model) and writes OUT/table.md + .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from attngrad.lm import LMExplainer
+from attngrad.lm.attribution import LM_METHODS, signed
+from attngrad.lm.deletion import FRACTIONS, auc, deleted_sequences, deletion_order, fill_token, log_probs
+from attngrad.lm.evidence import prompt_metrics
+from attngrad.lm.evidence_prompts import EvidencePrompt, token_spans
+from attngrad.lm.insertion import inserted_sequences, neutral_token
+from attngrad.lm.prompts import Prompt, deletion_prompts
+
+SIGNED_PEERS = {"lxt/attnlrp": True, "captum/layer_ig": True, "inseq/saliency": False,
+                "inseq/input_x_gradient": True, "inseq/integrated_gradients": True, "inseq/attention": False}
+
+
+def _tasks(evidence_file: str, limit: int | None):
+    data = json.loads(Path(evidence_file).read_text())
+    ev = [EvidencePrompt(p["text"], p["target"], p["kind"], tuple(map(tuple, p["evidence"])),
+                         tuple(map(tuple, p["distractors"]))) for p in data["prompts"]][:limit]
+    de = deletion_prompts()[:limit]
+    return ev, de
+
+
+def _save(out: Path, peer: str, maps: dict[str, list[np.ndarray]], seconds: dict[str, float]) -> None:
+    arrays = {f"{m}|{i}": v for m, vs in maps.items() for i, v in enumerate(vs)}
+    np.savez(out / f"scores-{peer}.npz", **arrays)
+    (out / f"seconds-{peer}.json").write_text(json.dumps(seconds, indent=1))
+
+
+def _load_hf(explainer: LMExplainer):
+    return explainer.adapter.model, explainer.adapter.tokenizer
+
+
+# ------------------------------------------------------------------------------------------ peers
+
+
+def scores_attngrad(explainer, texts, targets, methods):
+    maps: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    for start in tqdm(range(0, len(texts), 8), desc="attngrad"):
+        res = explainer.explain_methods(texts[start : start + 8], methods, target=targets[start : start + 8])
+        for m in methods:
+            maps[m] += [res[m].scores(i).detach().float().cpu().numpy() for i in range(len(res[m].batch.lengths))]
+    return maps
+
+
+_LXT: dict = {}
+
+
+def _lxt_model(explainer):
+    """SmolLM2 loaded again after LXT patched transformers' Llama module (once per process)."""
+    if "model" in _LXT:
+        return _LXT["model"]
+    import transformers.pytorch_utils as pu
+
+    # LXT 2.1 imports its BERT patch, which needs a helper transformers 5 removed; the Llama patch does not use it
+    pu.find_pruneable_heads_and_indices = getattr(pu, "find_pruneable_heads_and_indices", lambda *a, **k: None)
+    from lxt.efficient import monkey_patch
+    from transformers.models.llama import modeling_llama
+
+    interface = modeling_llama.ALL_ATTENTION_FUNCTIONS
+    monkey_patch(modeling_llama, verbose=False)
+    # LXT replaces transformers' AttentionInterface by a plain dict, which transformers 5 cannot call
+    # (no .get_interface); the eager path it patched (module-level eager_attention_forward) is what runs
+    modeling_llama.ALL_ATTENTION_FUNCTIONS = interface
+    assert modeling_llama.eager_attention_forward.__name__ == "attention_forward", "LXT did not patch attention"
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(explainer.adapter.model.name_or_path, dtype=torch.float32,
+                                             attn_implementation="eager").eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    _LXT["model"] = model.to(explainer.device)
+    return _LXT["model"]
+
+
+def scores_lxt(explainer, texts, targets):
+    model = _lxt_model(explainer)
+    out = []
+    for text, t in tqdm(list(zip(texts, targets)), desc="lxt", disable=len(texts) < 2):
+        ids = torch.tensor([explainer.adapter.tokenize(text)], device=explainer.device)
+        emb = model.get_input_embeddings()(ids).detach().requires_grad_()
+        logits = model(inputs_embeds=emb, use_cache=False).logits[0, -1]
+        logits[t].backward()
+        out.append((emb.grad * emb).sum(-1)[0].detach().cpu().numpy())
+    return {"lxt/attnlrp": out}
+
+
+def scores_captum(explainer, texts, targets, steps):
+    from captum.attr import LayerIntegratedGradients
+
+    model = explainer.adapter.model
+    pad = neutral_token(explainer)
+
+    def forward(ids, t):
+        return model(input_ids=ids, use_cache=False).logits[:, -1, t]
+
+    lig = LayerIntegratedGradients(forward, model.get_input_embeddings())
+    out = []
+    for text, t in tqdm(list(zip(texts, targets)), desc="captum", disable=len(texts) < 2):
+        ids = torch.tensor([explainer.adapter.tokenize(text)], device=explainer.device)
+        attr = lig.attribute(ids, baselines=torch.full_like(ids, pad), additional_forward_args=(t,), n_steps=steps)
+        out.append(attr.sum(-1)[0].detach().cpu().numpy())
+    return {"captum/layer_ig": out}
+
+
+def scores_inseq(explainer, texts, targets, steps, only: str | None = None):
+    import inseq
+
+    model, tok = _load_hf(explainer)
+    out: dict[str, list[np.ndarray]] = {}
+    for method in (only,) if only else ("saliency", "input_x_gradient", "integrated_gradients", "attention"):
+        m = inseq.load_model(model, method, tokenizer=tok)
+        name = f"inseq/{method}"
+        out[name] = []
+        kw = {"n_steps": steps} if method == "integrated_gradients" else {}
+        for text, t in tqdm(list(zip(texts, targets)), desc=name, disable=len(texts) < 2):
+            res = m.attribute(input_texts=text, generated_texts=text + tok.decode([t]), attributed_fn="logit",
+                              show_progress=False, skip_special_tokens=False, **kw)
+            attr = res.sequence_attributions[0]
+            mat = attr.target_attributions  # (prefix + generated, generated[, hidden])
+            if mat.ndim == 2:
+                col = mat[:, -1]
+            elif method == "saliency":  # gradient per hidden unit: its norm, as inseq's default aggregation
+                col = mat[:, -1].norm(dim=-1)
+            elif method == "attention":  # per layer and head: the mean over both
+                col = mat[:, -1].reshape(mat.shape[0], -1).mean(-1)
+            else:  # per hidden unit: summed, as Captum's attributions
+                col = mat[:, -1].sum(-1)
+            n = len(explainer.adapter.tokenize(text))
+            out[name].append(col[:n].float().cpu().numpy())
+    return out
+
+
+# ------------------------------------------------------------------------------------------ table
+
+
+def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval_batch_size: int = 64,
+          only: list[str] | None = None) -> dict:
+    tok = explainer.adapter.tokenizer
+    rows: dict = {}
+    stored: dict[str, np.ndarray] = {}
+    notes: dict = {}
+    for f in sorted(out.glob("scores-*.npz")):
+        with np.load(f) as z:
+            stored.update({k: z[k] for k in z.files})
+    for f in sorted(out.glob("seconds-*.json")):
+        notes.update(json.loads(f.read_text()))
+    methods = sorted({k.split("|")[0] for k in stored} & set(only) if only else {k.split("|")[0] for k in stored})
+    ev_spans = [token_spans(tok, p.text, p.evidence + p.distractors) for p in ev]
+    fill, neutral = fill_token(explainer), neutral_token(explainer)
+    de_targets = [explainer.adapter.word_ids(p.target)[0] for p in de]
+    for m in tqdm(methods, desc="table"):
+        task = m.split("/", 1)
+        is_signed = SIGNED_PEERS.get(m, signed(task[-1]) if task[-1] in LM_METHODS else False)
+        row: dict = {}
+        vals = [prompt_metrics(stored[f"{m}|ev|{i}"], sp[0], [j for s in sp[1:] for j in s], signed_method=is_signed)
+                for i, sp in enumerate(ev_spans)]
+        for metric in ("evidence_share", "top1", "topk", "distractor_negative"):
+            v = np.array([r[metric] for r in vals])
+            v = v[~np.isnan(v)]
+            row[metric] = float(v.mean()) if len(v) else None
+            row[metric + "_ci95"] = float(1.96 * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
+        seqs, tg, slots = [], [], []
+        for i, p in enumerate(de):
+            s = torch.as_tensor(stored[f"{m}|de|{i}"])
+            ids = explainer.adapter.tokenize(p.text)
+            order = deletion_order(s)
+            for test, d, q in (("del", "most", deleted_sequences(ids, order, fill=fill)),
+                               ("del", "least", deleted_sequences(ids, order[::-1], fill=fill)),
+                               ("ins", "most", inserted_sequences(ids, order, neutral=neutral)),
+                               ("ins", "least", inserted_sequences(ids, order[::-1], neutral=neutral))):
+                seqs += q
+                tg += [de_targets[i]] * len(q)
+                slots.append((test, d, p.kind))
+        lp = log_probs(explainer, seqs, tg, batch_size=eval_batch_size)
+        k = len(FRACTIONS)
+        for j, (test, d, kind) in enumerate(slots):
+            group = "review" if kind == "review" else "factual"
+            row.setdefault(f"{test}_{d}_{group}", []).append(auc(lp[j * k : (j + 1) * k]))
+        for key in [k for k in row if k.startswith(("del_", "ins_"))]:
+            row[key] = float(np.mean(row[key]))
+        for g in ("factual", "review"):
+            row[f"del_gap_{g}"] = row[f"del_least_{g}"] - row[f"del_most_{g}"]
+            row[f"ins_gap_{g}"] = row[f"ins_most_{g}"] - row[f"ins_least_{g}"]
+        row["seconds_per_prompt"] = notes.get(m)
+        rows[m] = row
+    (out / "table.json").write_text(json.dumps(rows, indent=1))
+    lines = ["| method | evidence share | top-1 | top-k | distractors' share of negative | deletion gap factual | "
+             "deletion gap reviews | insertion gap factual | insertion gap reviews | s / prompt |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def f(r, k):
+        v = r.get(k)
+        if v is None:
+            return "-"
+        ci = r.get(k + "_ci95")
+        return f"{v:.3f}" + (f" ± {ci:.3f}" if ci is not None else "")
+
+    for m, r in sorted(rows.items(), key=lambda kv: -kv[1]["evidence_share"]):
+        lines.append(f"| {m} | " + " | ".join(f(r, k) for k in (
+            "evidence_share", "top1", "topk", "distractor_negative", "del_gap_factual", "del_gap_review",
+            "ins_gap_factual", "ins_gap_review")) + f" | {r['seconds_per_prompt'] or 0:.3f} |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return rows
+
+
+def _speed_one(explainer, peer: str, n: int, repeats: int, steps: int) -> dict:
+    from _timing import ratio
+
+    model = explainer.adapter.model
+    words = "The quick brown fox jumps over the lazy dog and runs into the forest where it sleeps ."
+    ids = explainer.adapter.tokenize((words + " ") * (n // 8))[:n]
+    text = explainer.adapter.tokenizer.decode(ids)
+    t = int(explainer.adapter.word_ids(" the")[0])
+
+    def base():
+        emb = model.get_input_embeddings()(torch.tensor([ids], device=explainer.device)).detach().requires_grad_()
+        model(inputs_embeds=emb, use_cache=False).logits[0, -1, t].backward()
+
+    if peer == "attngrad":
+        cases = {m: (lambda m=m: explainer.explain(text, method=m, target=t)) for m in ("complete", "gae", "grad_x_input")}
+    elif peer == "lxt":
+        cases = {"lxt/attnlrp": lambda: scores_lxt(explainer, [text], [t])}
+    elif peer == "captum":
+        cases = {"captum/layer_ig": lambda: scores_captum(explainer, [text], [t], steps)}
+    else:
+        cases = {"inseq/saliency": lambda: scores_inseq(explainer, [text], [t], steps, only="saliency")}
+    out = {}
+    for name, fn in cases.items():
+        cuda = explainer.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+            start = torch.cuda.memory_allocated()
+        r = ratio(base, fn, repeats, warmup=1)
+        r["peak_mb"] = (torch.cuda.max_memory_allocated() - start) / 2**20 if cuda else None
+        out[name] = r
+    return out
+
+
+def speed(explainer, peer: str, lengths: list[int], repeats: int, steps: int) -> dict:
+    """Median seconds of each of ``peer``'s methods on one prompt of each length, interleaved with a plain
+    forward + backward of the same prompt (the ratio's denominator), and the peak CUDA memory above the
+    loaded model when on a GPU (``None`` on the CPU)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    rows: dict = {}
+    for n in lengths:
+        for name, r in _speed_one(explainer, peer, n, repeats, steps).items():
+            rows.setdefault(name, {})[n] = r
+            print(name, n, r, flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("step", choices=["scores", "table", "speed"])
+    ap.add_argument("--peer", choices=["attngrad", "lxt", "captum", "inseq"], default="attngrad")
+    ap.add_argument("--evidence", required=True, help="prompts.json of an `evaluate lm-evidence` run")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--limit", type=int, default=None, help="first N prompts of each set")
+    ap.add_argument("--steps", type=int, default=16, help="integrated-gradients steps")
+    ap.add_argument("--methods", default=",".join(m for m in LM_METHODS))
+    ap.add_argument("--lengths", default="256,1024,2048", help="speed: prompt lengths in tokens")
+    ap.add_argument("--table-methods", default=None, help="table: only these stored methods (comma-separated)")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    ap.add_argument("--repeats", type=int, default=3, help="speed: interleaved repeats")
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    explainer = LMExplainer.from_pretrained(quiet=True, device=args.device)
+    ev, de = _tasks(args.evidence, args.limit)
+    if args.step == "table":
+        table(explainer, out, ev, de, only=args.table_methods.split(",") if args.table_methods else None)
+        return 0
+    if args.step == "speed":
+        rows = speed(explainer, args.peer, [int(x) for x in args.lengths.split(",")], args.repeats, args.steps)
+        (out / f"speed-{args.peer}.json").write_text(json.dumps(rows, indent=1))
+        return 0
+    maps: dict[str, list[np.ndarray]] = {}
+    seconds: dict[str, float] = {}
+    for task, prompts in (("ev", ev), ("de", de)):
+        texts = [p.text for p in prompts]
+        targets = [explainer.adapter.word_ids(p.target)[0] for p in prompts]
+        start = time.perf_counter()
+        if args.peer == "attngrad":
+            got = scores_attngrad(explainer, texts, targets, args.methods.split(","))
+        elif args.peer == "lxt":
+            got = scores_lxt(explainer, texts, targets)
+        elif args.peer == "captum":
+            got = scores_captum(explainer, texts, targets, args.steps)
+        else:
+            got = scores_inseq(explainer, texts, targets, args.steps)
+        took = (time.perf_counter() - start) / len(texts) / max(len(got), 1)
+        for m, vs in got.items():
+            maps[f"{m}|{task}"] = vs
+            seconds[m] = seconds.get(m, 0.0) + took / 2
+    _save(out, args.peer, {k: v for k, v in maps.items()}, seconds)
+    print(f"wrote {out}/scores-{args.peer}.npz", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
