@@ -120,6 +120,11 @@ COMMANDS = {
                               "--out", "{out}"],
                              ["--methods", "--loss", "--contrast", "--reviews", "--limit", "--batch-size",
                               "--eval-batch-size"]),
+    "evaluate lm-evidence": (["evaluate", "lm-evidence", "--model", "{llama}", "--prompts", "2", "--candidates", "4",
+                              "--methods", "random,complete", "--out", "{out}"],
+                             ["--methods", "--loss", "--contrast", "--prompts", "--candidates", "--seed", "--batch-size"]),
+    "evaluate lm-insertion": (["evaluate", "lm-insertion", "--model", "{llama}", "--limit", "2", "--methods", "random",
+                               "--out", "{out}"], ["--methods", "--reviews", "--limit", "--batch-size", "--eval-batch-size"]),
 }
 
 

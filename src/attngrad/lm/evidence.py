@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import AttngradError
-from ..evaluation.storage import write_shard
+from ..evaluation.storage import DIGEST_KEY, write_shard
 from .attribution import check_methods, signed
 from .evidence_prompts import KINDS, EvidencePrompt, evidence_prompts, token_spans
 from .explainer import LMExplainer
@@ -183,7 +183,7 @@ def _digest(settings: EvidenceSettings, prompts: Sequence[EvidencePrompt]) -> st
 def _checksum(arrays: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for key in sorted(arrays):
-        if key not in ("digest", "checksum"):
+        if key not in ("digest", "checksum", DIGEST_KEY):
             h.update(key.encode())
             h.update(np.ascontiguousarray(arrays[key]).tobytes())
     return h.hexdigest()
@@ -257,7 +257,7 @@ def run_evidence(explainer: LMExplainer, out: str | Path, settings: EvidenceSett
         parts.append(arrays)
         if progress is not None:
             progress(b + 1, nb)
-    per_prompt = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k not in ("digest", "checksum")}
+    per_prompt = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k not in ("digest", "checksum", DIGEST_KEY)}
     per_prompt["kind"] = np.array([p.kind for p in prompts])
     write_shard(out / "per_prompt.npz", per_prompt)
     summary = summarise(per_prompt, settings, counts)
