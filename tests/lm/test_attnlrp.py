@@ -108,3 +108,16 @@ def test_model_unchanged_and_hooks_removed_even_on_error(tiny_lm):
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_generation_and_unknown_family(tiny_lm):
+    gen = tiny_lm.explain_generation(PROMPTS[2], max_new_tokens=2, method="attnlrp")
+    assert gen.matrix.shape[0] == len(gen.generated) and torch.isfinite(gen.matrix[0, :2]).all()
+    from attngrad.errors import AttngradError
+    from attngrad.lm.attnlrp import family
+
+    class Other(torch.nn.Module):
+        config = type("C", (), {"model_type": "falcon"})()
+
+    with pytest.raises(AttngradError, match="attnlrp and tattr know the gpt2, llama, mistral, qwen2 families"):
+        family(Other())

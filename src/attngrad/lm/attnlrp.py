@@ -32,7 +32,7 @@ from __future__ import annotations
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -79,11 +79,11 @@ class _Halve(torch.autograd.Function):
     """Identity forward, gradient halved: the uniform rule on one factor of a product of two."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         return grad * 0.5
 
 
@@ -165,7 +165,7 @@ def lrp_rules(model: nn.Module, record: list[torch.Tensor] | None = None) -> Ite
 
     table = family(model)
     handles = []
-    config = model.config  # type: ignore[union-attr]
+    config: Any = model.config
     name = _PREFIX + uuid.uuid4().hex
     previous = config._attn_implementation
     try:
