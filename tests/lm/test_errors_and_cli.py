@@ -34,8 +34,8 @@ def test_contrast_equal_to_target(tiny_lm):
 
 
 def test_unknown_method_and_missing_contrast(tiny_lm):
-    with pytest.raises(AttngradError, match="unknown method 'tattr'"):
-        tiny_lm.explain("the cat", method="tattr")
+    with pytest.raises(AttngradError, match="unknown method 'partial_lrp'"):
+        tiny_lm.explain("the cat", method="partial_lrp")
     with pytest.raises(AttngradError, match="compares two tokens"):
         tiny_lm.explain("the cat", loss="diff")
     with pytest.raises(AttngradError, match="two-token loss"):

@@ -143,7 +143,7 @@ LONG = " ".join(["cat"] * (CONTEXT + 3))
         ("explain", {"prompt": "the cat", "contrast": "  ", "loss": "diff"}, "contrast", "tokenises to nothing"),
         ("explain", {"prompt": "the cat", "target": " paris", "contrast": "paris"}, "contrast", "contrast equals the target"),
         ("explain", {"prompt": "the cat", "contrast": "top1"}, "contrast", "contrast equals the target"),  # found in the pass
-        ("explain", {"prompt": "the cat", "methods": "complete,tattr"}, "methods", "unknown method 'tattr'"),
+        ("explain", {"prompt": "the cat", "methods": "complete,partial_lrp"}, "methods", "unknown method 'partial_lrp'"),
         ("explain", {"prompt": "the cat", "loss": "nope"}, "loss", "unknown loss"),
         ("explain", {"prompt": "the cat", "contrast": " rome", "loss": "logit"}, "loss", "two-token loss"),
         ("generate", {"prompt": ""}, "prompt", "prompt is empty"),

@@ -37,10 +37,11 @@ from ..methods import METHODS, Rollout
 from .model import Batch, LMAdapter
 
 #: The methods defined on a causal LM (rollout family + raw attention + input x gradient + random).
-LM_METHODS = ("complete", "gae", "absolute", "rollout", "rollout_eq1", "raw_attention", "grad_x_input", "random")
+LM_METHODS = ("complete", "gae", "absolute", "rollout", "rollout_eq1", "raw_attention", "grad_x_input", "random",
+              "attnlrp", "tattr")  # the last two: relevance propagation, served by attngrad.lm.attnlrp
 
 #: Methods whose sign means support (+) / opposition (-); the others are magnitudes.
-SIGNED = {"complete": True, "grad_x_input": True}
+SIGNED = {"complete": True, "grad_x_input": True, "attnlrp": True, "tattr": False}
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:

@@ -23,6 +23,7 @@ import torch
 from ..errors import AttngradError
 from ..losses import LossLike, get_loss
 from ..models import check_device
+from .attnlrp import LRP_METHODS, run_lrp
 from .attribution import LM_METHODS, PassResult, check_methods, run
 from .model import Batch, LMAdapter
 
@@ -31,6 +32,18 @@ _TOPK = re.compile(r"^top-?(\d+)$", re.IGNORECASE)
 
 #: ``contrast="runner-up"``: the most likely next token other than the target.
 RUNNER_UP = "runner-up"
+
+
+def _run(adapter: LMAdapter, batch: Batch, names: Sequence[str], loss, choose, *, start_layer: int) -> PassResult:
+    """:func:`attribution.run` for the attention methods, :func:`attnlrp.run_lrp` for the relevance ones."""
+    lrp = [n for n in names if n in LRP_METHODS]
+    if not lrp:
+        return run(adapter, batch, names, loss, choose, start_layer=start_layer)
+    logits, targets, contrasts, maps = run_lrp(adapter, batch, lrp, loss, choose, start_layer=start_layer)
+    rest = [n for n in names if n not in LRP_METHODS]
+    if rest:
+        maps = {**run(adapter, batch, rest, loss, lambda _: (targets, contrasts), start_layer=start_layer).maps, **maps}
+    return PassResult(logits, targets, contrasts, {n: maps[n] for n in names})
 
 
 class MultiTokenWarning(UserWarning):
@@ -292,7 +305,7 @@ class LMExplainer:
             t = target[rows] if isinstance(target, (list, tuple, torch.Tensor)) else target
             c = contrast[rows] if isinstance(contrast, (list, tuple, torch.Tensor)) else contrast
             choose = self._chooser(t, c, loss_fn.needs_contrast, loss_fn.name)
-            parts.append(run(self.adapter, sub, names, loss_fn, choose, start_layer=start_layer))
+            parts.append(_run(self.adapter, sub, names, loss_fn, choose, start_layer=start_layer))
             batches.append(sub)
         return {name: self._collect(name, loss_fn.name, batch, batches, parts) for name in names}
 
@@ -395,7 +408,7 @@ class LMExplainer:
             sub = self.adapter.batch([prefixes[k] for k in rows])
             choose = self._chooser([new[k] for k in rows], None if contrast is None else contrast,
                                    loss_fn.needs_contrast, loss_fn.name)
-            part = run(self.adapter, sub, [name], loss_fn, choose, start_layer=start_layer)
+            part = _run(self.adapter, sub, [name], loss_fn, choose, start_layer=start_layer)
             for j, k in enumerate(rows):
                 n = sub.lengths[j]
                 matrix[k, :n] = part.maps[name][j, -n:].float().cpu()
