@@ -25,6 +25,7 @@ from ..losses import LossLike, get_loss
 from ..models import check_device
 from .attnlrp import LRP_METHODS, run_lrp
 from .attribution import LM_METHODS, PassResult, check_methods, run
+from .memory import check_fits
 from .model import Batch, LMAdapter
 
 TokenSpec = Union[None, int, str, Sequence[Union[int, str]], torch.Tensor]
@@ -35,7 +36,17 @@ RUNNER_UP = "runner-up"
 
 
 def _run(adapter: LMAdapter, batch: Batch, names: Sequence[str], loss, choose, *, start_layer: int) -> PassResult:
-    """:func:`attribution.run` for the attention methods, :func:`attnlrp.run_lrp` for the relevance ones."""
+    """:func:`attribution.run` for the attention methods, :func:`attnlrp.run_lrp` for the relevance ones
+    (refused first when the pass cannot fit in memory, :func:`.memory.check_fits`; maps checked finite)."""
+    check_fits(adapter.model, batch.input_ids.shape[0], batch.input_ids.shape[1], adapter.device)
+    result = _passes(adapter, batch, names, loss, choose, start_layer=start_layer)
+    for name, scores in result.maps.items():
+        if not bool(torch.isfinite(scores).all()):
+            raise AttngradError(f"{name} gave scores with NaN or infinite values; check the loss and the model")
+    return result
+
+
+def _passes(adapter: LMAdapter, batch: Batch, names: Sequence[str], loss, choose, *, start_layer: int) -> PassResult:
     lrp = [n for n in names if n in LRP_METHODS]
     if not lrp:
         return run(adapter, batch, names, loss, choose, start_layer=start_layer)
