@@ -230,6 +230,17 @@ def run_deletion(explainer: LMExplainer, prompts: Sequence[Prompt], out: str | P
                  progress: Callable[[int, int], None] | None = None) -> dict:
     """Run (or continue with ``resume``) the deletion test; per-batch results in ``out/shards``,
     summary in ``results.json`` / ``results.md`` / ``curves.csv``. Returns the summary."""
+    out = run_shards(explainer, prompts, out, settings, evaluate_batch, resume=resume, eval_batch_size=eval_batch_size,
+                     progress=progress)
+    return summarise(out, settings, count=len(prompts))
+
+
+def run_shards(explainer: LMExplainer, prompts: Sequence[Prompt], out: str | Path, settings: DeletionSettings,
+               evaluate: Callable[..., dict], *, resume: bool = False, eval_batch_size: int = 64,
+               progress: Callable[[int, int], None] | None = None) -> Path:
+    """The per-batch shards of a token test (deletion, insertion), each written with the SHA-256 of its
+    content and checked on resume (an unusable shard is named and recomputed); a run refused or stopped
+    before its first shard leaves nothing behind. Returns the results folder."""
     out = check_out(out, settings, resume=resume)
     created = [p for p in (out, out / "shards", out / "settings.json") if not p.exists()]
     (out / "shards").mkdir(parents=True, exist_ok=True)
@@ -246,7 +257,7 @@ def run_deletion(explainer: LMExplainer, prompts: Sequence[Prompt], out: str | P
                 if problem is None:
                     continue
                 print(f"attngrad: warning: {shard} cannot be used ({problem}); recomputing it", file=sys.stderr)
-            data = evaluate_batch(explainer, chunk, settings, eval_batch_size=eval_batch_size)
+            data = evaluate(explainer, chunk, settings, eval_batch_size=eval_batch_size)
             data["prompts"] = [p.text for p in chunk]
             data["targets"] = [p.target for p in chunk]
             data["digest"] = _digest(data)
@@ -262,8 +273,7 @@ def run_deletion(explainer: LMExplainer, prompts: Sequence[Prompt], out: str | P
                 else:
                     path.unlink(missing_ok=True)
         raise
-    summary = summarise(out, settings, count=len(prompts))
-    return summary
+    return out
 
 
 def summarise(out: Path, settings: DeletionSettings, *, count: int) -> dict:

@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .deletion import DIRECTIONS, FRACTIONS, DeletionSettings, _write_json, auc, check_out, deletion_order, log_probs, target_id
+from .deletion import DIRECTIONS, FRACTIONS, DeletionSettings, _write_json, auc, deletion_order, log_probs, run_shards, target_id
 from .explainer import LMExplainer
 from .prompts import Prompt
 
@@ -78,26 +78,11 @@ def evaluate_batch(explainer: LMExplainer, prompts: Sequence[Prompt], settings: 
 def run_insertion(explainer: LMExplainer, prompts: Sequence[Prompt], out: str | Path, settings: DeletionSettings, *,
                   resume: bool = False, eval_batch_size: int = 64,
                   progress: Callable[[int, int], None] | None = None) -> dict:
-    """Run (or continue with ``resume``) the insertion test; the files of ``lm-deletion``. Returns the summary."""
-    out = check_out(out, settings, resume=resume)
-    (out / "shards").mkdir(parents=True, exist_ok=True)
-    _write_json(out / "settings.json", asdict(settings))
-    bs = settings.batch_size
-    nb = (len(prompts) + bs - 1) // bs
-    for b in range(nb):
-        shard = out / "shards" / f"batch_{b:05d}.json"
-        chunk = list(prompts[b * bs : (b + 1) * bs])
-        if shard.exists():
-            data = json.loads(shard.read_text())
-            if data.get("prompts") == [p.text for p in chunk]:
-                continue
-        data = evaluate_batch(explainer, chunk, settings, eval_batch_size=eval_batch_size)
-        data["prompts"] = [p.text for p in chunk]
-        data["targets"] = [p.target for p in chunk]
-        _write_json(shard, data)
-        if progress is not None:
-            progress(b + 1, nb)
-    return summarise(out, settings, count=len(prompts), neutral=neutral_token(explainer))
+    """Run (or continue with ``resume``) the insertion test; the files of ``lm-deletion``, with the same
+    shard integrity rules (:func:`attngrad.lm.deletion.run_shards`). Returns the summary."""
+    out = run_shards(explainer, prompts, out, settings, evaluate_batch, resume=resume, eval_batch_size=eval_batch_size,
+                     progress=progress)
+    return summarise(Path(out), settings, count=len(prompts), neutral=neutral_token(explainer))
 
 
 def summarise(out: Path, settings: DeletionSettings, *, count: int, neutral: int) -> dict:
