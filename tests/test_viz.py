@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from attngrad import viz
+from attngrad.methods import is_signed
 
 
 def test_normalize_keeps_sign_and_range():
@@ -23,8 +24,8 @@ def test_unsigned_maps_are_stretched_min_to_max():
     assert np.all(viz.normalize(np.full((2, 2), 7.0), signed=False) == 0)
     img = Image.new("RGB", (32, 32), (0, 0, 0))
     offset = np.array([[3.0, 5.0]])
-    unsigned = np.asarray(viz.overlay(img, offset, alpha=1.0, method="tis"))[16, 1]
-    signed = np.asarray(viz.overlay(img, offset, alpha=1.0, method="complete"))[16, 1]
+    unsigned = np.asarray(viz.overlay(img, offset, alpha=1.0, signed=is_signed("tis")))[16, 1]
+    signed = np.asarray(viz.overlay(img, offset, alpha=1.0, signed=is_signed("complete")))[16, 1]
     assert np.all(unsigned > 240)  # the minimum is white
     assert signed[0] > 240 and signed[2] < 200  # 3/5 of the way to red
 
@@ -50,17 +51,17 @@ def test_overlay_and_grid_png(tmp_path):
 
 def test_what_red_means_per_method():
     """Signed maps (complete): red supports, blue opposes; unsigned ones (gae, absolute, rollout): magnitude."""
-    assert viz.is_signed("complete") is True
+    assert is_signed("complete") is True
     for name in ("gae", "absolute", "rollout", "raw_attention", "attn_gradcam", "random"):
-        assert viz.is_signed(name) is False, name
-    assert viz.is_signed("image") is None and viz.legend("image") == ""
-    assert "supports" in viz.legend("complete") and "magnitude" in viz.legend("gae")
+        assert is_signed(name) is False, name
+    assert is_signed("image") is None and viz.legend(is_signed("image")) == ""
+    assert "supports" in viz.legend(is_signed("complete")) and "magnitude" in viz.legend(is_signed("gae"))
 
 
 def test_captions_and_colour_bar_follow_the_method(tmp_path):
     img = Image.new("RGB", (32, 32))
     maps = [[np.eye(2), np.eye(2), np.eye(2)]]
-    fig = viz.grid([img], maps, col_titles=["image", "complete", "gae", "absolute"])
+    fig = viz.grid([img], maps, col_titles=["image", "complete", "gae", "absolute"], signs=[True, False, False])
     assert [ax.get_title() for ax in fig.axes[:4]] == ["image", "complete", "gae", "absolute"]
     captions = [ax.get_xlabel() for ax in fig.axes[:4]]  # under each column
     assert captions[0] == ""
@@ -68,12 +69,12 @@ def test_captions_and_colour_bar_follow_the_method(tmp_path):
     assert "magnitude" in captions[2] and "supports" not in captions[2] and "magnitude" in captions[3]
     label = fig.axes[-1].get_ylabel()  # the colour bar: both kinds
     assert "signed maps: S / max|S|" in label and "unsigned maps: (S - min) / (max - min), red = magnitude" in label
-    only_unsigned = viz.grid([img], [[np.eye(2)]], col_titles=["image", "rollout"])
+    only_unsigned = viz.grid([img], [[np.eye(2)]], col_titles=["image", "rollout"], signs=[False])
     label = only_unsigned.axes[-1].get_ylabel()
     assert "magnitude" in label and "opposes" not in label
-    explicit = viz.grid([img], [[np.eye(2)]], col_titles=["image", "my map"], methods=["gae"])
-    assert "magnitude" in explicit.axes[1].get_xlabel()
-    path = viz.save_overlay(tmp_path / "o.png", img, np.eye(2), "gae: zebra", method="gae")
+    unknown = viz.grid([img], [[np.eye(2)]], col_titles=["image", "gae"])  # no sign given: no caption
+    assert unknown.axes[1].get_xlabel() == ""
+    path = viz.save_overlay(tmp_path / "o.png", img, np.eye(2), "gae: zebra", signed=False)
     assert path.exists()
 
 

@@ -24,6 +24,7 @@ from .errors import AttngradError
 from .explainer import Explainer
 from .io import ImageLike
 from .methods import METHODS
+from .methods import is_signed as methods_is_signed
 
 #: The methods of the paper's comparison (its Figure 13), baselines first; names not
 #: registered (e.g. a rival not implemented) are left out.
@@ -37,8 +38,8 @@ def paper_methods() -> list[str]:
 
 
 def is_signed(method: str) -> bool:
-    """Whether the method's sign means support / opposition (:func:`attngrad.viz.is_signed`)."""
-    return bool(viz.is_signed(method))
+    """Whether the method's sign means support / opposition (:func:`attngrad.methods.is_signed`)."""
+    return bool(methods_is_signed(method))
 
 
 def red_means(method: str) -> str:
@@ -69,7 +70,8 @@ def comparison_grid(
     first = results[methods[0]]
     maps = [[results[m].maps[i] for m in methods] for i in range(len(targets))]
     titles = ["image", *(f"{m}\n({red_means(m)})" for m in methods)]
-    return viz.grid(first.images, maps, col_titles=titles, row_titles=first.target_names, methods=methods)
+    return viz.grid(first.images, maps, col_titles=titles, row_titles=first.target_names,
+                    signs=[is_signed(m) for m in methods])
 
 
 def legend(methods: Sequence[str]) -> str:

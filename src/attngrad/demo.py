@@ -16,7 +16,7 @@ import numpy as np
 from . import viz
 from .cases import CASES, asset_image
 from .clip_demo import clip_section
-from .compare import build_comparison_page, red_means
+from .compare import build_comparison_page, is_signed, red_means
 from .explainer import Explainer
 
 __all__ = ["CASES", "METHODS", "asset_image", "build_demo"]
@@ -45,7 +45,8 @@ def build_demo(
         images = results[methods[0]].images
         maps = [[results[m].maps[i] for m in methods] for i in range(len(classes))]
         titles = ["image", *(f"{m}\n({red_means(m)})" for m in methods)]
-        fig = viz.grid(images, maps, col_titles=titles, row_titles=list(classes), methods=list(methods))
+        fig = viz.grid(images, maps, col_titles=titles, row_titles=list(classes),
+                       signs=[is_signed(m) for m in methods])
         viz.save_figure(fig, out / f"{stem}.png")
         for m in methods:
             np.save(out / f"{stem}_{m}.npy", results[m].numpy())

@@ -22,6 +22,7 @@ from .losses import LossLike, get_loss
 from .methods import METHODS, Method, Trace, get_method, method_options
 from .models import ModelAdapter, check_device, load_model, wrap_model
 from .results import DisplayImages, Explanation, MapResult, Prediction
+from .stitch import explain_guided
 from .targets import TargetSpec, resolve_targets
 
 __all__ = ["Explainer", "Explanation", "Images", "MapResult", "Prediction"]
@@ -220,8 +221,6 @@ class Explainer:
         guidance); see :func:`attngrad.stitch.explain_guided`.
         """
         if guide is not None:
-            from .stitch import explain_guided
-
             return dict(explain_guided(
                 self, images, guide, methods, target=target, loss=loss, contrast=contrast, start_layer=start_layer,
                 token=token, layout=layout, gallery=gallery,

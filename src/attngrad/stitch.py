@@ -1,7 +1,8 @@
 """Stitching an image beside a guide, and explaining it there (Cui, Fan & Chen, experiment 3, external guidance).
 
 A core module: :meth:`attngrad.Explainer.explain_methods` (``guide=``) and
-:mod:`attngrad.experiments.guidance` both use it; it imports neither.
+:mod:`attngrad.experiments.guidance` both use it; it imports neither (it takes any object with
+an explainer's :class:`Explains` protocol).
 
 A single-class image explained with ``complete`` looks poor because the other
 999 classes pull the gradient in mixed directions. Stitching a *guide* image of
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -47,8 +48,23 @@ from .results import DisplayImages, Explanation
 from .targets import TargetSpec, resolve_targets
 
 if TYPE_CHECKING:
-    from .explainer import Explainer
     from .methods import Method
+    from .models import ModelAdapter
+
+
+class Explains(Protocol):
+    """What guided explanation needs of an explainer (:class:`attngrad.Explainer` has it); this module
+    imports no explainer, so the facade can use it without an import cycle."""
+
+    @property
+    def labels(self) -> list[str]: ...
+
+    @property
+    def adapter(self) -> "ModelAdapter": ...
+
+    def prepare(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, DisplayImages]: ...
+
+    def explain_methods(self, *args: Any, **kwargs: Any) -> dict[str, Explanation]: ...
 
 #: Layout name -> (axis split: "cols" or "rows", whether the original takes the first half).
 LAYOUTS: dict[str, tuple[str, bool]] = {
@@ -173,7 +189,7 @@ class GuidedExplanation(Explanation):
 
 
 def explain_guided(
-    explainer: "Explainer",
+    explainer: Explains,
     images: Sequence[ImageLike] | ImageLike | torch.Tensor,
     guide: ImageLike,
     methods: Sequence["str | Method"] = ("complete",),

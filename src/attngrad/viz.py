@@ -12,7 +12,8 @@ What red means depends on the method: for a *signed* method (``complete``: the s
 whether a region pushes the model towards the class or away from it) red supports the
 class and blue opposes it; for an *unsigned* one (``gae``, ``absolute``, ``rollout``,
 ``raw_attention`` ...: every value is >= 0) red is only magnitude, and there is no blue.
-Every caption and colour bar says which (:func:`legend`, :func:`is_signed`).
+Every caption and colour bar says which (:func:`legend`); callers pass each map's sign (``signed``), as
+:func:`attngrad.methods.is_signed` gives it: pictures know nothing of the method registry.
 """
 
 from __future__ import annotations
@@ -38,21 +39,8 @@ SIGNED_LEGEND = "red supports the class, blue opposes it"
 UNSIGNED_LEGEND = "unsigned: red = magnitude"
 
 
-def is_signed(method: str | None) -> bool | None:
-    """Whether the maps of ``method`` (a registered name) are signed; ``None`` for an unknown name.
-
-    Read from the method class's ``signed`` attribute.
-    """
-    from .methods import METHODS
-
-    if method is None or method not in METHODS:
-        return None
-    return bool(METHODS[method].signed)
-
-
-def legend(method: str | None) -> str:
-    """What red (and blue) mean in a map of ``method``: ``""`` when the method is unknown."""
-    signed = is_signed(method)
+def legend(signed: bool | None) -> str:
+    """What red (and blue) mean in a map whose sign means support (``True``) or not (``False``); ``""`` unknown."""
     return "" if signed is None else SIGNED_LEGEND if signed else UNSIGNED_LEGEND
 
 
@@ -96,27 +84,26 @@ def heatmap(scores: torch.Tensor | np.ndarray, size: tuple[int, int], *, signed:
 
 
 def overlay(
-    image: Image.Image, scores: torch.Tensor | np.ndarray, alpha: float = 0.5, *, method: str | None = None
+    image: Image.Image, scores: torch.Tensor | np.ndarray, alpha: float = 0.5, *, signed: bool | None = True
 ) -> Image.Image:
-    """The image laid over the coloured map: ``alpha * heatmap + (1 - alpha) * image``; a map of
-    an unsigned ``method`` is min-max stretched (:func:`normalize`)."""
+    """The image laid over the coloured map: ``alpha * heatmap + (1 - alpha) * image``; an unsigned
+    map (``signed=False``) is min-max stretched (:func:`normalize`); ``None`` (unknown) is shown as signed."""
     rgb = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
-    signed = is_signed(method) is not False
+    signed = signed is not False
     blend = alpha * heatmap(scores, rgb.shape[:2], signed=signed) + (1 - alpha) * rgb
     return Image.fromarray((blend * 255).round().astype(np.uint8))
 
 
-def add_colorbar(fig: Figure, axes, methods: Sequence[str | None] = ()) -> None:
-    """A colour bar for the fixed [-1, 1] range, labelled with what the colours mean for ``methods``
-    (signed: red supports, blue opposes; unsigned: red = magnitude; none given: signed)."""
+def add_colorbar(fig: Figure, axes, signs: Sequence[bool | None] = ()) -> None:
+    """A colour bar for the fixed [-1, 1] range, labelled with what the colours mean for maps whose
+    ``signs`` are given (signed: red supports, blue opposes; unsigned: red = magnitude; none given: signed)."""
     mappable = matplotlib.cm.ScalarMappable(norm=NORM, cmap=CMAP)
     bar = fig.colorbar(mappable, ax=axes, fraction=0.025, pad=0.02, ticks=[-1, -0.5, 0, 0.5, 1])
-    bar.set_label(_bar_label([is_signed(m) for m in methods]))
+    bar.set_label(_bar_label(signs))
 
 
-def _caption(method: str | None) -> str:
-    """What red means for ``method``, on two short lines (printed under its column); ``""`` if unknown."""
-    signed = is_signed(method)
+def _caption(signed: bool | None) -> str:
+    """What red means for a map of this sign, on two short lines (printed under its column); ``""`` if unknown."""
     if signed is None:
         return ""
     return "red: supports\nblue: opposes" if signed else "unsigned:\nred = magnitude"
@@ -130,30 +117,28 @@ def grid(
     cell_titles: Sequence[Sequence[str]] | None = None,
     show_image: bool = True,
     cell_size: float = 2.4,
-    methods: Sequence[str | None] | None = None,
+    signs: Sequence[bool | None] = (),
 ) -> Figure:
     """A figure of overlays: row ``i`` shows ``images[i]`` (first column) then ``maps[i][j]``.
 
     ``None`` entries leave a blank cell. One shared colour bar on [-1, 1].
 
-    ``methods[j]`` names the method of map column ``j``; under the column a caption says what
-    red means for that method (:func:`legend`), and the colour bar's label covers them all. By
-    default a map column whose title (``col_titles``) is a registered method's name is taken as
-    that method's.
+    ``signs[j]`` says whether the maps of column ``j`` are signed (``True``), magnitudes (``False``)
+    or unknown (``None``, shown as signed, no caption); under each column a caption says what red
+    means (:func:`legend`), and the colour bar's label covers them all
+    (:func:`attngrad.methods.is_signed` gives a registered method's sign).
     """
     rows = len(maps)
     cols = max(len(r) for r in maps) + int(show_image)
     offset = int(show_image)
-    if methods is None:
-        methods = [col_titles[j + offset] if j + offset < len(col_titles) else None for j in range(cols - offset)]
-    methods = list(methods) + [None] * (cols - offset - len(methods))
+    signs = list(signs) + [None] * (cols - offset - len(signs))
     fig, axes = plt.subplots(rows, cols, figsize=(cell_size * cols + 1.2, cell_size * rows + 0.3), squeeze=False)
     for i, row in enumerate(maps):
         if show_image:
             axes[i, 0].imshow(images[i])
         for j, m in enumerate(row):
             if m is not None:
-                axes[i, j + int(show_image)].imshow(overlay(images[i], m, method=methods[j]))
+                axes[i, j + int(show_image)].imshow(overlay(images[i], m, signed=signs[j]))
             if cell_titles is not None:
                 axes[i, j + int(show_image)].set_title(cell_titles[i][j], fontsize=8)
         for ax in axes[i]:
@@ -165,10 +150,10 @@ def grid(
             axes[i, 0].set_ylabel(row_titles[i], fontsize=9)
     for j, title in enumerate(col_titles):
         axes[0, j].set_title(title, fontsize=9)
-    for j, method in enumerate(methods):  # under every column: what red means for its method
-        if _caption(method):
-            axes[rows - 1, j + offset].set_xlabel(_caption(method), fontsize=8)
-    add_colorbar(fig, axes, methods)
+    for j, sign in enumerate(signs):  # under every column: what red means for its maps
+        if _caption(sign):
+            axes[rows - 1, j + offset].set_xlabel(_caption(sign), fontsize=8)
+    add_colorbar(fig, axes, signs)
     return fig
 
 
@@ -178,10 +163,10 @@ def save_overlay(
     scores: torch.Tensor | np.ndarray,
     title: str = "",
     *,
-    method: str | None = None,
+    signed: bool | None = None,
 ) -> Path:
-    """One overlay with a title and a colour bar, saved as PNG; ``method`` adds what red means for it."""
-    fig = grid([image], [[scores]], cell_titles=[[title]], show_image=False, cell_size=3.6, methods=[method])
+    """One overlay with a title and a colour bar, saved as PNG; a known ``signed`` adds what red means."""
+    fig = grid([image], [[scores]], cell_titles=[[title]], show_image=False, cell_size=3.6, signs=[signed])
     return save_figure(fig, path)
 
 

@@ -42,7 +42,7 @@ def test_killed_run_resumes_to_the_same_numbers(tiny_model_dir, write_images, tm
     assert res.exit_code == 0, res.output
     out = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "attngrad.evaluation", *_args(data, tiny_model_dir, out, "--batch-size", "1")],
+        [sys.executable, "-m", "attngrad", "evaluate", *_args(data, tiny_model_dir, out, "--batch-size", "1")],
         env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     first = out / "shards" / "batch-000000.npz"
@@ -63,7 +63,7 @@ def test_two_processes_equal_one(tiny_model_dir, image_dir, tmp_path):
     one = CliRunner().invoke(main, ["evaluate", *_args(image_dir, tiny_model_dir, tmp_path / "one", "--batch-size", "3")])
     assert one.exit_code == 0, one.output
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "attngrad.evaluation", *_args(image_dir, tiny_model_dir, tmp_path / "two", "--batch-size", "3")]  # fmt: skip
+           "-m", "attngrad", "evaluate", *_args(image_dir, tiny_model_dir, tmp_path / "two", "--batch-size", "3")]  # fmt: skip
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     run = json.loads((tmp_path / "two" / "run.json").read_text())

@@ -133,7 +133,7 @@ def main(debug: bool) -> None:
     pass
 
 
-# The command modules register themselves on ``main`` when imported.
+# The command modules register themselves on ``main`` (or its groups, e.g. ``evaluate``) when imported.
 from . import (  # noqa: E402, F401
     clip,
     compare,
@@ -141,6 +141,7 @@ from . import (  # noqa: E402, F401
     experiments,
     explain,
     lm,
+    lm_evidence,
     seq2seq,
     serve,
     text,

@@ -51,7 +51,7 @@ def perturbation(data, table, image_labels, methods, explain, guide, guide_regio
     results (shards/, per_image.npz) to OUT. With --guide the default is the paper's protocol
     (Cui, Fan & Chen): each image stitched beside the guide is explained, ranked, perturbed
     and classified as a whole. Run under `torchrun --nproc-per-node N -m
-    attngrad.evaluation perturbation ...` to share the images among processes.
+    attngrad evaluate perturbation ...` to share the images among processes.
     """
     from ..evaluation.data import discover
     from ..evaluation.distributed import dist_info, init_distributed
@@ -160,4 +160,3 @@ def lm_deletion(methods, loss, contrast, skip_first, reviews, limit, out, resume
                  progress=lambda b, n: click.echo(f"batch {b}/{n}", err=True))
     click.echo(Path(out, "results.md").read_text())
     click.echo(f"wrote settings.json, shards/, results.json, results.md, curves.csv to {out}")
-from . import lm_evidence  # noqa: E402, F401  (registers evaluate lm-evidence)

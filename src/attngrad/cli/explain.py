@@ -14,6 +14,7 @@ from ..errors import AttngradError
 from ..experiments.guidance import LAYOUTS
 from ..io import load_image
 from ..losses import LOSSES
+from ..methods import is_signed
 from . import main
 from .common import (
     FOLDER,
@@ -103,7 +104,8 @@ def explain(images, explainer, method, targets, contrast, loss, start_layer, tok
                     folder = out_dir(out / safe_name(Path(p).stem))
                     stem = folder / f"{name}_{safe_name(label)}"
                     np.save(stem.with_suffix(".npy"), res.maps[i].detach().cpu().numpy())
-                    viz.save_overlay(stem.with_suffix(".png"), res.images[i], res.maps[i], f"{name}: {label}", method=name)
+                    viz.save_overlay(stem.with_suffix(".png"), res.images[i], res.maps[i], f"{name}: {label}",
+                                      signed=is_signed(name))
                     if guide is not None:
                         viz.save_overlay(f"{stem}_stitched.png", res.stitched_images[i], res.full_maps[i],
                                          f"{name}: {label}", method=name)  # fmt: skip

@@ -57,7 +57,7 @@ def explain_vlm(image, prompt, model, device, methods, reading, target, contrast
         click.echo(f"[{res.method}, {res.reading}] answer: {''.join(res.target_text)!r}")
         fig = viz.grid([shown] * len(res.target_text),
                        [[res.maps[k]] for k in range(len(res.target_text))],
-                       row_titles=[repr(t) for t in res.target_text], methods=[res.method])
+                       row_titles=[repr(t) for t in res.target_text], signs=[res.signed])
     else:
         results = list(explainer.explain_methods(picture, prompt, methods, readings=readings, target=target,
                                                  contrast=contrast, loss=loss).values())

@@ -2,7 +2,7 @@
 as an option, insertion / deletion AUC.
 
 ``attngrad evaluate perturbation ...`` or, distributed,
-``torchrun --nproc-per-node N -m attngrad.evaluation perturbation ...``.
+``torchrun --nproc-per-node N -m attngrad evaluate perturbation ...``.
 """
 
 from .data import DataSet, ImageDataset, LabelResolver, Sample, discover

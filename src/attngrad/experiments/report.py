@@ -28,6 +28,7 @@ from tqdm import tqdm
 from .. import viz
 from ..demo import CASES, asset_image
 from ..gallery import resolve_gallery, shared_data, shipped_images
+from ..methods import is_signed
 from ..stitch import explain_guided
 from .detail import detail_interpretation
 from .rewrite import batch_summary, random_targets, rewrite, rewrite_batch, save_rewrite
@@ -119,6 +120,7 @@ def single_class(ex: "Explainer", out: Path) -> Section:
         [[res[m].maps[i] for m in methods] for i in range(len(paths))],
         col_titles=["image", *methods],
         row_titles=[f"{t[0].label} ({t[0].probability:.2f})" for t in top],
+        signs=[is_signed(m) for m in methods],
     )
     viz.save_figure(fig, out / "single_class.png")
     sec.pictures.append(("single_class.png", "rows: tusker, snail; columns: absolute, complete, gae"))
@@ -154,6 +156,7 @@ def multi_class(ex: "Explainer", out: Path) -> Section:
             [[res[m].maps[r] for m in methods] for r in (i, j)],
             col_titles=["image", *methods],
             row_titles=[f"{c} ({float(probs[r, res['complete'].targets[r]]):.2f})" for c, r in zip(classes, (i, j))],
+            signs=[is_signed(m) for m in methods],
         )
         viz.save_figure(fig, out / f"multi_{stem}.png")
         sec.pictures.append((f"multi_{stem}.png", f"{name}: {classes[0]} (top row) and {classes[1]} (bottom row)"))

@@ -6,7 +6,7 @@ Each method class registers itself at its definition (``@register``, from
 
 from __future__ import annotations
 
-from .base import METHODS, Method, Trace, get_method, method_options, register
+from .base import METHODS, Method, Trace, get_method, is_signed, method_options, register
 
 # The import order is the registry's order (lists, help, the explorer): the paper's family first.
 from .rollout import GAE, Absolute, AttentionRollout, AttentionRolloutEq1, Complete, Rollout, rollout  # isort: skip
@@ -42,6 +42,7 @@ __all__ = [
     "Rollout",
     "Trace",
     "get_method",
+    "is_signed",
     "method_options",
     "register",
     "rollout",

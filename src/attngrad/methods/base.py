@@ -111,6 +111,13 @@ def register(cls: M) -> M:
     return cls
 
 
+def is_signed(method: str | None) -> bool | None:
+    """Whether the maps of a registered method are signed (its class's ``signed``); ``None`` for an unknown name."""
+    if method is None or method not in METHODS:
+        return None
+    return bool(METHODS[method].signed)
+
+
 def method_options(cls: type[Method]) -> list[str]:
     """Names of the options (keyword arguments of ``__init__``) a method class takes."""
     if cls.__init__ is object.__init__:

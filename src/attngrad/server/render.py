@@ -15,6 +15,7 @@ from PIL import Image
 from .. import viz
 from ..explainer import Prediction
 from ..methods import METHODS
+from ..methods import is_signed as _method_is_signed
 
 if TYPE_CHECKING:
     from ..text import TextExplanation
@@ -58,8 +59,8 @@ def words_json(res: TextExplanation) -> list[dict[str, Any]]:
 
 
 def is_signed(name: str) -> bool:
-    """Whether method ``name``'s sign means support/oppose (:func:`attngrad.viz.is_signed`; unknown: no)."""
-    return bool(viz.is_signed(name))
+    """Whether method ``name``'s sign means support/oppose (:func:`attngrad.methods.is_signed`; unknown: no)."""
+    return bool(_method_is_signed(name))
 
 
 def legend(name: str) -> str:

@@ -17,7 +17,7 @@ from ..explainer import Explainer, Explanation
 from ..targets import resolve_targets
 from .images import StoredImage
 from .jobs import Job
-from .render import data_url, png, prediction_json, words_json
+from .render import data_url, is_signed, png, prediction_json, words_json
 
 if TYPE_CHECKING:
     from ..text import TextExplainer, TextExplanation
@@ -62,7 +62,7 @@ def explain(
     entries = []
     for name, res in results.items():
         raw = res.maps[0].detach().float().cpu().numpy()
-        entries.append({"name": name, "raw": raw, "png": png(viz.overlay(res.images[0], raw, method=name))})
+        entries.append({"name": name, "raw": raw, "png": png(viz.overlay(res.images[0], raw, signed=is_signed(name)))})
     return {
         "target": {"index": t, "label": labels[t], "logit": float(logits[0, t])},
         "contrast": None if c is None else {"index": c, "label": labels[c], "logit": float(logits[0, c])},

@@ -27,7 +27,7 @@ def figure(image: Image.Image, results: Sequence["VLMExplanation"], index: int =
     """The image, then one overlay per result (item ``index`` of each)."""
     titles = list(titles) if titles is not None else [f"{r.method} ({r.reading})\n→ {r.target_text[index]!r}" for r in results]
     return viz.grid([image], [[r.maps[index] for r in results]], col_titles=["image", *titles],
-                    methods=[r.method for r in results])
+                    signs=[r.signed for r in results])
 
 
 def _tokens_html(res: "VLMExplanation", index: int) -> str:
