@@ -5,14 +5,20 @@ For each prompt length (random token ids, batch 1) and each case, a fresh subpro
   backward of the target logit to the token embeddings, weights frozen — the floor;
 - ``complete``: ``LMExplainer.explain(method="complete")``: one forward with the maps and one
   backward whose hooks fold each layer's weighting into the read row as its gradient arrives;
+- ``complete_streaming``: the same with ``streaming=True``: every decoder layer recomputed in the
+  backward pass (activation checkpointing), so one layer's maps are in memory at a time;
+- ``fwd_bwd_sdpa`` (``--sdpa``): the plain forward + backward with PyTorch's fused attention, which
+  never forms the N x N maps (the floor of a model that is not explained);
 - ``complete_all_grads`` (``--naive``): the straightforward way, ``torch.autograd.grad`` to every
   layer's map at once, then the rollout (what the hooks avoid holding).
 Time: median of ``--repeat`` runs after one warm-up. Peak memory: on CUDA the allocator's
 peak; on CPU the peak resident set (VmHWM, reset after loading the model) minus the resident set then.
-Target (issue 13): complete <= 1.15x fwd_bwd at 256 and 1024 tokens.
+Targets: complete <= 1.15x fwd_bwd at 256 and 1024 tokens (issue 13); complete_streaming <= 1.5x
+fwd_bwd at 1,024 tokens and its peak <= 1.3x fwd_bwd's at 2,048 (issue 21).
 
-    python benchmarks/lm_speed.py [--model DIR] [--lengths 256,1024] [--repeat 3] [--naive] [--device cuda] [--json out.json]
+    python benchmarks/lm_speed.py [--model DIR] [--lengths 256,1024] [--repeat 3] [--naive] [--sdpa] [--device cuda] [--json out.json]
     python benchmarks/lm_speed.py --lengths 2048 --repeat 1        # the long case, once
+    python benchmarks/lm_speed.py --lengths 8192 --repeat 0 --cases complete_streaming   # the longest, streaming only
 """
 
 from __future__ import annotations
@@ -55,8 +61,10 @@ def _reset_peak() -> None:
 def one_case(model: str | None, device: str, length: int, case: str, repeat: int) -> dict:
     """Run one case in this process; returns seconds (median) and peak MB above the loaded model."""
     from attngrad.lm import LMExplainer
-    from attngrad.lm.attribution import _fold
+    from attngrad.lm.attribution import run
+    from attngrad.losses import get_loss
     from attngrad.methods import Complete
+    from attngrad.methods.rollout import fold
 
     lm = LMExplainer.from_pretrained(model, device=device, quiet=True)
     adapter = lm.adapter
@@ -75,12 +83,16 @@ def one_case(model: str | None, device: str, length: int, case: str, repeat: int
             logits = adapter.forward(x, batch, attentions=False).logits
             torch.autograd.grad(logits[:, target].sum(), x)
 
-    def complete():
-        from attngrad.lm.attribution import run
-        from attngrad.losses import get_loss
-
+    def complete(streaming: bool = False):
         run(adapter, batch, ["complete"], get_loss("logit"),
-            lambda logits: (torch.full((1,), target, device=logits.device), None))
+            lambda logits: (torch.full((1,), target, device=logits.device), None), streaming=streaming)
+
+    def fwd_bwd_sdpa():
+        adapter.model.set_attn_implementation("sdpa")
+        try:
+            fwd_bwd()
+        finally:
+            adapter.model.set_attn_implementation("eager")
 
     def complete_all_grads():
         x = adapter.embed(batch.input_ids).requires_grad_(True)
@@ -93,10 +105,11 @@ def one_case(model: str | None, device: str, length: int, case: str, repeat: int
         method = Complete()
         with torch.no_grad():
             for a, g in zip(reversed(maps), reversed(grads)):
-                row = _fold(row, method, a, g)
+                row = fold(row, method.mix(a, g))
         return row
 
-    fn = {"fwd_bwd": fwd_bwd, "complete": complete, "complete_all_grads": complete_all_grads}[case]
+    fn = {"fwd_bwd": fwd_bwd, "fwd_bwd_sdpa": fwd_bwd_sdpa, "complete": complete,
+          "complete_streaming": lambda: complete(streaming=True), "complete_all_grads": complete_all_grads}[case]
     times = []
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -124,6 +137,8 @@ def main() -> None:
     parser.add_argument("--lengths", default="256,1024")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--naive", action="store_true", help="also time the all-gradients-at-once complete")
+    parser.add_argument("--sdpa", action="store_true", help="also time a plain forward + backward with fused attention")
+    parser.add_argument("--cases", default=None, help="comma-separated cases to run (default: all that apply)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--_case", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_length", type=int, default=0, help=argparse.SUPPRESS)
@@ -131,7 +146,10 @@ def main() -> None:
     if args._case:  # child process: one measurement
         print(json.dumps(one_case(args.model, args.device, args._length, args._case, args.repeat)))
         return
-    cases = ["fwd_bwd", "complete"] + (["complete_all_grads"] if args.naive else [])
+    cases = (["fwd_bwd"] + (["fwd_bwd_sdpa"] if args.sdpa else []) + ["complete", "complete_streaming"]
+             + (["complete_all_grads"] if args.naive else []))
+    if args.cases:
+        cases = args.cases.split(",")
     rows = []
     for length in [int(n) for n in args.lengths.split(",")]:
         found = {}
@@ -144,11 +162,15 @@ def main() -> None:
                 raise SystemExit(f"case {case} at {length} tokens failed")
             found[case] = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append(found[case])
-        base = found["fwd_bwd"]
+        base = found.get("fwd_bwd")
         for case in cases:
             r = found[case]
-            r["ratio"] = r["seconds"] / base["seconds"]
-            print(f"{length:5d} tokens  {case:19s} {r['seconds']:8.3f} s  x{r['ratio']:.2f}  peak {r['peak_mb']:8.0f} MB")
+            if base:
+                r["ratio"] = r["seconds"] / base["seconds"]
+                r["peak_ratio"] = r["peak_mb"] / base["peak_mb"] if base["peak_mb"] > 0 else float("nan")
+            ratios = f"x{r['ratio']:.2f} time  x{r['peak_ratio']:.2f} peak" if base else ""
+            print(f"{length:5d} tokens  {case:19s} {r['seconds']:8.3f} s  peak {r['peak_mb']:8.0f} MB  {ratios}",
+                  flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

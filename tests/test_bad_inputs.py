@@ -222,7 +222,7 @@ ROWS = [
     # ------------------------------------------------------------------ explain-lm, explain-clip, explain-seq2seq
     *[pytest.param(["explain-lm", "Hi", "--model", "{MODEL}", opt, v], opt, id=f"explain-lm{opt}={v}")
       for opt, values in (("--batch-size", ("0", "-1", "abc")), ("--generate", ("-1", "abc")), ("--top", ("0", "abc")),
-                          ("--start-layer", ("-1", "abc")))
+                          ("--start-layer", ("-1", "abc")), ("--streaming", ("sometimes",)))
       for v in values],
     *_method_rows("explain-lm", "--method", "Hi", model=False),
     pytest.param(["explain-lm", "Hi", "--out", "{FILE}"], "is an existing file", id="explain-lm-out-file"),

@@ -38,7 +38,7 @@ def test_grid_rows_are_classes_and_columns_methods(tiny_explainer, tiny_image):
     # an unsigned method's cell is min-max stretched (its own display rule), and the bar says so
     tattr = tiny_explainer.explain_methods([tiny_image], ["tattr"], target="cat")["tattr"]
     cell = np.asarray(fig.axes[4 + 2].images[0].get_array())
-    assert np.array_equal(cell, np.asarray(viz.overlay(tattr.images[0], tattr.maps[0], method="tattr")))
+    assert np.array_equal(cell, np.asarray(viz.overlay(tattr.images[0], tattr.maps[0], signed=False)))
     assert not np.array_equal(cell, np.asarray(viz.overlay(tattr.images[0], tattr.maps[0])))
     assert "(S - min) / (max - min)" in fig.axes[-1].get_ylabel()
     plt.close(fig)

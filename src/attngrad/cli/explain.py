@@ -108,7 +108,7 @@ def explain(images, explainer, method, targets, contrast, loss, start_layer, tok
                                       signed=is_signed(name))
                     if guide is not None:
                         viz.save_overlay(f"{stem}_stitched.png", res.stitched_images[i], res.full_maps[i],
-                                         f"{name}: {label}", method=name)  # fmt: skip
+                                         f"{name}: {label}", signed=is_signed(name))  # fmt: skip
                     written += 1
     click.echo(f"wrote {written} maps to {out}")
     if failed:

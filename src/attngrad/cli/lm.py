@@ -37,8 +37,11 @@ DEFAULT_LOSS = "logit"
 @click.option("--out", "-o", default="attngrad-lm", show_default=True, type=OutDir(), help="Output folder.")
 @click.option("--batch-size", "-b", default=16, show_default=True, type=click.IntRange(min=1), help="Prompts per forward/backward pass.")
 @click.option("--color/--no-color", default=None, help="Colour the terminal view (default: when printing to a terminal).")
+@click.option("--streaming", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+              help="Recompute each layer in the backward pass, holding one layer's maps at a time (long prompts in "
+                   "bounded memory, about one more forward pass of time); auto: when the kept maps would not fit.")
 def explain_lm(prompts, model, device, methods, target, contrast, loss, generate, start_layer, top, hide_first, out,
-               batch_size, color):
+               batch_size, color, streaming):
     """Explain the next token after each of PROMPTS token by token (red: supports, blue: opposes).
 
     By default the target's logit is explained; --contrast ' Rome' explains "this rather than
@@ -59,7 +62,8 @@ def explain_lm(prompts, model, device, methods, target, contrast, loss, generate
         raise AttngradError("--generate takes one method (for example --method complete)")
     if generate and target is not None:
         raise AttngradError("--generate explains the generated tokens themselves; leave out --target")
-    explainer = LMExplainer.from_pretrained(model, device=device)
+    explainer = LMExplainer.from_pretrained(model, device=device,
+                                            streaming={"auto": None, "always": True, "never": False}[streaming])
     explainer.batch_size = batch_size
     if hide_first and not generate:
         short = [p for p in prompts if len(explainer.adapter.tokenize(p)) < 2]

@@ -34,6 +34,7 @@ import torch
 from ..errors import AttngradError
 from ..losses import Loss
 from ..methods import METHODS, Rollout
+from ..methods.rollout import RolloutEngine
 from .model import Batch, LMAdapter
 
 #: The methods defined on a causal LM (rollout family + raw attention + input x gradient + random).
@@ -72,16 +73,6 @@ class PassResult:
     maps: dict[str, torch.Tensor]
 
 
-def _fold(row: torch.Tensor, method: Rollout, attn: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
-    """``row · (I + E_H(w ⊙ A))``, rows of ``I + M`` renormalised to sum 1 when the method asks."""
-    mix = type(method).weighting(attn, grad).mean(dim=1)  # (B, N, N)
-    if method.renormalize:
-        sums = 1.0 + mix.sum(dim=-1)  # (B, N): row sums of I + M
-        scaled = row / sums[:, None, :]  # v_i / s_i
-        return scaled + torch.bmm(scaled, mix)
-    return row + torch.bmm(row, mix)
-
-
 def random_scores(batch: Batch) -> torch.Tensor:
     """Uniform [0, 1) scores over each prompt's real tokens, seeded by the CRC-32 of its token ids (0 on padding)."""
     out = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
@@ -99,78 +90,112 @@ def run(
     choose: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
     *,
     start_layer: int = 0,
+    streaming: bool = False,
 ) -> PassResult:
     """One forward (+ one backward when a method needs gradients) over ``batch`` for all ``methods``.
 
     Args:
         choose: maps the detached logits (B, V) to ``(targets, contrasts)`` (token ids, (B,)).
+        streaming: recompute each layer in the backward pass (activation checkpointing) instead of
+            keeping every layer's maps: memory for one layer's maps at a time, about one more forward
+            pass of time (:mod:`attngrad.lm.memory` chooses it when the maps would not fit).
     """
-    instances = {}
     layers = adapter.num_layers
     if not 0 <= start_layer < layers:
         raise AttngradError(f"start_layer {start_layer} is out of range; this model has layers 0..{layers - 1}")
-    for name in methods:
-        if name in ("grad_x_input", "random"):
-            continue
-        cls = METHODS[name]
-        instances[name] = cls(start_layer=start_layer) if issubclass(cls, Rollout) else cls()
+    instances = {name: METHODS[name](start_layer=start_layer) if issubclass(METHODS[name], Rollout) else METHODS[name]()
+                 for name in methods if name not in ("grad_x_input", "random")}
     rollouts = {k: m for k, m in instances.items() if isinstance(m, Rollout)}
     needs_grad = "grad_x_input" in methods or any(m.needs_gradients for m in instances.values())
     embeds = adapter.embed(batch.input_ids)
     if needs_grad:
         embeds.requires_grad_(True)
+    b, n = batch.input_ids.shape
+    engine = RolloutEngine(rollouts, b, n, -1, dtype=embeds.dtype, device=embeds.device)
+    out: dict[str, torch.Tensor] = {}
     with torch.set_grad_enabled(needs_grad), adapter.frozen_weights():
-        forward = adapter.forward(embeds, batch)
-        # the same list as forward.attentions: its entries are set to None as they are folded (released)
-        logits, maps = forward.logits, cast(list, forward.attentions)
-        targets, contrasts = choose(logits.detach())
-        b, _, n, _ = maps[0].shape
-        rows = {k: torch.zeros(b, 1, n, device=logits.device, dtype=maps[0].dtype) for k in rollouts}
-        for r in rows.values():
-            r[:, 0, -1] = 1.0
-        out: dict[str, torch.Tensor] = {}
-        if "raw_attention" in instances:
-            out["raw_attention"] = maps[-1].detach().mean(dim=1)[:, -1]
-        expected = [layers - 1]
-
-        def fold(layer: int, attn: torch.Tensor, grad: torch.Tensor | None) -> None:
-            for k, m in rollouts.items():
-                if layer >= m.start_layer:
-                    rows[k] = _fold(rows[k], m, attn, grad)
-
-        if needs_grad:
-            def hook_for(layer: int):
-                def hook(grad: torch.Tensor) -> None:
-                    if layer != expected[0]:  # the row must be folded last layer first
-                        raise RuntimeError(f"attention gradient of layer {layer} arrived out of order")
-                    expected[0] -= 1
-                    with torch.no_grad():
-                        fold(layer, maps[layer].detach(), grad)
-                    maps[layer] = None  # release the map: the backward no longer needs our reference
-                return hook
-
-            if rollouts:
-                for layer, attn in enumerate(maps):
-                    attn.register_hook(hook_for(layer))
-            else:
-                maps.clear()
-            value = loss(logits, targets, contrasts)
-            (grad_embeds,) = torch.autograd.grad(value.sum(), embeds)
-            if rollouts and expected[0] != -1:
-                raise RuntimeError("not every layer's attention gradient arrived during the backward pass")
-            if "grad_x_input" in methods:
-                out["grad_x_input"] = (embeds.detach() * grad_embeds).sum(dim=-1)
+        if streaming and needs_grad:
+            logits, grad_embeds = _streamed(adapter, batch, embeds, engine, instances, loss, choose, out)
         else:
-            with torch.no_grad():
-                for layer in reversed(range(layers)):
-                    fold(layer, maps[layer], None)
-        for k, r in rows.items():
-            scores = r[:, 0].detach().clone()
-            if not rollouts[k].renormalize:
-                scores[:, -1] -= 1.0  # (R - I)[last, :]
-            out[k] = scores
+            logits, grad_embeds = _kept(adapter, batch, embeds, engine, instances, loss, choose, out, needs_grad)
+        targets, contrasts = choose(logits)
+    for k, r in engine.finish().items():
+        scores = r.detach().clone()
+        if not rollouts[k].renormalize:
+            scores[:, -1] -= 1.0  # (R - I)[last, :]
+        out[k] = scores
+    if grad_embeds is not None and "grad_x_input" in methods:
+        out["grad_x_input"] = (embeds.detach() * grad_embeds).sum(dim=-1)
     if "random" in methods:
         out["random"] = random_scores(batch)
     mask = batch.attention_mask.to(logits.dtype)
     maps_out = {name: out[name].detach() * mask for name in methods}
-    return PassResult(logits.detach(), targets, contrasts, maps_out)
+    return PassResult(logits, targets, contrasts, maps_out)
+
+
+def _kept(adapter, batch, embeds, engine, instances, loss, choose, out, needs_grad):
+    """Every layer's maps kept from the forward pass; each layer folded as its gradient arrives, then released."""
+    forward = adapter.forward(embeds, batch)
+    # the same list as forward.attentions: its entries are set to None as they are folded (released)
+    logits, maps = forward.logits, cast(list, forward.attentions)
+    targets, contrasts = choose(logits.detach())
+    if "raw_attention" in instances:
+        out["raw_attention"] = maps[-1].detach().mean(dim=1)[:, -1]
+    if not needs_grad:
+        with torch.no_grad():
+            for layer in reversed(range(len(maps))):
+                engine.fold(layer, maps[layer], None)
+        return logits.detach(), None
+
+    def hook_for(layer: int):
+        def hook(grad: torch.Tensor) -> None:
+            with torch.no_grad():
+                engine.fold(layer, maps[layer].detach(), grad)
+            maps[layer] = None  # release the map: the backward no longer needs our reference
+        return hook
+
+    if engine.methods:
+        for layer, attn in enumerate(maps):
+            attn.register_hook(hook_for(layer))
+    else:
+        maps.clear()
+    value = loss(logits, targets, contrasts)
+    (grad_embeds,) = torch.autograd.grad(value.sum(), embeds)
+    return logits.detach(), grad_embeds
+
+
+def _streamed(adapter, batch, embeds, engine, instances, loss, choose, out):
+    """No layer's maps kept: each decoder layer is recomputed in the backward pass (activation checkpointing);
+    the recomputed maps are held only until that layer's gradient arrives and is folded."""
+    recomputed: dict[int, torch.Tensor] = {}
+    # layers run first to last in the forward pass and are recomputed last to first in the backward pass
+    state = {"backward": False, "forward_layer": 0, "backward_layer": adapter.num_layers - 1}
+    last = adapter.num_layers - 1
+
+    def observe(module, weights: torch.Tensor) -> None:
+        key = "backward_layer" if state["backward"] else "forward_layer"
+        layer = state[key]
+        state[key] += -1 if state["backward"] else 1
+        if getattr(module, "layer_idx", layer) != layer:
+            raise RuntimeError(f"attention layer {module.layer_idx} ran where layer {layer} was expected")
+        if state["backward"]:  # the layer being recomputed: its maps, until its gradient arrives
+            recomputed[layer] = weights.detach()
+            return
+        if layer == last and "raw_attention" in instances:
+            out["raw_attention"] = weights.detach()[:, :, -1].mean(dim=1)
+        if engine.methods and weights.requires_grad:
+            weights.register_hook(hook_for(layer))
+
+    def hook_for(layer: int):
+        def hook(grad: torch.Tensor) -> None:
+            with torch.no_grad():
+                engine.fold(layer, recomputed.pop(layer), grad)
+        return hook
+
+    with adapter.observe_attention(observe), adapter.checkpointing():
+        logits = adapter.forward(embeds, batch, attentions=False).logits
+        targets, contrasts = choose(logits.detach())
+        value = loss(logits, targets, contrasts)
+        state["backward"] = True
+        (grad_embeds,) = torch.autograd.grad(value.sum(), embeds)
+    return logits.detach(), grad_embeds

