@@ -33,7 +33,7 @@ import torch
 
 from ..errors import AttngradError
 from ..losses import Loss
-from ..methods import METHODS, Rollout
+from ..methods import METHODS, Method, Rollout
 from ..methods.rollout import RolloutEngine
 from .model import Batch, LMAdapter
 
@@ -103,8 +103,7 @@ def run(
     layers = adapter.num_layers
     if not 0 <= start_layer < layers:
         raise AttngradError(f"start_layer {start_layer} is out of range; this model has layers 0..{layers - 1}")
-    instances = {name: METHODS[name](start_layer=start_layer) if issubclass(METHODS[name], Rollout) else METHODS[name]()
-                 for name in methods if name not in ("grad_x_input", "random")}
+    instances = {name: _instance(name, start_layer) for name in methods if name not in ("grad_x_input", "random")}
     rollouts = {k: m for k, m in instances.items() if isinstance(m, Rollout)}
     needs_grad = "grad_x_input" in methods or any(m.needs_gradients for m in instances.values())
     embeds = adapter.embed(batch.input_ids)
@@ -131,6 +130,11 @@ def run(
     mask = batch.attention_mask.to(logits.dtype)
     maps_out = {name: out[name].detach() * mask for name in methods}
     return PassResult(logits, targets, contrasts, maps_out)
+
+
+def _instance(name: str, start_layer: int) -> Method:
+    cls = METHODS[name]
+    return cls(start_layer=start_layer) if issubclass(cls, Rollout) else cls()
 
 
 def _kept(adapter, batch, embeds, engine, instances, loss, choose, out, needs_grad):

@@ -18,7 +18,6 @@ import torch
 
 from ..errors import AttngradError
 
-
 #: N x N tensors of one layer alive at once when each layer is recomputed in the backward pass
 #: (scores, probabilities, their gradients, the weighting and the mask): measured, see docs/results/lm-long.md.
 STREAMED_MAPS = 6
@@ -72,14 +71,16 @@ def plan(model: torch.nn.Module, batch: int, tokens: int, device: torch.device, 
     free = available_bytes(device)
     kept = needed_bytes(model, batch, tokens)
     streamed = needed_bytes(model, batch, tokens, streaming=True)
-    fits = (lambda need: free is None or need <= 0.9 * free)
+    def fits(need: int) -> bool:
+        return free is None or need <= 0.9 * free
+
     if streaming is None:
         streaming = can_stream and not fits(kept)
     if streaming and not can_stream:
         raise AttngradError("relevance propagation (attnlrp, tattr) needs every layer at once and cannot stream; "
                             "explain it without streaming, or choose an attention method")
     need = streamed if streaming else kept
-    if not fits(need):
+    if free is not None and not fits(need):
         how = ("even one layer at a time" if streaming else
                "(every layer's attention maps are kept for the backward pass)")
         raise AttngradError(

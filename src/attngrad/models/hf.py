@@ -133,7 +133,7 @@ class HFModelAdapter(ModelAdapter):
         saved = [(m, m.gradient_checkpointing, m.training, m.__dict__.get("_gradient_checkpointing_func")) for m in layers]
         for m in layers:
             m.gradient_checkpointing = True
-            m._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
+            m._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)  # type: ignore[assignment]
             m.training = True
         try:
             yield
@@ -160,7 +160,7 @@ class HFModelAdapter(ModelAdapter):
         masks = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping
         AttentionInterface.register(name, function)
         # without a mask function of its own, transformers would pass no mask at all (no causal mask, no padding)
-        ALL_MASK_ATTENTION_FUNCTIONS.register(name, masks.get(previous, masks["eager"]))
+        ALL_MASK_ATTENTION_FUNCTIONS.register(name, masks.get(previous, masks["eager"]))  # type: ignore[arg-type]
         config._attn_implementation = name
         try:
             yield
