@@ -20,6 +20,7 @@ from .errors import AttngradError
 from .io import ImageLike, load_image
 from .losses import LossLike, get_loss
 from .methods import METHODS, Method, Trace, get_method, method_options
+from .methods.base import NOT_COMPUTED
 from .models import ModelAdapter, check_device, load_model, wrap_model
 from .results import DisplayImages, Explanation, MapResult, Prediction
 from .stitch import explain_guided
@@ -178,8 +179,13 @@ class Explainer:
             gradients = None
             if needs_grad:
                 values = loss_fn(out.logits, targets, contrasts)
-                gradients = list(torch.autograd.grad(values.sum(), out.attentions, retain_graph=bool(extras)))
-                sums = torch.stack([values.sum(), *(g.sum() for g in gradients)])  # NaN/inf anywhere -> non-finite sum
+                # the backward pass stops at the lowest layer a method reads (:meth:`Method.gradient_start`)
+                layers = len(out.attentions)
+                lowest = min((m.gradient_start(layers) for m in methods if m.needs_gradients), default=0)
+                lowest = min(max(lowest, 0), layers - 1)  # a start out of range is refused by its method
+                found = torch.autograd.grad(values.sum(), out.attentions[lowest:], retain_graph=bool(extras))
+                gradients = [NOT_COMPUTED] * lowest + list(found)
+                sums = torch.stack([values.sum(), *(g.sum() for g in found)])  # NaN/inf anywhere -> non-finite sum
                 if not bool(torch.isfinite(sums).all()):
                     raise AttngradError(
                         f"loss {loss_fn.name!r} gave NaN or infinite gradients (e.g. a ratio or normalised "

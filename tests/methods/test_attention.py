@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from .test_rollout import reference_forward
@@ -29,3 +30,43 @@ def test_attn_gradcam_follows_chefer_baseline(tiny_explainer, tiny_pixels):
             cam += w_h * attns[-1][h, 0, 1:].detach() / heads
         torch.testing.assert_close(res.maps[i].flatten(), cam.clamp(min=0), rtol=1e-4, atol=1e-7)
     assert (res.maps >= 0).all()
+
+
+# ---------------------------------------------------------------------- the backward pass stops where methods begin
+
+
+def _blocks_reached(explainer, pixels, methods):
+    """The blocks whose output the shared backward pass differentiated (a gradient hook on each block's output)."""
+    reached: list[int] = []
+    blocks = explainer.adapter.model.vit.layers
+
+    def watch(i):
+        def hook(module, inputs, output):
+            out = output[0] if isinstance(output, tuple) else output
+            if out.requires_grad:
+                out.register_hook(lambda grad: reached.append(i))
+        return hook
+
+    handles = [b.register_forward_hook(watch(i)) for i, b in enumerate(blocks)]
+    try:
+        trace = explainer.trace(pixels.clone(), methods=methods)
+    finally:
+        for h in handles:
+            h.remove()
+    return sorted(set(reached)), trace
+
+
+def test_last_layer_methods_backpropagate_through_the_last_block_only(tiny_explainer, tiny_pixels):
+    from attngrad.errors import AttngradError
+    from attngrad.methods import AttentionGradCAM, Complete
+
+    last = len(tiny_explainer.adapter.model.vit.layers) - 1
+    reached, cut = _blocks_reached(tiny_explainer, tiny_pixels, [AttentionGradCAM()])
+    assert reached == [last]
+    full_reached, full = _blocks_reached(tiny_explainer, tiny_pixels, [AttentionGradCAM(), Complete()])
+    assert full_reached == list(range(last + 1))
+    torch.testing.assert_close(AttentionGradCAM()(cut), AttentionGradCAM()(full))
+    with pytest.raises(AttngradError, match="stopped above layer 0"):
+        Complete()(cut)  # a trace cut for the last layer cannot serve a method that reads layer 0
+    reached, _ = _blocks_reached(tiny_explainer, tiny_pixels, [Complete(start_layer=1)])
+    assert reached == [1, 2]

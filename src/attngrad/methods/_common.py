@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import AttngradError
 from ..models.base import ImageAdapter, ModelAdapter
-from .base import Trace
+from .base import NOT_COMPUTED, Trace
 
 
 def check_layer(name: str, start_layer: int, layers: int) -> None:
@@ -55,11 +55,16 @@ def image_adapter(trace: Trace, name: str) -> ImageAdapter:
     return trace.adapter
 
 
-def gradients(trace: Trace, name: str) -> list[torch.Tensor]:
-    """The trace's attention gradients; refused for a trace made without the backward pass."""
+def gradients(trace: Trace, name: str, start: int = 0) -> list[torch.Tensor]:
+    """The trace's attention gradients of layers ``start`` and up (all by default); refused for a trace
+    made without the backward pass, or whose backward pass stopped above ``start``."""
     if trace.gradients is None:
         raise AttngradError(f"{name}: the trace has no attention gradients; make it with a method that needs them")
-    return trace.gradients
+    found = trace.gradients[start:]
+    if any(g is NOT_COMPUTED for g in found):
+        raise AttngradError(f"{name}: the trace's backward pass stopped above layer {start}; make the trace with "
+                            "this method among its methods")
+    return found
 
 
 Recorder = Callable[[nn.Module, list], AbstractContextManager[None]]

@@ -31,8 +31,11 @@ class AttentionGradCAM(Method):
     name = "attn_gradcam"
     description = "GradCAM on the last attention layer, positive part (Chefer et al.'s baseline)"
 
+    def gradient_start(self, num_layers: int) -> int:
+        return num_layers - 1  # the last layer only: the backward pass stops at its attention
+
     def token_scores(self, trace: Trace) -> torch.Tensor:
         attn = trace.attentions[-1][:, :, trace.token]  # (B, H, N)
-        grad = gradients(trace, self.name)[-1][:, :, trace.token]
+        grad = gradients(trace, self.name, len(trace.attentions) - 1)[-1][:, :, trace.token]
         weights = grad[:, :, trace.num_prefix_tokens :].mean(dim=-1, keepdim=True)  # (B, H, 1)
         return (weights * attn).mean(dim=1).clamp(min=0)

@@ -17,6 +17,9 @@ import torch
 from ..errors import AttngradError
 from ..models.base import ModelAdapter
 
+#: The gradient of a layer below where the shared backward pass stopped (:meth:`Method.gradient_start`).
+NOT_COMPUTED = torch.empty(0)
+
 
 @dataclass
 class Trace:
@@ -74,6 +77,11 @@ class Method:
     def token_scores(self, trace: Trace) -> torch.Tensor:
         """Scores (B, N) over all tokens: the read row of the method's token-mixing matrix."""
         raise NotImplementedError
+
+    def gradient_start(self, num_layers: int) -> int:
+        """The lowest layer whose attention gradient the method reads: the shared backward pass stops
+        there (a method of the last layer costs one block's backward, not the model's). Default: 0."""
+        return 0
 
     def scores(self, trace: Trace) -> torch.Tensor:
         """:meth:`token_scores`, refused with :class:`AttngradError` when any value is NaN or infinite

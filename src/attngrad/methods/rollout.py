@@ -101,6 +101,9 @@ class Rollout(Method):
         check_layer(self.name, self.start_layer, len(trace.attentions))
         return self.start_layer
 
+    def gradient_start(self, num_layers: int) -> int:
+        return self.start_layer
+
     def mix(self, attn: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
         """One layer's ``M = E_H(w ⊙ A)`` (B, N, N) from its maps (B, H, N, N) and their gradient."""
         return type(self).weighting(attn, grad).mean(dim=1)
@@ -108,14 +111,14 @@ class Rollout(Method):
     def token_scores(self, trace: Trace) -> torch.Tensor:
         start = self.first_layer(trace)
         # a gradient weighting is given the gradients (refused when the trace has none); ``plain`` None
-        grads: Sequence[torch.Tensor | None] = (
-            gradients(trace, self.name) if self.needs_gradients else [None] * len(trace.attentions)
-        )
         attn = trace.attentions
+        grads: Sequence[torch.Tensor | None] = (
+            gradients(trace, self.name, start) if self.needs_gradients else [None] * (len(attn) - start)
+        )
         engine = RolloutEngine({self.name: self}, attn[0].shape[0], attn[0].shape[-1], trace.token,
                                dtype=attn[0].dtype, device=attn[0].device)
         for layer in reversed(range(start, len(attn))):
-            engine.fold(layer, attn[layer], grads[layer])
+            engine.fold(layer, attn[layer], grads[layer - start])
         return engine.finish()[self.name]
 
 

@@ -84,7 +84,7 @@ class TAttr(_RelevanceMethod, Rollout):
         start = self.first_layer(trace)
         r_attn = self.relevance(trace).attention
         mixes = [(g * _propagated(r, "start_layer")).clamp(min=0).mean(dim=1) for g, r in
-                 zip(gradients(trace, self.name)[start:], r_attn[start:])]
+                 zip(gradients(trace, self.name, start), r_attn[start:])]
         return rollout(mixes, trace.token, self.renormalize)
 
 
