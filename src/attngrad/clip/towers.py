@@ -24,7 +24,7 @@ from ..errors import AttngradError
 from ..models.base import ForwardOutput, ImageAdapter
 from ..models.hf import HFModelAdapter, ensure_eager
 from ..models.preprocess import Preprocessor
-from ..text.explainer import Encoded
+from ..text.results import Encoded
 
 Pool = Callable[[object, torch.Tensor | None], torch.Tensor]
 

@@ -9,8 +9,9 @@ for which rows are read, :mod:`attngrad.text.display` for the views and
 """
 
 from .display import Word, merge_words, save_html, save_json, terminal, to_html, to_records
-from .explainer import TEXT_METHOD_TYPES, Encoded, TextExplainer, TextExplanation, TruncationWarning, default_model
+from .explainer import TEXT_METHOD_TYPES, TextExplainer, TruncationWarning, default_model
 from .model import Pooling, TextAdapter
+from .results import Encoded, TextExplanation
 from .tasks import Classification, Similarity, Task, ZeroShot, parse_labels
 
 __all__ = [

@@ -22,7 +22,7 @@ import numpy as np
 from .. import viz
 
 if TYPE_CHECKING:
-    from .explainer import TextExplanation
+    from .results import TextExplanation
 
 
 @dataclass
