@@ -1,5 +1,7 @@
 """Explanation speed: ms per image for forward, forward+backward and each method, and the ratio
-explain / (forward+backward), at several batch sizes.
+explain / (forward+backward), at several batch sizes; each method is timed interleaved with its own
+forward+backward runs. On CUDA (``--device cuda``) times come from CUDA events and each method's peak
+memory (``torch.cuda.max_memory_allocated``) is printed beside the plain pass's.
 
     python benchmarks/explain_speed.py [--model PATH] [--batch-sizes 1,16,64] [--methods ...] [--repeats 5] [--show-images]
 
@@ -21,24 +23,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from _timing import ratio, timed  # noqa: E402  (the benchmarks folder is on sys.path when run as a script)
 
 from attngrad import METHODS, Explainer
 from attngrad.demo import asset_image
 
 
-def median_ms(fn, repeats: int) -> float:
+def median_ms(fn, repeats: int, device=None) -> float:
     fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+    return statistics.median(timed(fn, device) for _ in range(repeats)) * 1000
 
 
 RIVALS = ("tam", "bi", "bi_token", "tis", "vitcx", "dix")
@@ -104,22 +101,31 @@ def main() -> None:
             model.zero_grad(set_to_none=True)
             ex.adapter.forward(batch).logits.max(dim=1).values.sum().backward()
 
-        base = median_ms(fwd_bwd, args.repeats)
-        row = [median_ms(forward, args.repeats), base, median_ms(fwd_bwd_weights, args.repeats)]
-        ratios = []
+        dev = ex.device
+        base = median_ms(fwd_bwd, args.repeats, dev)
+        row = [median_ms(forward, args.repeats, dev), base, median_ms(fwd_bwd_weights, args.repeats, dev)]
+        ratios, peaks = [], {}
         for m in methods:
             repeats = args.rival_repeats if m in RIVALS else args.repeats
-            if args.show_images:
-                t = median_ms(lambda: list(ex.explain(batch, method=m).images), repeats)
-            else:
-                t = median_ms(lambda: ex.explain(batch, method=m), repeats)
-            row.append(t)
-            ratios.append(t / base)
+
+            def explain(m=m):
+                res = ex.explain(batch, method=m)
+                return list(res.images) if args.show_images else res
+
+            # each method timed interleaved with its own forward+backward runs (a load change hits both)
+            found = ratio(fwd_bwd, explain, repeats, warmup=1, device=dev)
+            row.append(found["explanation_s"] * 1000)
+            ratios.append(found["ratio"])
+            if "explanation_peak_mb" in found:
+                peaks[m] = (found["explanation_peak_mb"], found["forward_backward_peak_mb"])
         cells = " ".join(f"{t / b:9.2f}" for t in row[:2]) + f" {row[2] / b:18.2f} "
         cells += " ".join(f"{t / b:7.2f} ({r:.2f})" for t, r in zip(row[3:], ratios))
         print(f"{b:>5} {cells}")
         record["batches"][b] = {"forward_ms": row[0] / b, "fwd_bwd_ms": row[1] / b,
                                 "methods": {m: {"ms": t / b, "ratio": r} for m, t, r in zip(methods, row[3:], ratios)}}
+        for m, (peak, base_peak) in peaks.items():  # CUDA only
+            print(f"      {m}: peak {peak:.0f} MB vs forward+backward {base_peak:.0f} MB ({peak / base_peak:.2f}x)")
+            record["batches"][b]["methods"][m].update(peak_mb=peak, fwd_bwd_peak_mb=base_peak)
     print("\nmodel sequences per image (all forward passes of one explanation, batch 2)")
     pair = pixels.expand(2, -1, -1, -1).contiguous()
     for m in methods:

@@ -18,9 +18,9 @@ import torch
 
 from ..errors import AttngradError
 
-#: N x N tensors of one layer alive at once when each layer is recomputed in the backward pass
-#: (scores, probabilities, their gradients, the weighting and the mask): measured, see docs/results/lm-long.md.
-STREAMED_MAPS = 6
+#: N x N tensors (B, H, N, N) of one layer alive at once when each layer is recomputed in the backward
+#: pass: SmolLM2 at 8,192 tokens peaked at 9.7 GB above the loaded model, about 4 of them (docs/lm.md).
+STREAMED_MAPS = 4
 
 
 def needed_bytes(model: torch.nn.Module, batch: int, tokens: int, *, streaming: bool = False) -> int:
