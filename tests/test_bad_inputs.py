@@ -312,6 +312,19 @@ ROWS = [
             (["--out", "{FILE}"], "file"), (["--device", "banana"], "device"), (["--model", "{MISSING}"], "folder"),
         ]
     ],
+    *[
+        pytest.param(["evaluate", "grid", "--data", "{DATA}", "--out", "{NEW}", *MODEL_ARGS, *bad], message,
+                     id=f"evaluate-grid{'='.join(bad)}", marks=EVAL)
+        for bad, message in [
+            (["--n", "1"], "--n"), (["--n", "9"], "--n"), (["--grids", "0"], "--grids"), (["--seed", "-1"], "--seed"),
+            (["--min-confidence", "0"], "--min-confidence"), (["--min-confidence", "nan"], "--min-confidence"),
+            (["--min-confidence", "1.5"], "--min-confidence"), (["--batch-size", "0"], "--batch-size"),
+            (["--limit", "0"], "--limit"), (["--methods", "attnlrp"], "attnlrp"), (["--methods", ","], "method"),
+            (["--resume"], "resume"), (["--out", "{FILE}"], "file"), (["--data", "{MISSING}"], "{MISSING}"),
+            (["--labels", "{MISSING}"], "{MISSING}"), (["--image-labels", "{MISSING}"], "{MISSING}"),
+            (["--checkpoint", "{MISSING}"], "--checkpoint"), (["--device", "banana"], "device"),
+        ]
+    ],
     pytest.param(["evaluate", "sanity", "--data", "{DATA}", "--out", "{NEW}", *MODEL_ARGS, "--seed", "-1"], "--seed",
                  id="evaluate-sanity-seed", marks=EVAL),
     pytest.param(["evaluate", "compare", "{MISSING}", "complete", "gae"], "{MISSING}", id="evaluate-compare-missing",

@@ -140,6 +140,7 @@ from . import (  # noqa: E402, F401
     evaluate,
     experiments,
     explain,
+    grid,
     lm,
     lm_evidence,
     seq2seq,

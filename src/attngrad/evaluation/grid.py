@@ -1,0 +1,280 @@
+"""``attngrad evaluate grid``: the grid pointing game for every image method (a known answer by construction).
+
+For every cell of every grid (:mod:`.grids`) the cell's class is explained on the whole grid by
+each method, from one shared pass per batch, and scored by :class:`.pointing.PointingGame`.
+Results as the perturbation test writes them: per-batch shards with content digests
+(``shards/``, resumable, a damaged shard recomputed), ``per_cell.npz``, ``results.json`` (mean and
+95 % interval per method, the paired comparison ``complete`` vs ``gae``, the settings in words),
+``results.md`` and ``grids.png`` (a few grids with their maps). Under ``torchrun`` batch ``j`` goes to
+rank ``j mod world``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .. import viz
+from ..errors import AttngradError
+from ..explainer import Explainer
+from ..io import load_image
+from ..methods import METHODS, is_signed
+from ..methods._common import check_positive, check_range
+from .data import DataSet, preprocessor_of
+from .distributed import barrier, dist_info, from_rank0
+from .grids import Grid, canvas, draw, input_size, qualify
+from .pointing import PointingGame
+from .storage import check_shard, image_records, records_digest, shard_path, write_shard
+
+#: Methods that do not explain image classifiers from the shared pass.
+NOT_IMAGE = {"attnlrp"}
+
+
+@dataclass
+class GridSettings:
+    """What a grid run does (stored in ``run.json``; a resume must match it)."""
+
+    methods: list[str]
+    n: int = 2
+    count: int = 250
+    seed: int = 0
+    min_confidence: float = 0.5
+    blank: bool = False
+    loss: str = "logit"
+    batch_size: int = 4
+    resume: bool = False
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)  # model, data, digests (filled by the run)
+
+    def check(self) -> None:
+        if not self.methods:
+            raise AttngradError("no methods given; name at least one (e.g. complete)")
+        for m in self.methods:
+            if m not in METHODS or m in NOT_IMAGE:
+                raise AttngradError(f"unknown image method {m!r}; choose from {', '.join(sorted(set(METHODS) - NOT_IMAGE))}")
+        check_positive("evaluate grid", count=self.count, batch_size=self.batch_size)
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or not 2 <= self.n <= 8:
+            raise AttngradError(f"evaluate grid: --n must be a whole number from 2 to 8, not {self.n!r}")
+        check_range("evaluate grid", "min_confidence", self.min_confidence, 0.0, 1.0, open_low=True)
+
+    def identity(self) -> dict[str, Any]:
+        keep = asdict(self)
+        for key in ("resume", "progress", "batch_size"):
+            keep.pop(key)
+        return keep
+
+
+def _interval(values: np.ndarray) -> dict[str, float]:
+    """Mean and its 95 % interval (normal approximation, 1.96 standard errors) over the finite values."""
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+    half = 1.96 * float(v.std(ddof=1)) / math.sqrt(v.size) if v.size > 1 else float("nan")
+    return {"mean": float(v.mean()), "low": float(v.mean() - half), "high": float(v.mean() + half), "n": int(v.size)}
+
+
+def explain_grids(explainer: Explainer, canvases: torch.Tensor, grids: list[Grid], methods: list[str], n: int,
+                  loss: str) -> dict[str, np.ndarray]:
+    """Every non-blank cell of every grid explained by every method (one shared pass); per cell the scores."""
+    rows = [(g, c) for g, grid in enumerate(grids) for c, label in enumerate(grid.labels) if label >= 0]
+    blank = [c for c, label in enumerate(grids[0].labels) if label < 0]
+    pixels = canvases[[g for g, _ in rows]]
+    targets = torch.tensor([grids[g].labels[c] for g, c in rows], device=pixels.device)
+    cells = torch.tensor([c for _, c in rows])
+    results = explainer.explain_methods(pixels, methods, target=targets, loss=loss)
+    game = PointingGame(n)
+    arrays: dict[str, np.ndarray] = {"grid_row": np.asarray([g for g, _ in rows]), "cell": cells.numpy()}
+    for name in methods:
+        scores = game(results[name].maps, cells)
+        arrays[f"{name}/pointing"] = scores["pointing"].numpy()
+        if is_signed(name):
+            arrays[f"{name}/negative_elsewhere"] = scores["negative_elsewhere"].numpy()
+        if blank:
+            arrays[f"{name}/on_blank"] = scores["positive_per_cell"][:, blank[0]].numpy()
+    return arrays
+
+
+def _canvases(explainer: Explainer, seen: list, grids: list[Grid], n: int) -> torch.Tensor:
+    pre = preprocessor_of(explainer.adapter)
+    size = input_size(pre)
+    pictures = [canvas([seen[i] if i >= 0 else None for i in g.images], size, n, pre.resample) for g in grids]
+    unit = torch.from_numpy(np.stack([np.asarray(p, dtype=np.float32) for p in pictures])).permute(0, 3, 1, 2)
+    return pre.normalize(unit * pre.rescale).to(explainer.device)
+
+
+def _prepare(out: Path, identity: dict[str, Any], resume: bool) -> bool:
+    """Write ``run.json`` (a new run) or check it (resume); returns whether this call created the folder."""
+    record = out / "run.json"
+    if record.exists():
+        if not resume:
+            raise AttngradError(f"{out} already holds a grid run; pass --resume to continue it, or another --out")
+        try:
+            stored = json.loads(record.read_text())
+        except (OSError, ValueError) as err:
+            raise AttngradError(f"{record} is unreadable ({err}); remove {out} to start again") from None
+        if stored != json.loads(json.dumps(identity)):
+            changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != json.loads(json.dumps(identity)).get(k))
+            raise AttngradError(f"--resume: the run in {out} was made with other settings ({', '.join(changed)}); "
+                                "use the same ones or another --out")
+        return False
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(identity, indent=1))
+    return created
+
+
+def _done(out: Path, batches: list[int]) -> set[int]:
+    done = set()
+    for j in batches:
+        path = shard_path(out, j)
+        if not path.exists():
+            continue
+        try:
+            check_shard(path)
+            done.add(j)
+        except AttngradError as err:
+            print(f"attngrad: {err}; recomputing it", file=sys.stderr)
+            path.unlink()
+    return done
+
+
+def run_grid(explainer: Explainer, dataset: DataSet, out: str | Path, settings: GridSettings) -> dict[str, Any] | None:
+    """Run the grid pointing game of ``settings.methods`` on ``dataset`` into ``out``; the summary on rank 0."""
+    settings.check()
+    out = Path(out)
+    rank, world = dist_info()
+    pre = preprocessor_of(explainer.adapter)
+    seen = [pre.geometry(load_image(s.path)) for s in tqdm(dataset.samples, desc="loading", unit="img",
+                                                             disable=not settings.progress or rank != 0)]
+    labels = [s.label for s in dataset.samples]
+    probs = qualify(lambda x: explainer.adapter.forward(x.to(explainer.device)).logits, pre, seen, labels,
+                    settings.n, min_confidence=settings.min_confidence)
+    candidates = [i for i in range(len(seen)) if probs[i] >= settings.min_confidence]
+    drawn = draw([labels[i] for i in candidates], settings.count, settings.n, seed=settings.seed, blank=settings.blank)
+    grids = [Grid(tuple(candidates[i] if i >= 0 else -1 for i in g.images), g.labels) for g in drawn]
+    settings.extra = {
+        "model": type(explainer.adapter.model).__name__, "classes": len(explainer.labels),
+        "images": len(seen), "qualifying": len(candidates),
+        "images_digest": records_digest(image_records(dataset.samples, dataset.root or ".")),
+        "grids_digest": _grids_digest(grids),
+    }
+    error, created = None, False
+    if rank == 0:
+        try:
+            created = _prepare(out, settings.identity(), settings.resume)
+        except AttngradError as err:
+            error = str(err)
+    error = from_rank0(error)
+    if error:
+        raise AttngradError(error)
+    batches = [list(range(i, min(i + settings.batch_size, len(grids)))) for i in range(0, len(grids), settings.batch_size)]
+    mine = list(range(rank, len(batches), world))
+    todo = [j for j in mine if j not in _done(out, mine)]
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="batch", desc="grid pointing game",
+               disable=not settings.progress or rank != 0, dynamic_ncols=True)
+    written = 0
+    try:
+        for j in todo:
+            chosen = [grids[g] for g in batches[j]]
+            arrays = explain_grids(explainer, _canvases(explainer, seen, chosen, settings.n), chosen,
+                                   settings.methods, settings.n, settings.loss)
+            arrays["grid"] = np.asarray(batches[j])[arrays.pop("grid_row")]
+            write_shard(shard_path(out, j), arrays)
+            written += 1
+            bar.update(1)
+    except BaseException:
+        if rank == 0 and written == 0 and created and not any((out / "shards").glob("*.npz")):
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)  # nothing computed: leave nothing behind
+        raise
+    finally:
+        bar.close()
+    barrier()
+    if rank != 0:
+        return None
+    summary = summarize_grid(out, settings, grids)
+    save_picture(explainer, seen, grids[:3], settings, out / "grids.png")
+    return summary
+
+
+def _grids_digest(grids: list[Grid]) -> str:
+    import hashlib
+
+    return hashlib.sha256(repr([(g.images, g.labels) for g in grids]).encode()).hexdigest()[:16]
+
+
+def summarize_grid(out: Path, settings: GridSettings, grids: list[Grid]) -> dict[str, Any]:
+    """Merge the shards into ``per_cell.npz`` and write ``results.json``, ``results.md`` and ``grids.png``."""
+    n_batches = math.ceil(len(grids) / settings.batch_size)
+    parts = [check_shard(shard_path(out, j)) for j in range(n_batches)]
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    np.savez(out / "per_cell.npz", **merged)  # type: ignore[arg-type]
+    methods: dict[str, Any] = {}
+    for name in settings.methods:
+        entry = {"pointing": _interval(merged[f"{name}/pointing"]), "signed": bool(is_signed(name))}
+        if f"{name}/negative_elsewhere" in merged:
+            entry["negative_elsewhere"] = _interval(merged[f"{name}/negative_elsewhere"])
+        if f"{name}/on_blank" in merged:
+            entry["on_blank"] = _interval(merged[f"{name}/on_blank"])
+        methods[name] = entry
+    summary: dict[str, Any] = {
+        "settings": {**settings.identity(), "in_words": _in_words(settings)},
+        "grids": len(grids), "cells": int(merged["cell"].size), "methods": methods,
+        "chance": 1.0 / settings.n**2,
+    }
+    if "complete" in settings.methods and "gae" in settings.methods:
+        diff = merged["complete/pointing"] - merged["gae/pointing"]
+        summary["complete_minus_gae"] = _interval(diff)
+    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    (out / "results.md").write_text(markdown(summary))
+    return summary
+
+
+def _in_words(s: GridSettings) -> str:
+    blank = "; the last cell is a mid-grey blank (control), not explained" if s.blank else ""
+    return (f"{s.count} grids of {s.n}x{s.n} images of different classes (seed {s.seed}), each image correctly "
+            f"classified alone at cell resolution with probability >= {s.min_confidence}{blank}; every cell's class "
+            f"explained on the whole grid with loss {s.loss!r}; pointing score = positive attribution in the cell / "
+            "all positive attribution (chance: the cell's area share)")
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The results table (pointing score, negative share, blank share; mean and 95 % interval)."""
+    def cell(entry: dict[str, Any] | None) -> str:
+        return "" if entry is None else f"{entry['mean']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
+
+    lines = [f"Grid pointing game: {summary['settings']['in_words']}.", "",
+             f"{summary['grids']} grids, {summary['cells']} explained cells; chance {summary['chance']:.3f}.", "",
+             "| method | signed | pointing (higher is better) | negative on other cells | positive on the blank cell |",
+             "|---|---|---|---|---|"]
+    ranked = sorted(summary["methods"].items(), key=lambda kv: -np.nan_to_num(kv[1]["pointing"]["mean"], nan=-1))
+    for name, e in ranked:
+        lines.append(f"| {name} | {'yes' if e['signed'] else 'no'} | {cell(e['pointing'])} | "
+                     f"{cell(e.get('negative_elsewhere'))} | {cell(e.get('on_blank'))} |")
+    if "complete_minus_gae" in summary:
+        d = summary["complete_minus_gae"]
+        lines += ["", f"Paired, per cell: complete - gae pointing = {cell(d)} (n = {d['n']})."]
+    return "\n".join(lines) + "\n"
+
+
+def save_picture(explainer: Explainer, seen: list, grids: list[Grid], settings: GridSettings, path: Path) -> Path:
+    """A few grids (rows), each explained for its first cell's class by up to six of the methods (columns)."""
+    methods = settings.methods[:6]
+    pixels = _canvases(explainer, seen, grids, settings.n)
+    targets = torch.tensor([g.labels[0] for g in grids], device=pixels.device)
+    res = explainer.explain_methods(pixels, methods, target=targets, loss=settings.loss)
+    first = res[methods[0]]
+    maps = [[res[m].maps[i] for m in methods] for i in range(len(grids))]
+    rows = [f"explained: {viz.wrap_label(name)}\n(top-left cell)" for name in first.target_names]
+    fig = viz.grid(first.images, maps, col_titles=["grid", *methods], row_titles=rows,
+                   signs=[is_signed(m) for m in methods])
+    return viz.save_figure(fig, path)
