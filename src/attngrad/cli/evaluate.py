@@ -161,3 +161,4 @@ def lm_deletion(methods, loss, contrast, skip_first, reviews, limit, out, resume
     click.echo(Path(out, "results.md").read_text())
     click.echo(f"wrote settings.json, shards/, results.json, results.md, curves.csv to {out}")
 from . import lm_evidence  # noqa: E402, F401  (registers evaluate lm-evidence)
+from .attribution_error import attribution_error as _attribution_error  # noqa: E402, F401  (registers it)
