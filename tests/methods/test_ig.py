@@ -237,3 +237,16 @@ def test_two_class_loss_without_the_loss_is_refused(vit64, pixels64):
     with pytest.raises(AttngradError, match="two-class loss"):
         m(trace)
     assert np.isfinite(m(vit64.trace(pixels64, methods=[m])).numpy()).all()
+
+
+def test_explain_and_compare_through_the_api(vit64, pixels64):
+    """The family is used like any registered method: by name with defaults, or as a configured instance."""
+    by_name = vit64.explain(pixels64, method="ig")
+    configured = vit64.explain(pixels64, method=get_method("ig", layer="attention:-1", baseline="uniform", steps=4))
+    both = vit64.explain_methods(pixels64, ["ig", "grad_x_input", "complete"])
+    assert by_name.maps.shape == configured.maps.shape == (3, 4, 4)
+    torch.testing.assert_close(torch.as_tensor(both["ig"].maps), torch.as_tensor(by_name.maps))
+    blur2 = get_method("ig", baseline="blur", blur_sigma=2.0, steps=2)
+    blur9 = get_method("ig", baseline="blur", blur_sigma=9.0, steps=2)
+    trace = vit64.trace(pixels64, methods=[blur2, blur9])
+    assert not torch.equal(blur2(trace), blur9(trace))  # one trace, two configurations, two results

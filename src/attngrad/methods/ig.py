@@ -307,6 +307,8 @@ class IntegratedGradients(Method):
     def key(self) -> str:
         """Where the trace keeps this configuration's :class:`~._paths.PathResult` (``extras[key]``)."""
         base = "tensor" if isinstance(self.baseline, torch.Tensor) else self.baseline
+        if base == "blur":
+            base = f"blur:{self.blur_sigma}"
         return f"ig[{self.layer},{base},{self.rule},{self.steps}]"
 
     def path(self, trace: Trace) -> tuple[str, PathResult]:
