@@ -324,7 +324,7 @@ ROWS = [
             (["--rules", "simpson"], "unknown rule"), (["--prompts", "{FILE}"], "exactly one"),
             (["--data", "{MISSING}"], "{MISSING}"), (["--data", "{DIR}"], "no images"), (["--out", "{FILE}"], "file"),
             (["--device", "banana"], "device"), (["--model", "{MISSING}"], "folder"),
-            (["--checkpoint", "{MISSING}"], "--checkpoint"),
+            (["--checkpoint", "{MISSING}"], "--checkpoint"), (["--keep-first"], "needs --prompts"),
         ]
     ],
     pytest.param(["evaluate", "attribution-error", "--prompts", "{MISSING}", "--out", "{NEW}"], "{MISSING}",

@@ -39,3 +39,15 @@ def test_lm_paths_complete_batched_and_first_order(lm64):
     out = lm_integrated_gradients(tiny_lm, PROMPTS, steps=1, rule="riemann_right")
     expected = (grad * embeds.detach()).sum(-1) * batch.attention_mask
     torch.testing.assert_close(out.scores, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_keep_first_leaves_the_first_token_out_of_the_path(lm64):
+    out = lm_integrated_gradients(lm64, PROMPTS, baseline="mean", steps=16, keep_first=True)
+    batch = lm64.encode(PROMPTS)
+    first = [batch.input_ids.shape[1] - n for n in batch.lengths]
+    for i, j in enumerate(first):
+        assert out.scores[i, j] == 0  # x - x' = 0 there
+        assert out.scores[i, j + 1 :].abs().sum() > 0
+    assert out.result.error()["relative"].max() < 1e-3
+    with pytest.raises(Exception, match="keep_first"):
+        lm_integrated_gradients(lm64, PROMPTS, layer="hidden:1", keep_first=True)

@@ -58,6 +58,7 @@ def _prompts(path: Path, limit: int) -> list[str]:
 @click.option("--steps", default="1,4,16", show_default=True, help="Comma list of step counts.")
 @click.option("--first-order/--no-first-order", default=True, show_default=True,
               help="Also grad_x_input and every layer's complete term (implicit baseline 0).")
+@click.option("--keep-first", is_flag=True, help="With --prompts: integrated gradients at the input keep each prompt's first token (the attention sink) in the baseline.")
 @click.option("--limit", default=8, show_default=True, type=click.IntRange(min=1), help="Use the first N images or prompts.")
 @click.option("--batch-size", "-b", default=32, show_default=True, type=click.IntRange(min=1), help="Path points per forward + backward pass.")
 @click.option("--items-per-pass", default=8, show_default=True, type=click.IntRange(min=1), help="Images or prompts explained together.")
@@ -65,7 +66,7 @@ def _prompts(path: Path, limit: int) -> list[str]:
 @model_option(default=None, help="Image model (folder, Hub name or timm:NAME; default shipped ViT-Ti) or, with --prompts, a causal LM (default SmolLM2-135M-Instruct).")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None, help="Weights file for a timm:NAME model.")
 @device_option()
-def attribution_error(data, prompts, layers, baselines, rules, steps, first_order, limit, batch_size, items_per_pass,
+def attribution_error(data, prompts, layers, baselines, rules, steps, first_order, keep_first, limit, batch_size, items_per_pass,
                       out, model, checkpoint, device):  # fmt: skip
     """The attribution error of integrated gradients (every layer, baseline, rule and step count given)
     and of the first-order methods: the target f(x) - f(x') against the sum of the attributions.
@@ -78,6 +79,8 @@ def attribution_error(data, prompts, layers, baselines, rules, steps, first_orde
 
     if (data is None) == (prompts is None):
         raise AttngradError("give exactly one of --data FOLDER (images) and --prompts FILE (a causal LM)")
+    if keep_first and prompts is None:
+        raise AttngradError("--keep-first keeps a prompt's first token; it needs --prompts")
     if prompts is not None and checkpoint is not None:
         raise AttngradError("--checkpoint is for a timm image model; leave it out with --prompts")
     configs = ig_configs(_names(layers, "--layers"), _names(baselines, "--baselines"), _names(rules, "--rules"),
@@ -101,14 +104,14 @@ def attribution_error(data, prompts, layers, baselines, rules, steps, first_orde
     with tqdm(total=len(chunks) * len(configs), desc="attribution error", unit="config", disable=None) as bar:
         for c, chunk in enumerate(chunks):
             if prompts is not None:
-                path = lm_path_fn(explainer, chunk, batch_size=batch_size)
+                path = lm_path_fn(explainer, chunk, batch_size=batch_size, keep_first=keep_first)
             else:
                 pixels = explainer.prepare([str(p) for p in chunk])[0]
                 path = image_path_fn(explainer, pixels, batch_size=batch_size)
             rows += measure(path, configs, offset=c * items_per_pass, progress=bar)
     settings = {"data": str(data) if data is not None else None, "prompts": str(prompts) if prompts is not None else None,
                 "items": len(items), "model": str(model or ("SmolLM2-135M-Instruct" if prompts else "shipped ViT-Ti")),
-                "layers": layers, "baselines": baselines, "rules": rules, "steps": steps, "first_order": first_order}
+                "layers": layers, "baselines": baselines, "rules": rules, "steps": steps, "first_order": first_order, "keep_first": keep_first}
     write_results(rows, settings, Path(out))
     click.echo(Path(out, "results.md").read_text())
     click.echo(f"wrote results.json, results.csv, results.md to {out}")

@@ -82,13 +82,15 @@ def image_path_fn(explainer: Any, pixel_values: torch.Tensor, *, batch_size: int
     return path
 
 
-def lm_path_fn(explainer: Any, prompts: Sequence[str], *, batch_size: int = 32) -> PathFn:
-    """Paths for a batch of prompts (the explained token: each prompt's top next token)."""
+def lm_path_fn(explainer: Any, prompts: Sequence[str], *, batch_size: int = 32, keep_first: bool = False) -> PathFn:
+    """Paths for a batch of prompts (the explained token: each prompt's top next token); ``keep_first``:
+    at the input, integrated-gradients baselines keep each prompt's first token (the first-order rows never do)."""
     from ..lm.ig import lm_integrated_gradients
 
     def path(config: Config) -> PathResult:
         return lm_integrated_gradients(explainer, prompts, layer=config.layer, baseline=config.baseline,
-                                       steps=config.steps, rule=config.rule, batch_size=batch_size).result
+                                       steps=config.steps, rule=config.rule, batch_size=batch_size,
+                                       keep_first=keep_first and config.method == "ig" and config.layer == "input").result
 
     return path
 
