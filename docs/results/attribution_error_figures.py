@@ -1,8 +1,10 @@
 """Figures of docs/results/attribution-error.md (issue 24).
 
-    PYTHONPATH=src python docs/results/attribution_error_figures.py curves RESULTS_DIR OUT.png
+    PYTHONPATH=src python docs/results/attribution_error_figures.py curves OUT.png RESULTS_DIR [RESULTS_DIR ...]
+    PYTHONPATH=src python docs/results/attribution_error_figures.py table RESULTS_DIR [RESULTS_DIR ...]
     PYTHONPATH=src python docs/results/attribution_error_figures.py layers el1 OUT.png
 
+``table``: the ``ig`` rows as one Markdown line per layer and rule, the step counts as columns.
 ``curves``: median relative attribution error of ``ig`` against forward + backward passes per item,
 one panel per layer, one line per quadrature rule, from an ``attngrad evaluate attribution-error``
 results folder. ``layers``: the ``ig`` maps of one image at the input, at several blocks' hidden
@@ -25,9 +27,27 @@ import numpy as np  # noqa: E402
 RULE_STYLE = {"riemann_left": "o-", "trapezoid": "s-", "gauss_legendre": "^-", "riemann_right": "v-"}
 
 
-def curves(results: Path, out: Path) -> None:
-    data = json.loads((results / "results.json").read_text())
-    summary = [s for s in data["summary"] if s["method"] == "ig"]
+def _load(folders: list[Path]) -> tuple[dict, list[dict]]:
+    datas = [json.loads((f / "results.json").read_text()) for f in folders]
+    return datas[0], [s for d in datas for s in d["summary"] if s["method"] == "ig"]
+
+
+def table(folders: list[Path]) -> str:
+    _, summary = _load(folders)
+    steps = sorted({s["steps"] for s in summary})
+    lines = ["| layer (mean abs target) | baseline | rule | " + " | ".join(f"{n} steps" for n in steps) + " |",
+             "|---|---|---|" + "---:|" * len(steps)]
+    for key in dict.fromkeys((s["layer"], s["baseline"], s["rule"]) for s in summary):
+        cells = {s["steps"]: s for s in summary if (s["layer"], s["baseline"], s["rule"]) == key}
+        target = next(iter(cells.values()))["mean_abs_target"]
+        row = [f"{cells[n]['median_relative']:.2g} ({cells[n]['mean_absolute']:.2g}), {cells[n]['passes']} p."
+               if n in cells else "" for n in steps]
+        lines.append(f"| {key[0]} ({target:.3g}) | {key[1]} | {key[2]} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def curves(folders: list[Path], out: Path) -> None:
+    data, summary = _load(folders)
     layers = list(dict.fromkeys(s["layer"] for s in summary))
     fig, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers), 3.2), squeeze=False)
     for ax, layer in zip(axes[0], layers):
@@ -44,6 +64,7 @@ def curves(results: Path, out: Path) -> None:
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"integrated gradients: |sum of attributions - (f(x) - f(x'))| / |f(x) - f(x')|, "
                  f"{data['settings']['model']}, {data['settings']['items']} items", fontsize=9)
+    fig.subplots_adjust(top=0.82)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 
@@ -86,10 +107,12 @@ def layers(image: str, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    what, arg, target = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    what = sys.argv[1]
     if what == "curves":
-        curves(Path(arg), target)
+        curves([Path(a) for a in sys.argv[3:]], Path(sys.argv[2]))
+    elif what == "table":
+        print(table([Path(a) for a in sys.argv[2:]]), end="")
     elif what == "layers":
-        layers(arg, target)
+        layers(sys.argv[2], Path(sys.argv[3]))
     else:
-        raise SystemExit("usage: attribution_error_figures.py curves RESULTS_DIR OUT.png | layers IMAGE OUT.png")
+        raise SystemExit("usage: attribution_error_figures.py curves OUT.png DIR... | table DIR... | layers IMAGE OUT.png")
