@@ -325,6 +325,25 @@ ROWS = [
             (["--checkpoint", "{MISSING}"], "--checkpoint"), (["--device", "banana"], "device"),
         ]
     ],
+        pytest.param(["evaluate", "attribution-error", "--data", "{DATA}", "--out", "{NEW}", *MODEL_ARGS, *bad], message,
+                     id=f"evaluate-attribution-error{'='.join(bad)}")
+        for bad, message in [
+            (["--limit", "0"], "--limit"), (["--batch-size", "0"], "--batch-size"),
+            (["--items-per-pass", "0"], "--items-per-pass"), (["--steps", "0"], "--steps"),
+            (["--steps", "a,b"], "--steps"), (["--steps", ","], "--steps"), (["--layers", "block:1"], "layer must be"),
+            (["--layers", ","], "--layers"), (["--layers", "attention:99"], "out of range"),
+            (["--baselines", "noise"], "unknown baseline"), (["--baselines", "blur", "--layers", "attention:0"], "blur"),
+            (["--rules", "simpson"], "unknown rule"), (["--prompts", "{FILE}"], "exactly one"),
+            (["--data", "{MISSING}"], "{MISSING}"), (["--data", "{DIR}"], "no images"), (["--out", "{FILE}"], "file"),
+            (["--device", "banana"], "device"), (["--model", "{MISSING}"], "folder"),
+            (["--checkpoint", "{MISSING}"], "--checkpoint"), (["--keep-first"], "needs --prompts"),
+        ]
+    ],
+    pytest.param(["evaluate", "attribution-error", "--prompts", "{MISSING}", "--out", "{NEW}"], "{MISSING}",
+                 id="evaluate-attribution-error-prompts-missing"),
+    pytest.param(["evaluate", "attribution-error", "--prompts", "{DIR}", "--out", "{NEW}"], "no such file",
+                 id="evaluate-attribution-error-prompts-dir"),
+    pytest.param(["evaluate", "attribution-error", "--out", "{NEW}"], "exactly one", id="evaluate-attribution-error-none"),
     pytest.param(["evaluate", "sanity", "--data", "{DATA}", "--out", "{NEW}", *MODEL_ARGS, "--seed", "-1"], "--seed",
                  id="evaluate-sanity-seed", marks=EVAL),
     pytest.param(["evaluate", "compare", "{MISSING}", "complete", "gae"], "{MISSING}", id="evaluate-compare-missing",

@@ -123,6 +123,10 @@ COMMANDS = {
     "evaluate lm-evidence": (["evaluate", "lm-evidence", "--model", "{llama}", "--prompts", "2", "--candidates", "4",
                               "--methods", "random,complete", "--out", "{out}"],
                              ["--methods", "--loss", "--contrast", "--prompts", "--candidates", "--seed", "--batch-size"]),
+    "evaluate attribution-error": (["evaluate", "attribution-error", "--data", "{data}", "--model", "{vit}", "--limit", "1",
+                                    "--steps", "1", "--rules", "trapezoid", "--out", "{out}"],
+                                   ["--layers", "--baselines", "--rules", "--steps", "--limit", "--batch-size",
+                                    "--items-per-pass"]),
     "evaluate lm-insertion": (["evaluate", "lm-insertion", "--model", "{llama}", "--limit", "2", "--methods", "random",
                                "--out", "{out}"], ["--methods", "--reviews", "--limit", "--batch-size", "--eval-batch-size"]),
 }

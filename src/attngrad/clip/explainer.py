@@ -36,6 +36,7 @@ from ..losses import LossLike, get_loss
 from ..methods import (
     METHODS,
     AttentionGradCAM,
+    IntegratedGradients,
     Method,
     RawAttention,
     Rollout,
@@ -52,7 +53,7 @@ Images = ImageLike | Sequence[ImageLike] | torch.Tensor
 
 #: Methods defined for CLIP towers: the rollout family, the last-layer baselines and the ECLIP pair.
 CLIP_METHODS = ("complete", "gae", "absolute", "rollout", "rollout_eq1", "raw_attention", "attn_gradcam",
-                "gradeclip", "attention_eclip")
+                "gradeclip", "attention_eclip", "ig", "grad_x_input")
 _ECLIP = {"gradeclip": GradEclip, "attention_eclip": AttentionEclip}
 TOWERS = ("image", "text")
 
@@ -243,14 +244,14 @@ class ClipExplainer:
         if not instances:
             raise AttngradError("no methods given")
         for m in instances:
-            if not isinstance(m, (Rollout, RawAttention, AttentionGradCAM, _Eclip)):
+            if not isinstance(m, (Rollout, RawAttention, AttentionGradCAM, _Eclip, IntegratedGradients)):
                 raise AttngradError(f"method {m.name!r} is not defined for CLIP towers; choose from {', '.join(CLIP_METHODS)}")
             if tower == "text" and isinstance(m, AttentionGradCAM):
                 raise AttngradError(
                     "attn_gradcam averages gradients over every column, padding included, so a padded text would not "
                     "get its own map; on the text tower use complete, gae, absolute, rollout, raw_attention or the eclip pair"
                 )
-            if tower == "text" and self.model.text.read == "pooled" and not isinstance(m, Rollout):
+            if tower == "text" and self.model.text.read == "pooled" and not isinstance(m, (Rollout, IntegratedGradients)):
                 raise AttngradError(
                     f"method {m.name!r} reads one token's row, but this text tower mean-pools every token; "
                     "use complete, gae, absolute, rollout or rollout_eq1"
@@ -385,11 +386,13 @@ class ClipExplainer:
                 gradients=None if trace.gradients is None else _swap_first(trace.gradients, perm))
         maps = {}
         for m in methods:
-            if pooled:
+            if pooled and isinstance(m, IntegratedGradients):
+                scores = m.scores(trace)
+            elif pooled:
                 scores = m.scores(trace)
                 real = rows.attention_mask.to(scores.dtype)
                 scores = (scores - real) / real.sum(dim=1, keepdim=True)
-            elif isinstance(m, _Eclip):
+            elif isinstance(m, (_Eclip, IntegratedGradients)):  # token scores of their own, not a row read
                 scores = m.scores(trace)
             else:
                 scores = m.token_scores(swapped).gather(1, perm)

@@ -18,6 +18,7 @@ from .bi import BeyondIntuitionHead, BeyondIntuitionToken  # isort: skip
 from .tis import TIS  # isort: skip
 from .vitcx import ViTCX  # isort: skip
 from .dix import DIX  # isort: skip
+from .ig import GradXInput, IntegratedGradients  # isort: skip
 
 __all__ = [
     "METHODS",
@@ -29,6 +30,8 @@ __all__ = [
     "BeyondIntuitionHead",
     "BeyondIntuitionToken",
     "DIX",
+    "GradXInput",
+    "IntegratedGradients",
     "TAM",
     "TIS",
     "ViTCX",
