@@ -135,6 +135,7 @@ def main(debug: bool) -> None:
 
 # The command modules register themselves on ``main`` when imported.
 from . import (  # noqa: E402, F401
+    alignment,
     clip,
     compare,
     evaluate,
