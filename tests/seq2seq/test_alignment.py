@@ -153,6 +153,15 @@ def test_unknown_method_is_refused(tiny):
         core.score_tokens(tiny, synthetic.sample(1), ["lrp"], progress=False)
 
 
+def test_a_model_of_another_vocabulary_is_refused():
+    from attngrad.errors import AttngradError
+
+    from .conftest import make_model
+
+    with pytest.raises(AttngradError, match="not trained on attngrad's synthetic task"):
+        core.score_tokens(Seq2SeqExplainer(*make_model("bart")), synthetic.sample(1), ["gae"], progress=False)
+
+
 # ---------------------------------------------------------------------- the shipped model
 
 

@@ -80,6 +80,20 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     return methods
 
 
+def check_vocabulary(explainer: Seq2SeqExplainer) -> None:
+    """Refuse a model whose tokenizer does not give every word of the synthetic task one known token of its own."""
+    from ..seq2seq.synthetic import vocabulary
+
+    tokenizer = explainer.adapter.tokenizer
+    unknown = tokenizer.unk_token_id
+    for word in vocabulary()[3:]:
+        ids = tokenizer(word, add_special_tokens=False).input_ids
+        if len(ids) != 1 or ids[0] == unknown:
+            raise AttngradError(f"this model was not trained on attngrad's synthetic task: its tokenizer turns "
+                                f"{word!r} into {len(ids)} token(s){' (unknown)' if unknown in ids else ''}; "
+                                "omit --model, or pass a folder written by scripts/train_seq2seq.py", field="model")
+
+
 def _random_rows(sources: list[str], positions: list[int], width: int, seed: int) -> torch.Tensor:
     rows = [np.random.default_rng([seed, zlib.crc32(s.encode()), p]).random(width) for s, p in zip(sources, positions)]
     return torch.tensor(np.stack(rows), dtype=torch.float32)
@@ -128,6 +142,7 @@ def score_tokens(explainer: Seq2SeqExplainer, pairs: Sequence[Pair], methods: Se
         raise AttngradError("no sentences to evaluate")
     if batch_size < 1:
         raise AttngradError(f"--batch-size must be at least 1, not {batch_size}", field="batch_size")
+    check_vocabulary(explainer)
     rules = [m for m in methods if m in RULES]
     extra = {m for m in methods if m in ("attention_last", "attention_mean", "grad_x_input")}
     width = max(len(p.source.split()) for p in pairs) + 1  # + </s>
