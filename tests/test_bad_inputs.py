@@ -344,6 +344,16 @@ ROWS = [
     pytest.param(["evaluate", "attribution-error", "--prompts", "{DIR}", "--out", "{NEW}"], "no such file",
                  id="evaluate-attribution-error-prompts-dir"),
     pytest.param(["evaluate", "attribution-error", "--out", "{NEW}"], "exactly one", id="evaluate-attribution-error-none"),
+        pytest.param(["evaluate", "alignment", "--out", "{NEW}", "--model", "{DIR}", *bad], message,
+                     id=f"evaluate-alignment{'='.join(bad) or '-model-empty-dir'}")
+        for bad, message in [
+            ([], "config.json"), (["--sentences", "0"], "--sentences"), (["--seed", "-1"], "--seed"),
+            (["--bootstrap", "5"], "--bootstrap"), (["--batch-size", "0"], "--batch-size"),
+            (["--methods", ","], "method"), (["--methods", "gradcam"], "gradcam"), (["--out", "{FILE}"], "file"),
+            (["--device", "banana"], "device"), (["--model", "{MISSING}"], "folder"),
+            (["--model", "{MODEL}"], "encoder-decoder"),
+        ]
+    ],
     pytest.param(["evaluate", "sanity", "--data", "{DATA}", "--out", "{NEW}", *MODEL_ARGS, "--seed", "-1"], "--seed",
                  id="evaluate-sanity-seed", marks=EVAL),
     pytest.param(["evaluate", "compare", "{MISSING}", "complete", "gae"], "{MISSING}", id="evaluate-compare-missing",

@@ -135,6 +135,7 @@ def main(debug: bool) -> None:
 
 # The command modules register themselves on ``main`` (or its groups, e.g. ``evaluate``) when imported.
 from . import (  # noqa: E402, F401
+    alignment,
     attribution_error,
     clip,
     compare,

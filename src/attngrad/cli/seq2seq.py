@@ -28,8 +28,9 @@ def _position(value: str):
 
 @main.command("explain-seq2seq")
 @click.argument("sources", nargs=-1, required=True)
-@model_option(required=True,
-              help="AutoModelForSeq2SeqLM folder or Hub name (BART, T5, Marian); none ships with attngrad.")
+@model_option(default=None,
+              help="AutoModelForSeq2SeqLM folder or Hub name (BART, T5, Marian); default: attngrad's synthetic-task "
+                   "model (a made-up language with known alignments, not a real translation model).")
 @click.option("--target", "-t", default=None, help="Target text (a translation, a summary) or its beginning.")
 @click.option("--position", "-p", default="next", show_default=True,
               help="next: the greedy next token after --target; all: every token of --target; K: target token K.")
@@ -57,6 +58,10 @@ def explain_seq2seq(sources, model, target, position, methods, loss, contrast, d
                             field="position")
     if any(not s.strip() for s in sources):
         raise AttngradError("a SOURCE text is empty; give the text to translate or summarise", field="sources")
+    if model is None:
+        from ..seq2seq.synthetic import MODEL_LABEL
+
+        click.echo(f"attngrad: model: {MODEL_LABEL}; pass --model for a real one", err=True)
     explainer = Seq2SeqExplainer.from_pretrained(model, device=device)
     contrast_value = int(contrast) if contrast is not None and contrast.lstrip("-").isdigit() else contrast
     with warnings.catch_warnings(record=True) as caught:

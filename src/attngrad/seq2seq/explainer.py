@@ -138,9 +138,13 @@ class Seq2SeqExplainer:
         self.normalize = normalize
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, *, device: torch.device | str | None = None) -> Seq2SeqExplainer:
-        """Load an ``AutoModelForSeq2SeqLM`` folder or Hub name (there is no offline default model)."""
-        return cls(Seq2SeqAdapter.from_pretrained(name_or_path, device))
+    def from_pretrained(cls, name_or_path: str | Path | None = None, *,
+                        device: torch.device | str | None = None) -> Seq2SeqExplainer:
+        """Load an ``AutoModelForSeq2SeqLM`` folder or Hub name; ``None``: the shipped synthetic-task model
+        (:data:`attngrad.seq2seq.synthetic.MODEL`, a made-up language, not a real translation model)."""
+        from .synthetic import MODEL
+
+        return cls(Seq2SeqAdapter.from_pretrained(MODEL if name_or_path is None else name_or_path, device))
 
     def _expand(self, sources, targets, position) -> tuple[list[str], list[str | None], list[int | None]]:
         single = isinstance(sources, str)
