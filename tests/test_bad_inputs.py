@@ -325,6 +325,7 @@ ROWS = [
             (["--checkpoint", "{MISSING}"], "--checkpoint"), (["--device", "banana"], "device"),
         ]
     ],
+    *[
         pytest.param(["evaluate", "attribution-error", "--data", "{DATA}", "--out", "{NEW}", *MODEL_ARGS, *bad], message,
                      id=f"evaluate-attribution-error{'='.join(bad)}")
         for bad, message in [
@@ -344,6 +345,7 @@ ROWS = [
     pytest.param(["evaluate", "attribution-error", "--prompts", "{DIR}", "--out", "{NEW}"], "no such file",
                  id="evaluate-attribution-error-prompts-dir"),
     pytest.param(["evaluate", "attribution-error", "--out", "{NEW}"], "exactly one", id="evaluate-attribution-error-none"),
+    *[
         pytest.param(["evaluate", "alignment", "--out", "{NEW}", "--model", "{DIR}", *bad], message,
                      id=f"evaluate-alignment{'='.join(bad) or '-model-empty-dir'}")
         for bad, message in [
