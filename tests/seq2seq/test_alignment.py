@@ -120,9 +120,11 @@ def test_batched_equals_one_by_one(tiny):
     assert len(together.sentence) == sum(len(p.alignment) for p in pairs)
 
 
-def test_raw_attention_and_grad_x_input_match_a_direct_computation(tiny):
+@pytest.mark.parametrize("loss", ["logit", "logprob"])
+def test_raw_attention_and_grad_x_input_match_a_direct_computation(tiny, loss):
     pairs = synthetic.sample(2, seed=4, held_out=True)
-    tokens = core.score_tokens(tiny, pairs, ["attention_last", "attention_mean", "grad_x_input"], progress=False)
+    tokens = core.score_tokens(tiny, pairs, ["attention_last", "attention_mean", "grad_x_input"], loss=loss,
+                               progress=False)
     model, tokenizer = tiny.adapter.model, tiny.adapter.tokenizer
     row = 0
     for pair in pairs:
@@ -133,7 +135,8 @@ def test_raw_attention_and_grad_x_input_match_a_direct_computation(tiny):
             scale = model.model.encoder.embed_scale
             embeds = (model.model.encoder.embed_tokens(ids) * scale).detach().requires_grad_(True)
             out = model(inputs_embeds=embeds, decoder_input_ids=decoder, output_attentions=True)
-            logit = out.logits[0, j, labels[j]]
+            logits = out.logits[0, j]
+            logit = logits[labels[j]] - (torch.logsumexp(logits, 0) if loss == "logprob" else 0)
             (grad,) = torch.autograd.grad(logit, embeds)
             n = ids.shape[1]
             last = sum(out.cross_attentions[-1][0, h, j] for h in range(2)) / 2
@@ -144,6 +147,19 @@ def test_raw_attention_and_grad_x_input_match_a_direct_computation(tiny):
             np.testing.assert_allclose(tokens.scores["grad_x_input"][row, :n], gxi.detach().numpy(), rtol=1e-4,
                                        atol=1e-6)
             row += 1
+
+
+@pytest.mark.filterwarnings("ignore:complete. the source map")
+def test_the_logprob_loss_reaches_the_relevance_rules(tiny):
+    pairs = synthetic.sample(2, seed=4, held_out=True)
+    by_logit = core.score_tokens(tiny, pairs, ["complete"], progress=False).scores["complete"]
+    by_logprob = core.score_tokens(tiny, pairs, ["complete"], loss="logprob", progress=False).scores["complete"]
+    sources = [p.source for p in pairs for _ in p.alignment]
+    targets = [p.target for p in pairs for _ in p.alignment]
+    positions = [j for p in pairs for j in range(len(p.alignment))]
+    direct = tiny.explain(sources, targets, position=positions, loss=core.logprob).source_scores.numpy()
+    np.testing.assert_allclose(by_logprob[:, : direct.shape[1]], direct, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(by_logit, by_logprob)
 
 
 def test_unknown_method_is_refused(tiny):
