@@ -353,7 +353,7 @@ ROWS = [
             (["--bootstrap", "5"], "--bootstrap"), (["--batch-size", "0"], "--batch-size"),
             (["--methods", ","], "method"), (["--methods", "gradcam"], "gradcam"), (["--out", "{FILE}"], "file"),
             (["--device", "banana"], "device"), (["--model", "{MISSING}"], "folder"),
-            (["--model", "{MODEL}"], "encoder-decoder"),
+            (["--model", "{MODEL}"], "encoder-decoder"), (["--loss", "kl"], "--loss"),
         ]
     ],
     pytest.param(["evaluate", "sanity", "--data", "{DATA}", "--out", "{NEW}", *MODEL_ARGS, "--seed", "-1"], "--seed",

@@ -14,6 +14,8 @@ from .evaluate import evaluate
 @evaluate.command("alignment")
 @methods_option("--methods", default=",".join(METHODS), registry=METHODS, kind="the alignment evaluation",
                 help="Methods, comma-separated, or 'all'")
+@click.option("--loss", "-l", type=click.Choice(["logit", "logprob"]), default="logit", show_default=True,
+              help="What the maps explain: the target token's logit or its log-probability.")
 @click.option("--sentences", "-n", "count", default=500, show_default=True, type=click.IntRange(min=1),
               help="Held-out sentences of the synthetic task to evaluate.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
@@ -25,7 +27,7 @@ from .evaluate import evaluate
 @click.option("--out", "-o", required=True, type=OutDir(), help="Results folder.")
 @model_option(default=None, help="Model folder trained on the synthetic task (default: the shipped synthetic-task model).")
 @device_option()
-def alignment(methods, count, seed, bootstrap, batch_size, out, model, device):
+def alignment(methods, loss, count, seed, bootstrap, batch_size, out, model, device):
     """Alignment error rate (Och & Ney 2003), pointing accuracy and, for signed methods, the negative
     share on unrelated tokens of each method's source map, for every target token of held-out
     sentences of attngrad's synthetic translation task (the source words behind each target word
@@ -40,9 +42,9 @@ def alignment(methods, count, seed, bootstrap, batch_size, out, model, device):
 
     explainer = Seq2SeqExplainer.from_pretrained(model, device=device)
     pairs = synthetic.sample(count, seed=seed, held_out=True)
-    tokens = core.score_tokens(explainer, pairs, methods, batch_size=batch_size, seed=seed)
+    tokens = core.score_tokens(explainer, pairs, methods, batch_size=batch_size, seed=seed, loss=loss)
     summary = core.summarize(tokens, bootstrap=bootstrap, seed=seed)
-    summary = {"model": str(model) if model else synthetic.MODEL_LABEL, "seed": seed, **summary}
+    summary = {"model": str(model) if model else synthetic.MODEL_LABEL, "seed": seed, "loss": loss, **summary}
     folder = out_dir(out)
     (folder / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     (folder / "results.md").write_text(core.markdown(summary))

@@ -58,10 +58,6 @@ def explain_seq2seq(sources, model, target, position, methods, loss, contrast, d
                             field="position")
     if any(not s.strip() for s in sources):
         raise AttngradError("a SOURCE text is empty; give the text to translate or summarise", field="sources")
-    if model is None:
-        from ..seq2seq.synthetic import MODEL_LABEL
-
-        click.echo(f"attngrad: model: {MODEL_LABEL}; pass --model for a real one", err=True)
     explainer = Seq2SeqExplainer.from_pretrained(model, device=device)
     contrast_value = int(contrast) if contrast is not None and contrast.lstrip("-").isdigit() else contrast
     with warnings.catch_warnings(record=True) as caught:
@@ -72,6 +68,10 @@ def explain_seq2seq(sources, model, target, position, methods, loss, contrast, d
         if issubclass(w.category, EmptyExplanationWarning):
             click.echo(f"attngrad: warning: {w.message}", err=True)
     colour = sys.stdout.isatty() if color is None else color
+    if model is None:
+        from ..seq2seq.synthetic import MODEL_LABEL
+
+        click.echo(f"model: {MODEL_LABEL}; pass --model for a real one")
     for res in found.values():
         for i in range(len(res.sources)):
             for line in terminal_lines(res, i, colour):

@@ -21,7 +21,8 @@ cross-attention itself (``attention_last``: the last decoder layer's, heads aver
 ``attention_mean``: averaged over layers and heads), ``grad_x_input`` (gradient of the
 explained logit with respect to the source token embeddings, times them, summed over the
 hidden size; a second forward and backward pass) and ``random`` (uniform, seeded by the text
-and position). Intervals: percentile bootstrap over sentences (95 %), and the paired
+and position). What is explained: the target token's logit (default) or its log-probability
+(``loss="logprob"``). Intervals: percentile bootstrap over sentences (95 %), and the paired
 differences of ``complete`` against ``gae`` and the raw attention on the same resamples.
 """
 
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 
 from ..errors import AttngradError
+from ..losses import LossLike
 from ..seq2seq.explainer import Seq2SeqExplainer
 from ..seq2seq.rules import WEIGHTINGS
 from ..seq2seq.synthetic import Pair
@@ -80,6 +82,15 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     return methods
 
 
+def logprob(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The explained token's log-probability (``log_softmax``): unlike the logit, blind to a shift of every logit."""
+    return logits.log_softmax(-1).gather(1, targets.view(-1, 1)).squeeze(1)
+
+
+#: Losses the evaluation explains: the logit (attngrad's default, eq. 7) or the log-probability.
+LOSSES: dict[str, LossLike] = {"logit": "logit", "logprob": logprob}
+
+
 def check_vocabulary(explainer: Seq2SeqExplainer) -> None:
     """Refuse a model whose tokenizer does not give every word of the synthetic task one known token of its own."""
     from ..seq2seq.synthetic import vocabulary
@@ -99,7 +110,7 @@ def _random_rows(sources: list[str], positions: list[int], width: int, seed: int
     return torch.tensor(np.stack(rows), dtype=torch.float32)
 
 
-def _attention_and_gradient(explainer: Seq2SeqExplainer, sources, targets, positions, want: set[str]):
+def _attention_and_gradient(explainer: Seq2SeqExplainer, sources, targets, positions, want: set[str], loss: str):
     """Raw cross-attention rows and grad x input of the source embeddings, from one forward and backward pass."""
     adapter = explainer.adapter
     batch = adapter.encode(sources, targets, positions)
@@ -123,15 +134,18 @@ def _attention_and_gradient(explainer: Seq2SeqExplainer, sources, targets, posit
     if "grad_x_input" in want:
         source_embeddings = calls[0]  # the encoder runs first (the decoder may share the embedding)
         tokens = batch.targets.to(device)
-        values = out.logits[rows, pos].gather(1, tokens[:, None]).squeeze(1)
+        logits = out.logits[rows, pos]
+        values = logprob(logits, tokens) if loss == "logprob" else logits.gather(1, tokens[:, None]).squeeze(1)
         (grad,) = torch.autograd.grad(values.sum(), [source_embeddings])
         found["grad_x_input"] = (grad * source_embeddings).sum(-1).detach() * src_mask
     return found
 
 
 def score_tokens(explainer: Seq2SeqExplainer, pairs: Sequence[Pair], methods: Sequence[str] = METHODS, *,
-                 batch_size: int = 16, seed: int = 0, progress: bool = True) -> TokenScores:
+                 batch_size: int = 16, seed: int = 0, loss: str = "logit", progress: bool = True) -> TokenScores:
     """Every method's source scores for every target token of ``pairs`` (end-of-sequence not explained).
+
+    ``loss``: what is explained, ``logit`` (the token's logit) or ``logprob`` (its log-probability).
 
     ``batch_size`` counts sentences; each brings one row per target token into the batch.
     """
@@ -142,6 +156,8 @@ def score_tokens(explainer: Seq2SeqExplainer, pairs: Sequence[Pair], methods: Se
         raise AttngradError("no sentences to evaluate")
     if batch_size < 1:
         raise AttngradError(f"--batch-size must be at least 1, not {batch_size}", field="batch_size")
+    if loss not in LOSSES:
+        raise AttngradError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}", field="loss", choices=LOSSES)
     check_vocabulary(explainer)
     rules = [m for m in methods if m in RULES]
     extra = {m for m in methods if m in ("attention_last", "attention_mean", "grad_x_input")}
@@ -174,10 +190,10 @@ def score_tokens(explainer: Seq2SeqExplainer, pairs: Sequence[Pair], methods: Se
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", EmptyExplanationWarning)  # zero rows are counted, not warned about
-                results = explainer.explain_methods(sources, targets, rules, position=positions)
+                results = explainer.explain_methods(sources, targets, rules, position=positions, loss=LOSSES[loss])
             found.update({m: r.source_scores for m, r in results.items()})
         if extra:
-            found.update(_attention_and_gradient(explainer, sources, targets, positions, extra))
+            found.update(_attention_and_gradient(explainer, sources, targets, positions, extra, loss))
         if "random" in methods:
             found["random"] = _random_rows(sources, positions, width, seed)
         for m in methods:
