@@ -51,3 +51,15 @@ def test_keep_first_leaves_the_first_token_out_of_the_path(lm64):
     assert out.result.error()["relative"].max() < 1e-3
     with pytest.raises(Exception, match="keep_first"):
         lm_integrated_gradients(lm64, PROMPTS, layer="hidden:1", keep_first=True)
+
+
+def test_attention_path_ends_are_the_real_model(lm64):
+    """f(x) of an attention path is the unmodified model's logit: the override keeps the causal and
+    padding masks of the layers it leaves to the model (transformers builds none for an unknown
+    attention implementation)."""
+    batch = lm64.encode(PROMPTS)
+    with torch.no_grad():
+        logits = lm64.adapter.forward(lm64.adapter.embed(batch.input_ids), batch, attentions=False).logits
+    for layer in ("attention:0", "attention:2"):
+        out = lm_integrated_gradients(lm64, PROMPTS, layer=layer, steps=2, rule="trapezoid")
+        torch.testing.assert_close(out.result.f_input, logits.gather(1, out.targets.view(-1, 1))[:, 0])

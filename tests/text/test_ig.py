@@ -7,8 +7,8 @@ import torch
 from attngrad.methods import get_method
 from attngrad.text import TextExplainer
 
-# equal lengths: an attention override on a padded BERT batch does not reproduce the logits (see docs/results/attribution-error.md)
-TEXTS = ["my team won the game", "i need a new tire"]
+# different lengths (padding): the attention path keeps the padding mask (methods.ig.masked_override)
+TEXTS = ["my team won the game", "fix my bike"]
 
 
 def test_text_paths_complete_and_first_order(tiny_classifier, tiny_tokenizer):
