@@ -191,6 +191,7 @@ class Explainer:
                         f"loss {loss_fn.name!r} gave NaN or infinite gradients (e.g. a ratio or normalised "
                         "difference whose denominator logit is 0); choose another loss or target"
                     )
+        extras["loss"] = loss_fn  # methods that run passes of their own explain the same loss (ig)
         return Trace(
             pixel_values=pixel_values,
             logits=out.logits.detach(),

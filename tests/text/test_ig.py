@@ -7,7 +7,7 @@ import torch
 from attngrad.methods import get_method
 from attngrad.text import TextExplainer
 
-# different lengths (padding): the attention path keeps the padding mask (methods.ig.masked_override)
+# different lengths (padding): the attention path keeps the padding mask (models/hf.py: the override registers the model's mask function)
 TEXTS = ["my team won the game", "fix my bike"]
 
 

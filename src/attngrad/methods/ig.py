@@ -39,8 +39,7 @@ The loss explained is ``trace.extras["loss"]`` when the trace carries one, else 
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -128,34 +127,6 @@ class _Hooked:
 
     def __exit__(self, *exc: Any) -> None:
         self.handle.remove()
-
-
-@contextmanager
-def masked_override(adapter: ModelAdapter, maps: Sequence[torch.Tensor | None]) -> Iterator[None]:
-    """``adapter.override_attention(maps)`` with the model's padding and causal masks kept.
-
-    A Hugging Face override runs under an attention implementation of its own name; transformers 5
-    builds *no* mask for a name its ``AttentionMaskInterface`` does not know, so the layers left to the
-    model would attend to padding and (causal LMs) to later tokens. The eager mask is registered under
-    that name while the override lasts (a no-op for models without a Hugging Face config).
-    """
-    with adapter.override_attention(maps):
-        name = getattr(getattr(adapter.model, "config", None), "_attn_implementation", None)
-        registry: dict | None = None
-        if isinstance(name, str) and name not in ("eager", "sdpa"):
-            try:
-                from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
-            except ImportError:  # an older transformers builds masks without the interface
-                pass
-            else:
-                if name not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
-                    registry = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping
-                    registry[name] = eager_mask
-        try:
-            yield
-        finally:
-            if registry is not None:
-                registry.pop(name, None)
 
 
 #: ``forward(items, inputs)``: logits (M, C) and maps of the rows ``items`` with model inputs ``inputs``.
@@ -257,7 +228,7 @@ def layer_path(
         def run(items: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
             maps: list[torch.Tensor | None] = [None] * adapter.num_layers
             maps[k] = points
-            with masked_override(adapter, maps):
+            with adapter.override_attention(maps):  # the model's own masks kept (models/hf.py)
                 return score(items, forward(items, inputs[items]).logits)
 
     base = make_baseline(kind, values, baseline, adapter=adapter, blur_sigma=blur_sigma, name=name)
