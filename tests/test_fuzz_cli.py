@@ -127,6 +127,12 @@ COMMANDS = {
                                     "--steps", "1", "--rules", "trapezoid", "--out", "{out}"],
                                    ["--layers", "--baselines", "--rules", "--steps", "--limit", "--batch-size",
                                     "--items-per-pass"]),
+    "evaluate grid": (["evaluate", "grid", "--data", "{data}", "--model", "{vit}", "--grids", "1", "--min-confidence",
+                       "0.0001", "--methods", "complete,random", "--out", "{out}"],
+                      ["--methods", "--n", "--grids", "--seed", "--min-confidence", "--limit", "--batch-size"]),
+    "evaluate alignment": (["evaluate", "alignment", "--sentences", "2", "--bootstrap", "100", "--methods",
+                            "complete,random", "--out", "{out}"],
+                           ["--methods", "--loss", "--sentences", "--seed", "--bootstrap", "--batch-size"]),
     "evaluate lm-insertion": (["evaluate", "lm-insertion", "--model", "{llama}", "--limit", "2", "--methods", "random",
                                "--out", "{out}"], ["--methods", "--reviews", "--limit", "--batch-size", "--eval-batch-size"]),
 }
