@@ -49,6 +49,7 @@ class GridSettings:
     min_confidence: float = 0.5
     blank: bool = False
     loss: str = "logit"
+    clip: bool = False  # explain a CLIP model's image tower (its methods: attngrad.clip.CLIP_METHODS)
     batch_size: int = 4
     resume: bool = False
     progress: bool = True
@@ -57,9 +58,16 @@ class GridSettings:
     def check(self) -> None:
         if not self.methods:
             raise AttngradError("no methods given; name at least one (e.g. complete)")
+        if self.clip:
+            from ..clip.explainer import CLIP_METHODS
+
+            known = list(CLIP_METHODS)
+        else:
+            known = [m for m in METHODS if m not in NOT_IMAGE]
         for m in self.methods:
-            if m not in METHODS or m in NOT_IMAGE:
-                raise AttngradError(f"unknown image method {m!r}; choose from {', '.join(sorted(set(METHODS) - NOT_IMAGE))}")
+            if m not in known:
+                raise AttngradError(f"unknown {'CLIP image-tower' if self.clip else 'image'} method {m!r}; "
+                                    f"choose from {', '.join(known)}")
         check_positive("evaluate grid", count=self.count, batch_size=self.batch_size)
         if isinstance(self.n, bool) or not isinstance(self.n, int) or not 2 <= self.n <= 8:
             raise AttngradError(f"evaluate grid: --n must be a whole number from 2 to 8, not {self.n!r}")
@@ -81,19 +89,61 @@ def _interval(values: np.ndarray) -> dict[str, float]:
     return {"mean": float(v.mean()), "low": float(v.mean() - half), "high": float(v.mean() + half), "n": int(v.size)}
 
 
-def explain_grids(explainer: Explainer, canvases: torch.Tensor, grids: list[Grid], methods: list[str], n: int,
-                  loss: str) -> dict[str, np.ndarray]:
+def prompt(name: str) -> str:
+    """The text a CLIP image tower is explained for: ``a photo of a/an {class}`` (the stand-in's training prompt)."""
+    name = name.split(",")[0].strip()
+    return f"a photo of {'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+class ClipTower:
+    """The grid game's view of a :class:`~attngrad.clip.ClipExplainer`'s image tower: class ``k`` is the
+    text :func:`prompt` of ``labels[k]``; qualification is zero-shot over every class's text."""
+
+    def __init__(self, clip: Any, labels: list[str]):
+        self.clip, self.labels = clip, labels
+        self.device = clip.device
+        self.preprocessor = clip.model.image.preprocessor
+        self._texts: torch.Tensor | None = None
+
+    def logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self._texts is None:
+            chunks = [self.clip.embed_texts(self.clip.model.text.encode([prompt(n) for n in self.labels[i:i + 256]]))
+                      for i in range(0, len(self.labels), 256)]
+            self._texts = torch.cat(chunks)
+        return self.clip.model.logit_scale * (self.clip.embed_images(pixels.to(self.device)) @ self._texts.T)
+
+    def maps(self, canvases: torch.Tensor, grids: list[Grid], methods: list[str], loss: str) -> dict[str, torch.Tensor]:
+        """Per method (cells, gh, gw): each grid explained once for the texts of its cells' classes."""
+        found: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
+        for g, grid in enumerate(grids):
+            texts = [prompt(self.labels[label]) for label in grid.labels if label >= 0]
+            res = self.clip.explain_methods(canvases[g:g + 1], texts, methods, tower="image", loss=loss)
+            for m in methods:
+                found[m].append(res[m].maps[0])
+        return {m: torch.cat(v) for m, v in found.items()}
+
+
+def _preprocessor(explainer: Any) -> Any:
+    return explainer.preprocessor if isinstance(explainer, ClipTower) else preprocessor_of(explainer.adapter)
+
+
+def explain_grids(explainer: Explainer | ClipTower, canvases: torch.Tensor, grids: list[Grid], methods: list[str],
+                  n: int, loss: str) -> dict[str, np.ndarray]:
     """Every non-blank cell of every grid explained by every method (one shared pass); per cell the scores."""
     rows = [(g, c) for g, grid in enumerate(grids) for c, label in enumerate(grid.labels) if label >= 0]
     blank = [c for c, label in enumerate(grids[0].labels) if label < 0]
-    pixels = canvases[[g for g, _ in rows]]
-    targets = torch.tensor([grids[g].labels[c] for g, c in rows], device=pixels.device)
     cells = torch.tensor([c for _, c in rows])
-    results = explainer.explain_methods(pixels, methods, target=targets, loss=loss)
+    if isinstance(explainer, ClipTower):
+        maps = explainer.maps(canvases, grids, methods, loss)
+    else:
+        pixels = canvases[[g for g, _ in rows]]
+        targets = torch.tensor([grids[g].labels[c] for g, c in rows], device=pixels.device)
+        results = explainer.explain_methods(pixels, methods, target=targets, loss=loss)
+        maps = {m: results[m].maps for m in methods}
     game = PointingGame(n)
     arrays: dict[str, np.ndarray] = {"grid_row": np.asarray([g for g, _ in rows]), "cell": cells.numpy()}
     for name in methods:
-        scores = game(results[name].maps, cells)
+        scores = game(maps[name], cells)
         arrays[f"{name}/pointing"] = scores["pointing"].numpy()
         if is_signed(name):
             arrays[f"{name}/negative_elsewhere"] = scores["negative_elsewhere"].numpy()
@@ -102,8 +152,8 @@ def explain_grids(explainer: Explainer, canvases: torch.Tensor, grids: list[Grid
     return arrays
 
 
-def _canvases(explainer: Explainer, seen: list, grids: list[Grid], n: int) -> torch.Tensor:
-    pre = preprocessor_of(explainer.adapter)
+def _canvases(explainer: Explainer | ClipTower, seen: list, grids: list[Grid], n: int) -> torch.Tensor:
+    pre = _preprocessor(explainer)
     size = input_size(pre)
     pictures = [canvas([seen[i] if i >= 0 else None for i in g.images], size, n, pre.resample) for g in grids]
     unit = torch.from_numpy(np.stack([np.asarray(p, dtype=np.float32) for p in pictures])).permute(0, 3, 1, 2)
@@ -146,22 +196,29 @@ def _done(out: Path, batches: list[int]) -> set[int]:
     return done
 
 
-def run_grid(explainer: Explainer, dataset: DataSet, out: str | Path, settings: GridSettings) -> dict[str, Any] | None:
-    """Run the grid pointing game of ``settings.methods`` on ``dataset`` into ``out``; the summary on rank 0."""
+def run_grid(explainer: Explainer | ClipTower, dataset: DataSet, out: str | Path,
+             settings: GridSettings) -> dict[str, Any] | None:
+    """Run the grid pointing game of ``settings.methods`` on ``dataset`` into ``out``; the summary on rank 0.
+
+    ``explainer``: an image classifier's :class:`~attngrad.Explainer`, or a :class:`ClipTower` (CLIP's image tower).
+    """
     settings.check()
     out = Path(out)
     rank, world = dist_info()
-    pre = preprocessor_of(explainer.adapter)
+    pre = _preprocessor(explainer)
     seen = [pre.geometry(load_image(s.path)) for s in tqdm(dataset.samples, desc="loading", unit="img",
                                                              disable=not settings.progress or rank != 0)]
     labels = [s.label for s in dataset.samples]
-    probs = qualify(lambda x: explainer.adapter.forward(x.to(explainer.device)).logits, pre, seen, labels,
-                    settings.n, min_confidence=settings.min_confidence)
+    forward = (explainer.logits if isinstance(explainer, ClipTower)
+               else lambda x: explainer.adapter.forward(x.to(explainer.device)).logits)
+    probs = qualify(forward, pre, seen, labels, settings.n, min_confidence=settings.min_confidence)
     candidates = [i for i in range(len(seen)) if probs[i] >= settings.min_confidence]
     drawn = draw([labels[i] for i in candidates], settings.count, settings.n, seed=settings.seed, blank=settings.blank)
     grids = [Grid(tuple(candidates[i] if i >= 0 else -1 for i in g.images), g.labels) for g in drawn]
     settings.extra = {
-        "model": type(explainer.adapter.model).__name__, "classes": len(explainer.labels),
+        "model": (f"CLIP image tower: {explainer.clip.model.name}" if isinstance(explainer, ClipTower)
+                  else type(explainer.adapter.model).__name__),
+        "classes": len(explainer.labels),
         "images": len(seen), "qualifying": len(candidates),
         "images_digest": records_digest(image_records(dataset.samples, dataset.root or ".")),
         "grids_digest": _grids_digest(grids),
@@ -202,7 +259,8 @@ def run_grid(explainer: Explainer, dataset: DataSet, out: str | Path, settings: 
     if rank != 0:
         return None
     summary = summarize_grid(out, settings, grids)
-    save_picture(explainer, seen, grids[:3], settings, out / "grids.png")
+    if not isinstance(explainer, ClipTower):
+        save_picture(explainer, seen, grids[:3], settings, out / "grids.png")
     return summary
 
 
