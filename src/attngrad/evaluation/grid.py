@@ -312,15 +312,18 @@ def markdown(summary: dict[str, Any]) -> str:
 
     lines = [f"Grid pointing game: {summary['settings']['in_words']}.", "",
              f"{summary['grids']} grids, {summary['cells']} explained cells; chance {summary['chance']:.3f}.", "",
-             "| method | signed | pointing (higher is better) | negative on other cells | positive on the blank cell |",
-             "|---|---|---|---|---|"]
+             "| method | signed | pointing (higher is better) | cells scored | negative on other cells | "
+             "positive on the blank cell |",
+             "|---|---|---|---|---|---|"]
     ranked = sorted(summary["methods"].items(), key=lambda kv: -np.nan_to_num(kv[1]["pointing"]["mean"], nan=-1))
     for name, e in ranked:
-        lines.append(f"| {name} | {'yes' if e['signed'] else 'no'} | {cell(e['pointing'])} | "
+        lines.append(f"| {name} | {'yes' if e['signed'] else 'no'} | {cell(e['pointing'])} | {e['pointing']['n']} | "
                      f"{cell(e.get('negative_elsewhere'))} | {cell(e.get('on_blank'))} |")
     if "complete_minus_gae" in summary:
         d = summary["complete_minus_gae"]
         lines += ["", f"Paired, per cell: complete - gae pointing = {cell(d)} (n = {d['n']})."]
+    lines += ["", "A cell whose map has no positive attribution (an all-zero positive part) has no pointing "
+              "score and is not counted (cells scored < cells)."]
     return "\n".join(lines) + "\n"
 
 
