@@ -44,7 +44,7 @@ def grid(data, table, image_labels, methods, n, count, seed, min_confidence, cli
     share of positive attribution inside that cell (chance 1/n²); signed maps also by the share of
     negative attribution on the other cells. Runs under torchrun like `evaluate perturbation`.
 
-    Writes run.json, shards/, per_cell.npz, results.json, results.md and grids.png to OUT.
+    Writes run.json, shards/, per_cell.npz, results.json, results.md and (not with --clip) grids.png to OUT.
     """
     from ..evaluation.data import discover
     from ..evaluation.distributed import dist_info, init_distributed
@@ -74,4 +74,5 @@ def grid(data, table, image_labels, methods, n, count, seed, min_confidence, cli
     summary = run_grid(explainer, dataset, out, settings)
     if summary is not None and dist_info()[0] == 0:
         click.echo(Path(out, "results.md").read_text())
-        click.echo(f"wrote run.json, shards/, per_cell.npz, results.json, results.md, grids.png to {out}")
+        picture = "" if clip else ", grids.png"
+        click.echo(f"wrote run.json, shards/, per_cell.npz, results.json, results.md{picture} to {out}")
