@@ -27,3 +27,16 @@ def test_text_paths_complete_and_first_order(tiny_classifier, tiny_tokenizer):
         m = get_method("ig", layer=f"attention:{k}", steps=1, rule="riemann_right")
         got = m.token_scores(ex.trace(encoded, task, methods=[m]))
         torch.testing.assert_close(got, (trace.gradients[k] * trace.attentions[k]).sum(dim=(1, 2)))
+
+
+def test_text_explainer_serves_ig_and_grad_x_input(tiny_classifier, tiny_tokenizer):
+    """``TextExplainer.explain(method="ig")``: the trace's IG token scores on the scored tokens, 0 elsewhere."""
+    ex = TextExplainer(tiny_classifier, tiny_tokenizer)
+    res = ex.explain_methods(TEXTS, ["ig", "grad_x_input"])
+    task = ex.task()
+    encoded = ex.encode(task.sequences(TEXTS))
+    for name in ("ig", "grad_x_input"):
+        m = get_method(name)
+        want = m.token_scores(ex.trace(encoded, task, methods=[m])) * encoded.content
+        torch.testing.assert_close(res[name].maps, want)
+        assert res[name].maps.abs().sum() > 0

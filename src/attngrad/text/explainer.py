@@ -29,7 +29,17 @@ from torch import nn
 from ..errors import AttngradError
 from ..explainer import Explainer
 from ..losses import LossLike, get_loss
-from ..methods import METHODS, Method, RandomBaseline, RawAttention, Rollout, Trace, get_method, method_options
+from ..methods import (
+    METHODS,
+    IntegratedGradients,
+    Method,
+    RandomBaseline,
+    RawAttention,
+    Rollout,
+    Trace,
+    get_method,
+    method_options,
+)
 from ..models import check_device
 from ..models.base import ForwardOutput, ModelAdapter
 from ..targets import TargetSpec, class_index
@@ -40,7 +50,7 @@ from .tasks import Classification, Similarity, Task, ZeroShot, parse_labels
 #: Method classes defined on text: they need only the maps, their gradients and the read row.
 #: (``attn_gradcam`` averages gradients over every column, padding included, so a padded text
 #: would not get its own map; methods that capture image-model activations do not apply.)
-TEXT_METHOD_TYPES = (Rollout, RawAttention, RandomBaseline)
+TEXT_METHOD_TYPES = (Rollout, RawAttention, RandomBaseline, IntegratedGradients)
 
 
 class TruncationWarning(UserWarning):
@@ -236,7 +246,7 @@ class TextExplainer:
         if not isinstance(instance, TEXT_METHOD_TYPES) or type(instance).capture is not Method.capture:
             raise AttngradError(
                 f"method {instance.name!r} is not defined on text; use complete, gae, absolute, rollout, "
-                "rollout_eq1, raw_attention or random"
+                "rollout_eq1, raw_attention, ig, grad_x_input or random"
             )
         if self.adapter.read == "pooled" and isinstance(instance, RawAttention):
             raise AttngradError(
