@@ -29,7 +29,7 @@ from torch import nn
 
 from attngrad import Explainer
 from attngrad.evaluation import discover
-from attngrad.evaluation.grid import _canvases, _interval
+from attngrad.evaluation.grid import canvases, interval
 from attngrad.evaluation.grids import Grid, draw, qualify
 from attngrad.evaluation.pointing import PointingGame
 from attngrad.io import load_image
@@ -86,7 +86,7 @@ def main() -> None:
     cells_done = ig_cells = 0
     for start in range(0, len(grids), args.batch_size):
         chosen = grids[start:start + args.batch_size]
-        pixels = _canvases(ex, seen, chosen, 2)
+        pixels = canvases(ex, seen, chosen, 2)
         x = pixels.repeat_interleave(4, dim=0)
         targets = torch.tensor([lab for g in chosen for lab in g.labels])
         cells = torch.arange(4).repeat(len(chosen))
@@ -108,7 +108,7 @@ def main() -> None:
             run(name, lambda name=name: ex.explain(x, method=name, target=targets).maps)
         cells_done += len(targets)
         print(f"{cells_done} cells", flush=True)
-    out = {name: {**_interval(np.concatenate(v)),
+    out = {name: {**interval(np.concatenate(v)),
                   "ms_per_cell": 1000 * seconds[name] / (ig_cells if name == "integrated_gradients" else cells_done)}
            for name, v in scores.items()}
     result = {"grids": len(grids), "cells": cells_done, "seed": args.seed, "min_confidence": args.min_confidence,

@@ -97,14 +97,14 @@ def oracle():
 
 
 def test_a_correct_map_scores_one_and_random_the_cell_share(tiny_explainer, oracle, write_images, tmp_path):
-    from attngrad.evaluation.grid import _canvases, explain_grids
+    from attngrad.evaluation.grid import canvases, explain_grids
 
     images = [np.full((32, 32, 3), 40 * k, dtype=np.uint8) for k in range(4)]
     from PIL import Image
 
     seen = [Image.fromarray(a) for a in images]
     grids = [Grid((0, 1, 2, 3), (0, 1, 2, 3)), Grid((3, 2, 1, 0), (3, 2, 1, 0))]
-    pixels = _canvases(tiny_explainer, seen, grids, 2)
+    pixels = canvases(tiny_explainer, seen, grids, 2)
     CELL_OF.clear()
     CELL_OF.update({0: 0, 1: 1, 2: 2, 3: 3})
     first = explain_grids(tiny_explainer, pixels[:1], grids[:1], ["test_oracle", "random"], 2, "logit")
@@ -170,13 +170,13 @@ def test_clip_image_tower_grid(tiny_model_dir, write_images, tmp_path, everyone_
     from PIL import Image
 
     from attngrad import ClipExplainer
-    from attngrad.evaluation.grid import ClipTower, _canvases, prompt
+    from attngrad.evaluation.grid import ClipTower, canvases, prompt
     from attngrad.models.timm_vit import imagenet_labels
 
     tower = ClipTower(ClipExplainer.from_pretrained(), imagenet_labels())
     seen = [Image.new("RGB", (224, 224), (40 * k, 200 - 30 * k, 90)) for k in range(4)]
     grids = [Grid((0, 1, 2, 3), (340, 386, 1, 2))]
-    pixels = _canvases(tower, seen, grids, 2)
+    pixels = canvases(tower, seen, grids, 2)
     got = tower.maps(pixels, grids, ["complete"], "logit")["complete"]
     texts = [prompt(imagenet_labels()[k]) for k in grids[0].labels]
     assert texts[0] == "a photo of a zebra"

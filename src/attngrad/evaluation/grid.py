@@ -32,10 +32,7 @@ from .data import DataSet, preprocessor_of
 from .distributed import barrier, dist_info, from_rank0
 from .grids import Grid, canvas, draw, input_size, qualify
 from .pointing import PointingGame
-from .storage import check_shard, image_records, records_digest, shard_path, write_shard
-
-#: Methods that do not explain image classifiers from the shared pass.
-NOT_IMAGE = {"attnlrp"}
+from .storage import RUN_FILE, check_shard, image_records, records_digest, remove_run, shard_path, write_shard
 
 
 @dataclass
@@ -63,7 +60,7 @@ class GridSettings:
 
             known = list(CLIP_METHODS)
         else:
-            known = [m for m in METHODS if m not in NOT_IMAGE]
+            known = list(METHODS)
         for m in self.methods:
             if m not in known:
                 raise AttngradError(f"unknown {'CLIP image-tower' if self.clip else 'image'} method {m!r}; "
@@ -80,7 +77,7 @@ class GridSettings:
         return keep
 
 
-def _interval(values: np.ndarray) -> dict[str, float]:
+def interval(values: np.ndarray) -> dict[str, float]:
     """Mean and its 95 % interval (normal approximation, 1.96 standard errors) over the finite values."""
     v = values[np.isfinite(values)]
     if v.size == 0:
@@ -152,7 +149,8 @@ def explain_grids(explainer: Explainer | ClipTower, canvases: torch.Tensor, grid
     return arrays
 
 
-def _canvases(explainer: Explainer | ClipTower, seen: list, grids: list[Grid], n: int) -> torch.Tensor:
+def canvases(explainer: Explainer | ClipTower, seen: list, grids: list[Grid], n: int) -> torch.Tensor:
+    """The grids' canvases as model input (B, 3, H, W) on the explainer's device (``seen``: the candidate images)."""
     pre = _preprocessor(explainer)
     size = input_size(pre)
     pictures = [canvas([seen[i] if i >= 0 else None for i in g.images], size, n, pre.resample) for g in grids]
@@ -160,9 +158,11 @@ def _canvases(explainer: Explainer | ClipTower, seen: list, grids: list[Grid], n
     return pre.normalize(unit * pre.rescale).to(explainer.device)
 
 
-def _prepare(out: Path, identity: dict[str, Any], resume: bool) -> bool:
-    """Write ``run.json`` (a new run) or check it (resume); returns whether this call created the folder."""
-    record = out / "run.json"
+def _prepare(out: Path, identity: dict[str, Any], resume: bool) -> str | None:
+    """Write ``run.json`` (a new run) or check it (resume); returns what this call created, as
+    :func:`~.storage.prepare_folder` does (``"folder"``, ``"files"`` or ``None``), for :func:`~.storage.remove_run`."""
+    record = out / RUN_FILE
+    current = json.loads(json.dumps(identity))  # as stored: tuples become lists
     if record.exists():
         if not resume:
             raise AttngradError(f"{out} already holds a grid run; pass --resume to continue it, or another --out")
@@ -170,12 +170,12 @@ def _prepare(out: Path, identity: dict[str, Any], resume: bool) -> bool:
             stored = json.loads(record.read_text())
         except (OSError, ValueError) as err:
             raise AttngradError(f"{record} is unreadable ({err}); remove {out} to start again") from None
-        if stored != json.loads(json.dumps(identity)):
-            changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != json.loads(json.dumps(identity)).get(k))
+        if stored != current:
+            changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
             raise AttngradError(f"--resume: the run in {out} was made with other settings ({', '.join(changed)}); "
                                 "use the same ones or another --out")
-        return False
-    created = not out.exists()
+        return None
+    created = "files" if out.exists() else "folder"
     out.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(identity, indent=1))
     return created
@@ -223,7 +223,7 @@ def run_grid(explainer: Explainer | ClipTower, dataset: DataSet, out: str | Path
         "images_digest": records_digest(image_records(dataset.samples, dataset.root or ".")),
         "grids_digest": _grids_digest(grids),
     }
-    error, created = None, False
+    error, created = None, None
     if rank == 0:
         try:
             created = _prepare(out, settings.identity(), settings.resume)
@@ -241,17 +241,15 @@ def run_grid(explainer: Explainer | ClipTower, dataset: DataSet, out: str | Path
     try:
         for j in todo:
             chosen = [grids[g] for g in batches[j]]
-            arrays = explain_grids(explainer, _canvases(explainer, seen, chosen, settings.n), chosen,
+            arrays = explain_grids(explainer, canvases(explainer, seen, chosen, settings.n), chosen,
                                    settings.methods, settings.n, settings.loss)
             arrays["grid"] = np.asarray(batches[j])[arrays.pop("grid_row")]
             write_shard(shard_path(out, j), arrays)
             written += 1
             bar.update(1)
     except BaseException:
-        if rank == 0 and written == 0 and created and not any((out / "shards").glob("*.npz")):
-            import shutil
-
-            shutil.rmtree(out, ignore_errors=True)  # nothing computed: leave nothing behind
+        if rank == 0 and written == 0:
+            remove_run(out, created)  # nothing computed: leave nothing behind
         raise
     finally:
         bar.close()
@@ -278,11 +276,11 @@ def summarize_grid(out: Path, settings: GridSettings, grids: list[Grid]) -> dict
     np.savez(out / "per_cell.npz", **merged)  # type: ignore[arg-type]
     methods: dict[str, Any] = {}
     for name in settings.methods:
-        entry = {"pointing": _interval(merged[f"{name}/pointing"]), "signed": bool(is_signed(name))}
+        entry = {"pointing": interval(merged[f"{name}/pointing"]), "signed": bool(is_signed(name))}
         if f"{name}/negative_elsewhere" in merged:
-            entry["negative_elsewhere"] = _interval(merged[f"{name}/negative_elsewhere"])
+            entry["negative_elsewhere"] = interval(merged[f"{name}/negative_elsewhere"])
         if f"{name}/on_blank" in merged:
-            entry["on_blank"] = _interval(merged[f"{name}/on_blank"])
+            entry["on_blank"] = interval(merged[f"{name}/on_blank"])
         methods[name] = entry
     summary: dict[str, Any] = {
         "settings": {**settings.identity(), "in_words": _in_words(settings)},
@@ -291,7 +289,7 @@ def summarize_grid(out: Path, settings: GridSettings, grids: list[Grid]) -> dict
     }
     if "complete" in settings.methods and "gae" in settings.methods:
         diff = merged["complete/pointing"] - merged["gae/pointing"]
-        summary["complete_minus_gae"] = _interval(diff)
+        summary["complete_minus_gae"] = interval(diff)
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     (out / "results.md").write_text(markdown(summary))
     return summary
@@ -330,7 +328,7 @@ def markdown(summary: dict[str, Any]) -> str:
 def save_picture(explainer: Explainer, seen: list, grids: list[Grid], settings: GridSettings, path: Path) -> Path:
     """A few grids (rows), each explained for its first cell's class by up to six of the methods (columns)."""
     methods = settings.methods[:6]
-    pixels = _canvases(explainer, seen, grids, settings.n)
+    pixels = canvases(explainer, seen, grids, settings.n)
     targets = torch.tensor([g.labels[0] for g in grids], device=pixels.device)
     res = explainer.explain_methods(pixels, methods, target=targets, loss=settings.loss)
     first = res[methods[0]]

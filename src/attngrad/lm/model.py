@@ -133,6 +133,20 @@ class Batch:
         return self.input_ids[index, -self.lengths[index] :].tolist()
 
 
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int,
+             device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token id lists left-padded with ``pad_id``: ids, attention mask and position ids (counted from each
+    sequence's first real token), each (B, N) on ``device``."""
+    n = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), n), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        ids[i, n - len(seq) :] = torch.tensor(list(seq), dtype=torch.long)
+        mask[i, n - len(seq) :] = 1
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), positions.to(device)
+
+
 class LMAdapter(HFModelAdapter):
     """A Hugging Face causal LM and its tokenizer, on the modality-neutral model contract.
 
@@ -248,17 +262,9 @@ class LMAdapter(HFModelAdapter):
 
     def batch(self, sequences: Sequence[Sequence[int]], prompts: Sequence[str | None] | None = None) -> Batch:
         """Left-pad token id lists into a :class:`Batch` on the model's device (lengths already checked)."""
-        lengths = [len(s) for s in sequences]
-        n = max(lengths)
-        ids = torch.full((len(sequences), n), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(sequences), n), dtype=torch.long)
-        for i, seq in enumerate(sequences):
-            ids[i, n - len(seq) :] = torch.tensor(list(seq), dtype=torch.long)
-            mask[i, n - len(seq) :] = 1
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        device = self.device
-        return Batch(list(prompts) if prompts is not None else [None] * len(sequences), ids.to(device),
-                     mask.to(device), positions.to(device), lengths)
+        ids, mask, positions = left_pad(sequences, self.pad_id, self.device)
+        return Batch(list(prompts) if prompts is not None else [None] * len(sequences), ids, mask, positions,
+                     [len(s) for s in sequences])
 
     # ------------------------------------------------------------------ forward
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import AttngradError
+from ..lm.model import left_pad
 
 #: model_type of the vision config -> (dotted path of its layer list, attention submodule, has a class token)
 VISION_TOWERS: dict[str, tuple[str, str, bool]] = {
@@ -167,17 +168,10 @@ class VLMAdapter:
 
     def batch(self, sequences: Sequence[Sequence[int]], image_starts: Sequence[int]) -> VLMBatch:
         """Left-pad token id lists (each with its image tokens) into a :class:`VLMBatch` on the model's device."""
-        lengths = [len(s) for s in sequences]
-        n = max(lengths)
-        ids = torch.full((len(sequences), n), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(sequences), n), dtype=torch.long)
-        for i, seq in enumerate(sequences):
-            ids[i, n - len(seq):] = torch.tensor(list(seq), dtype=torch.long)
-            mask[i, n - len(seq):] = 1
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        ids, mask, positions = left_pad(sequences, self.pad_id, self.device)
+        n = ids.shape[1]
         starts = [n - len(s) + int(p) for s, p in zip(sequences, image_starts)]
-        dev = self.device
-        return VLMBatch(ids.to(dev), mask.to(dev), positions.to(dev), lengths, starts)
+        return VLMBatch(ids, mask, positions, [len(s) for s in sequences], starts)
 
     def token_text(self, ids: Sequence[int]) -> list[str]:
         return [self.tokenizer.decode([int(i)]) for i in ids]
