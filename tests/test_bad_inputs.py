@@ -89,6 +89,19 @@ def _method_rows(command: str, option: str, *args: str, model=True) -> list:
     ]
 
 
+def _option_rows(command: str, method_flag: str, *args: str, model=True) -> list:
+    """--method-option rows: bad syntax, an option the method lacks, a bad value, a method not run."""
+    base = [command, *args, *(MODEL_ARGS if model else []), method_flag, "ig"]
+    return [
+        pytest.param([*base, "--method-option", "ig"], "METHOD.OPTION=VALUE", id=f"{command}-method-option-syntax"),
+        pytest.param([*base, "--method-option", "ig.stepz=3"], "no option 'stepz'", id=f"{command}-method-option-unknown"),
+        pytest.param([*base, "--method-option", "ig.steps=0"], "steps", id=f"{command}-method-option-range"),
+        pytest.param([*base, "--method-option", "ig.steps=x"], "whole number", id=f"{command}-method-option-type"),
+        pytest.param([*base, "--method-option", "gae.start_layer=1"], "not among the methods",
+                     id=f"{command}-method-option-not-run"),
+    ]
+
+
 ROWS = [
     # ------------------------------------------------------------------ top level
     pytest.param(["--bogus"], "no such option", id="main-unknown-option"),
@@ -102,6 +115,7 @@ ROWS = [
     *_count_rows("explain", "--start-layer", IMAGE, bad=("-1", "abc")),
     pytest.param(["explain", IMAGE, *MODEL_ARGS, "--start-layer", "9"], "start_layer 9 is out of range", id="explain-start-layer-9"),
     *_method_rows("explain", "--method", IMAGE),
+    *_option_rows("explain", "--method", IMAGE),
     pytest.param(["explain", IMAGE, *MODEL_ARGS, "-t", "zebar"], "unknown class 'zebar'", id="explain-target-unknown"),
     pytest.param(["explain", IMAGE, *MODEL_ARGS, "-t", "99"], "out of range", id="explain-target-index"),
     pytest.param(["explain", IMAGE, *MODEL_ARGS, "-t", ","], "names no class", id="explain-target-empty"),
@@ -138,6 +152,7 @@ ROWS = [
     pytest.param(["compare", IMAGE, *MODEL_ARGS, "-t", ","], "at least one target", id="compare-targets-empty"),
     pytest.param(["compare", IMAGE, *MODEL_ARGS, "-t", "zebra,zebar"], "unknown class 'zebar'", id="compare-targets-unknown"),
     *_method_rows("compare", "--methods", IMAGE),
+    *_option_rows("compare", "--methods", IMAGE),
     pytest.param(["compare", IMAGE, *MODEL_ARGS, "-l", "kl"], "unknown loss", id="compare-loss"),
     *_out_rows("compare", IMAGE),
     *_model_rows("compare", IMAGE),
@@ -206,6 +221,7 @@ ROWS = [
     *[pytest.param(["explain-text", "a cat", "--start-layer", v], "--start-layer", id=f"explain-text-start-layer={v}")
       for v in ("-1", "abc")],
     *_method_rows("explain-text", "--method", "a cat", model=False),
+    *_option_rows("explain-text", "--method", "a cat", model=False),
     pytest.param(["explain-text", "a cat", "--out", "{FILE}"], "is an existing file", id="explain-text-out-file"),
     pytest.param(["explain-text", "a cat", "--model", "{DIR}"], "config.json", id="explain-text-model-empty-dir"),
     pytest.param(["explain-text", "a cat", "--model", "{MISSING}"], "{MISSING}", id="explain-text-model-missing",
@@ -225,6 +241,9 @@ ROWS = [
                           ("--start-layer", ("-1", "abc")), ("--streaming", ("sometimes",)))
       for v in values],
     *_method_rows("explain-lm", "--method", "Hi", model=False),
+    *_option_rows("explain-lm", "--method", "Hi", model=False),
+    pytest.param(["explain-lm", "Hi", "-m", "ig", "--method-option", "ig.baseline=blur"], "pixels",
+                 id="explain-lm-method-option-blur"),
     pytest.param(["explain-lm", "Hi", "--out", "{FILE}"], "is an existing file", id="explain-lm-out-file"),
     pytest.param(["explain-lm", "Hi", "--model", "{MISSING}"], "folder", id="explain-lm-model-missing"),
     pytest.param(["explain-lm", "Hi", "--model", "{DIR}", "--device", "banana"], "device", id="explain-lm-device"),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from matplotlib.figure import Figure
 from tqdm import tqdm
@@ -53,6 +53,8 @@ def comparison_grid(
     targets: Sequence[int | str],
     methods: Sequence[str] | None = None,
     loss: str = "logit",
+    *,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Figure:
     """A figure with the image and one overlay per method, one row per target class.
 
@@ -62,11 +64,13 @@ def comparison_grid(
         targets: classes (names, indices or ``"topK"``), one row each.
         methods: registered method names (default: all of :data:`attngrad.methods.METHODS`).
         loss: the loss whose gradient the gradient-based methods use.
+        options: methods' options, ``{"ig": {"steps": 8}}`` (see :meth:`Explainer.explain_methods`).
     """
     methods = list(methods or METHODS)
     if not targets:
         raise AttngradError("give at least one target class (e.g. --targets zebra,'African elephant')")
-    results = explainer.explain_methods([image] * len(targets), methods, target=list(targets), loss=loss)
+    results = explainer.explain_methods([image] * len(targets), methods, target=list(targets), loss=loss,
+                                        options=options)
     first = results[methods[0]]
     maps = [[results[m].maps[i] for m in methods] for i in range(len(targets))]
     titles = ["image", *(f"{m}\n({red_means(m)})" for m in methods)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Mapping, Sequence, Union
 
 import torch
 from PIL import Image
@@ -19,7 +19,7 @@ from torch import nn
 from .errors import AttngradError
 from .io import ImageLike, load_image
 from .losses import LossLike, get_loss
-from .methods import METHODS, Method, Trace, get_method, method_options
+from .methods import METHODS, Method, Trace, method_options
 from .methods.base import NOT_COMPUTED
 from .models import ModelAdapter, check_device, load_model, wrap_model
 from .results import DisplayImages, Explanation, MapResult, Prediction
@@ -31,12 +31,17 @@ __all__ = ["Explainer", "Explanation", "Images", "MapResult", "Prediction"]
 Images = Union[ImageLike, Sequence[ImageLike], torch.Tensor]
 
 
-def _instances(methods: Sequence[str | Method], start_layer: int | None) -> list[Method]:
-    """Method instances; ``start_layer`` goes to every named method that takes it (an error if none does)."""
+def _instances(methods: Sequence[str | Method], start_layer: int | None,
+               options: Mapping[str, Mapping[str, Any]] | None = None) -> list[Method]:
+    """Method instances with their ``options`` (``{name: {option: value}}``); ``start_layer`` goes to every
+    named method that takes it (an error if none does)."""
+    from .methods.options import check_options, instance
+
+    options = check_options(options, methods)
     out, took = [], False
     for m in methods:
         takes = start_layer is not None and isinstance(m, str) and "start_layer" in method_options(METHODS.get(m, Method))
-        out.append(get_method(m, start_layer=start_layer) if takes else get_method(m))
+        out.append(instance(m, options.get(m) if isinstance(m, str) else None, start_layer if takes else None))
         took = took or takes
     if start_layer not in (None, 0) and not took:  # 0 (all layers) is what every method does anyway
         named = ", ".join(m if isinstance(m, str) else m.name for m in methods)
@@ -219,8 +224,12 @@ class Explainer:
         guide: ImageLike | None = None,
         layout: str = "left-right",
         gallery: str | Path | None = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> dict[str, Explanation]:
         """Several methods from one shared forward + backward pass; returns ``{name: Explanation}``.
+
+        ``options`` gives named methods their options, ``{"ig": {"layer": "hidden:3", "steps": 8}}``
+        (the command line's ``--method-option ig.layer=hidden:3 --method-option ig.steps=8``).
 
         ``start_layer`` goes to the methods that take it (the rollout family, tattr); ``None``
         keeps each method's default. With ``guide`` (an image, or a class name looked up in
@@ -228,6 +237,8 @@ class Explainer:
         guidance); see :func:`attngrad.stitch.explain_guided`.
         """
         if guide is not None:
+            if options:  # named methods with their options become instances (start_layer goes into them)
+                methods, start_layer = _instances(methods, start_layer, options), None
             return dict(explain_guided(
                 self, images, guide, methods, target=target, loss=loss, contrast=contrast, start_layer=start_layer,
                 token=token, layout=layout, gallery=gallery,
@@ -235,7 +246,7 @@ class Explainer:
         if not methods:
             raise AttngradError("no methods given; name at least one (e.g. complete)")
         pixel_values, shown = self.prepare(images)
-        instances = _instances(methods, start_layer)
+        instances = _instances(methods, start_layer, options)
         trace = self.trace(pixel_values, target=target, loss=loss, contrast=contrast, methods=instances, token=token)
         loss_name = get_loss(loss).name
         return {
@@ -265,6 +276,7 @@ class Explainer:
         guide: ImageLike | None = None,
         layout: str = "left-right",
         gallery: str | Path | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> Explanation:
         """Explain a batch with one method (default ``complete``, the paper's eq. 5).
 
@@ -279,9 +291,11 @@ class Explainer:
             guide: external guidance (paper, experiment 3): an image, or a class name looked up in
                 ``gallery``, stitched beside each image (``layout``); the map of the original's
                 region is returned (a :class:`~attngrad.stitch.GuidedExplanation`).
+            options: the method's options (``{"layer": "hidden:3", "steps": 8}`` for ``ig``).
         """
         (result,) = self.explain_methods(
             images, [method], target=target, loss=loss, contrast=contrast, start_layer=start_layer, token=token,
             guide=guide, layout=layout, gallery=gallery,
+            options=None if options is None else {method if isinstance(method, str) else method.name: options},
         ).values()
         return result

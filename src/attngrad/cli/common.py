@@ -290,3 +290,70 @@ def _timm_class_names(arch: str, imagenet_labels) -> list[str]:
     else:
         count = getattr(cfg, "num_classes", 1000)
     return imagenet_labels() if count == 1000 else [f"class_{i}" for i in range(count)]
+
+
+# --------------------------------------------------------------------------- method options
+
+METHOD_OPTION_HELP = ("A method's option, METHOD.OPTION=VALUE (repeatable), e.g. --method-option ig.steps=32 "
+                      "--method-option ig.layer=attention:11; see docs/methods.md for each method's options.")
+
+
+def method_options_option(methods_param: str, *, lm: bool = False):
+    """``--method-option METHOD.OPTION=VALUE`` (repeatable), parsed and checked before any model loads.
+
+    The command gets ``method_options``: ``{method: {option: value}}`` for methods of its
+    ``methods_param`` list, typed by the method's constructor (:mod:`attngrad.methods.options`;
+    ``lm``: the language-model methods', :func:`attngrad.lm.explainer.check_method_options`)
+    and checked by the method itself, so a bad value is refused in one line with nothing written.
+    """
+
+    def decorate(fn):
+        @click.option("--method-option", "method_option", multiple=True, metavar="METHOD.OPTION=VALUE",
+                      help=METHOD_OPTION_HELP)
+        @functools.wraps(fn)
+        def wrapper(*args, method_option, **kwargs):
+            kwargs["method_options"] = parse_method_options_cli(method_option, kwargs[methods_param], lm=lm)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def parse_method_options_cli(specs: Sequence[str], methods: Sequence[str], *, lm: bool = False) -> dict:
+    """The ``--method-option`` values for ``methods``, typed and checked (see :func:`method_options_option`)."""
+    from ..methods.options import parse_method_options, registry_options
+
+    if not specs:
+        return {}
+    if lm:
+        from ..lm.attribution import PATH_METHODS
+        from ..lm.explainer import check_method_options
+        from ..lm.ig import IG_OPTIONS, lm_integrated_gradients
+        from ..methods.options import keyword_parameters
+
+        def options_of(name: str):
+            return keyword_parameters(lm_integrated_gradients, IG_OPTIONS) if name in PATH_METHODS else {}
+
+        found = parse_method_options(specs, methods, options_of)
+        check_method_options(found, methods)
+        return found
+    found = parse_method_options(specs, methods, registry_options)
+    from ..methods import get_method
+
+    for name, opts in found.items():  # the method's own checks (ranges, names), before any model loads
+        get_method(name, **opts)
+    return found
+
+
+def write_method_options(out: str | Path, methods: Sequence[str], options: dict) -> Path:
+    """``OUT/method_options.json``: the methods run and their options (and the ``--method-option`` values
+    that give them again), so that a run with options can be reproduced."""
+    import json
+
+    from ..methods.options import format_options
+
+    path = out_dir(out) / "method_options.json"
+    record = {"methods": list(methods), "method_options": options, "method_option": format_options(options)}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path

@@ -21,6 +21,7 @@ from .common import (
     IMAGES_HELP,
     MODEL_HELP,
     class_names,
+    method_options_option,
     methods_option,
     model_option,
     model_options,
@@ -28,6 +29,7 @@ from .common import (
     out_option,
     safe_name,
     split_classes,
+    write_method_options,
 )
 
 
@@ -58,6 +60,7 @@ def _print_top5(name: str, preds) -> None:
 
 @main.command(epilog=IMAGES_HELP)
 @click.argument("images", nargs=-1, required=True)
+@method_options_option("method")
 @model_options
 @methods_option("--method", "-m")
 @click.option("--target", "-t", "targets", multiple=True,
@@ -72,12 +75,16 @@ def _print_top5(name: str, preds) -> None:
 @click.option("--gallery", default=None, type=FOLDER, help="Folder of <wnid>_<class>.jpg images for --guide CLASS (default: ImageNet sample).")
 @click.option("--layout", default="left-right", show_default=True, type=click.Choice(list(LAYOUTS)),
               help="Where the original goes in the stitched input.")
-def explain(images, explainer, method, targets, contrast, loss, start_layer, token, out, batch_size, guide, gallery, layout):
+def explain(images, explainer, method, targets, contrast, loss, start_layer, token, out, batch_size, guide, gallery, layout,
+            method_options):
     """Explain IMAGES: print top-5 predictions; write an overlay PNG and the raw map (.npy)
     per image x method x target into OUT/<image>/<method>_<target>.{png,npy}.
     With --guide, the map is of the original's half of the stitched input (plus *_stitched.png).
 
     Example: attngrad explain el1 -m complete,gae -t zebra,"African elephant"
+
+    Method options: attngrad explain el1 -m ig --method-option ig.layer=hidden:3 --method-option ig.steps=8
+    (OUT/method_options.json records them).
     """
     methods = method
     wanted = split_classes(targets, explainer.labels)
@@ -94,7 +101,7 @@ def explain(images, explainer, method, targets, contrast, loss, start_layer, tok
         for target in wanted:
             results = explainer.explain_methods(
                 list(pils), methods, target=target, loss=loss, contrast=contrast, start_layer=start_layer,
-                token=token, guide=guide, layout=layout, gallery=gallery,
+                token=token, guide=guide, layout=layout, gallery=gallery, options=method_options,
             )
             for name, res in results.items():
                 for i, p in enumerate(paths):
@@ -110,6 +117,8 @@ def explain(images, explainer, method, targets, contrast, loss, start_layer, tok
                         viz.save_overlay(f"{stem}_stitched.png", res.stitched_images[i], res.full_maps[i],
                                          f"{name}: {label}", signed=is_signed(name))  # fmt: skip
                     written += 1
+    if method_options:
+        write_method_options(out, methods, method_options)
     click.echo(f"wrote {written} maps to {out}")
     if failed:
         raise AttngradError(f"{len(failed)} of {len(images)} images could not be read (see above)")

@@ -11,7 +11,7 @@ from ..errors import AttngradError
 from ..lm.attribution import LM_METHODS
 from ..losses import LOSSES
 from . import main
-from .common import OutDir, device_option, methods_option, model_option, out_dir
+from .common import OutDir, device_option, method_options_option, methods_option, model_option, out_dir, write_method_options
 
 #: The command's loss when neither --loss nor --contrast is given. Measured on 48 factual prompts
 #: (benchmarks/lm_loss_choice.py, docs/lm.md "Which loss"): against the runner-up token the
@@ -24,6 +24,7 @@ DEFAULT_LOSS = "logit"
 @click.argument("prompts", nargs=-1, required=True)
 @model_option(default=None, help="Causal LM folder or Hub name (default: SmolLM2-135M-Instruct from attngrad[lm]).")
 @device_option()
+@method_options_option("methods", lm=True)
 @methods_option("--method", "-m", "methods", registry=LM_METHODS, kind="a language model")
 @click.option("--target", "-t", default=None, help="Token explained: text (' Paris': its first token) or topK (default: top1, the greedy next token).")
 @click.option("--contrast", "-c", default=None,
@@ -41,12 +42,16 @@ DEFAULT_LOSS = "logit"
               help="Recompute each layer in the backward pass, holding one layer's maps at a time (long prompts in "
                    "bounded memory, about one more forward pass of time); auto: when the kept maps would not fit.")
 def explain_lm(prompts, model, device, methods, target, contrast, loss, generate, start_layer, top, hide_first, out,
-               batch_size, color, streaming):
+               batch_size, color, streaming, method_options):
     """Explain the next token after each of PROMPTS token by token (red: supports, blue: opposes).
 
     By default the target's logit is explained; --contrast ' Rome' explains "this rather than
     that" (loss diff), which often reads better (see docs/lm.md). Writes OUT/explanation.html
     (and OUT/generation.html with --generate) and OUT/scores.json.
+
+    Integrated gradients (-m ig) from the pad token's embedding with the first token kept, 16
+    Gauss-Legendre nodes unless --method-option says otherwise (ig.layer, ig.baseline, ig.steps,
+    ig.rule, ig.batch_size, ig.keep_first; docs/lm.md).
     """
     from ..lm import LMExplainer, save_generation_html, save_html, save_json, signed, terminal
     from ..lm.display import describe
@@ -75,12 +80,14 @@ def explain_lm(prompts, model, device, methods, target, contrast, loss, generate
         warnings.simplefilter("always", MultiTokenWarning)
         if generate:
             gen = explainer.explain_generation(prompts[0], max_new_tokens=generate, method=methods[0], loss=loss,
-                                               contrast=contrast, start_layer=start_layer)
+                                               contrast=contrast, start_layer=start_layer,
+                                               options=method_options.get(methods[0]))
             results = []
         else:
             gen = None
             results = list(explainer.explain_methods(list(prompts), methods, target=target, contrast=contrast,
-                                                     loss=loss, start_layer=start_layer).values())
+                                                     loss=loss, start_layer=start_layer,
+                                                     options=method_options).values())
     for w in caught:
         click.echo(f"attngrad: warning: {w.message}", err=True)
     for res in results:
@@ -107,4 +114,6 @@ def explain_lm(prompts, model, device, methods, target, contrast, loss, generate
     if gen is not None:
         written.append(save_generation_html(folder / "generation.html", gen, hide_first=hide_first))
     written.append(save_json(folder / "scores.json", results, gen))
+    if method_options:
+        written.append(write_method_options(folder, methods, method_options))
     click.echo("wrote " + " and ".join(str(p) for p in written))

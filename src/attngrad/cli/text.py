@@ -10,7 +10,15 @@ from tqdm import tqdm
 
 from ..losses import LOSSES
 from . import main
-from .common import device_option, methods_option, model_option, out_dir, out_option
+from .common import (
+    device_option,
+    method_options_option,
+    methods_option,
+    model_option,
+    out_dir,
+    out_option,
+    write_method_options,
+)
 
 
 def _text_explainer(model: str | None, device: str | None):
@@ -29,6 +37,7 @@ def _model_options(fn):
 @click.option("--against", "-a", multiple=True, help="Similarity: the text to compare with (one for all, or one per TEXT).")
 @click.option("--labels", default=None, help="Zero-shot: label descriptions, comma-separated ('sports,finance,repair').")
 @_model_options
+@method_options_option("method")
 @methods_option("--method", "-m", help="Method(s), comma-separated")
 @click.option("--target", "-t", default=None, help="Label name, index or topK (default: top1).")
 @click.option("--contrast", "-c", default=None, help="Second label for two-class losses (e.g. top2, the runner-up).")
@@ -37,7 +46,8 @@ def _model_options(fn):
 @out_option("attngrad-text")
 @click.option("--batch-size", "-b", default=32, show_default=True, type=click.IntRange(min=1), help="Texts per forward/backward pass.")
 @click.option("--color/--no-color", default=None, help="Colour the terminal view (default: when printing to a terminal).")
-def explain_text(texts, against, labels, model, device, method, target, contrast, loss, start_layer, out, batch_size, color):
+def explain_text(texts, against, labels, model, device, method, target, contrast, loss, start_layer, out, batch_size, color,
+                 method_options):
     """Explain TEXTS word by word with a classifier, a similarity (--against) or zero-shot labels (--labels).
 
     Prints each text coloured (signed methods such as complete: red supports, blue opposes;
@@ -63,7 +73,8 @@ def explain_text(texts, against, labels, model, device, method, target, contrast
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", TruncationWarning)
             found = explainer.explain_methods(batch, methods, target=target, loss=loss, contrast=contrast,
-                                              start_layer=start_layer, against=part, labels=labels)
+                                              start_layer=start_layer, against=part, labels=labels,
+                                              options=method_options)
         for w in caught:
             click.echo(f"attngrad: warning: {w.message}", err=True)
         results.extend(found.values())
@@ -76,6 +87,8 @@ def explain_text(texts, against, labels, model, device, method, target, contrast
     folder = out_dir(out)
     save_html(folder / "explanation.html", results)
     save_json(folder / "scores.json", results)
+    if method_options:
+        write_method_options(folder, methods, method_options)
     click.echo(f"wrote {folder / 'explanation.html'} and {folder / 'scores.json'}")
 
 

@@ -39,10 +39,13 @@ from .model import Batch, LMAdapter
 
 #: The methods defined on a causal LM (rollout family + raw attention + input x gradient + random).
 LM_METHODS = ("complete", "gae", "absolute", "rollout", "rollout_eq1", "raw_attention", "grad_x_input", "random",
-              "attnlrp", "tattr")  # the last two: relevance propagation, served by attngrad.lm.attnlrp
+              "attnlrp", "tattr", "ig")  # attnlrp, tattr: relevance propagation (attngrad.lm.attnlrp); ig: attngrad.lm.ig
+
+#: Methods served by a path of their own (``steps`` passes per prompt, :func:`attngrad.lm.ig.batch_path`).
+PATH_METHODS = ("ig",)
 
 #: Methods whose sign means support (+) / opposition (-); the others are magnitudes.
-SIGNED = {"complete": True, "grad_x_input": True, "attnlrp": True, "tattr": False}
+SIGNED = {"complete": True, "grad_x_input": True, "attnlrp": True, "tattr": False, "ig": True}
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:

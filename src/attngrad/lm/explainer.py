@@ -16,7 +16,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Any, Mapping, Sequence, Union
 
 import torch
 
@@ -24,7 +24,8 @@ from ..errors import AttngradError
 from ..losses import LossLike, get_loss
 from ..models import check_device
 from .attnlrp import LRP_METHODS, run_lrp
-from .attribution import LM_METHODS, PassResult, check_methods, run
+from .attribution import LM_METHODS, PATH_METHODS, PassResult, check_methods, run
+from .ig import IG_OPTIONS, batch_path, check_options
 from .memory import plan
 from .model import Batch, LMAdapter
 
@@ -34,19 +35,59 @@ _TOPK = re.compile(r"^top-?(\d+)$", re.IGNORECASE)
 #: ``contrast="runner-up"``: the most likely next token other than the target.
 RUNNER_UP = "runner-up"
 
+#: ``ig``'s defaults on a language model (options given override them; the others are
+#: :func:`attngrad.lm.ig.lm_integrated_gradients`'): at the input, the first token (the attention
+#: sink) stays in the baseline, which makes the path converge (docs/lm.md "Integrated gradients").
+IG_DEFAULTS: dict[str, Any] = {"layer": "input", "baseline": "pad", "keep_first": None}
+
+
+def check_method_options(options: Mapping[str, Mapping[str, Any]] | None, methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``{name: {option: value}}`` for methods among ``methods``: only ``ig`` takes options on a language
+    model (:data:`attngrad.lm.ig.IG_OPTIONS`); values checked (:func:`attngrad.lm.ig.check_options`)."""
+    from ..methods.options import check_options as check_names
+
+    found = check_names(options, list(methods))
+    for name, opts in found.items():
+        takes = IG_OPTIONS if name in PATH_METHODS else ()
+        unknown = sorted(set(opts) - set(takes))
+        if unknown:
+            what = f"it takes {', '.join(takes)}" if takes else "it takes no options on a language model"
+            raise AttngradError(f"method {name!r} has no option {', '.join(unknown)}; {what}")
+        check_options(**{**IG_DEFAULTS, **opts})
+    return found
+
 
 def _run(adapter: LMAdapter, batch: Batch, names: Sequence[str], loss, choose, *, start_layer: int,
-         streaming: bool | None = None) -> PassResult:
+         streaming: bool | None = None, options: Mapping[str, Mapping[str, Any]] | None = None) -> PassResult:
     """:func:`attribution.run` for the attention methods, :func:`attnlrp.run_lrp` for the relevance ones
-    (streaming when the kept maps would not fit, refused first when nothing fits, :func:`.memory.plan`;
-    maps checked finite)."""
-    streaming = plan(adapter.model, batch.input_ids.shape[0], batch.input_ids.shape[1], adapter.device,
-                     streaming=streaming, can_stream=not any(n in LRP_METHODS for n in names))
-    result = _passes(adapter, batch, names, loss, choose, start_layer=start_layer, streaming=streaming)
+    (streaming when the kept maps would not fit, refused first when nothing fits, :func:`.memory.plan`),
+    :func:`.ig.batch_path` for ``ig`` (with ``options["ig"]`` over :data:`IG_DEFAULTS`, the targets and
+    contrasts of the shared pass); maps checked finite."""
+    shared = [n for n in names if n not in PATH_METHODS]
+    if shared:
+        result = _shared(adapter, batch, shared, loss, choose, start_layer=start_layer, streaming=streaming)
+    else:  # only path methods: one forward pass chooses the tokens
+        with torch.no_grad():
+            logits = adapter.forward(adapter.embed(batch.input_ids), batch, attentions=False).logits.detach()
+        targets, contrasts = choose(logits)
+        result = PassResult(logits, targets, contrasts, {})
+    for name in names:
+        if name in PATH_METHODS:
+            settings = {**IG_DEFAULTS, **(options or {}).get(name, {})}
+            result.maps[name] = batch_path(adapter, batch, targets=result.targets, contrasts=result.contrasts,
+                                           loss=loss, **settings).scores
+    result.maps = {n: result.maps[n] for n in names}
     for name, scores in result.maps.items():
         if not bool(torch.isfinite(scores).all()):
             raise AttngradError(f"{name} gave scores with NaN or infinite values; check the loss and the model")
     return result
+
+
+def _shared(adapter: LMAdapter, batch: Batch, names: Sequence[str], loss, choose, *, start_layer: int,
+            streaming: bool | None = None) -> PassResult:
+    streaming = plan(adapter.model, batch.input_ids.shape[0], batch.input_ids.shape[1], adapter.device,
+                     streaming=streaming, can_stream=not any(n in LRP_METHODS for n in names))
+    return _passes(adapter, batch, names, loss, choose, start_layer=start_layer, streaming=streaming)
 
 
 def _passes(adapter: LMAdapter, batch: Batch, names: Sequence[str], loss, choose, *, start_layer: int,
@@ -307,9 +348,16 @@ class LMExplainer:
         contrast: TokenSpec = None,
         loss: LossLike = "logit",
         start_layer: int = 0,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> dict[str, LMExplanation]:
-        """Several methods from one shared pass per batch; returns ``{name: LMExplanation}``."""
+        """Several methods from one shared pass per batch; returns ``{name: LMExplanation}``.
+
+        ``options`` gives ``ig`` its options (``{"ig": {"layer": "attention:11", "steps": 32}}``, see
+        :func:`attngrad.lm.ig.lm_integrated_gradients`; defaults :data:`IG_DEFAULTS`); it is served with
+        the targets (and contrasts) of the shared pass, ``steps`` forward + backward passes per prompt.
+        """
         names = check_methods([methods] if isinstance(methods, str) else methods)
+        opts = check_method_options(options, names)
         loss_fn = get_loss(loss)
         batch = self.encode(prompts)
         n = batch.input_ids.shape[0]
@@ -325,7 +373,7 @@ class LMExplainer:
             c = contrast[rows] if isinstance(contrast, (list, tuple, torch.Tensor)) else contrast
             choose = self._chooser(t, c, loss_fn.needs_contrast, loss_fn.name)
             parts.append(_run(self.adapter, sub, names, loss_fn, choose, start_layer=start_layer,
-                              streaming=self.streaming))
+                              streaming=self.streaming, options=opts))
             batches.append(sub)
         return {name: self._collect(name, loss_fn.name, batch, batches, parts) for name in names}
 
@@ -338,6 +386,7 @@ class LMExplainer:
         method: str = "complete",
         loss: LossLike = "logit",
         start_layer: int = 0,
+        options: Mapping[str, Any] | None = None,
     ) -> LMExplanation:
         """Explain the next token after each prompt with one method.
 
@@ -351,9 +400,11 @@ class LMExplainer:
             method: one of :data:`attngrad.lm.LM_METHODS` (default ``complete``, the paper's eq. 5).
             loss: ``logit`` (eq. 7), ``diff`` = logit[t] − logit[c], ``normdiff`` (eq. 8), or a callable.
             start_layer: first layer of the rollout product.
+            options: the method's options (``ig``: ``{"layer": "hidden:3", "baseline": "mean", "steps": 8}``).
         """
         (res,) = self.explain_methods(prompts, [method], target=target, contrast=contrast, loss=loss,
-                                      start_layer=start_layer).values()
+                                      start_layer=start_layer,
+                                      options=None if options is None else {method: options}).values()
         return res
 
     def _collect(self, name: str, loss: str, batch: Batch, batches: list[Batch], parts: list[PassResult]) -> LMExplanation:
@@ -408,13 +459,16 @@ class LMExplainer:
         loss: LossLike = "logit",
         contrast: TokenSpec = None,
         start_layer: int = 0,
+        options: Mapping[str, Any] | None = None,
     ) -> GenerationExplanation:
         """Generate greedily, then explain every generated token over every earlier token.
 
         The prefixes (prompt, prompt + first token, ...) form one padded batch, so each
         generated token's map is that of its prefix alone; target = the generated token.
+        ``options``: the method's options, as in :meth:`explain`.
         """
         (name,) = check_methods([method])
+        opts = check_method_options(None if options is None else {name: options}, [name])
         new = self.generate(prompt, max_new_tokens=max_new_tokens)
         prompt_ids = self.adapter.tokenize(prompt)
         full = prompt_ids + new
@@ -429,7 +483,7 @@ class LMExplainer:
             choose = self._chooser([new[k] for k in rows], None if contrast is None else contrast,
                                    loss_fn.needs_contrast, loss_fn.name)
             part = _run(self.adapter, sub, [name], loss_fn, choose, start_layer=start_layer,
-                        streaming=self.streaming)
+                        streaming=self.streaming, options=opts)
             for j, k in enumerate(rows):
                 n = sub.lengths[j]
                 matrix[k, :n] = part.maps[name][j, -n:].float().cpu()
@@ -438,4 +492,4 @@ class LMExplainer:
                                      matrix=matrix, method=name, loss=loss_fn.name, logits=torch.cat(logits))
 
 
-__all__ = ["LM_METHODS", "GenerationExplanation", "LMExplainer", "LMExplanation", "MultiTokenWarning"]
+__all__ = ["IG_DEFAULTS", "LM_METHODS", "GenerationExplanation", "LMExplainer", "LMExplanation", "MultiTokenWarning"]

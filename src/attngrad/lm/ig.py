@@ -42,6 +42,32 @@ class LMPath:
     kind: str
 
 
+#: The options of ``ig`` on a language model (``LMExplainer.explain_methods(..., options={"ig": {...}})``,
+#: ``explain-lm --method-option ig.OPTION=VALUE``), keyword arguments of :func:`lm_integrated_gradients`.
+IG_OPTIONS = ("layer", "baseline", "steps", "rule", "batch_size", "keep_first")
+
+
+def check_options(*, layer: str = "input", baseline: BaselineLike = "zero", steps: int = 16,
+                  rule: str = "gauss_legendre", batch_size: int = 32, keep_first: bool | None = False) -> None:
+    """Refuse options of :func:`lm_integrated_gradients` that are out of range (one-line :class:`AttngradError`)."""
+    from ..methods._common import check_positive
+    from ..methods._paths import RULES
+    from ..methods.ig import check_baseline, check_layer_spec
+
+    check_layer_spec("ig", layer)
+    check_baseline("ig", baseline)
+    check_positive("ig", steps=steps, batch_size=batch_size)
+    if rule not in RULES:
+        raise AttngradError(f"ig: unknown rule {rule!r}; choose from {', '.join(RULES)}")
+    if keep_first not in (None, True, False):
+        raise AttngradError(f"ig: keep_first is true or false, not {keep_first!r}")
+    if keep_first and layer.strip() != "input":
+        raise AttngradError("ig: keep_first keeps the first token's embedding: use it with layer 'input'")
+    if isinstance(baseline, str) and baseline in ("blur",):
+        raise AttngradError("ig: baseline 'blur' is for pixels; a language model takes zero, mean, pad, mask, "
+                            "uniform (attention) or a tensor")
+
+
 def lm_integrated_gradients(
     explainer: Any,
     prompts: str | Sequence[str],
@@ -54,7 +80,7 @@ def lm_integrated_gradients(
     targets: torch.Tensor | None = None,
     loss: LossLike = "logit",
     contrasts: torch.Tensor | None = None,
-    keep_first: bool = False,
+    keep_first: bool | None = False,
 ) -> LMPath:
     """Integrated gradients of the next token's loss (default: the predicted token's logit) for ``prompts``.
 
@@ -65,16 +91,31 @@ def lm_integrated_gradients(
         keep_first: (layer ``input``) the baseline keeps each prompt's first token as it is: the path then
             never moves the attention sink, whose replacement makes the path far from smooth
             (docs/results/attribution-error.md: SmolLM2's error falls to 3e-6 at 256 nodes with it, stays
-            above 100 % without it).
+            above 100 % without it). ``None``: kept at layer ``input``, not at the other layers.
     """
-    from ..methods._common import check_positive
-    from ..methods.ig import check_baseline, check_layer_spec
+    return batch_path(explainer.adapter, explainer.encode(prompts), layer=layer, baseline=baseline, steps=steps,
+                      rule=rule, batch_size=batch_size, targets=targets, loss=loss, contrasts=contrasts,
+                      keep_first=keep_first)
 
-    check_layer_spec("ig", layer)
-    check_baseline("ig", baseline)
-    check_positive("ig", steps=steps, batch_size=batch_size)
-    adapter: LMAdapter = explainer.adapter
-    batch = explainer.encode(prompts)
+
+def batch_path(
+    adapter: LMAdapter,
+    batch: Batch,
+    *,
+    layer: str = "input",
+    baseline: BaselineLike = "zero",
+    steps: int = 16,
+    rule: str = "gauss_legendre",
+    batch_size: int = 32,
+    targets: torch.Tensor | None = None,
+    loss: LossLike = "logit",
+    contrasts: torch.Tensor | None = None,
+    keep_first: bool | None = False,
+) -> LMPath:
+    """:func:`lm_integrated_gradients` of an encoded (left-padded) batch."""
+    if keep_first is None:
+        keep_first = isinstance(layer, str) and layer.strip() == "input"
+    check_options(layer=layer, baseline=baseline, steps=steps, rule=rule, batch_size=batch_size, keep_first=keep_first)
     loss_fn = get_loss(loss)
     embeds = adapter.embed(batch.input_ids)
     if targets is None:
@@ -82,9 +123,7 @@ def lm_integrated_gradients(
             targets = adapter.forward(embeds, batch, attentions=False).logits.argmax(dim=-1)
     chosen = targets.to(adapter.device)
     if keep_first:
-        if layer.strip() != "input":
-            raise AttngradError("keep_first keeps the first token's embedding: use it with layer 'input'")
-        base = make_baseline("input", embeds, baseline, adapter=adapter, name="ig").clone()
+        base = make_baseline("input", embeds, baseline, adapter=adapter, name="ig", mask=batch.attention_mask).clone()
         rows = torch.arange(embeds.shape[0], device=embeds.device)
         first = torch.tensor([embeds.shape[1] - n for n in batch.lengths], device=embeds.device)
         base[rows, first] = embeds[rows, first]
@@ -98,6 +137,6 @@ def lm_integrated_gradients(
         return loss_fn(logits, chosen[items], c)
 
     kind, result = layer_path(adapter, embeds, forward, score, layer=layer, baseline=baseline, steps=steps, rule=rule,
-                              batch_size=batch_size)
+                              batch_size=batch_size, mask=batch.attention_mask)
     scores = token_attributions(kind, result.attributions) * batch.attention_mask.to(result.attributions.dtype)
     return LMPath(scores.detach(), result, chosen, kind)

@@ -149,8 +149,11 @@ def _token_embedding(adapter: Any, which: str) -> torch.Tensor:
 
 
 def make_baseline(kind: str, values: torch.Tensor, baseline: BaselineLike, *, adapter: Any = None,
-                  blur_sigma: float = 10.0, name: str = "ig") -> torch.Tensor:
-    """The baseline ``x'`` (the shape of ``values``) of a layer's features ``values`` (see the module docstring)."""
+                  blur_sigma: float = 10.0, name: str = "ig", mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The baseline ``x'`` (the shape of ``values``) of a layer's features ``values`` (see the module docstring).
+
+    ``mask`` (B, N), 1 on real tokens: ``mean`` averages those only (a padded prompt's baseline is then
+    that of the prompt alone)."""
     pixels = kind == "input" and values.dim() == 4
     if isinstance(baseline, torch.Tensor):
         try:
@@ -160,6 +163,12 @@ def make_baseline(kind: str, values: torch.Tensor, baseline: BaselineLike, *, ad
                                 f"layer's {tuple(values.shape)}") from None
     if baseline == "zero":
         return torch.zeros_like(values)
+    if baseline == "mean" and mask is not None and not pixels:
+        real = mask.to(values.device, values.dtype)
+        weight = real[:, None, :, None] if kind == "attention" else real[:, :, None]  # query rows / positions
+        dim = 2 if kind == "attention" else 1
+        mean = (values * weight).sum(dim, keepdim=True) / weight.sum(dim, keepdim=True).clamp(min=1)
+        return mean.expand_as(values)
     if baseline == "mean":
         dims = (2, 3) if pixels else (2,) if kind == "attention" else (1,)
         return values.mean(dim=dims, keepdim=True).expand_as(values)
@@ -192,12 +201,13 @@ def layer_path(
     attentions: list[torch.Tensor] | None = None,
     blur_sigma: float = 10.0,
     name: str = "ig",
+    mask: torch.Tensor | None = None,
 ) -> tuple[str, PathResult]:
     """Integrated gradients of ``score(items, logits)`` in the space of ``layer`` for a batch of ``inputs``.
 
     ``forward(items, inputs[items])`` runs the model on rows ``items``; ``attentions`` are the
     input's maps when known (else one more forward pass records them). Returns the layer kind and
-    the :class:`~._paths.PathResult`.
+    the :class:`~._paths.PathResult`. ``mask`` (B, N): real tokens, for the ``mean`` baseline of padded batches.
     """
     kind, k = parse_layer(layer, adapter.num_layers, name)
     inputs = inputs.detach()
@@ -231,7 +241,7 @@ def layer_path(
             with adapter.override_attention(maps):  # the model's own masks kept (models/hf.py)
                 return score(items, forward(items, inputs[items]).logits)
 
-    base = make_baseline(kind, values, baseline, adapter=adapter, blur_sigma=blur_sigma, name=name)
+    base = make_baseline(kind, values, baseline, adapter=adapter, blur_sigma=blur_sigma, name=name, mask=mask)
     with adapter.frozen_weights():
         result = integrate(run, values, base, rule=rule, steps=steps, batch_size=batch_size, whole_batch=whole_batch)
     return kind, result

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -37,7 +37,6 @@ from ..methods import (
     RawAttention,
     Rollout,
     Trace,
-    get_method,
     method_options,
 )
 from ..models import check_device
@@ -235,13 +234,16 @@ class TextExplainer:
 
     # ------------------------------------------------------------------ explaining
 
-    def method(self, method: str | Method, *, start_layer: int | None = None) -> Method:
-        """A method defined on text (see :data:`TEXT_METHOD_TYPES`) for this model's read.
+    def method(self, method: str | Method, *, start_layer: int | None = None,
+               options: Mapping[str, Any] | None = None) -> Method:
+        """A method defined on text (see :data:`TEXT_METHOD_TYPES`) for this model's read, with its ``options``.
 
         ``start_layer`` goes to the method when it takes it (the rollout family); ``None``: its default.
         """
+        from ..methods.options import instance as with_options
+
         takes = isinstance(method, str) and "start_layer" in method_options(METHODS.get(method, Method))
-        instance = get_method(method, start_layer=start_layer) if takes else get_method(method)
+        instance = with_options(method, options, start_layer if takes else None)
         # Methods that capture an image model's activations during the pass (tattr) do not apply.
         if not isinstance(instance, TEXT_METHOD_TYPES) or type(instance).capture is not Method.capture:
             raise AttngradError(
@@ -302,13 +304,21 @@ class TextExplainer:
         start_layer: int | None = None,
         against: str | Sequence[str] | None = None,
         labels: str | Sequence[str] | None = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> dict[str, TextExplanation]:
-        """Several methods from one shared forward + backward pass; returns ``{name: TextExplanation}``."""
+        """Several methods from one shared forward + backward pass; returns ``{name: TextExplanation}``.
+
+        ``options`` gives named methods their options (``{"ig": {"steps": 8}}``, as in :meth:`Explainer.explain_methods`).
+        """
+        from ..methods.options import check_options
+
         texts = [texts] if isinstance(texts, str) else list(texts)
         task = self.task(against, labels)
         if not methods:
             raise AttngradError("no methods given; name at least one (e.g. complete)")
-        instances = [self.method(m, start_layer=start_layer) for m in methods]
+        opts = check_options(options, methods)
+        instances = [self.method(m, start_layer=start_layer, options=opts.get(m) if isinstance(m, str) else None)
+                     for m in methods]
         encoded = self.encode(task.sequences(texts))
         trace = self.trace(encoded, task, target=target, loss=loss, contrast=contrast, methods=instances)
         loss_name = get_loss(loss).name
@@ -343,6 +353,7 @@ class TextExplainer:
         start_layer: int | None = None,
         against: str | Sequence[str] | None = None,
         labels: str | Sequence[str] | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> TextExplanation:
         """Explain a batch of texts with one method (default ``complete``, the paper's eq. 5).
 
@@ -356,9 +367,12 @@ class TextExplainer:
             against: similarity task: the text(s) to compare with (one, or one per text); the loss is
                 ``cos(e(A), e(B))`` and ``result.reverse`` holds B's map.
             labels: zero-shot task: label descriptions (``"sports,finance,repair"`` or a list).
+            options: the method's options (``{"layer": "hidden:1", "steps": 8}`` for ``ig``).
         """
+        named = {method if isinstance(method, str) else method.name: options} if options is not None else None
         (result,) = self.explain_methods(texts, [method], target=target, loss=loss, contrast=contrast,
-                                         start_layer=start_layer, against=against, labels=labels).values()
+                                         start_layer=start_layer, against=against, labels=labels,
+                                         options=named).values()
         return result
 
 
