@@ -383,3 +383,22 @@ def test_resume_after_the_guide_changed_is_refused(tiny_explainer, image_dir, tm
     guide.write_bytes((image_dir / "n00000004_LABEL_4.png").read_bytes())
     with pytest.raises(AttngradError, match="guide image .* changed"):
         _run(tiny_explainer, image_dir, out, guide=str(guide), limit=4, resume=True)
+
+
+def test_method_options_are_part_of_the_run(tiny_explainer, image_dir, tmp_path):
+    """--method-option values are stored in run.json; a resume with other values is another run and is refused."""
+    options = {"ig": {"steps": 2, "layer": "hidden:0"}}
+    out = tmp_path / "opt"
+    assert _run(tiny_explainer, image_dir, out, methods=["ig", "random"], method_options=options, max_batches=1) is None
+    assert json.loads((out / "run.json").read_text())["method_options"] == options
+    with pytest.raises(AttngradError, match="settings differ \\(method_options\\)"):
+        _run(tiny_explainer, image_dir, out, methods=["ig", "random"], resume=True,
+             method_options={"ig": {"steps": 3, "layer": "hidden:0"}})
+    with pytest.raises(AttngradError, match="settings differ \\(method_options\\)"):
+        _run(tiny_explainer, image_dir, out, methods=["ig", "random"], resume=True)  # the defaults are not steps=2
+    done = _run(tiny_explainer, image_dir, out, methods=["ig", "random"], method_options=options, resume=True)
+    assert set(done["methods"]) == {"ig", "random"}
+    with pytest.raises(AttngradError, match="steps"):
+        _settings(["ig"], method_options={"ig": {"steps": 0}}).check()
+    with pytest.raises(AttngradError, match="not among the methods"):
+        _settings(["random"], method_options={"ig": {"steps": 2}}).check()

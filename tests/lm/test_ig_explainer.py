@@ -52,8 +52,8 @@ def _gauss_legendre(n):
 
 
 def test_default_ig_is_the_path_integral_from_pad_with_the_first_token_kept(lm64):
-    res = lm64.explain(PROMPTS, method="ig")  # defaults: input, pad, first token kept, 16 Gauss–Legendre nodes
-    nodes, weights = _gauss_legendre(16)
+    res = lm64.explain(PROMPTS, method="ig")  # defaults: input, pad, first token kept, 64 Gauss–Legendre nodes
+    nodes, weights = _gauss_legendre(64)
     for i, prompt in enumerate(PROMPTS):
         expected = _loop_ig(lm64, prompt, target=int(res.targets[i]), baseline="pad", keep_first=True,
                             nodes=nodes, weights=weights)

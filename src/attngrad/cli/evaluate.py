@@ -12,7 +12,7 @@ from ..explainer import Explainer
 from ..lm.attribution import LM_METHODS
 from ..models import load_model
 from . import main
-from .common import OutDir, device_option, methods_option, model_option, model_options
+from .common import OutDir, device_option, method_options_option, methods_option, model_option, model_options
 
 DEFAULT_METHODS = "gae,complete,rollout,raw_attention,attn_gradcam,random"
 
@@ -26,6 +26,7 @@ def evaluate() -> None:
 @click.option("--data", required=True, type=click.Path(), help="Folder of <wnid>_<name>.jpg images or of class sub-folders.")
 @click.option("--labels", "table", default=None, type=click.Path(), help="Class table TSV (index, wnid, name); default: imagenet_classes.tsv next to the data.")
 @click.option("--image-labels", default=None, type=click.Path(), help="CSV/TSV of file name, class (wnid, name or index) per image, e.g. ImageNet's LOC_val_solution.csv.")
+@method_options_option("methods")
 @methods_option("--methods", default=DEFAULT_METHODS)
 @click.option("--explain", type=click.Choice(["label", "predicted"]), default="label", show_default=True, help="Class explained and tested.")
 @click.option("--guide", default=None, type=click.Path(exists=True, dir_okay=False), help="Guide image stitched beside every image (paper: a zebra).")
@@ -44,7 +45,7 @@ def evaluate() -> None:
 @click.option("--checkpoint", type=click.Path(), default=None, help="Weights file for a timm:NAME model.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (under torchrun, cuda means cuda:LOCAL_RANK).")
 def perturbation(data, table, image_labels, methods, explain, guide, guide_region, limit, every, out, resume, batch_size,
-                 eval_batch_size, workers, insertion_deletion, model, checkpoint, device):  # fmt: skip
+                 eval_batch_size, workers, insertion_deletion, model, checkpoint, device, method_options):  # fmt: skip
     """Positive / negative perturbation AUC per method (Chefer et al. 2021 protocol).
 
     Writes results.json, results.csv, results.md, curves.png and the per-image raw
@@ -60,7 +61,7 @@ def perturbation(data, table, image_labels, methods, explain, guide, guide_regio
     settings = RunSettings(
         methods, explain=explain, guide=guide, guide_region=guide_region, batch_size=batch_size,
         eval_batch_size=eval_batch_size, workers=workers, resume=resume, insertion_deletion=insertion_deletion,
-        model=str(model or "shipped ViT-Ti"),
+        model=str(model or "shipped ViT-Ti"), method_options=method_options,
     )  # fmt: skip
     settings.check()  # before the model loads
     if guide is None and click.get_current_context().get_parameter_source("guide_region") == ParameterSource.COMMANDLINE:

@@ -49,7 +49,7 @@ def explain_lm(prompts, model, device, methods, target, contrast, loss, generate
     that" (loss diff), which often reads better (see docs/lm.md). Writes OUT/explanation.html
     (and OUT/generation.html with --generate) and OUT/scores.json.
 
-    Integrated gradients (-m ig) from the pad token's embedding with the first token kept, 16
+    Integrated gradients (-m ig) from the pad token's embedding with the first token kept, 64
     Gauss-Legendre nodes unless --method-option says otherwise (ig.layer, ig.baseline, ig.steps,
     ig.rule, ig.batch_size, ig.keep_first; docs/lm.md).
     """

@@ -25,7 +25,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -95,6 +95,8 @@ class RunSettings:
     model: str = ""
     progress: bool = True
     max_batches: int | None = None
+    #: ``{method: {option: value}}`` (``--method-option``); part of the run's identity (``run.json``)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def check(self) -> None:
         """Raise :class:`AttngradError` for a value a run cannot use, before anything is written."""
@@ -109,8 +111,11 @@ class RunSettings:
                 raise AttngradError(f"{name} must be a positive number of images, not {value}")
         if not isinstance(self.workers, int) or self.workers < 0:
             raise AttngradError(f"--workers must be 0 or more, not {self.workers}")
+        from ..methods.options import check_options
+
+        options = check_options(self.method_options, list(self.methods))
         for name in self.methods:
-            get_method(name)  # unknown names fail here, before any work
+            get_method(name, **options.get(name, {}))  # unknown names and bad options fail here, before any work
 
 
 # ----------------------------------------------------------------------------- guide
@@ -148,6 +153,7 @@ def evaluate_batch(
     guide_region: str = "whole",
     crop_region: Any = None,
     insertion_deletion: bool = False,
+    options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-image raw results of one batch: the unperturbed prediction, and per method and
     direction, top-1 hits and the class probability at 10 %, ..., 90 % removed (with
@@ -165,7 +171,8 @@ def evaluate_batch(
     # The paper's protocol is the plain test on the stitched images: they are the input.
     unit = (batch.guided if batch.guided is not None and not cropped else batch.unit).to(device)
     if not cropped:
-        results = explainer.explain_methods(pre.normalize(unit), methods, target=labels if explain == "label" else None)
+        results = explainer.explain_methods(pre.normalize(unit), methods, target=labels if explain == "label" else None,
+                                            options=options)
         first = next(iter(results.values()))
         logits0, targets = first.logits, first.targets
         maps = {name: r.maps for name, r in results.items()}
@@ -175,7 +182,8 @@ def evaluate_batch(
         assert batch.guided is not None and batch.regions is not None  # cropped: a guided batch, whose regions collate keeps
         logits0 = forward(pre.normalize(unit))
         targets = labels if explain == "label" else logits0.argmax(dim=-1)
-        results = explainer.explain_methods(pre.normalize(batch.guided.to(device)), methods, target=targets)
+        results = explainer.explain_methods(pre.normalize(batch.guided.to(device)), methods, target=targets,
+                                            options=options)
         size = tuple(unit.shape[-2:])
         maps = {
             name: torch.cat(
@@ -222,6 +230,7 @@ def _record(explainer: Explainer, dataset: DataSet, settings: RunSettings, out: 
     model = relative(settings.model, out) if settings.model and Path(settings.model).exists() else settings.model
     return RunRecord(
         data=relative(root, out) or "", methods=list(settings.methods), explain=settings.explain,
+        method_options={k: dict(v) for k, v in settings.method_options.items()},
         guide=relative(settings.guide, out), guide_digest=guide_digest(settings.guide), guide_region=settings.guide_region if guided else None,
         limit=dataset.limit, every=dataset.every, batch_size=settings.batch_size,
         eval_batch_size=settings.eval_batch_size, model=model or "", table=relative(dataset.table, out),
@@ -304,6 +313,7 @@ def run_perturbation(
                     explainer, batch, settings.methods, explain=settings.explain,
                     eval_batch_size=settings.eval_batch_size, guide_region=settings.guide_region,
                     crop_region=crop_region, insertion_deletion=settings.insertion_deletion,
+                    options=settings.method_options,
                 )  # fmt: skip
                 arrays.update(results)
             write_shard(shard_path(out, j), arrays)

@@ -29,7 +29,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence
+from typing import Any, BinaryIO, Callable, Sequence
 
 import numpy as np
 
@@ -43,7 +43,7 @@ PER_IMAGE = "per_image.npz"
 #: Settings that must match for ``--resume`` to continue a run.
 RESUME_KEYS = (
     "data", "methods", "explain", "guide", "guide_digest", "guide_region", "limit", "every", "batch_size", "eval_batch_size",
-    "model", "table", "image_labels", "insertion_deletion",
+    "model", "table", "image_labels", "insertion_deletion", "method_options",
 )  # fmt: skip
 
 PROTOCOL = (
@@ -78,6 +78,8 @@ class RunRecord:
 
     data: str
     methods: list[str]
+    #: ``{method: {option: value}}`` given with ``--method-option`` (a changed option is another run)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     explain: str = "label"
     guide: str | None = None
     #: size and BLAKE2b of the guide image's file: its content is part of the run's identity
