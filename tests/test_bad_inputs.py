@@ -297,6 +297,9 @@ ROWS = [
                      id=f"evaluate-perturbation{'='.join(bad)}", marks=EVAL)
         for bad, message in [
             (["--eval-batch-size", "0"], "--eval-batch-size"), (["--workers", "-1"], "--workers"),
+            (["--methods", "ig", "--method-option", "ig.steps=0"], "steps"),
+            (["--methods", "ig", "--method-option", "ig.stepz=1"], "no option 'stepz'"),
+            (["--methods", "random", "--method-option", "ig.steps=2"], "not among the methods"),
             (["--guide", "{MISSING}"], "{MISSING}"), (["--resume"], "resume"), (["--every", "0"], "--every"),
             (["--guide-region", "middle"], "--guide-region"),
         ]
@@ -343,6 +346,9 @@ ROWS = [
             (["--labels", "{MISSING}"], "{MISSING}"), (["--image-labels", "{MISSING}"], "{MISSING}"),
             (["--checkpoint", "{MISSING}"], "--checkpoint"), (["--device", "banana"], "device"),
             (["--clip", "--methods", "tam"], "CLIP image-tower method"),
+            (["--methods", "ig", "--method-option", "ig.rule=simpson"], "unknown rule"),
+            (["--methods", "gae", "--method-option", "gae.steps=2"], "no option 'steps'"),
+            (["--clip", "--methods", "complete", "--method-option", "complete.start_layer=1"], "--clip"),
         ]
     ],
     *[

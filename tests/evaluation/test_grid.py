@@ -154,6 +154,24 @@ def test_cli_run_resume_and_damaged_shards(tiny_model_dir, write_images, tmp_pat
     assert r.exit_code == 2 and "--resume" in r.output
 
 
+def test_method_options_are_part_of_the_grid_run(tiny_model_dir, write_images, tmp_path, everyone_qualifies):
+    data = tmp_path / "data"
+    write_images(data, 12)
+    out = tmp_path / "out"
+    r = _cli(tiny_model_dir, data, out, "--method-option", "complete.start_layer=1")
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "run.json").read_text())["method_options"] == {"complete": {"start_layer": 1}}
+    r = _cli(tiny_model_dir, data, out, "--resume", "--method-option", "complete.start_layer=2")
+    assert r.exit_code == 2 and "other settings (method_options)" in r.output
+    r = _cli(tiny_model_dir, data, out, "--resume")  # without the option: another run too
+    assert r.exit_code == 2 and "method_options" in r.output
+    r = _cli(tiny_model_dir, data, out, "--resume", "--method-option", "complete.start_layer=1")
+    assert r.exit_code == 0, r.output
+    plain = tmp_path / "plain"
+    assert _cli(tiny_model_dir, data, plain).exit_code == 0
+    assert "method_options" not in json.loads((plain / "run.json").read_text())  # older runs still resume
+
+
 def test_blank_control(tiny_model_dir, write_images, tmp_path, everyone_qualifies):
     data = tmp_path / "data"
     write_images(data, 12)

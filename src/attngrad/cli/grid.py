@@ -8,7 +8,7 @@ import click
 
 from ..errors import AttngradError
 from ..methods import METHODS
-from .common import FiniteRange, OutDir, device_option, methods_option, model_option
+from .common import FiniteRange, OutDir, device_option, method_options_option, methods_option, model_option
 from .evaluate import evaluate
 
 #: Default methods: the rollout family, the last-layer baselines, the LRP family and random (the cheap ones).
@@ -19,6 +19,7 @@ DEFAULT = "complete,gae,absolute,rollout,raw_attention,attn_gradcam,tattr,partia
 @click.option("--data", required=True, type=click.Path(), help="Folder of <wnid>_<name>.jpg images or of class sub-folders.")
 @click.option("--labels", "table", default=None, type=click.Path(), help="Class table TSV (index, wnid, name); default: imagenet_classes.tsv next to the data.")
 @click.option("--image-labels", default=None, type=click.Path(), help="CSV/TSV of file name, class per image.")
+@method_options_option("methods")
 @methods_option("--methods", default=DEFAULT, registry=[*METHODS, "gradeclip", "attention_eclip"], kind="an image model")
 @click.option("--n", "n", default=2, show_default=True, type=click.IntRange(2, 8), help="Grid side: n x n cells.")
 @click.option("--grids", "count", default=250, show_default=True, type=click.IntRange(1, 100_000), help="Grids drawn.")
@@ -38,7 +39,7 @@ DEFAULT = "complete,gae,absolute,rollout,raw_attention,attn_gradcam,tattr,partia
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None, help="Weights file for a timm:NAME model.")
 @device_option()
 def grid(data, table, image_labels, methods, n, count, seed, min_confidence, clip, blank, limit, out, resume,
-         batch_size, model, checkpoint, device):
+         batch_size, model, checkpoint, device, method_options):
     """Grid pointing game (Böhle et al. 2021; Rao et al. 2022): n x n grids of confidently classified
     images of different classes; each cell's class is explained on the whole grid and scored by the
     share of positive attribution inside that cell (chance 1/n²); signed maps also by the share of
@@ -55,7 +56,7 @@ def grid(data, table, image_labels, methods, n, count, seed, min_confidence, cli
     if clip and methods == DEFAULT.split(","):
         methods = ["complete", "gae", "absolute", "rollout", "raw_attention", "attn_gradcam", "gradeclip"]
     settings = GridSettings(methods, n=n, count=count, seed=seed, min_confidence=min_confidence, blank=blank,
-                            batch_size=batch_size, resume=resume, clip=clip)
+                            batch_size=batch_size, resume=resume, clip=clip, method_options=method_options)
     settings.check()  # before the model loads
     if resume and not Path(out, "run.json").is_file():
         raise AttngradError(f"--resume: {out} holds no run to continue (no run.json); leave out --resume to start one")

@@ -51,6 +51,8 @@ class GridSettings:
     resume: bool = False
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # model, data, digests (filled by the run)
+    #: ``{method: {option: value}}`` (``--method-option``); part of the run's identity when given
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def check(self) -> None:
         if not self.methods:
@@ -69,11 +71,21 @@ class GridSettings:
         if isinstance(self.n, bool) or not isinstance(self.n, int) or not 2 <= self.n <= 8:
             raise AttngradError(f"evaluate grid: --n must be a whole number from 2 to 8, not {self.n!r}")
         check_range("evaluate grid", "min_confidence", self.min_confidence, 0.0, 1.0, open_low=True)
+        if self.method_options:
+            if self.clip:
+                raise AttngradError("evaluate grid: --method-option is for the image methods; --clip runs its own")
+            from ..methods import get_method
+            from ..methods.options import check_options
+
+            for name, opts in check_options(self.method_options, list(self.methods)).items():
+                get_method(name, **opts)
 
     def identity(self) -> dict[str, Any]:
         keep = asdict(self)
         for key in ("resume", "progress", "batch_size"):
             keep.pop(key)
+        if not keep["method_options"]:  # runs without options keep the identity they always had
+            keep.pop("method_options")
         return keep
 
 
@@ -125,7 +137,7 @@ def _preprocessor(explainer: Any) -> Any:
 
 
 def explain_grids(explainer: Explainer | ClipTower, canvases: torch.Tensor, grids: list[Grid], methods: list[str],
-                  n: int, loss: str) -> dict[str, np.ndarray]:
+                  n: int, loss: str, options: dict[str, dict[str, Any]] | None = None) -> dict[str, np.ndarray]:
     """Every non-blank cell of every grid explained by every method (one shared pass); per cell the scores."""
     rows = [(g, c) for g, grid in enumerate(grids) for c, label in enumerate(grid.labels) if label >= 0]
     blank = [c for c, label in enumerate(grids[0].labels) if label < 0]
@@ -135,7 +147,7 @@ def explain_grids(explainer: Explainer | ClipTower, canvases: torch.Tensor, grid
     else:
         pixels = canvases[[g for g, _ in rows]]
         targets = torch.tensor([grids[g].labels[c] for g, c in rows], device=pixels.device)
-        results = explainer.explain_methods(pixels, methods, target=targets, loss=loss)
+        results = explainer.explain_methods(pixels, methods, target=targets, loss=loss, options=options)
         maps = {m: results[m].maps for m in methods}
     game = PointingGame(n)
     arrays: dict[str, np.ndarray] = {"grid_row": np.asarray([g for g, _ in rows]), "cell": cells.numpy()}
@@ -242,7 +254,7 @@ def run_grid(explainer: Explainer | ClipTower, dataset: DataSet, out: str | Path
         for j in todo:
             chosen = [grids[g] for g in batches[j]]
             arrays = explain_grids(explainer, canvases(explainer, seen, chosen, settings.n), chosen,
-                                   settings.methods, settings.n, settings.loss)
+                                   settings.methods, settings.n, settings.loss, settings.method_options)
             arrays["grid"] = np.asarray(batches[j])[arrays.pop("grid_row")]
             write_shard(shard_path(out, j), arrays)
             written += 1
@@ -330,7 +342,8 @@ def save_picture(explainer: Explainer, seen: list, grids: list[Grid], settings: 
     methods = settings.methods[:6]
     pixels = canvases(explainer, seen, grids, settings.n)
     targets = torch.tensor([g.labels[0] for g in grids], device=pixels.device)
-    res = explainer.explain_methods(pixels, methods, target=targets, loss=settings.loss)
+    options = {m: o for m, o in settings.method_options.items() if m in methods}
+    res = explainer.explain_methods(pixels, methods, target=targets, loss=settings.loss, options=options)
     first = res[methods[0]]
     maps = [[res[m].maps[i] for m in methods] for i in range(len(grids))]
     rows = [f"explained: {viz.wrap_label(name)}\n(top-left cell)" for name in first.target_names]
