@@ -1,4 +1,4 @@
-"""Tiny random LLaVA models (ViT or CLIP vision encoder + Llama) and a word tokenizer."""
+"""Tiny random LLaVA models (ViT or CLIP vision encoder + Llama), Idefics3 and Qwen2-VL, and a word tokenizer."""
 
 from __future__ import annotations
 
@@ -50,6 +50,28 @@ def tiny_idefics3(seed: int = 0):
     return Idefics3ForConditionalGeneration(cfg).eval()
 
 
+def tiny_qwen2vl(seed: int = 0):
+    """Qwen2-VL: 2 vision blocks on 2 x 2 px patches (16 px -> 8 x 8 patches), merged 2 x 2 into 4 x 4 image
+    tokens; a 2-layer language model with 3-D rotary positions (head dim 8, mrope sections 1 + 1 + 2). Weights drawn
+    wider than the default (std 1 in the vision tower, 0.2 in the language model) so that the vision rollout
+    changes reading (b) by tens of percent, not by 1e-3."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    cfg = Qwen2VLConfig(
+        vision_config=dict(depth=2, embed_dim=16, hidden_size=16, num_heads=2, mlp_ratio=2, patch_size=2,
+                           spatial_merge_size=2, temporal_patch_size=2, initializer_range=1.0),
+        text_config=dict(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, max_position_embeddings=64, pad_token_id=0, eos_token_id=2, initializer_range=0.2,
+                         bos_token_id=None, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                             "mrope_section": [1, 1, 2]}),
+        image_token_id=IMAGE, video_token_id=29, vision_start_token_id=30, vision_end_token_id=31,
+        attn_implementation="eager")
+    model = Qwen2VLForConditionalGeneration(cfg).eval()
+    model.config.attngrad_image_size = 16
+    return model
+
+
 TEMPLATE = "user <image> {prompt} answer"
 
 
@@ -59,11 +81,14 @@ def tokenizer():
 
 
 @pytest.fixture(scope="session", params=[("vit", "default", -1), ("clip", "default", -2), ("vit", "full", -1),
-                                        ("idefics3", None, None)],
-                ids=["vit", "clip-layer-2", "vit-full", "idefics3"])
+                                        ("idefics3", None, None), ("qwen2vl", None, None)],
+                ids=["vit", "clip-layer-2", "vit-full", "idefics3", "qwen2vl"])
 def explainer(request, tokenizer):
     from attngrad.vlm import VLMAdapter, VLMExplainer
 
     vision, strategy, layer = request.param
-    model = tiny_idefics3() if vision == "idefics3" else tiny_llava(vision, strategy=strategy, layer=layer)
+    if vision == "qwen2vl":
+        model = tiny_qwen2vl()
+    else:
+        model = tiny_idefics3() if vision == "idefics3" else tiny_llava(vision, strategy=strategy, layer=layer)
     return VLMExplainer(VLMAdapter(model, tokenizer, template=TEMPLATE), batch_size=2)

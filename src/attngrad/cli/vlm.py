@@ -16,7 +16,7 @@ _METHODS = ("complete", "gae", "absolute", "rollout", "raw_attention", "grad_x_i
 @main.command("explain-vlm")
 @click.argument("image", type=IMAGE)
 @click.argument("prompt")
-@model_option(default=None, help="LlavaForConditionalGeneration or Idefics3 (SmolVLM) folder or Hub name "
+@model_option(default=None, help="LlavaForConditionalGeneration, Idefics3 (SmolVLM) or Qwen2-VL folder or Hub name "
               "(required for now: the offline stand-in is not shipped yet, see docs/vlm.md).")
 @device_option()
 @methods_option("--method", "-m", "methods", registry=_METHODS, kind="a vision-language model")

@@ -275,8 +275,9 @@ class VLMExplainer:
             contrasts = None if contrast is None else self._token(contrast, logits, "contrast")
             if contrasts is not None and bool((contrasts == targets).any()):
                 raise AttngradError(f"the contrast equals the target ({a.token_text([int(targets[0])])[0]!r}); pick another token")
-            vis_maps = out.vision_maps[: a.vision_depth]
-            nt, nv = len(out.text_maps), len(vis_maps)
+            per = out.vision_chunks  # tensors per vision layer (Qwen2-VL: one per image)
+            vis_maps = out.vision_maps[: a.vision_depth * per]
+            nt, nv = len(out.text_maps), a.vision_depth
             grads: list[torch.Tensor | None] = [None] * (nt + nv + 2)
             if needs_grad:
                 value = loss_fn(out.logits, targets, contrasts).sum()
@@ -286,11 +287,11 @@ class VLMExplainer:
                 raw = torch.autograd.grad(value, wrt, allow_unused=True)
                 got = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, raw)]
                 if rollouts_grad:
-                    grads[: nt + nv] = got[: nt + nv]
+                    grads[: nt + nv] = got[:nt] + _join(got[nt:nt + len(vis_maps)], per)
                 if gxi:
                     grads[-2:] = got[-2:]
         text_maps = [m.detach() for m in out.text_maps]
-        vis_maps = [m.detach() for m in vis_maps]
+        vis_maps = _join([m.detach() for m in vis_maps], per)
         b, n = batch.input_ids.shape
         cols = torch.tensor(batch.image_start, device=a.device)[:, None] + torch.arange(a.num_image_tokens, device=a.device)
         results = {}
@@ -349,6 +350,13 @@ class VLMExplainer:
         return row, image_rel.reshape(b, *grid)
 
 
+def _join(parts: Sequence[torch.Tensor], per: int) -> list[torch.Tensor]:
+    """Per-layer maps (B, H, M, M) from ``per`` consecutive parts of each layer (their batch rows)."""
+    if per == 1:
+        return list(parts)
+    return [torch.cat(list(parts[i:i + per])) for i in range(0, len(parts), per)]
+
+
 def _carry(image_rel: torch.Tensor, mixes: list[torch.Tensor], a: VLMAdapter, renorm: bool, *,
            identity: bool = True) -> torch.Tensor:
     """Image-token relevance (B, K) carried through the vision encoder's rollout to its patch grid (B, gh, gw).
@@ -369,4 +377,7 @@ def _carry(image_rel: torch.Tensor, mixes: list[torch.Tensor], a: VLMAdapter, re
         if renorm:
             abar = abar / abar.sum(dim=-1, keepdim=True)
         row = torch.bmm(row, abar)
-    return row[:, 0, a.first_patch:].reshape(b, *a.grid)
+    patches = row[:, 0, a.first_patch:]
+    if a.raster is not None:  # vision tokens in merge-block order (Qwen2-VL) -> reading order
+        patches = patches[:, a.raster.to(patches.device)]
+    return patches.reshape(b, *a.grid)

@@ -25,7 +25,8 @@ VIT = Path(__file__).resolve().parent.parent / "assets" / "models" / "vit-tiny-p
 SETTINGS = ASSETS / "vlm.json"
 PROJECTOR = ASSETS / "projector.safetensors"
 #: model_type -> the transformers class loaded for it
-_CLASSES = {"llava": "LlavaForConditionalGeneration", "idefics3": "Idefics3ForConditionalGeneration"}
+_CLASSES = {"llava": "LlavaForConditionalGeneration", "idefics3": "Idefics3ForConditionalGeneration",
+            "qwen2_vl": "Qwen2VLForConditionalGeneration"}
 STAND_IN = "attngrad LLaVA stand-in (ViT-Ti + SmolLM2-135M + trained projector)"
 
 
@@ -112,13 +113,18 @@ def build_stand_in(*, projector: bool = True, quiet: bool = False):
 
 
 def load_vlm(name_or_path=None, *, device=None, quiet: bool = False):
-    """``(VLMAdapter, preprocessor)`` for a ``LlavaForConditionalGeneration`` folder / Hub name, or the stand-in (``None``)."""
+    """``(VLMAdapter, preprocessor)`` for a LLaVA, Idefics3 or Qwen2-VL folder / Hub name, or the stand-in (``None``).
+
+    Qwen2-VL is explained at one square image size (the config's ``attngrad_image_size``, else 448 px): its
+    preprocessor resizes to it and normalises with the processor config's mean and std.
+    """
     from transformers.utils import logging as hf_logging
 
     from ..models import check_device
 
     dev = check_device(device)
     hf_logging.disable_progress_bar()
+    settings: dict | None = None
     if name_or_path is None:
         model, tokenizer, preprocess = build_stand_in(quiet=quiet)
     else:
@@ -132,16 +138,24 @@ def load_vlm(name_or_path=None, *, device=None, quiet: bool = False):
         config = load_config(where, what="vision-language model", hint="pass a LlavaForConditionalGeneration folder")
         if config.model_type not in _CLASSES:
             raise AttngradError(f"{where}: a {config.model_type!r} model; attngrad explains "
-                                f"{' and '.join(_CLASSES.values())} (model_type {', '.join(map(repr, _CLASSES))})")
+                                f"{', '.join(_CLASSES.values())} (model_type {', '.join(map(repr, _CLASSES))})")
         try:
             tokenizer = AutoTokenizer.from_pretrained(where)
             cls = getattr(transformers, _CLASSES[config.model_type])
             model = cls.from_pretrained(where, attn_implementation="eager", dtype=torch.float32)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
-            raise AttngradError(f"cannot load {where!r} as a LLaVA model ({first_line(err)})") from None
-        folder = Path(where)
-        processor = folder / "preprocessor_config.json"
-        preprocess = Preprocessor.from_hf(json.loads(processor.read_text())) if processor.exists() else None
+            raise AttngradError(f"cannot load {where!r} as a vision-language model ({first_line(err)})") from None
+        processor = Path(where) / "preprocessor_config.json"
+        settings = json.loads(processor.read_text()) if processor.exists() else None
+        preprocess = Preprocessor.from_hf(settings) if settings is not None else None
     if dev is not None:
         model = model.to(dev)
-    return VLMAdapter(model, tokenizer), preprocess
+    adapter = VLMAdapter(model, tokenizer)
+    if adapter.qwen:  # its processor resizes to any multiple of 28 px; attngrad explains one fixed square size
+        fixed = dict(settings or {}, do_resize=True, do_center_crop=False,
+                     size={"height": adapter.image_size, "width": adapter.image_size})
+        fixed.setdefault("resample", 3)  # Qwen2VLImageProcessor's defaults: bicubic, OpenAI CLIP's mean and std
+        fixed.setdefault("image_mean", [0.48145466, 0.4578275, 0.40821073])
+        fixed.setdefault("image_std", [0.26862954, 0.26130258, 0.27577711])
+        preprocess = Preprocessor.from_hf(fixed)
+    return adapter, preprocess

@@ -1,7 +1,8 @@
 """A LLaVA-style vision–language model seen by attngrad: both towers' attention maps from one pass.
 
-:class:`VLMAdapter` wraps an unmodified Hugging Face ``LlavaForConditionalGeneration`` (a vision
-encoder, a projector, a causal language model) and its tokenizer. The image's patch features
+:class:`VLMAdapter` wraps an unmodified Hugging Face ``LlavaForConditionalGeneration``,
+``Idefics3ForConditionalGeneration`` or ``Qwen2VLForConditionalGeneration`` (a vision encoder, a
+projector, a causal language model) and its tokenizer. The image's patch features
 become ``K`` image tokens of the language model; attngrad finds them by the config's
 ``image_token_id``. One forward pass returns the next-token logits at the last prompt position,
 every language-model layer's attention maps (B, H, N, N) and every vision-encoder layer's maps
@@ -12,10 +13,19 @@ Per-architecture knowledge is the small table :data:`VISION_TOWERS`: where a vis
 layers are, which submodule returns the attention probabilities, and whether its token 0 is a
 class token. Prompts are left-padded; position ids count from each prompt's first real token, so
 a prompt's map in a batch equals its map alone.
+
+Qwen2-VL differs in three ways, handled here: its processor's input is flattened patches with an
+``image_grid_thw`` (built by :func:`qwen2vl_patches` from a normal (B, 3, H, W) tensor at one fixed
+image size); its language model takes 3-D rotary positions, computed per prompt by the model's own
+``get_rope_index`` on the real tokens only (so left padding changes nothing); its vision attention
+returns no maps, so they are read through transformers' attention-function interface (the
+model's own eager attention, registered under a name of ours for the call only).
 """
 
 from __future__ import annotations
 
+import sys
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -32,20 +42,45 @@ VISION_TOWERS: dict[str, tuple[str, str, bool]] = {
     "clip_vision_model": ("encoder.layers", "self_attn", True),
     "siglip_vision_model": ("encoder.layers", "self_attn", False),
     "idefics3_vision": ("encoder.layers", "self_attn", False),
+    "qwen2_vl_vision": ("blocks", "attn", False),
 }
 
 #: model class -> (vision encoder, language model inside it, pixel values with an images-per-prompt axis)
 FAMILIES: dict[str, tuple[str, str, bool]] = {
     "LlavaForConditionalGeneration": ("model.vision_tower", "model.language_model", False),
     "Idefics3ForConditionalGeneration": ("model.vision_model", "model.text_model", True),
+    "Qwen2VLForConditionalGeneration": ("model.visual", "model.language_model", False),
 }
+QWEN2VL = "Qwen2VLForConditionalGeneration"
+#: Qwen2-VL's image size when neither the call nor the config (``attngrad_image_size``) gives one: 32 x 32 patches
+QWEN2VL_IMAGE_SIZE = 448
+QWEN2VL_TEMPLATE = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                    "<|vision_start|><image><|vision_end|>{prompt}<|im_end|>\n<|im_start|>assistant\n")
 
 #: model_type of the text config -> (dotted path of its decoder layers inside the language model, attention submodule)
 LANGUAGE_MODELS: dict[str, tuple[str, str]] = {
     "llama": ("layers", "self_attn"),
     "mistral": ("layers", "self_attn"),
     "qwen2": ("layers", "self_attn"),
+    "qwen2_vl_text": ("layers", "self_attn"),
 }
+
+
+def qwen2vl_patches(pixels: torch.Tensor, *, patch: int, merge: int, temporal: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Qwen2-VL's processor layout of (B, 3, H, W) pixel values: flattened patches (B·h·w, 3·temporal·patch²)
+    and ``image_grid_thw`` (B, 3) = ``[1, h, w]`` per image, ``h = H / patch``.
+
+    Patches run over merge blocks in reading order, then over the ``merge x merge`` patches inside a block
+    (so each consecutive ``merge²`` patches become one image token); a still image is repeated ``temporal``
+    times along time. Differentiable (the pixels' gradient flows back through it).
+    """
+    b, c, height, width = pixels.shape
+    h, w = height // patch, width // patch
+    x = pixels.reshape(b, c, h // merge, merge, patch, w // merge, merge, patch).permute(0, 2, 5, 3, 6, 1, 4, 7)
+    x = x.unsqueeze(6).expand(-1, -1, -1, -1, -1, -1, temporal, -1, -1)
+    flat = x.reshape(b * h * w, c * temporal * patch * patch)
+    grid = torch.tensor([[1, h, w]] * b, dtype=torch.long, device=pixels.device)
+    return flat, grid
 
 
 def _get(module: Any, dotted: str) -> Any:
@@ -73,12 +108,18 @@ class VLMBatch:
 
 @dataclass
 class VLMForward:
-    """What one pass gives: logits (B, V) at the last position, the maps of both towers, and the LM's input embeddings."""
+    """What one pass gives: logits (B, V) at the last position, the maps of both towers, and the LM's input embeddings.
+
+    ``vision_maps`` holds ``vision_chunks`` tensors per vision layer, layer after layer, each covering consecutive
+    images (1 for LLaVA / Idefics3: one (B, H, M, M) per layer; B for Qwen2-VL: one (1, H, M, M) per image), so
+    that gradients can be taken with respect to the very tensors the model used.
+    """
 
     logits: torch.Tensor
     text_maps: list[torch.Tensor]
     vision_maps: list[torch.Tensor]
     embeds: torch.Tensor | None
+    vision_chunks: int = 1
 
 
 class VLMAdapter:
@@ -88,19 +129,19 @@ class VLMAdapter:
         model: the model (loaded with eager attention).
         tokenizer: its tokenizer.
         template: the prompt around the question; ``<image>`` marks where the image tokens go and
-            ``{prompt}`` the question (default: LLaVA-1.5's ``"USER: <image>\\n{prompt} ASSISTANT:"``).
+            ``{prompt}`` the question (default: the config's ``attngrad_template``, else Qwen2-VL's chat
+            template for Qwen2-VL, else LLaVA-1.5's ``"USER: <image>\\n{prompt} ASSISTANT:"``).
+        image_size: Qwen2-VL only: the one square image size explained (a multiple of patch x merge size;
+            default: the config's ``attngrad_image_size``, else 448).
     """
 
-    def __init__(self, model: Any, tokenizer, *, template: str | None = None):
+    def __init__(self, model: Any, tokenizer, *, template: str | None = None, image_size: int | None = None):
         self.model: Any = model.eval()  # a transformers model (config, .model.vision_tower, ...)
         self.tokenizer = tokenizer
         config: Any = self.model.config
         family = type(model).__name__
         if family not in FAMILIES:
-            raise AttngradError(
-                f"{family} is not supported; attngrad explains {' and '.join(FAMILIES)} (Qwen2-VL merges patches "
-                "with 3-D rotary positions and variable grids: not yet)"
-            )
+            raise AttngradError(f"{family} is not supported; attngrad explains {', '.join(FAMILIES)}")
         vision_path, text_path, self._image_axis = FAMILIES[family]
         vtype = config.vision_config.model_type
         ttype = config.text_config.model_type
@@ -117,7 +158,23 @@ class VLMAdapter:
         self.text_module = _get(self.model, text_path)
         self.text_layers = list(_get(self.text_module, text_layers))
         self.image_token_id = int(getattr(config, "image_token_id", getattr(config, "image_token_index", -1)))
-        side = int(config.vision_config.image_size) // int(config.vision_config.patch_size)
+        self.qwen = family == QWEN2VL
+        #: raster patch -> vision token (None: the vision tokens are in reading order already)
+        self.raster: torch.Tensor | None = None
+        if self.qwen:
+            vc = config.vision_config
+            self.merge, self.patch = int(vc.spatial_merge_size), int(vc.patch_size)
+            self.temporal = int(vc.temporal_patch_size)
+            size = image_size or getattr(config, "attngrad_image_size", None) or QWEN2VL_IMAGE_SIZE
+            if int(size) < 1 or int(size) % (self.patch * self.merge):
+                raise AttngradError(f"Qwen2-VL's image size must be a multiple of {self.patch * self.merge} px "
+                                    f"(patch {self.patch} x merge {self.merge}), not {size}")
+            self.image_size = int(size)
+        elif image_size is not None:
+            raise AttngradError("image_size is for Qwen2-VL only (LLaVA and Idefics3 take their config's image size)")
+        else:
+            self.image_size = int(config.vision_config.image_size)
+        side = self.image_size // int(config.vision_config.patch_size)
         #: the vision encoder's patch grid (reading "vision" maps) and the vision tokens before the patches
         self.grid: tuple[int, int] = (side, side)
         self.first_patch = 1 if self.has_cls else 0
@@ -133,6 +190,14 @@ class VLMAdapter:
                 raise AttngradError("a vision_feature_layer list (features of several layers) is not supported")
             #: vision layers whose maps shape the image features (hidden_states[i] is the output of i layers)
             self.vision_depth = layer % (n + 1)
+        elif self.qwen:  # the merger puts each merge x merge block of patches (consecutive vision tokens) into one token
+            self.keeps_cls = False
+            s, blocks = self.merge, side // self.merge
+            self.groups = torch.arange(side * side).reshape(-1, s * s)  # (K, s*s) vision tokens
+            r, c = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+            self.raster = (((r // s) * blocks + c // s) * s * s + (r % s) * s + c % s).flatten()
+            self.token_grid = (blocks, blocks)
+            self.vision_depth = n
         else:  # Idefics3 / SmolVLM: pixel shuffle puts s x s neighbouring patches into one image token
             self.keeps_cls = False
             scale = int(config.scale_factor)
@@ -141,7 +206,8 @@ class VLMAdapter:
             self.token_grid = (side // scale, side // scale)
             self.vision_depth = n
         self.num_image_tokens: int = int(self.groups.shape[0])
-        self.template = template or getattr(config, "attngrad_template", None) or "USER: <image>\n{prompt} ASSISTANT:"
+        self.template = (template or getattr(config, "attngrad_template", None)
+                         or (QWEN2VL_TEMPLATE if self.qwen else "USER: <image>\n{prompt} ASSISTANT:"))
         if "<image>" not in self.template or "{prompt}" not in self.template:
             raise AttngradError("a VLM template needs '<image>' (where the image goes) and '{prompt}' (the question)")
         pad = tokenizer.pad_token_id
@@ -212,14 +278,58 @@ class VLMAdapter:
         pre = lm.register_forward_pre_hook(grab, with_kwargs=True)
         vis = [_get(layer, self._vision_attn) for layer in self.vision_layers]
         txt = [_get(layer, self._text_attn) for layer in self.text_layers]
+        pixels = pixel_values.to(self.device)
         try:
-            with self._capture(vis, vision_maps), self._capture(txt, text_maps):
-                pixels = pixel_values.to(self.device)
-                out = self.model(input_ids=batch.input_ids, pixel_values=pixels[:, None] if self._image_axis else pixels,
-                                 attention_mask=batch.attention_mask, position_ids=batch.position_ids, use_cache=False)
+            if self.qwen:
+                with self._qwen_vision_maps(vis, vision_maps), self._capture(txt, text_maps):
+                    out = self.model(**self._qwen_inputs(pixels, batch), use_cache=False)
+            else:
+                with self._capture(vis, vision_maps), self._capture(txt, text_maps):
+                    out = self.model(input_ids=batch.input_ids, pixel_values=pixels[:, None] if self._image_axis else pixels,
+                                     attention_mask=batch.attention_mask, position_ids=batch.position_ids, use_cache=False)
         finally:
             pre.remove()
-        return VLMForward(out.logits[:, -1], text_maps, vision_maps, embeds[0] if embeds else None)
+        # Qwen2-VL runs its vision attention once per image and layer: maps (1, H, M, M), layer by layer
+        chunks = pixels.shape[0] if self.qwen else 1
+        return VLMForward(out.logits[:, -1], text_maps, vision_maps, embeds[0] if embeds else None, chunks)
+
+    def _qwen_inputs(self, pixels: torch.Tensor, batch: VLMBatch) -> dict:
+        """Qwen2-VL's inputs: flattened patches, their grids, and the 3-D rotary positions of each prompt's real tokens."""
+        if tuple(pixels.shape[-2:]) != (self.image_size, self.image_size):
+            raise AttngradError(f"this Qwen2-VL is explained at one image size, {self.image_size} x {self.image_size} px; "
+                                f"got {pixels.shape[-2]} x {pixels.shape[-1]} (resize the image, or pass image_size)")
+        flat, grid = qwen2vl_patches(pixels, patch=self.patch, merge=self.merge, temporal=self.temporal)
+        kinds = (batch.input_ids == self.image_token_id).int()
+        # the model's own positions, computed on each prompt's real tokens (padding gets 0 and is masked)
+        positions, _ = self.model.model.get_rope_index(batch.input_ids, kinds, grid, attention_mask=batch.attention_mask)
+        return dict(input_ids=batch.input_ids, pixel_values=flat, image_grid_thw=grid, mm_token_type_ids=kinds,
+                    attention_mask=batch.attention_mask, position_ids=positions)
+
+    @contextmanager
+    def _qwen_vision_maps(self, modules: Sequence[nn.Module], into: list[torch.Tensor]) -> Iterator[None]:
+        """Qwen2-VL's vision attention returns no maps: within the context it runs the model's own eager
+        attention through transformers' attention interface, under a name of ours, keeping each map (1, H, M, M)."""
+        from transformers import AttentionInterface
+
+        own: Any = sys.modules[type(modules[0]).__module__].eager_attention_forward
+
+        def attention(module, query, key, value, attention_mask, **kwargs):
+            output, weights = own(module, query, key, value, attention_mask, **kwargs)
+            into.append(weights)
+            return output, weights
+
+        configs: list[Any] = list({id(m.config): m.config for m in modules}.values())
+        name = "attngrad_vision_maps_" + uuid.uuid4().hex
+        previous = [(c, c._attn_implementation) for c in configs]
+        AttentionInterface.register(name, attention)
+        for c, _ in previous:
+            c._attn_implementation = name
+        try:
+            yield
+        finally:
+            for c, before in previous:
+                c._attn_implementation = before
+            AttentionInterface._global_mapping.pop(name, None)
 
     @contextmanager
     def frozen_weights(self) -> Iterator[None]:
