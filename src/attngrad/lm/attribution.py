@@ -93,15 +93,18 @@ def run(
     choose: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
     *,
     start_layer: int = 0,
-    streaming: bool = False,
+    streaming: bool | str = False,
 ) -> PassResult:
     """One forward (+ one backward when a method needs gradients) over ``batch`` for all ``methods``.
 
     Args:
         choose: maps the detached logits (B, V) to ``(targets, contrasts)`` (token ids, (B,)).
-        streaming: recompute each layer in the backward pass (activation checkpointing) instead of
-            keeping every layer's maps: memory for one layer's maps at a time, about one more forward
-            pass of time (:mod:`attngrad.lm.memory` chooses it when the maps would not fit).
+        streaming: how the maps reach the backward pass (:data:`attngrad.lm.memory.MODES`; :mod:`attngrad.lm.memory`
+            chooses): ``False`` / ``"kept"``: every layer's maps kept from the forward pass (fastest, memory
+            ``L · H · N²``); ``True`` / ``"maps"``: fused attention in the forward pass, each layer's maps recomputed
+            from its saved queries and keys when its gradient arrives (one layer's maps at a time, about one more
+            attention computation per layer); ``"layers"``: each whole layer recomputed in the backward pass
+            (activation checkpointing: the least memory, about one more forward pass of time).
     """
     layers = adapter.num_layers
     if not 0 <= start_layer < layers:
@@ -116,8 +119,13 @@ def run(
     engine = RolloutEngine(rollouts, b, n, -1, dtype=embeds.dtype, device=embeds.device)
     out: dict[str, torch.Tensor] = {}
     with torch.set_grad_enabled(needs_grad), adapter.frozen_weights():
-        if streaming and needs_grad:
+        mode = ("maps" if streaming is True else "kept" if streaming is False else streaming) if needs_grad else "kept"
+        if mode == "layers":
             logits, grad_embeds = _streamed(adapter, batch, embeds, engine, instances, loss, choose, out)
+        elif mode == "maps":
+            logits, grad_embeds = _recomputed(adapter, batch, embeds, engine, instances, loss, choose, out)
+        elif mode != "kept":
+            raise AttngradError(f"unknown streaming mode {streaming!r}; choose from kept, maps, layers")
         else:
             logits, grad_embeds = _kept(adapter, batch, embeds, engine, instances, loss, choose, out, needs_grad)
         targets, contrasts = choose(logits)
@@ -168,6 +176,33 @@ def _kept(adapter, batch, embeds, engine, instances, loss, choose, out, needs_gr
         maps.clear()
     value = loss(logits, targets, contrasts)
     (grad_embeds,) = torch.autograd.grad(value.sum(), embeds)
+    return logits.detach(), grad_embeds
+
+
+def _recomputed(adapter, batch, embeds, engine, instances, loss, choose, out):
+    """Fused attention in the forward pass (no map kept); each layer's maps recomputed from its saved queries and
+    keys when the gradient of its attention output arrives, folded, and released."""
+    state = {"layer": adapter.num_layers}
+    last = adapter.num_layers - 1
+
+    def on_gradient(module, weights: torch.Tensor, grad: torch.Tensor) -> None:
+        state["layer"] -= 1  # the backward pass reaches the layers last to first
+        layer = state["layer"]
+        if getattr(module, "layer_idx", layer) != layer:
+            raise RuntimeError(f"attention layer {module.layer_idx} reached where layer {layer} was expected")
+        if layer == last and "raw_attention" in instances:
+            out["raw_attention"] = weights[:, :, -1].mean(dim=1)
+        if engine.methods:
+            engine.fold(layer, weights, grad)
+
+    with adapter.recompute_attention(on_gradient):
+        logits = adapter.forward(embeds, batch, attentions=False).logits
+        targets, contrasts = choose(logits.detach())
+        value = loss(logits, targets, contrasts)
+        (grad_embeds,) = torch.autograd.grad(value.sum(), embeds)
+    if state["layer"] != 0:
+        raise RuntimeError(f"the backward pass reached {adapter.num_layers - state['layer']} of "
+                           f"{adapter.num_layers} attention layers")
     return logits.detach(), grad_embeds
 
 

