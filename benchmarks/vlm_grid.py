@@ -1,20 +1,24 @@
 """The VLM stand-in measured: the grid pointing game and patch deletion, every VLM method, both readings.
 
-Grid pointing game (Böhle et al., CVPR 2021; Rao et al., CVPR 2022), as the stand-in can play it:
-sample images the stand-in names correctly on their own are tiled 2 x 2 (each resized to one
-quarter of the 128 px input, so each cell is 4 x 4 of the 8 x 8 patches); for every cell the
-answer token explained is the first token of " <class name>" after "What is in this photo?", and
-the score is the positive attribution inside that cell over all positive attribution (1 = all
-inside, 0.25 = no better than spread evenly). ``random`` is the floor.
+Grid pointing game (Böhle et al., CVPR 2021; Rao et al., CVPR 2022), as a vision–language model
+plays it, with the grids of ``attngrad evaluate grid`` (:mod:`attngrad.evaluation.grids`): a sample
+image qualifies when the stand-in, seeing it alone at the resolution it has inside a cell (resized to
+the cell and back), answers "What is in this photo?" with a greedy answer that contains its class
+name; 2 x 2 grids of qualifying images of different classes are drawn (seeded); for every cell the
+explained token is the first token of " <class name>", and the score is the positive attribution
+inside that cell over all positive attribution (1 = all inside; a uniform map scores 0.25), with the
+negative share on the other cells for signed maps (:class:`attngrad.evaluation.pointing.PointingGame`).
+One forward + backward per grid serves its four cells, every method and both readings.
 
-Patch deletion (on the single images): the 64 patches are set to the normalised mean (0), most
-relevant first, 8 at a time; the target token's log-probability after each step; the area under
-that curve (lower = the map found what the answer rests on) per method, next to ``random``.
+Patch deletion (on single qualifying images at full resolution): the 14 x 14 patches are set to the
+normalised mean (0), most relevant first, ``--deletion-step`` at a time; the log-probability of the
+answer's first token after each step; the area under that curve (lower = the map found what the
+answer rests on) per method and reading, next to ``random``.
 
-    python benchmarks/vlm_grid.py --data ../shared/data --grids 60 --out docs/results/vlm
+    python benchmarks/vlm_grid.py --data ../shared/data --grids 100 --out docs/results/vlm
 
-Writes ``pointing.csv`` / ``deletion.csv`` (one row per explained cell / image) and
-``summary.json`` (mean and 95 % interval per method and reading).
+Writes ``pointing.csv`` / ``deletion.csv`` (one row per explained cell / image) and ``summary.json``
+(mean and 95 % interval per method and reading; the paired difference ``complete`` - ``gae``).
 """
 
 from __future__ import annotations
@@ -23,15 +27,17 @@ import argparse
 import csv
 import json
 import math
-import random
 import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
+from attngrad.evaluation.grids import at_cell_resolution, canvas, draw, input_size
+from attngrad.evaluation.pointing import PointingGame
+from attngrad.io import load_image
 from attngrad.vlm import VLMExplainer
 
 METHODS = ["complete", "gae", "absolute", "rollout", "raw_attention", "grad_x_input", "random"]
@@ -39,122 +45,129 @@ READINGS = ["language", "vision"]
 QUESTION = "What is in this photo?"
 
 
-def interval(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95 % normal interval."""
-    mean = statistics.fmean(values)
+def interval(values: list[float]) -> dict:
+    """Mean, half-width of the 95 % normal interval, and n."""
+    mean = statistics.fmean(values) if values else float("nan")
     half = 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return mean, half
+    return {"mean": round(mean, 4), "ci95": round(half, 4), "n": len(values)}
 
 
-def answers_of(ex: VLMExplainer, pixels: torch.Tensor, steps: int = 6) -> list[str]:
-    """Greedy answers of a batch (no cache; the prompt is short)."""
+@torch.no_grad()
+def answers(ex: VLMExplainer, pixels: torch.Tensor, steps: int = 6) -> list[str]:
+    """Greedy answers of a batch of images to :data:`QUESTION` (transformers' generate, with its cache)."""
     a = ex.adapter
     ids, start = a.prompt_ids(QUESTION)
-    eos = a.tokenizer.eos_token_id
-    new: list[list[int]] = [[] for _ in range(pixels.shape[0])]
+    batch = a.batch([ids] * pixels.shape[0], [start] * pixels.shape[0])
+    out = a.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                           pixel_values=pixels.to(a.device), max_new_tokens=steps, do_sample=False,
+                           pad_token_id=a.pad_id)
+    return [a.tokenizer.decode(o, skip_special_tokens=True) for o in out[:, batch.input_ids.shape[1]:]]
+
+
+def first_token(ex: VLMExplainer, name: str) -> int:
+    return int(ex.adapter.tokenizer(" " + name, add_special_tokens=False)["input_ids"][0])
+
+
+def deletion_curve(ex: VLMExplainer, pixels: torch.Tensor, maps: torch.Tensor, token: int, step: int) -> list[float]:
+    """Log-probability of ``token`` as the patches are zeroed in the order of ``maps`` (K, gh, gw): (K, steps+1)."""
+    a = ex.adapter
+    gh, gw = maps.shape[-2:]
+    ph, pw = pixels.shape[-2] // gh, pixels.shape[-1] // gw
+    counts = list(range(0, gh * gw + 1, step))
+    rank = maps.flatten(1).argsort(dim=1, descending=True).argsort(dim=1)  # (K, P): each patch's place in the order
+    keep = (rank[:, None, :] >= torch.tensor(counts)[None, :, None]).float()  # (K, S, P)
+    keep = keep.reshape(-1, 1, gh, gw).repeat_interleave(ph, 2).repeat_interleave(pw, 3)
+    batch_pixels = pixels.expand(keep.shape[0], -1, -1, -1) * keep
+    ids, start = a.prompt_ids(QUESTION)
+    logp = []
     with torch.no_grad():
-        for _ in range(steps):
-            batch = a.batch([ids + n for n in new], [start] * len(new))
-            nxt = a.forward(pixels, batch).logits.argmax(-1).tolist()
-            for n, t in zip(new, nxt):
-                n.append(t)
-    return [a.tokenizer.decode(n[: n.index(eos)] if eos in n else n) for n in new]
-
-
-def tile(images: list[Image.Image], size: int) -> Image.Image:
-    half = size // 2
-    out = Image.new("RGB", (size, size))
-    for k, im in enumerate(images):
-        out.paste(im.convert("RGB").resize((half, half), Image.Resampling.BICUBIC), ((k % 2) * half, (k // 2) * half))
-    return out
+        for chunk in batch_pixels.split(16):
+            b = a.batch([ids] * chunk.shape[0], [start] * chunk.shape[0])
+            logp.append(a.forward(chunk, b).logits.float().log_softmax(-1)[:, token])
+    return torch.cat(logp).reshape(maps.shape[0], len(counts)).tolist()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="folder with imagenet_classes.tsv and imagenet-sample/")
-    ap.add_argument("--grids", type=int, default=60)
-    ap.add_argument("--deletion-images", type=int, default=40)
+    ap.add_argument("--grids", type=int, default=100)
+    ap.add_argument("--deletion-images", type=int, default=30)
+    ap.add_argument("--deletion-step", type=int, default=28)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     started = time.time()
     ex = VLMExplainer.from_pretrained(quiet=True)
-    ex.batch_size = args.batch_size
-    size = ex.adapter.model.config.vision_config.image_size
+    pre = ex.preprocess
+    size = input_size(pre)
     rows = [line.split("\t") for line in (args.data / "imagenet_classes.tsv").read_text().splitlines()[1:]]
-    items = [(r[2].replace("_", " "), args.data / r[3]) for r in rows]
-    # 1. which images the stand-in names correctly alone
-    good = []
-    for i in tqdm(range(0, len(items), 32), desc="qualifying images"):
-        chunk = items[i:i + 32]
-        said = answers_of(ex, ex.pixels([Image.open(p) for _, p in chunk]))
-        good += [(n, p) for (n, p), s in zip(chunk, said) if n.lower() in s.lower()]
-    rng = random.Random(args.seed)
+    names = [r[2].replace("_", " ") for r in rows]
+    seen = [pre.geometry(load_image(args.data / r[3].strip())) for r in tqdm(rows, desc="loading")]
+    # 1. which images the stand-in names correctly alone, at cell resolution
+    good: list[int] = []
+    for i in tqdm(range(0, len(seen), 25), desc="qualifying images"):
+        small = [at_cell_resolution(im, size, 2, pre.resample) for im in seen[i:i + 25]]
+        said = answers(ex, ex.pixels(small))
+        good += [i + k for k, s in enumerate(said) if names[i + k].lower() in s.lower()]
     args.out.mkdir(parents=True, exist_ok=True)
-    # 2. the grid pointing game
-    grids = [rng.sample(good, 4) for _ in range(args.grids)]
-    cells = torch.zeros(ex.adapter.grid)
+    # 2. the grid pointing game: batch row k explains cell k's class on the same grid
+    grids = draw([int(rows[i][0]) for i in good], args.grids, 2, seed=args.seed)
+    game = PointingGame(2)
     point_rows = []
-    for g, four in enumerate(tqdm(grids, desc="grids")):
-        image = tile([Image.open(p) for _, p in four], size)
-        pixels = ex.pixels([image] * 4)
-        targets = [" " + n for n, _ in four]
-        first = [int(ex.adapter.tokenizer(t, add_special_tokens=False)["input_ids"][0]) for t in targets]
-        # row k of the batch explains cell k's class token: one forward + backward for the four cells
-        out = ex.explain_methods(pixels, QUESTION, METHODS, readings=READINGS, target=first)
-        for k in range(4):
-            mask = cells.clone()
-            gh, gw = ex.adapter.grid
-            r0, c0 = (k // 2) * (gh // 2), (k % 2) * (gw // 2)
-            mask[r0:r0 + gh // 2, c0:c0 + gw // 2] = 1
-            for (method, reading), r in out.items():
-                m = r.maps[k]
-                pos = m.clamp(min=0)
-                total = float(pos.sum())
-                score = float((pos * mask).sum()) / total if total > 0 else float("nan")
-                point_rows.append({"grid": g, "cell": k, "class": four[k][0], "method": method, "reading": reading,
-                                   "pointing": score})
+    for g, grid in enumerate(tqdm(grids, desc="grids")):
+        image = canvas([seen[good[k]] for k in grid.images], size, 2, pre.resample)
+        cells = [names[good[k]] for k in grid.images]
+        out = ex.explain_methods(ex.pixels([image] * 4), QUESTION, METHODS, readings=READINGS,
+                                 target=[first_token(ex, c) for c in cells])
+        for (method, reading), res in out.items():
+            scores = game(res.maps, torch.arange(4))
+            for k in range(4):
+                point_rows.append({"grid": g, "cell": k, "class": cells[k], "method": method, "reading": reading,
+                                   "pointing": float(scores["pointing"][k]),
+                                   "negative_elsewhere": float(scores["negative_elsewhere"][k])})
     # 3. patch deletion on single images
+    rng = np.random.default_rng(args.seed)
+    chosen = [good[int(k)] for k in rng.choice(len(good), size=min(args.deletion_images, len(good)), replace=False)]
     del_rows = []
-    chosen = rng.sample(good, min(args.deletion_images, len(good)))
-    gh, gw = ex.adapter.grid
-    ph, pw = size // gh, size // gw
-    for name, path in tqdm(chosen, desc="deletion"):
-        pixels = ex.pixels([Image.open(path)])
-        token = int(ex.adapter.tokenizer(" " + name, add_special_tokens=False)["input_ids"][0])
+    for i in tqdm(chosen, desc="deletion"):
+        pixels = ex.pixels([seen[i]])
+        token = first_token(ex, names[i])
         out = ex.explain_methods(pixels, QUESTION, METHODS, readings=READINGS, target=token)
-        for (method, reading), r in out.items():
-            order = r.maps[0].flatten().argsort(descending=True)
-            steps = list(range(0, gh * gw + 1, 8))
-            batch = pixels.repeat(len(steps), 1, 1, 1)
-            for s_i, s in enumerate(steps):
-                for p in order[:s].tolist():
-                    i, j = divmod(p, gw)
-                    batch[s_i, :, i * ph:(i + 1) * ph, j * pw:(j + 1) * pw] = 0.0
-            a = ex.adapter
-            ids, start = a.prompt_ids(QUESTION)
-            with torch.no_grad():
-                logits = a.forward(batch, a.batch([ids] * len(steps), [start] * len(steps))).logits
-            logp = logits.log_softmax(-1)[:, token].tolist()
-            auc = sum((logp[t] + logp[t + 1]) / 2 for t in range(len(logp) - 1)) / (len(logp) - 1)
-            del_rows.append({"class": name, "method": method, "reading": reading, "auc_logprob": auc,
-                             "start_logprob": logp[0]})
+        keys = list(out)
+        curves = deletion_curve(ex, pixels, torch.cat([out[k].maps for k in keys]), token, args.deletion_step)
+        for (method, reading), curve in zip(keys, curves):
+            auc = float(np.trapezoid(curve) / (len(curve) - 1))
+            del_rows.append({"class": names[i], "method": method, "reading": reading, "auc_logprob": auc,
+                             "start_logprob": curve[0]})
     for name, table in (("pointing.csv", point_rows), ("deletion.csv", del_rows)):
         with open(args.out / name, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(table[0]))
             w.writeheader()
             w.writerows(table)
-    summary: dict = {"qualifying_images": len(good), "grids": args.grids, "deletion_images": len(chosen),
-                     "seconds": round(time.time() - started, 1), "seed": args.seed, "pointing": {}, "deletion": {}}
+    summary: dict = {"qualifying_images": len(good), "grids": len(grids), "cells": 4 * len(grids),
+                     "deletion_images": len(chosen), "deletion_step": args.deletion_step, "seed": args.seed,
+                     "seconds": round(time.time() - started, 1), "pointing": {}, "negative_elsewhere": {},
+                     "deletion_auc_logprob": {},
+                     "command": f"python benchmarks/vlm_grid.py --data ../shared/data --grids {args.grids} "
+                                f"--deletion-images {args.deletion_images} --deletion-step {args.deletion_step} --out OUT"}
     for method in METHODS:
         for reading in READINGS:
             key = f"{method}/{reading}"
-            vals = [r["pointing"] for r in point_rows if r["method"] == method and r["reading"] == reading
-                    and not math.isnan(r["pointing"])]
-            summary["pointing"][key] = dict(zip(("mean", "ci95"), interval(vals))) | {"n": len(vals)}
-            dv = [r["auc_logprob"] for r in del_rows if r["method"] == method and r["reading"] == reading]
-            summary["deletion"][key] = dict(zip(("mean", "ci95"), interval(dv))) | {"n": len(dv)}
+            mine = [r for r in point_rows if r["method"] == method and r["reading"] == reading]
+            summary["pointing"][key] = interval([r["pointing"] for r in mine if not math.isnan(r["pointing"])])
+            neg = [r["negative_elsewhere"] for r in mine if not math.isnan(r["negative_elsewhere"])]
+            if neg and method in ("complete", "grad_x_input"):
+                summary["negative_elsewhere"][key] = interval(neg)
+            summary["deletion_auc_logprob"][key] = interval(
+                [r["auc_logprob"] for r in del_rows if r["method"] == method and r["reading"] == reading])
+    for reading in READINGS:
+        pair = {}
+        for r in point_rows:
+            if r["reading"] == reading and r["method"] in ("complete", "gae"):
+                pair.setdefault((r["grid"], r["cell"]), {})[r["method"]] = r["pointing"]
+        diffs = [v["complete"] - v["gae"] for v in pair.values()
+                 if len(v) == 2 and not (math.isnan(v["complete"]) or math.isnan(v["gae"]))]
+        summary[f"complete_minus_gae/{reading}"] = interval(diffs)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
 

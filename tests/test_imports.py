@@ -20,7 +20,7 @@ LAYERS = {
     "methods": 2,
     **dict.fromkeys(["explainer", "stitch", "viz", "gallery", "cases"], 3),
     **dict.fromkeys(["text", "lm", "clip", "seq2seq", "vlm", "experiments", "evaluation", "compare", "demo",
-                     "clip_demo"], 4),
+                     "clip_demo", "vlm_demo"], 4),
     **dict.fromkeys(["cli", "server"], 5),
     **dict.fromkeys(["__main__", ""], 6),  # "": the package's own __init__ (the public re-exports)
 }

@@ -3,7 +3,8 @@
 Elephant + zebra (``el1``) and dog + cat (``catdog``), each class explained with
 ``gae``, ``complete`` and ``absolute`` side by side (the paper's Figure 5 setting), and a
 comparison page with every method of the paper's Figure 13 (``compare.html``), and ``el1``
-explained for two texts on both towers of the offline CLIP stand-in (:mod:`attngrad.clip_demo`).
+explained for two texts on both towers of the offline CLIP stand-in (:mod:`attngrad.clip_demo`), and
+the LLaVA stand-in's "zebra" and "elephant" on ``el1`` (:mod:`attngrad.vlm_demo`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .cases import CASES, asset_image
 from .clip_demo import clip_section
 from .compare import build_comparison_page, is_signed, red_means
 from .explainer import Explainer
+from .vlm_demo import vlm_section
 
 __all__ = ["CASES", "METHODS", "asset_image", "build_demo"]
 
@@ -59,6 +61,7 @@ def build_demo(
             f"<table><tr><th>top-5</th><th>probability</th><th>logit</th></tr>{rows}</table></section>"
         )
     sections.append(clip_section(out))
+    sections.append(vlm_section(out))
     compare = build_comparison_page(explainer, out, multiclass=multiclass, include_multiclass=multiclass is not None)
     meanings = "; ".join(f"<b>{html.escape(m)}</b>: {html.escape(red_means(m))}" for m in methods)
     index = out / "index.html"

@@ -17,7 +17,7 @@ _METHODS = ("complete", "gae", "absolute", "rollout", "raw_attention", "grad_x_i
 @click.argument("image", type=IMAGE)
 @click.argument("prompt")
 @model_option(default=None, help="LlavaForConditionalGeneration, Idefics3 (SmolVLM) or Qwen2-VL folder or Hub name "
-              "(required for now: the offline stand-in is not shipped yet, see docs/vlm.md).")
+              "(default: attngrad's LLaVA stand-in, ViT-Ti + SmolLM2 + a projector trained here; docs/vlm.md).")
 @device_option()
 @methods_option("--method", "-m", "methods", registry=_METHODS, kind="a vision-language model")
 @click.option("--reading", "-r", type=click.Choice(["language", "vision", "both"]), default="both", show_default=True,

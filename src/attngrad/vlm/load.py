@@ -1,11 +1,12 @@
 """Loading a LLaVA-style model: a folder or Hub name, or the offline stand-in built from shipped parts.
 
 The stand-in is assembled the way LLaVA was built, as a real ``LlavaForConditionalGeneration``:
-the shipped ViT-Ti (timm's AugReg weights, run at 128 px with its position embeddings resized
-to the 8 × 8 patch grid) as the locked vision encoder, SmolLM2-135M-Instruct (``attngrad[lm]``)
-as the locked language model, and LLaVA's two-layer MLP projector trained here on the 1000
-ImageNet sample images (``scripts/train_vlm.py``; weights in ``assets/vlm/``). It is a
-**stand-in**, not LLaVA: it knows only "What is in this photo?" about ImageNet's classes.
+the shipped ViT-Ti (timm's AugReg weights, 224 px; its last layer's 197 tokens, class token
+included, become the image tokens: LLaVA's ``"full"`` feature strategy) as the locked vision
+encoder, SmolLM2-135M-Instruct (``attngrad[lm]``) as the locked language model, and LLaVA's
+two-layer MLP projector trained here on the 1000 ImageNet sample images
+(``scripts/train_vlm.py``; weights in ``assets/vlm/``). It is a **stand-in**, not LLaVA: it was
+taught only to name the ImageNet class of a photo.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ STAND_IN = "attngrad LLaVA stand-in (ViT-Ti + SmolLM2-135M + trained projector)"
 
 def stand_in_settings() -> dict:
     return json.loads(SETTINGS.read_text()) if SETTINGS.exists() else {
-        "image_size": 128, "template": "Image: <image>\nQuestion: {prompt}\nAnswer:", "image_token": "<filename>",
-        "vision_feature_layer": -1,
+        "image_size": 224, "template": "Image: <image>\nQuestion: {prompt}\nAnswer:", "image_token": "<filename>",
+        "vision_feature_layer": -1, "vision_feature_select_strategy": "full",
     }
 
 
@@ -68,7 +69,8 @@ def build_stand_in(*, projector: bool = True, quiet: bool = False):
     image_token = tokenizer.convert_tokens_to_ids(settings["image_token"])
     config = LlavaConfig(vision_config=vcfg.to_dict(), text_config=text.config.to_dict(), image_token_index=int(image_token),  # type: ignore[arg-type]
                          vision_feature_layer=int(settings["vision_feature_layer"]),
-                         vision_feature_select_strategy="default", projector_hidden_act="gelu")
+                         vision_feature_select_strategy=settings.get("vision_feature_select_strategy", "default"),
+                         projector_hidden_act="gelu")
     for part in (config.vision_config, config.text_config):
         part._attn_implementation = "eager"  # type: ignore[union-attr]
     config._attn_implementation = "eager"
@@ -78,10 +80,11 @@ def build_stand_in(*, projector: bool = True, quiet: bool = False):
     state = {f"model.vision_tower.{k}": v for k, v in vit.state_dict().items()}
     pos = state["model.vision_tower.embeddings.position_embeddings"]
     side, new = int(round((pos.shape[1] - 1) ** 0.5)), size // int(vcfg.patch_size)  # type: ignore[arg-type]
-    grid = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
-    grid = torch.nn.functional.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
-    state["model.vision_tower.embeddings.position_embeddings"] = torch.cat(
-        [pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, new * new, -1)], dim=1)
+    if new != side:  # another input size: the position embeddings resized bicubically to its patch grid
+        grid = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        grid = torch.nn.functional.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+        state["model.vision_tower.embeddings.position_embeddings"] = torch.cat(
+            [pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, new * new, -1)], dim=1)
     for k, v in text.model.state_dict().items():
         state[f"model.language_model.{k}"] = v
     state["lm_head.weight"] = text.lm_head.weight
