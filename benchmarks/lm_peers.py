@@ -189,7 +189,8 @@ def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval
             stored.update({k: z[k] for k in z.files})
     for f in sorted(out.glob("seconds-*.json")):
         notes.update(json.loads(f.read_text()))
-    methods = sorted({k.split("|")[0] for k in stored} & set(only) if only else {k.split("|")[0] for k in stored})
+    names = {k.split("|")[0] for k in stored}
+    methods = [m for m in only if m in names] if only else sorted(names)
     ev_spans = [token_spans(tok, p.text, p.evidence + p.distractors) for p in ev]
     fill, neutral = fill_token(explainer), neutral_token(explainer)
     de_targets = [explainer.adapter.word_ids(p.target)[0] for p in de]
@@ -236,6 +237,11 @@ def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval
                 row[f"{name}_{g}_per_prompt"] = v.tolist()
         for key in per:
             row[key] = float(per[key].mean())
+        _write_table(out, rows)  # after each method: a long run's finished rows are kept
+    return _write_table(out, rows, echo=True)
+
+
+def _write_table(out: Path, rows: dict, echo: bool = False) -> dict:
     (out / "table.json").write_text(json.dumps(rows, indent=1))
     lines = ["| method | evidence share | top-1 | top-k | distractors' share of negative | deletion gap factual | "
              "deletion gap reviews | insertion gap factual | insertion gap reviews | s / prompt |",
@@ -253,7 +259,8 @@ def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval
             "evidence_share", "top1", "topk", "distractor_negative", "del_gap_factual", "del_gap_review",
             "ins_gap_factual", "ins_gap_review")) + f" | {r['seconds_per_prompt'] or 0:.3f} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    if echo:
+        print("\n".join(lines))
     return rows
 
 
