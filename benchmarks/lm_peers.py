@@ -19,7 +19,18 @@ attngrad's tokenizer call gives them):
 
 ``RUN/prompts.json`` is the prompt list an ``attngrad evaluate lm-evidence`` run kept. ``table`` scores
 every stored map with the same code (attngrad.lm.evidence.prompt_metrics, the deletion and insertion
-curves of attngrad.lm.deletion / attngrad.lm.insertion, unpatched model) and writes OUT/table.md + .json.
+curves of attngrad.lm.deletion / attngrad.lm.insertion, unpatched model) and writes OUT/table.md + .json
+(every column mean ± 1.96 standard errors over prompts; the per-prompt gaps are in table.json).
+``compare`` says how far two stored methods' maps are apart (and whether they delete in the same order):
+
+    PYTHONPATH=src python benchmarks/lm_peers.py compare --out OUT --table-methods attnlrp,lxt/attnlrp
+
+``speed`` times each of a peer's methods on one prompt of each length against a plain forward + backward
+(interleaved, benchmarks/_timing.py) and measures each one's peak memory: CUDA allocations on a GPU; on
+the CPU the peak resident set of a fresh process per case and length (``peak`` step, Linux):
+
+    PYTHONPATH=src python benchmarks/lm_peers.py speed --peer attngrad --out OUT --lengths 256,1024,2048
+    PYTHONPATH=src:/work/peers/lxt python benchmarks/lm_peers.py speed --peer lxt --out OUT --lengths 256,1024,2048
 """
 
 from __future__ import annotations
@@ -112,7 +123,7 @@ def scores_lxt(explainer, texts, targets):
     for text, t in tqdm(list(zip(texts, targets)), desc="lxt", disable=len(texts) < 2):
         ids = torch.tensor([explainer.adapter.tokenize(text)], device=explainer.device)
         emb = model.get_input_embeddings()(ids).detach().requires_grad_()
-        logits = model(inputs_embeds=emb, use_cache=False).logits[0, -1]
+        logits = model(inputs_embeds=emb, use_cache=False, logits_to_keep=1).logits[0, -1]
         logits[t].backward()
         out.append((emb.grad * emb).sum(-1)[0].detach().cpu().numpy())
     return {"lxt/attnlrp": out}
@@ -178,7 +189,8 @@ def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval
             stored.update({k: z[k] for k in z.files})
     for f in sorted(out.glob("seconds-*.json")):
         notes.update(json.loads(f.read_text()))
-    methods = sorted({k.split("|")[0] for k in stored} & set(only) if only else {k.split("|")[0] for k in stored})
+    names = {k.split("|")[0] for k in stored}
+    methods = [m for m in only if m in names] if only else sorted(names)
     ev_spans = [token_spans(tok, p.text, p.evidence + p.distractors) for p in ev]
     fill, neutral = fill_token(explainer), neutral_token(explainer)
     de_targets = [explainer.adapter.word_ids(p.target)[0] for p in de]
@@ -193,6 +205,10 @@ def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval
             v = v[~np.isnan(v)]
             row[metric] = float(v.mean()) if len(v) else None
             row[metric + "_ci95"] = float(1.96 * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
+        row["seconds_per_prompt"] = notes.get(m)
+        rows[m] = row
+        if f"{m}|de|0" not in stored:  # evidence maps only (the scores step was stopped before deletion)
+            continue
         seqs, tg, slots = [], [], []
         for i, p in enumerate(de):
             s = torch.as_tensor(stored[f"{m}|de|{i}"])
@@ -210,13 +226,22 @@ def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval
         for j, (test, d, kind) in enumerate(slots):
             group = "review" if kind == "review" else "factual"
             row.setdefault(f"{test}_{d}_{group}", []).append(auc(lp[j * k : (j + 1) * k]))
-        for key in [k for k in row if k.startswith(("del_", "ins_"))]:
-            row[key] = float(np.mean(row[key]))
+        per = {key: np.array(row[key]) for key in row if key.startswith(("del_", "ins_"))}
         for g in ("factual", "review"):
-            row[f"del_gap_{g}"] = row[f"del_least_{g}"] - row[f"del_most_{g}"]
-            row[f"ins_gap_{g}"] = row[f"ins_most_{g}"] - row[f"ins_least_{g}"]
-        row["seconds_per_prompt"] = notes.get(m)
-        rows[m] = row
+            # per-prompt gaps (the same prompts in both directions): mean ± 1.96 standard errors
+            gaps = {"del_gap": per[f"del_least_{g}"] - per[f"del_most_{g}"],
+                    "ins_gap": per[f"ins_most_{g}"] - per[f"ins_least_{g}"]}
+            for name, v in gaps.items():
+                row[f"{name}_{g}"] = float(v.mean())
+                row[f"{name}_{g}_ci95"] = float(1.96 * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
+                row[f"{name}_{g}_per_prompt"] = v.tolist()
+        for key in per:
+            row[key] = float(per[key].mean())
+        _write_table(out, rows)  # after each method: a long run's finished rows are kept
+    return _write_table(out, rows, echo=True)
+
+
+def _write_table(out: Path, rows: dict, echo: bool = False) -> dict:
     (out / "table.json").write_text(json.dumps(rows, indent=1))
     lines = ["| method | evidence share | top-1 | top-k | distractors' share of negative | deletion gap factual | "
              "deletion gap reviews | insertion gap factual | insertion gap reviews | s / prompt |",
@@ -234,51 +259,124 @@ def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval
             "evidence_share", "top1", "topk", "distractor_negative", "del_gap_factual", "del_gap_review",
             "ins_gap_factual", "ins_gap_review")) + f" | {r['seconds_per_prompt'] or 0:.3f} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    if echo:
+        print("\n".join(lines))
     return rows
 
 
-def _speed_one(explainer, peer: str, n: int, repeats: int, steps: int) -> dict:
-    from _timing import ratio
+SPEED_CASES = {"attngrad": ("complete", "attnlrp", "tattr"), "lxt": ("lxt/attnlrp",), "captum": ("captum/layer_ig",),
+               "inseq": ("inseq/saliency",)}
 
-    model = explainer.adapter.model
+
+def compare(out: Path, a: str, b: str) -> dict:
+    """How far two stored methods' maps are apart, per task (``ev``, ``de``): the largest relative
+    difference max|a - b| / max|a| over prompts, and the share of prompts whose deletion order
+    (``attngrad.lm.deletion.deletion_order``) is the same."""
+    stored: dict[str, np.ndarray] = {}
+    for f in sorted(out.glob("scores-*.npz")):
+        with np.load(f) as z:
+            stored.update({k: z[k] for k in z.files})
+    res: dict = {}
+    for task in ("ev", "de"):
+        keys = sorted((k for k in stored if k.startswith(f"{a}|{task}|")), key=lambda k: int(k.rsplit("|", 1)[1]))
+        rel, same = [], []
+        for k in keys:
+            x, y = stored[k], stored[k.replace(a, b, 1)]
+            rel.append(float(np.abs(x - y).max() / max(np.abs(x).max(), 1e-30)))
+            same.append(bool(np.array_equal(deletion_order(torch.as_tensor(x)), deletion_order(torch.as_tensor(y)))))
+        res[task] = {"prompts": len(keys), "max_relative_difference": max(rel), "same_deletion_order": float(np.mean(same))}
+    print(json.dumps({f"{a} vs {b}": res}, indent=1))
+    return res
+
+
+def _speed_cases(explainer, peer: str, n: int, steps: int) -> dict:
+    """``plain`` (one forward + backward of the ``n``-token prompt to its target's logit) and ``peer``'s methods."""
     words = "The quick brown fox jumps over the lazy dog and runs into the forest where it sleeps ."
     ids = explainer.adapter.tokenize((words + " ") * (n // 8))[:n]
     text = explainer.adapter.tokenizer.decode(ids)
     t = int(explainer.adapter.word_ids(" the")[0])
 
-    def base():
-        emb = model.get_input_embeddings()(torch.tensor([ids], device=explainer.device)).detach().requires_grad_()
-        model(inputs_embeds=emb, use_cache=False).logits[0, -1, t].backward()
+    adapter = explainer.adapter
+    batch = adapter.batch([ids])
 
+    def plain():  # as benchmarks/lm_speed.py's fwd_bwd: the eager model without maps, weights frozen
+        x = adapter.embed(batch.input_ids).requires_grad_(True)
+        with adapter.frozen_weights():
+            torch.autograd.grad(adapter.forward(x, batch, attentions=False).logits[:, t].sum(), x)
+
+    cases = {"plain": plain}
     if peer == "attngrad":
-        cases = {m: (lambda m=m: explainer.explain(text, method=m, target=t)) for m in ("complete", "gae", "grad_x_input")}
+        cases.update({m: (lambda m=m: explainer.explain(text, method=m, target=t)) for m in SPEED_CASES[peer]})
     elif peer == "lxt":
-        cases = {"lxt/attnlrp": lambda: scores_lxt(explainer, [text], [t])}
+        cases["lxt/attnlrp"] = lambda: scores_lxt(explainer, [text], [t])
     elif peer == "captum":
-        cases = {"captum/layer_ig": lambda: scores_captum(explainer, [text], [t], steps)}
+        cases["captum/layer_ig"] = lambda: scores_captum(explainer, [text], [t], steps)
     else:
-        cases = {"inseq/saliency": lambda: scores_inseq(explainer, [text], [t], steps, only="saliency")}
-    out = {}
-    for name, fn in cases.items():
-        cuda = explainer.device.type == "cuda"
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-            start = torch.cuda.memory_allocated()
-        r = ratio(base, fn, repeats, warmup=1)
-        r["peak_mb"] = (torch.cuda.max_memory_allocated() - start) / 2**20 if cuda else None
-        out[name] = r
-    return out
+        cases["inseq/saliency"] = lambda: scores_inseq(explainer, [text], [t], steps, only="saliency")
+    return cases
 
 
-def speed(explainer, peer: str, lengths: list[int], repeats: int, steps: int) -> dict:
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def peak_step(explainer, peer: str, case: str, n: int, steps: int) -> dict:
+    """Peak resident memory (MB) one call of ``case`` adds above the loaded model(s), measured in this
+    (fresh) process: one warm-up call (it pages in the memory-mapped weights, and LXT loads its patched
+    model there), then the kernel's peak-RSS mark is reset (``/proc/self/clear_refs``, Linux) and the case
+    runs once. ``_peak_fresh`` starts it with glibc's mmap threshold fixed (``MALLOC_MMAP_THRESHOLD_``) so
+    that the warm-up's freed tensors go back to the system and do not hide the measured call's."""
+    import gc
+
+    fn = _speed_cases(explainer, peer, n, steps)[case]
+    fn()
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kb("VmRSS")
+    fn()
+    return {"peak_mb": (_status_kb("VmHWM") - before) / 1024, "rss_before_mb": before / 1024}
+
+
+def _peak_fresh(peer: str, case: str, n: int, steps: int, device: str | None) -> float | None:
+    """``peak_step`` of ``case`` in a process of its own (CPU only: on CUDA ``ratio`` measures the peak)."""
+    import os
+    import subprocess
+
+    if device not in (None, "cpu") or not Path("/proc/self/clear_refs").exists():
+        return None
+    cmd = [sys.executable, __file__, "peak", "--peer", peer, "--case", case, "--lengths", str(n),
+           "--steps", str(steps)]
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    got = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return json.loads(got.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def speed(explainer, peer: str, lengths: list[int], repeats: int, steps: int, memory: bool = True,
+          warmup: int = 1) -> dict:
     """Median seconds of each of ``peer``'s methods on one prompt of each length, interleaved with a plain
-    forward + backward of the same prompt (the ratio's denominator), and the peak CUDA memory above the
-    loaded model when on a GPU (``None`` on the CPU)."""
+    forward + backward of the same prompt (the ratio's denominator); the peak memory of one call of each
+    (and of the plain forward + backward): CUDA allocations on a GPU, on the CPU the peak resident memory
+    of a fresh process per case and length (``peak_step``)."""
     sys.path.insert(0, str(Path(__file__).parent))
+    from _timing import ratio
+
     rows: dict = {}
+    device = explainer.device.type
     for n in lengths:
-        for name, r in _speed_one(explainer, peer, n, repeats, steps).items():
+        cases = _speed_cases(explainer, peer, n, steps)
+        plain_peak = _peak_fresh(peer, "plain", n, steps, device) if memory else None
+        for name, fn in cases.items():
+            if name == "plain":
+                continue
+            r = ratio(cases["plain"], fn, repeats, warmup=warmup, device=explainer.device)
+            if memory and device == "cpu":
+                r["forward_backward_peak_mb"] = plain_peak
+                r["explanation_peak_mb"] = _peak_fresh(peer, name, n, steps, device)
+            if r.get("explanation_peak_mb") and r.get("forward_backward_peak_mb"):
+                r["memory_ratio"] = r["explanation_peak_mb"] / r["forward_backward_peak_mb"]
             rows.setdefault(name, {})[n] = r
             print(name, n, r, flush=True)
     return rows
@@ -286,29 +384,42 @@ def speed(explainer, peer: str, lengths: list[int], repeats: int, steps: int) ->
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=["scores", "table", "speed"])
+    ap.add_argument("step", choices=["scores", "table", "compare", "speed", "peak"])
     ap.add_argument("--peer", choices=["attngrad", "lxt", "captum", "inseq"], default="attngrad")
-    ap.add_argument("--evidence", required=True, help="prompts.json of an `evaluate lm-evidence` run")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--evidence", default=None, help="scores, table: prompts.json of an `evaluate lm-evidence` run")
+    ap.add_argument("--out", default=None, help="folder of the maps, table and timings")
     ap.add_argument("--limit", type=int, default=None, help="first N prompts of each set")
     ap.add_argument("--steps", type=int, default=16, help="integrated-gradients steps")
     ap.add_argument("--methods", default=",".join(m for m in LM_METHODS))
     ap.add_argument("--lengths", default="256,1024,2048", help="speed: prompt lengths in tokens")
-    ap.add_argument("--table-methods", default=None, help="table: only these stored methods (comma-separated)")
+    ap.add_argument("--table-methods", default=None,
+                    help="table: only these stored methods (comma-separated); compare: the two to compare")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     ap.add_argument("--repeats", type=int, default=3, help="speed: interleaved repeats")
+    ap.add_argument("--warmup", type=int, default=1, help="speed: untimed calls of each case first")
+    ap.add_argument("--no-memory", action="store_true", help="speed: skip the fresh-process peak memory (CPU)")
+    ap.add_argument("--case", default="plain", help="peak (started by speed): the case to measure")
     args = ap.parse_args(argv)
+    if args.step != "peak" and args.out is None or args.step in ("scores", "table") and args.evidence is None:
+        ap.error(f"{args.step} needs --out" + (" and --evidence" if args.step in ("scores", "table") else ""))
     torch.manual_seed(0)
+    if args.step == "compare":
+        compare(Path(args.out), *args.table_methods.split(","))
+        return 0
+    explainer = LMExplainer.from_pretrained(quiet=True, device=args.device)
+    if args.step == "peak":
+        print(json.dumps(peak_step(explainer, args.peer, args.case, int(args.lengths), args.steps)))
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    explainer = LMExplainer.from_pretrained(quiet=True, device=args.device)
+    if args.step == "speed":
+        rows = speed(explainer, args.peer, [int(x) for x in args.lengths.split(",")], args.repeats, args.steps,
+                     memory=not args.no_memory, warmup=args.warmup)
+        (out / f"speed-{args.peer}.json").write_text(json.dumps(rows, indent=1))
+        return 0
     ev, de = _tasks(args.evidence, args.limit)
     if args.step == "table":
         table(explainer, out, ev, de, only=args.table_methods.split(",") if args.table_methods else None)
-        return 0
-    if args.step == "speed":
-        rows = speed(explainer, args.peer, [int(x) for x in args.lengths.split(",")], args.repeats, args.steps)
-        (out / f"speed-{args.peer}.json").write_text(json.dumps(rows, indent=1))
         return 0
     maps: dict[str, list[np.ndarray]] = {}
     seconds: dict[str, float] = {}
@@ -328,7 +439,7 @@ def main(argv=None) -> int:
         for m, vs in got.items():
             maps[f"{m}|{task}"] = vs
             seconds[m] = seconds.get(m, 0.0) + took / 2
-    _save(out, args.peer, {k: v for k, v in maps.items()}, seconds)
+        _save(out, args.peer, maps, seconds)  # the evidence maps are usable before the deletion ones are done
     print(f"wrote {out}/scores-{args.peer}.npz", file=sys.stderr)
     return 0
 
