@@ -120,10 +120,15 @@ def test_cli_explain_lm(saved_model, tmp_path):
     r = CliRunner().invoke(main, ["explain-lm", "the capital of france is", "it was", "--model", str(saved_model),
                                   "--method", "complete,grad_x_input", "--out", str(out), "--no-color"])
     assert r.exit_code == 0, r.output
-    assert "logit of" in r.output and " vs " not in r.output  # default: the target's logit
+    assert "diff of" in r.output and " vs " in r.output  # default: the target against the runner-up
     data = json.loads((out / "scores.json").read_text())
-    assert len(data["prompts"]) == 4 and not any(p["contrast"] for p in data["prompts"])
+    assert len(data["prompts"]) == 4 and all(p["contrast"] for p in data["prompts"])
     assert (out / "explanation.html").exists()
+    r = CliRunner().invoke(main, ["explain-lm", "the cat", "--model", str(saved_model), "--loss", "logit",
+                                  "--out", str(out), "--no-color"])
+    assert r.exit_code == 0 and "logit of" in r.output and " vs " not in r.output, r.output
+    r = CliRunner().invoke(main, ["explain-lm", "the cat", "--model", str(saved_model), "--out", str(out), "--no-color"])
+    assert r.exit_code == 0 and "[attnlrp, diff of" in r.output, r.output  # the default method (a Llama)
     r = CliRunner().invoke(main, ["explain-lm", "the cat", "--model", str(saved_model), "--contrast", " rome",
                                   "--out", str(out), "--no-color"])
     assert r.exit_code == 0 and "diff of" in r.output and "vs 'rome'" in r.output, r.output
@@ -161,3 +166,14 @@ def test_hide_first_on_a_one_token_prompt_is_one_line(saved_model, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "has only one token" in lines[0], lines
     assert not out.exists()
+
+
+def test_cli_default_method_falls_back_to_complete_outside_attnlrps_families(saved_model, tmp_path, monkeypatch):
+    monkeypatch.delitem(__import__("attngrad.lm.attnlrp", fromlist=["FAMILIES"]).FAMILIES, "gpt2")
+    r = CliRunner().invoke(main, ["explain-lm", "the cat", "--model", str(saved_model), "--out", str(tmp_path / "o"),
+                                  "--no-color"])
+    assert r.exit_code == 0, r.output
+    assert "[complete, diff of" in r.output and "attnlrp does not know the 'gpt2' family" in r.stderr
+    r = CliRunner().invoke(main, ["explain-lm", "the cat", "--model", str(saved_model), "-m", "attnlrp",
+                                  "--out", str(tmp_path / "p")])
+    assert r.exit_code == 2 and "attnlrp and tattr know the" in r.stderr  # asked for by name: refused, not replaced
