@@ -32,9 +32,8 @@ from ..vlm.conftest import TEMPLATE, tiny_llava, word_tokenizer
 PROMPT = "what animal is in this photo"
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("llava")
+def save_tiny_llava(root):
+    """A tiny random LLaVA with its word tokenizer and a 16 px preprocessor, saved as a Hugging Face folder."""
     model = tiny_llava("vit")
     model.config.attngrad_template = TEMPLATE
     model.save_pretrained(root)
@@ -44,6 +43,11 @@ def folder(tmp_path_factory):
         "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
         "resample": 2}))
     return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return save_tiny_llava(tmp_path_factory.mktemp("llava"))
 
 
 @pytest.fixture(scope="module")
