@@ -264,3 +264,23 @@ def test_serve_option_vlm_model(monkeypatch, tiny_explainer, folder, tmp_path):
     assert "Vision-language tab is off" in result.output
     result = CliRunner().invoke(main, ["serve", "--no-lm", "--vlm-model", str(tmp_path)])
     assert result.exit_code == 2 and "not a Hugging Face model folder" in result.output
+
+
+def test_without_vlm_model_the_shipped_stand_in_is_used_when_shipped(tiny_explainer, direct, tmp_path, monkeypatch):
+    from attngrad.vlm import load
+
+    shipped = tmp_path / "projector.safetensors"
+    shipped.write_bytes(b"")
+    monkeypatch.setattr(load, "PROJECTOR", shipped)
+    loads = []
+
+    def stand_in(name_or_path=None, *, device=None, quiet=False):
+        loads.append(name_or_path)
+        return direct
+
+    monkeypatch.setattr(VLMExplainer, "from_pretrained", staticmethod(stand_in))
+    with TestClient(create_app(tiny_explainer)) as c:
+        info = c.get("/api/vlm/info").json()
+        assert info["available"] and info["model"] == load.STAND_IN and loads == []
+        assert c.post("/api/vlm/explain", data={"sample": "el1", "prompt": PROMPT}).status_code == 200
+        assert loads == [None]  # VLMExplainer.from_pretrained(None): the stand-in

@@ -1,7 +1,7 @@
 """The explorer service: the model it holds, the work queue, the caches and the jobs (one per app).
 
-It also holds the text explainer and the language model of the Text and Language model tabs,
-each loaded on the worker queue at its first request. Routes call :class:`Explorer` to turn
+It also holds the text explainer, the language model and the vision-language model of the Text,
+Language model and Vision-language tabs, each loaded on the worker queue at its first request. Routes call :class:`Explorer` to turn
 form input into checked values (the library does the
 checking: :func:`~attngrad.methods.get_method`, :func:`~attngrad.losses.get_loss`,
 :func:`~attngrad.targets.resolve_targets`; their :class:`~attngrad.errors.AttngradError`
@@ -95,7 +95,9 @@ class Explorer:
     The text explainer and the language model are loaded on the worker queue when first used.
     ``lm_model`` is a causal LM folder or Hub name, a loaded :class:`~attngrad.lm.LMExplainer`,
     or ``None`` (SmolLM2); ``lm=False`` switches the language-model tab off. ``lm_missing`` says
-    why the language model is unavailable (``None`` while it is available).
+    why the language model is unavailable (``None`` while it is available). ``vlm_model`` is a
+    LLaVA-style folder or Hub name, a loaded :class:`~attngrad.vlm.VLMExplainer`, or ``None`` (the
+    shipped stand-in when attngrad ships it); ``vlm_missing`` says why none is available.
     """
 
     def __init__(

@@ -55,7 +55,8 @@ function renderVLM(res) {
   const target = `${fmtToken(res.target.text)} (p = ${res.target.probability.toFixed(3)})`;
   const vs = res.contrast ? ` rather than ${fmtToken(res.contrast.text)} (p = ${res.contrast.probability.toFixed(3)})` : "";
   const next = res.next_tokens.map((t) => `${fmtToken(t.text)} ${t.probability.toFixed(3)}`).join(", ");
-  $("vlm-answer").textContent = `The model answers (greedy): “${res.answer}”`;
+  const said = res.answer.trim() ? `“${res.answer}”` : `nothing readable (${res.answer_tokens.map(fmtToken).join(" ") || "no tokens"})`;
+  $("vlm-answer").textContent = `The model answers (greedy): ${said}`;
   $("vlm-title").textContent = `Explaining the next token ${target}${vs}, loss ${res.loss}`;
   $("vlm-next").textContent = `most likely next tokens: ${next}`;
   $("vlm-results").replaceChildren(...res.results.map((m) => vlmCard(res, m)));
