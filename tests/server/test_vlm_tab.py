@@ -131,14 +131,14 @@ def test_defaults_and_one_pass_per_request(client, direct, monkeypatch):
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(VLMExplainer, "_pass", counted)
-    r = client.post("/api/vlm/explain", data={"sample": "n02391049_zebra"})
+    r = client.post("/api/vlm/explain", data={"sample": "n02391049_zebra", "prompt": "What is in this photo?"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["prompt"] == "What is in this photo?"
     assert [(m["name"], m["reading"]) for m in body["results"]] == [
         ("complete", "language"), ("complete", "vision"), ("gae", "language"), ("gae", "vision")]
     assert len(calls) == 1  # four maps, one forward + backward
-    assert client.post("/api/vlm/explain", data={"sample": "n02391049_zebra"}).json() == body  # from the cache
+    again = {"sample": "n02391049_zebra", "prompt": "What is in this photo?"}
+    assert client.post("/api/vlm/explain", data=again).json() == body  # from the cache
     assert len(calls) == 1
 
 
@@ -155,6 +155,7 @@ def test_upload_equals_the_sample(client):
     "data, field, fragment",
     [
         ({"prompt": "   "}, "prompt", "question is empty"),
+        ({"prompt": ""}, "prompt", "question is empty"),
         ({"prompt": "cat " * 60}, "prompt", "more than this server's 200"),
         ({"methods": "complete,lrp"}, "methods", "unknown method 'lrp'"),
         ({"readings": "language,audio"}, "readings", "unknown reading 'audio'"),
@@ -185,7 +186,7 @@ def test_no_model_configured_is_one_line_409(tiny_explainer, tmp_path, monkeypat
     with TestClient(create_app(tiny_explainer)) as c:
         info = c.get("/api/vlm/info").json()
         assert info["available"] is False and "--vlm-model" in info["reason"]
-        r = c.post("/api/vlm/explain", data={"sample": "el1"})
+        r = c.post("/api/vlm/explain", data={"sample": "el1", "prompt": PROMPT})
         assert r.status_code == 409, r.text
         message = r.json()["detail"]["message"]
         assert "no vision-language model is configured" in message and "--vlm-model" in message and "\n" not in message

@@ -38,6 +38,7 @@ from .settings import (
     DEFAULT_METHODS,
     DEFAULT_TEXT_METHODS,
     DEFAULT_VLM_METHODS,
+    DEFAULT_VLM_PROMPT,
     DEFAULT_VLM_READINGS,
     ServerSettings,
 )
@@ -384,7 +385,8 @@ class Explorer:
     def check_vlm_prompt(self, prompt: str) -> str:
         """A question that is not empty and within ``vlm_max_prompt_chars``."""
         if not prompt.strip():
-            raise http_error(422, "the question is empty; ask something about the image", field="prompt")
+            raise http_error(422, "the question is empty; ask something about the image "
+                             f"({DEFAULT_VLM_PROMPT!r})", field="prompt")
         limit = self.settings.vlm_max_prompt_chars
         if len(prompt) > limit:
             raise http_error(422, f"the question has {len(prompt)} characters, more than this server's {limit}; "

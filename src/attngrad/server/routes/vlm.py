@@ -63,7 +63,7 @@ async def explain(
     file: ImageFile = None,
     sample: SampleId = None,
     image_id: ImageId = None,
-    prompt: str = Form(DEFAULT_VLM_PROMPT, description="the question about the image"),
+    prompt: str = Form("", description=f"the question about the image (the tab starts with {DEFAULT_VLM_PROMPT!r})"),
     target: str | None = Form(None, description="the word explained: text (' zebra': its first token) or topK (default: top1)"),
     contrast: str | None = Form(None, description="second word (' horse') for diff / normdiff; alone it implies diff"),
     loss: str | None = Form(None, description="logit, normdiff, diff, ratio (default: logit; diff with a contrast)"),
