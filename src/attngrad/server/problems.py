@@ -28,6 +28,13 @@ class LMUnavailable(Unavailable):
     """The language model is switched off (``--no-lm``), not installed, or failed to load."""
 
 
+class VLMUnavailable(Unavailable):
+    """No vision-language model is configured (no ``--vlm-model`` and no shipped stand-in), or the
+    configured one failed to load: answered with 409 (the server's setup, not a server fault)."""
+
+    status = 409
+
+
 def http_error(status: int, message: str, **extra: Any) -> HTTPException:
     """An HTTP error whose body is ``{"detail": {"message": message, **extra}}``."""
     return HTTPException(status_code=status, detail={"message": message, **extra})
@@ -66,7 +73,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Unavailable)
     async def _no_model(_request: Request, err: Unavailable) -> JSONResponse:
-        return JSONResponse({"detail": {"message": str(err)}}, status_code=503)
+        return JSONResponse({"detail": {"message": str(err)}}, status_code=getattr(err, "status", 503))
 
     @app.exception_handler(AttngradError)
     async def _user_error(_request: Request, err: AttngradError) -> JSONResponse:

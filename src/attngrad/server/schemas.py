@@ -266,6 +266,51 @@ class LMGenerationResponse(_Model):
     steps: list[LMStep] = Field(description="one map per generated token")
 
 
+# -- vision-language model ----------------------------------------------------------------------
+
+
+class VLMInfo(_Model):
+    available: bool = Field(description="false: the tab shows why (see reason) and how to configure a model")
+    reason: str | None = Field(description="why no vision-language model is available (none configured, failed to load)")
+    model: str
+    loaded: bool = Field(description="true once the model has been loaded (on first use)")
+    methods: list[str]
+    method_details: list[MethodInfo] = Field(description="per method: what its colours mean")
+    default_methods: list[str]
+    readings: list[str] = Field(description='"language": over the LM\'s layers; "vision": on through the vision encoder')
+    default_readings: list[str]
+    losses: list[str]
+    default_loss: str = Field(description='"logit"; "diff" when a contrast is given (as attngrad explain-vlm)')
+    default_prompt: str
+    max_prompt_chars: int
+    answer_tokens: int = Field(description="most tokens of the greedy answer")
+
+
+class VLMResult(_Model):
+    name: str = Field(description="the method")
+    reading: str
+    signed: bool = Field(description="true: red supports, blue opposes; false: red is magnitude")
+    legend: str
+    grid: list[int] = Field(description="(gh, gw): the map's patch grid")
+    map: list[list[float]] = Field(description="the raw patch map, sign kept")
+    overlay: str = Field(description="the overlay on the image the model saw, as a PNG data URL")
+    tokens: list[LMToken] = Field(description="the prompt's text tokens in order (image tokens are the map)")
+
+
+class VLMExplainResponse(_Model):
+    task: str = Field(description='"vlm-explain"')
+    result_id: str
+    image_id: str
+    prompt: str
+    loss: str
+    target: NextToken = Field(description="the explained next token (default: the most likely)")
+    contrast: NextToken | None
+    next_tokens: list[NextToken]
+    answer: str = Field(description="the model's greedy answer")
+    answer_tokens: list[str]
+    results: list[VLMResult] = Field(description="one per (method, reading), methods first")
+
+
 # -- jobs ---------------------------------------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
 """The explorer service: the model it holds, the work queue, the caches and the jobs (one per app).
 
-It also holds the text explainer and the language model of the Text and Language model tabs,
-each loaded on the worker queue at its first request. Routes call :class:`Explorer` to turn
+It also holds the text explainer, the language model and the vision-language model of the Text,
+Language model and Vision-language tabs, each loaded on the worker queue at its first request. Routes call :class:`Explorer` to turn
 form input into checked values (the library does the
 checking: :func:`~attngrad.methods.get_method`, :func:`~attngrad.losses.get_loss`,
 :func:`~attngrad.targets.resolve_targets`; their :class:`~attngrad.errors.AttngradError`
@@ -32,11 +32,20 @@ from ..targets import resolve_targets
 from . import images as _images
 from .cache import LRUCache, content_hash
 from .jobs import JobManager, WorkQueue
-from .problems import LMUnavailable, TextUnavailable, http_error, user_error
-from .settings import DEFAULT_LM_METHODS, DEFAULT_METHODS, DEFAULT_TEXT_METHODS, ServerSettings
+from .problems import LMUnavailable, TextUnavailable, VLMUnavailable, http_error, user_error
+from .settings import (
+    DEFAULT_LM_METHODS,
+    DEFAULT_METHODS,
+    DEFAULT_TEXT_METHODS,
+    DEFAULT_VLM_METHODS,
+    DEFAULT_VLM_PROMPT,
+    DEFAULT_VLM_READINGS,
+    ServerSettings,
+)
 
 if TYPE_CHECKING:
     from ..text import TextExplainer
+    from ..vlm import VLMExplainer
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -68,13 +77,28 @@ def default_lm_missing() -> str | None:
     )
 
 
+def default_vlm_missing() -> str | None:
+    """Why no vision-language model is configured when ``--vlm-model`` is not given: ``None`` when
+    attngrad ships its stand-in (its trained projector, :data:`attngrad.vlm.load.PROJECTOR`)."""
+    from ..vlm import load
+
+    if load.PROJECTOR.exists():
+        return None
+    return (
+        "no vision-language model is configured: start the explorer with "
+        "attngrad serve --vlm-model FOLDER_OR_HUB_NAME (a LlavaForConditionalGeneration or Idefics3 model)"
+    )
+
+
 class Explorer:
     """State behind the routes: the explainer, queues, caches and jobs (one per app).
 
     The text explainer and the language model are loaded on the worker queue when first used.
     ``lm_model`` is a causal LM folder or Hub name, a loaded :class:`~attngrad.lm.LMExplainer`,
     or ``None`` (SmolLM2); ``lm=False`` switches the language-model tab off. ``lm_missing`` says
-    why the language model is unavailable (``None`` while it is available).
+    why the language model is unavailable (``None`` while it is available). ``vlm_model`` is a
+    LLaVA-style folder or Hub name, a loaded :class:`~attngrad.vlm.VLMExplainer`, or ``None`` (the
+    shipped stand-in when attngrad ships it); ``vlm_missing`` says why none is available.
     """
 
     def __init__(
@@ -86,6 +110,7 @@ class Explorer:
         lm_model: str | Path | LMExplainer | None = None,
         *,
         lm: bool = True,
+        vlm_model: str | Path | VLMExplainer | None = None,
     ):
         self.explainer = explainer
         self.text_model = text_model
@@ -103,6 +128,7 @@ class Explorer:
             self.lm_missing = "the language-model tab is switched off (attngrad serve --no-lm)"
         elif lm_model is None:
             self.lm_missing = default_lm_missing()
+        self._init_vlm(vlm_model)
         self.settings = settings
         self.model_name = model_name
         self.queue = WorkQueue(workers=1, capacity=settings.queue_capacity)
@@ -339,6 +365,105 @@ class Explorer:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             self.lm_missing = f"the language model cannot load ({type(err).__name__}: {first})"
         raise LMUnavailable(self.lm_missing)
+
+
+    # -- the vision-language model ---------------------------------------------------------------
+
+    def _init_vlm(self, vlm_model: str | Path | VLMExplainer | None) -> None:
+        from ..vlm import VLMExplainer
+        from ..vlm.load import STAND_IN
+
+        self._vlm = vlm_model if isinstance(vlm_model, VLMExplainer) else None
+        self.vlm_model = None if isinstance(vlm_model, VLMExplainer) else vlm_model
+        if self._vlm is not None:
+            config = self._vlm.adapter.model.config
+            self.vlm_name = getattr(config, "name_or_path", "") or type(self._vlm.adapter.model).__name__
+        else:
+            self.vlm_name = STAND_IN if vlm_model is None else str(vlm_model)
+        self.vlm_missing: str | None = default_vlm_missing() if vlm_model is None else None
+
+    def check_vlm_prompt(self, prompt: str) -> str:
+        """A question that is not empty and within ``vlm_max_prompt_chars``."""
+        if not prompt.strip():
+            raise http_error(422, "the question is empty; ask something about the image "
+                             f"({DEFAULT_VLM_PROMPT!r})", field="prompt")
+        limit = self.settings.vlm_max_prompt_chars
+        if len(prompt) > limit:
+            raise http_error(422, f"the question has {len(prompt)} characters, more than this server's {limit}; "
+                             "shorten it", field="prompt")
+        return prompt
+
+    @staticmethod
+    def check_vlm_names(value: str | None, default: tuple[str, ...], valid: tuple[str, ...], field: str) -> list[str]:
+        """Comma-separated method or reading names -> the names, each one of ``valid``."""
+        names = method_names(value, default)
+        unknown = [n for n in names if n not in valid]
+        if unknown or not names:
+            raise http_error(422, f"unknown {field[:-1]} {', '.join(map(repr, unknown)) or '(none given)'}; "
+                             f"choose from {', '.join(valid)}", field=field, valid=list(valid))
+        return names
+
+    def check_vlm_methods(self, methods: str | None) -> list[str]:
+        from ..vlm import VLM_METHODS
+
+        return self.check_vlm_names(methods, DEFAULT_VLM_METHODS, tuple(VLM_METHODS), "methods")
+
+    def check_vlm_readings(self, readings: str | None) -> list[str]:
+        from ..vlm import READINGS
+
+        return self.check_vlm_names(readings, DEFAULT_VLM_READINGS, tuple(READINGS), "readings")
+
+    @staticmethod
+    def check_vlm_loss(loss: str | None, target: str | None, contrast: str | None) -> str:
+        """The loss as ``attngrad explain-vlm`` reads it (``logit``; ``diff`` with a contrast); a two-token
+        loss needs a contrast, a contrast needs a two-token loss, and the contrast is not the target."""
+        name = loss or ("diff" if contrast else "logit")
+        try:
+            loss_fn = get_loss(name)
+        except AttngradError as err:
+            raise user_error(err, "loss") from None
+        two = [n for n in LOSSES if get_loss(n).needs_contrast]
+        if loss_fn.needs_contrast and contrast is None:
+            raise http_error(422, f"loss {name!r} compares two tokens: give a contrast word (' horse', or top2)",
+                             field="contrast")
+        if contrast is not None and not loss_fn.needs_contrast:
+            raise http_error(422, f"a contrast word needs a two-token loss ({', '.join(two)}), not {name!r}",
+                             field="loss", valid=two)
+        if contrast is not None and target is not None and contrast.strip() == target.strip():
+            raise http_error(422, f"the contrast equals the target ({target!r}); pick another word", field="contrast")
+        return name
+
+    @property
+    def vlm_loaded(self) -> VLMExplainer | None:
+        """The vision-language model once loaded (``None`` before its first use)."""
+        return self._vlm
+
+    async def vlm_explainer(self) -> VLMExplainer:
+        """The vision-language model, loaded on the worker queue the first time it is needed;
+        :class:`VLMUnavailable` (409) when none is configured or it cannot load."""
+        if self._vlm is None:
+            if self.vlm_missing is not None:
+                raise VLMUnavailable(self.vlm_missing)
+            self._vlm = await self.queue.run(self._load_vlm)
+        return self._vlm
+
+    def _load_vlm(self) -> VLMExplainer:
+        from ..vlm import VLMExplainer
+
+        if self._vlm is not None:  # loaded by an earlier queued request
+            return self._vlm
+        if self.vlm_missing is not None:  # an earlier queued load failed
+            raise VLMUnavailable(self.vlm_missing)
+        try:
+            return VLMExplainer.from_pretrained(self.vlm_model, device=self.explainer.device, quiet=True)
+        except ImportError as err:
+            self.vlm_missing = f"the vision-language model cannot load ({err}); pip install 'attngrad[lm]'"
+        except AttngradError as err:
+            self.vlm_missing = f"the vision-language model cannot load: {err}"
+        except Exception as err:  # damaged weights: unavailable once and for all, never a 500
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            self.vlm_missing = f"the vision-language model cannot load ({type(err).__name__}: {first})"
+        raise VLMUnavailable(self.vlm_missing)
 
 
 def _defined_on_text(text_explainer: TextExplainer, name: str) -> bool:

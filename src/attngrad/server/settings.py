@@ -7,6 +7,9 @@ from dataclasses import dataclass
 DEFAULT_METHODS = ("gae", "complete")
 DEFAULT_TEXT_METHODS = ("complete", "gae")
 DEFAULT_LM_METHODS = ("complete", "grad_x_input")
+DEFAULT_VLM_METHODS = ("complete", "gae")
+DEFAULT_VLM_READINGS = ("language", "vision")
+DEFAULT_VLM_PROMPT = "What is in this photo?"
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class ServerSettings:
         lm_max_prompt_tokens: longest language-model prompt in tokens (422 above; the model's
             context is the bound when it is shorter).
         lm_max_new_tokens: most tokens one generation request may ask for (422 above).
+        vlm_max_prompt_chars: longest vision-language question in characters (422 above).
+        vlm_answer_tokens: most tokens of the vision-language model's greedy answer shown with each explanation.
     """
 
     max_upload_bytes: int = 20 * 1024 * 1024
@@ -40,6 +45,8 @@ class ServerSettings:
     lm_max_prompt_chars: int = 8_000
     lm_max_prompt_tokens: int = 512
     lm_max_new_tokens: int = 32
+    vlm_max_prompt_chars: int = 2_000
+    vlm_answer_tokens: int = 8
 
     @property
     def max_body_bytes(self) -> int:

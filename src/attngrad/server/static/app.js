@@ -249,7 +249,7 @@ function drawColorbar(canvas) {
 
 // ---------------------------------------------------------------- text tab
 function showTab(name) {
-  for (const [tab, panel] of [["tab-images", "image-tab"], ["tab-text", "text-tab"], ["tab-lm", "lm-tab"]]) {
+  for (const [tab, panel] of [["tab-images", "image-tab"], ["tab-text", "text-tab"], ["tab-lm", "lm-tab"], ["tab-vlm", "vlm-tab"]]) {
     const on = tab === `tab-${name}`;
     $(tab).setAttribute("aria-selected", String(on));
     $(panel).hidden = !on;
@@ -487,6 +487,7 @@ async function start() {
   $("tab-text").addEventListener("click", () => showTab("text"));
   $("text-form").addEventListener("submit", explainText);
   if (typeof startLM === "function") await startLM();  // the Language model tab (lm.js)
+  if (typeof startVLM === "function") await startVLM();  // the Vision-language tab (vlm.js)
   document.body.dataset.ready = "true";
 }
 
