@@ -57,7 +57,7 @@ def _check_normalized(tokens: list[dict], hide_first: bool = False) -> None:
 def test_info_says_available_with_methods_and_limits(client):
     info = client.get("/api/lm/info").json()
     assert info["available"] is True and info["reason"] is None
-    assert info["methods"] == list(LM_METHODS) and info["default_methods"] == ["complete", "grad_x_input"]
+    assert info["methods"] == list(LM_METHODS) and info["default_methods"] == ["attnlrp", "complete"]
     details = {m["name"]: m for m in info["method_details"]}
     assert details["complete"]["signed"] and details["grad_x_input"]["signed"]
     assert not details["gae"]["signed"] and "magnitude" in details["gae"]["legend"]
@@ -67,8 +67,9 @@ def test_info_says_available_with_methods_and_limits(client):
 @pytest.mark.parametrize(
     "data, kwargs",
     [
-        ({}, {"loss": "logit"}),  # default: the most likely next token's logit
-        ({"target": " paris"}, {"target": " paris", "loss": "logit"}),
+        ({}, {"loss": "diff", "contrast": "runner-up"}),  # default: the most likely next token against the runner-up
+        ({"target": " paris"}, {"target": " paris", "loss": "diff", "contrast": "runner-up"}),
+        ({"loss": "logit"}, {"loss": "logit"}),
         ({"target": "paris", "contrast": " rome"}, {"target": "paris", "contrast": " rome", "loss": "diff"}),
         ({"contrast": "rome", "loss": "normdiff"}, {"contrast": "rome", "loss": "normdiff"}),
         ({"loss": "diff"}, {"contrast": "runner-up", "loss": "diff"}),  # a two-token loss alone: vs the runner-up
@@ -101,7 +102,7 @@ def test_scores_equal_the_library(client, lm, data, kwargs):
 
 def test_default_methods_hide_first_and_multi_token_note(client, lm):
     body = client.post("/api/lm/explain", data={"prompt": PROMPT, "target": " paris rome", "hide_first": "true"}).json()
-    assert [m["name"] for m in body["methods"]] == ["complete", "grad_x_input"]
+    assert [m["name"] for m in body["methods"]] == ["attnlrp", "complete"]
     assert body["target"]["text"] == "paris" and "first token" in body["notes"][0]
     for m in body["methods"]:
         _check_normalized(m["tokens"], hide_first=True)
@@ -113,7 +114,7 @@ def test_generation_equals_the_library(client, lm):
     r = client.post("/api/lm/generate", data={"prompt": PROMPT, "max_new_tokens": "4", "method": "complete"})
     assert r.status_code == 200, r.text
     body = r.json()
-    gen = lm.explain_generation(PROMPT, max_new_tokens=4, method="complete")
+    gen = lm.explain_generation(PROMPT, max_new_tokens=4, method="complete", loss="diff", contrast="runner-up")
     assert body["generated"] == gen.generated and body["text"] == gen.text
     assert body["prompt_tokens"] == TOKENS and body["signed"] is True
     assert len(body["steps"]) == len(gen.generated)

@@ -205,7 +205,7 @@ class LMInfo(_Model):
     method_details: list[MethodInfo] = Field(description="per method: what its colours mean")
     default_methods: list[str]
     losses: list[str]
-    default_loss: str = Field(description='"logit"; "diff" when a contrast is given (as attngrad explain-lm)')
+    default_loss: str = Field(description='"diff", against the runner-up token unless a contrast is given (as attngrad explain-lm)')
     max_prompt_chars: int
     max_prompt_tokens: int
     max_new_tokens: int

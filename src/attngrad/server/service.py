@@ -313,9 +313,9 @@ class Explorer:
 
     @staticmethod
     def check_lm_loss(loss: str | None, contrast: str | None) -> tuple[str, str | None]:
-        """The loss and contrast as ``attngrad explain-lm`` reads them: no loss -> ``logit``, or ``diff``
-        with a contrast; a two-token loss without a contrast -> against the runner-up token."""
-        name = loss or ("diff" if contrast else "logit")
+        """The loss and contrast as ``attngrad explain-lm`` reads them: no loss -> ``diff``; a two-token loss
+        without a contrast -> against the runner-up token."""
+        name = loss or "diff"
         try:
             loss_fn = get_loss(name)
         except AttngradError as err:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 DEFAULT_METHODS = ("gae", "complete")
 DEFAULT_TEXT_METHODS = ("complete", "gae")
-DEFAULT_LM_METHODS = ("complete", "grad_x_input")
+DEFAULT_LM_METHODS = ("attnlrp", "complete")  # attnlrp against the runner-up: the best on the evidence test (docs/lm.md)
 DEFAULT_VLM_METHODS = ("complete", "gae")
 DEFAULT_VLM_READINGS = ("language", "vision")
 DEFAULT_VLM_PROMPT = "What is in this photo?"

@@ -46,7 +46,7 @@ async def info(ex: ExplorerDep) -> dict:
         ],
         "default_methods": list(DEFAULT_LM_METHODS),
         "losses": list(LOSSES),
-        "default_loss": "logit",
+        "default_loss": "diff",
         "max_prompt_chars": ex.settings.lm_max_prompt_chars,
         "max_prompt_tokens": ex.settings.lm_max_prompt_tokens,
         "max_new_tokens": ex.settings.lm_max_new_tokens,
