@@ -40,3 +40,17 @@ def test_text_explainer_serves_ig_and_grad_x_input(tiny_classifier, tiny_tokeniz
         want = m.token_scores(ex.trace(encoded, task, methods=[m])) * encoded.content
         torch.testing.assert_close(res[name].maps, want)
         assert res[name].maps.abs().sum() > 0
+
+
+def test_mean_baseline_of_a_padded_text_is_its_own(tiny_classifier, tiny_tokenizer):
+    """``mean`` averages a text's real tokens only, so a padded text gets the map it gets alone."""
+    ex = TextExplainer(tiny_classifier, tiny_tokenizer)
+    for layer in ("input", "hidden:1"):
+        m = {"ig": get_method("ig", layer=layer, baseline="mean", steps=8)}
+        task = ex.task()
+        both = ex.encode(task.sequences(TEXTS))
+        short = ex.encode(task.sequences(TEXTS[1:]))
+        got = m["ig"].token_scores(ex.trace(both, task, methods=[m["ig"]]))[1]
+        alone = m["ig"].token_scores(ex.trace(short, task, methods=[m["ig"]]))[0]
+        n = int(short.attention_mask.sum())
+        torch.testing.assert_close(got[:n], alone[:n], rtol=1e-4, atol=1e-6)

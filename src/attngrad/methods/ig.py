@@ -340,7 +340,8 @@ class IntegratedGradients(Method):
         found = layer_path(adapter, trace.pixel_values, forward, score, layer=self.layer, baseline=self.baseline,
                            steps=self.steps, rule=self.rule, batch_size=self.batch_size,
                            whole_batch=not isinstance(adapter, ImageAdapter), attentions=trace.attentions,
-                           blur_sigma=self.blur_sigma, name=self.name)
+                           blur_sigma=self.blur_sigma, name=self.name,
+                           mask=getattr(adapter, "attention_mask", None))  # text: real tokens only (mean baseline)
         trace.extras[self.key] = found
         return found
 
