@@ -213,6 +213,7 @@ ROWS = [
     pytest.param(["evaluate", "perturbation", "--data", "{DATA}", "--out", "{NEW}", *MODEL_ARGS, "--guide-region", "original"],
                  "needs --guide", id="evaluate-perturbation-guide-region-without-guide"),
     pytest.param(["serve", "--lm", "{DIR}"], "not a Hugging Face model folder", id="serve-lm-empty-dir"),
+    pytest.param(["serve", "--vlm-model", "{DIR}", "--no-lm"], "not a Hugging Face model folder", id="serve-vlm-model-empty-dir"),
     pytest.param(["serve", "--no-lm", "--lm", "{DIR}"], "contradict", id="serve-lm-and-no-lm"),
     *_model_rows("serve"),
     # ------------------------------------------------------------------ explain-text / text-deletion (parse-time checks)

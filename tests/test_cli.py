@@ -132,7 +132,7 @@ def test_compare_targets_both_forms(tiny_model_dir, tmp_path, monkeypatch):
 
     seen = []
 
-    def fake_grid(explainer, image, targets, methods, loss):
+    def fake_grid(explainer, image, targets, methods, loss, **kwargs):
         seen.append((list(targets), list(methods)))
         return plt.figure()
 

@@ -135,7 +135,8 @@ def test_explain_lm_method_options_equal_the_api(saved_llama, tmp_path):
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     options = {"layer": "hidden:2", "baseline": "mean", "steps": 8, "rule": "trapezoid"}
-    api = LMExplainer.from_pretrained(saved_llama).explain(PROMPTS, method="ig", options=options)
+    api = LMExplainer.from_pretrained(saved_llama).explain(PROMPTS, method="ig", options=options, loss="diff",
+                                                           contrast="runner-up")  # the command's default loss
     records = [p for p in json.loads((out / "scores.json").read_text())["prompts"] if p["method"] == "ig"]
     for i, record in enumerate(records):
         got = torch.tensor([t["score"] for t in record["tokens"]])
