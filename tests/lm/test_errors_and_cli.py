@@ -177,3 +177,13 @@ def test_cli_default_method_falls_back_to_complete_outside_attnlrps_families(sav
     r = CliRunner().invoke(main, ["explain-lm", "the cat", "--model", str(saved_model), "-m", "attnlrp",
                                   "--out", str(tmp_path / "p")])
     assert r.exit_code == 2 and "attnlrp and tattr know the" in r.stderr  # asked for by name: refused, not replaced
+
+
+def test_cli_streaming_without_a_method_explains_with_complete(saved_model, tmp_path):
+    r = CliRunner().invoke(main, ["explain-lm", "the cat", "--model", str(saved_model), "--streaming", "always",
+                                  "--out", str(tmp_path / "o"), "--no-color"])
+    assert r.exit_code == 0, r.output
+    assert "[complete, diff of" in r.output and "attnlrp cannot stream" in r.stderr
+    r = CliRunner().invoke(main, ["explain-lm", "the cat", "--model", str(saved_model), "--streaming", "always",
+                                  "-m", "attnlrp", "--out", str(tmp_path / "p")])
+    assert r.exit_code == 2 and "cannot stream" in r.stderr

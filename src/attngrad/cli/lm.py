@@ -78,7 +78,11 @@ def explain_lm(prompts, model, device, methods, target, contrast, loss, generate
         from ..lm.attnlrp import FAMILIES
 
         kind = getattr(explainer.adapter.model.config, "model_type", None)
-        if kind not in FAMILIES:
+        if streaming in ("always", "layers"):  # relevance propagation cannot stream: the paper's map can
+            methods = [FALLBACK_METHOD]
+            click.echo(f"attngrad: note: --streaming {streaming}: explaining with {FALLBACK_METHOD} "
+                       f"({DEFAULT_METHOD} cannot stream; choose with -m)", err=True)
+        elif kind not in FAMILIES:
             methods = [FALLBACK_METHOD]
             click.echo(f"attngrad: note: {DEFAULT_METHOD} does not know the {kind!r} family; explaining with "
                        f"{FALLBACK_METHOD} (choose with -m)", err=True)

@@ -105,5 +105,6 @@ def plan(model: torch.nn.Module, batch: int, tokens: int, device: torch.device, 
         raise AttngradError(
             f"explaining {batch} prompt(s) of {tokens} tokens needs about {need / 2**30:.1f} GB {how} and "
             f"{free / 2**30:.1f} GB is free on {device}; shorten the prompt or use a smaller --batch-size"
+            + ("" if can_stream else " (relevance propagation cannot stream; an attention method such as complete can)")
         )
     return mode
