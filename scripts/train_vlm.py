@@ -228,7 +228,6 @@ def main() -> None:
     model.config.text_config._attn_implementation = "sdpa"  # training only: no maps needed
     (plain, p_probs), (mirrored, m_probs) = (features(model, preprocess, [r[2] for r in train], m) for m in (False, True))
     names = [r[1] for r in train]
-    labels = torch.tensor([r[0] for r in rows])
     table = name_embeddings(model, tokenizer, [r[1] for r in read_classes(args.data)])
     onehot = torch.nn.functional.one_hot(torch.tensor([r[0] for r in train]), table.shape[0]).float()
     targets = torch.cat([(0.5 * onehot + 0.5 * p_probs) @ table, (0.5 * onehot + 0.5 * m_probs) @ table])
@@ -293,7 +292,6 @@ def main() -> None:
                    f"{args.answer_epochs:g} --answer-lr {args.answer_lr:g}" + ("" if args.bf16 else " --no-bf16")
                    + (f" --init {args.init}" if args.init else "") + (f" --augment {args.augment:g}" if args.augment else ""),
     }
-    del labels
     print(json.dumps(report, indent=1))
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)

@@ -26,18 +26,21 @@ def vlm_figure(explainer, out: str | Path, *, method: str = "complete", name: st
     """Write ``el1`` explained for each of :data:`ANSWERS` (columns) in both readings (rows); returns the
     path and the greedy answer."""
     image = load_image(asset_image("el1.jpg"))
-    rows: list[list] = [[] for _ in _READINGS]
-    for _, target, contrast in ANSWERS:
-        loss = "diff" if contrast else "logit"
-        res = explainer.explain_methods(image, QUESTION, [method], readings=list(_READINGS), target=target,
-                                        contrast=contrast, loss=loss)
+    alone = [a for a in ANSWERS if a[2] is None]
+    tokenizer = explainer.adapter.tokenizer
+    ids = [int(tokenizer(target, add_special_tokens=False)["input_ids"][0]) for _, target, _ in alone]
+    singles = explainer.explain_methods([image] * len(alone), QUESTION, [method], readings=list(_READINGS), target=ids)
+    rows: list[list] = [[singles[(method, r)].maps[k] for k in range(len(alone))] for r in _READINGS]
+    for _, target, contrast in (a for a in ANSWERS if a[2] is not None):  # one answer against the other
+        pair = explainer.explain_methods(image, QUESTION, [method], readings=list(_READINGS), target=target,
+                                         contrast=contrast, loss="diff")
         for i, reading in enumerate(_READINGS):
-            rows[i].append(res[(method, reading)].maps[0])
+            rows[i].append(pair[(method, reading)].maps[0])
     size = explainer.adapter.model.config.vision_config.image_size
     shown = image.resize((size, size))
     fig = viz.grid([shown] * len(rows), rows, col_titles=["image", *(a[0] for a in ANSWERS)],
                    row_titles=[f"{method}, {r} reading" for r in _READINGS], signs=[True] * len(ANSWERS))
-    said = explainer.adapter.tokenizer.decode(explainer.generate(image, QUESTION, max_new_tokens=6),
+    said = tokenizer.decode(explainer.generate(image, QUESTION, max_new_tokens=6),
                                               skip_special_tokens=True)
     return viz.save_figure(fig, Path(out) / name), said
 

@@ -14,12 +14,12 @@ from . import main
 from .common import OutDir, device_option, method_options_option, methods_option, model_option, out_dir, write_method_options
 
 #: The command's method and loss when none is given: the best on the evidence test (issue 22, the first 100
-#: kept prompts, docs/results/lm-peers.md): ``attnlrp`` against the runner-up token, evidence share 0.570 ± 0.038,
+#: kept prompts, docs/results/lm-peers.md): ``attnlrp`` against the runner-up token (:func:`attngrad.lm.explainer.
+#: default_loss`), evidence share 0.570 ± 0.038,
 #: +0.147 ± 0.034 over ``attnlrp`` on the logit alone (LXT's AttnLRP) and +0.257 ± 0.036 over ``complete`` against
 #: the runner-up. Models outside attnlrp's families (:data:`attngrad.lm.attnlrp.FAMILIES`) fall back to ``complete``.
 DEFAULT_METHOD = "attnlrp"
 FALLBACK_METHOD = "complete"
-DEFAULT_LOSS = "diff"
 
 @main.command("explain-lm")
 @click.argument("prompts", nargs=-1, required=True)
@@ -59,12 +59,9 @@ def explain_lm(prompts, model, device, methods, target, contrast, loss, generate
     """
     from ..lm import LMExplainer, save_generation_html, save_html, save_json, signed, terminal
     from ..lm.display import describe
-    from ..lm.explainer import MultiTokenWarning
+    from ..lm.explainer import MultiTokenWarning, default_loss
 
-    if loss is None:  # "this rather than that": against the contrast given, else the runner-up
-        loss = DEFAULT_LOSS
-    if LOSSES.get(loss) is not None and LOSSES[loss].needs_contrast and contrast is None:
-        contrast = "runner-up"
+    loss, contrast = default_loss(loss, contrast)  # "this rather than that": the contrast given, else the runner-up
     if generate and len(prompts) != 1:
         raise AttngradError(f"--generate explains one prompt's continuation; {len(prompts)} prompts were given")
     if generate and len(methods) != 1:

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence, Union
 import torch
 
 from ..errors import AttngradError
-from ..losses import LossLike, get_loss
+from ..losses import LOSSES, LossLike, get_loss
 from ..models import check_device
 from .attnlrp import LRP_METHODS, run_lrp
 from .attribution import LM_METHODS, PATH_METHODS, PassResult, check_methods, run
@@ -34,6 +34,19 @@ _TOPK = re.compile(r"^top-?(\d+)$", re.IGNORECASE)
 
 #: ``contrast="runner-up"``: the most likely next token other than the target.
 RUNNER_UP = "runner-up"
+
+#: The loss of ``explain-lm`` and the explorer when none is given: the target against a contrast (the runner-up
+#: unless one is named), the best on the evidence test with ``attnlrp`` (docs/lm.md, "Evidence test").
+DEFAULT_LOSS = "diff"
+
+
+def default_loss(loss: str | None, contrast: str | None) -> tuple[str, str | None]:
+    """The loss and contrast as the command line and the explorer read them: no loss -> :data:`DEFAULT_LOSS`;
+    a two-token loss without a contrast -> against :data:`RUNNER_UP`. Unknown names pass through (checked later)."""
+    name = loss or DEFAULT_LOSS
+    if getattr(LOSSES.get(name), "needs_contrast", False) and contrast is None:
+        contrast = RUNNER_UP
+    return name, contrast
 
 #: ``ig``'s defaults on a language model (options given override them; the others are
 #: :func:`attngrad.lm.ig.lm_integrated_gradients`'): the pad token's embedding at every position but

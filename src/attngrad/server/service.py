@@ -25,7 +25,7 @@ from PIL import Image
 from ..errors import AttngradError
 from ..explainer import Explainer
 from ..lm import LM_METHODS, LMExplainer, check_methods
-from ..lm.explainer import RUNNER_UP
+from ..lm.explainer import default_loss
 from ..losses import LOSSES, get_loss
 from ..methods import METHODS, get_method
 from ..targets import resolve_targets
@@ -315,13 +315,11 @@ class Explorer:
     def check_lm_loss(loss: str | None, contrast: str | None) -> tuple[str, str | None]:
         """The loss and contrast as ``attngrad explain-lm`` reads them: no loss -> ``diff``; a two-token loss
         without a contrast -> against the runner-up token."""
-        name = loss or "diff"
+        name, contrast = default_loss(loss, contrast)
         try:
             loss_fn = get_loss(name)
         except AttngradError as err:
             raise user_error(err, "loss") from None
-        if loss_fn.needs_contrast and contrast is None:
-            contrast = RUNNER_UP
         if contrast is not None and not loss_fn.needs_contrast:
             two = [n for n in LOSSES if get_loss(n).needs_contrast]
             raise http_error(422, f"a contrast token needs a two-token loss ({', '.join(two)}), not {name!r}",

@@ -91,8 +91,8 @@ def build_stand_in(*, projector: bool = True, quiet: bool = False):
     if projector:
         if not PROJECTOR.exists():
             raise AttngradError(
-                "attngrad ships no trained VLM stand-in yet (its projector did not learn within this machine's "
-                "budget: docs/vlm.md); pass --model with a LlavaForConditionalGeneration or Idefics3 folder or Hub name"
+                f"the stand-in's projector is missing ({PROJECTOR}); reinstall attngrad or train it with "
+                "scripts/train_vlm.py, or pass --model with a LLaVA, Idefics3 or Qwen2-VL folder or Hub name"
             )
         from safetensors.torch import load_file
 
