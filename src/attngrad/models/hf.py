@@ -65,6 +65,33 @@ def _stored_maps_function(maps: Sequence[torch.Tensor | None]):
     return attention
 
 
+@contextmanager
+def attention_function(configs: Sequence[Any], function: Callable[..., Any], *, masks: bool = True,
+                       prefix: str = _OVERRIDE_PREFIX) -> Iterator[None]:
+    """``function`` as the attention of every model whose config is in ``configs`` (transformers' attention
+    interface, under a fresh name starting with ``prefix``), restored after, also on an error. With ``masks`` the
+    name also gets the mask function of the first config's own implementation: without one, transformers would
+    pass no mask at all (no causal mask, no padding)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    name = prefix + uuid.uuid4().hex
+    previous = [(c, c._attn_implementation) for c in configs]
+    mapping = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping
+    AttentionInterface.register(name, function)
+    if masks:
+        ALL_MASK_ATTENTION_FUNCTIONS.register(name, mapping.get(previous[0][1], mapping["eager"]))  # type: ignore[arg-type]
+    for config, _ in previous:
+        config._attn_implementation = name
+    try:
+        yield
+    finally:
+        for config, before in previous:
+            config._attn_implementation = before
+        AttentionInterface._global_mapping.pop(name, None)
+        mapping.pop(name, None)
+
+
 def _pair(value: Any) -> tuple[int, int] | None:
     if value is None:
         return None
@@ -178,25 +205,11 @@ class HFModelAdapter(ModelAdapter):
     def _attention_function(self, function: Callable[..., Any]) -> Iterator[None]:
         """``function`` as every layer's attention (transformers' attention interface) within the context,
         with the attention mask the model's own implementation gets (causal, padding)."""
-        from transformers import AttentionInterface
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
-
         config: Any = getattr(self.model, "config", None)
         if config is None:
             raise AttngradError(f"{type(self.model).__name__} has no config, so its attention cannot be overridden")
-        name = _OVERRIDE_PREFIX + uuid.uuid4().hex
-        previous = config._attn_implementation
-        masks = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping
-        AttentionInterface.register(name, function)
-        # without a mask function of its own, transformers would pass no mask at all (no causal mask, no padding)
-        ALL_MASK_ATTENTION_FUNCTIONS.register(name, masks.get(previous, masks["eager"]))  # type: ignore[arg-type]
-        config._attn_implementation = name
-        try:
+        with attention_function([config], function):
             yield
-        finally:
-            config._attn_implementation = previous
-            AttentionInterface._global_mapping.pop(name, None)
-            masks.pop(name, None)
 
 
 class HFAdapter(HFModelAdapter, ImageAdapter):

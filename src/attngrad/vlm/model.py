@@ -25,7 +25,6 @@ model's own eager attention, registered under a name of ours for the call only).
 from __future__ import annotations
 
 import sys
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -35,6 +34,7 @@ from torch import nn
 
 from ..errors import AttngradError
 from ..lm.model import left_pad
+from ..models.hf import attention_function
 
 #: model_type of the vision config -> (dotted path of its layer list, attention submodule, has a class token)
 VISION_TOWERS: dict[str, tuple[str, str, bool]] = {
@@ -309,8 +309,6 @@ class VLMAdapter:
     def _qwen_vision_maps(self, modules: Sequence[nn.Module], into: list[torch.Tensor]) -> Iterator[None]:
         """Qwen2-VL's vision attention returns no maps: within the context it runs the model's own eager
         attention through transformers' attention interface, under a name of ours, keeping each map (1, H, M, M)."""
-        from transformers import AttentionInterface
-
         own: Any = sys.modules[type(modules[0]).__module__].eager_attention_forward
 
         def attention(module, query, key, value, attention_mask, **kwargs):
@@ -319,17 +317,8 @@ class VLMAdapter:
             return output, weights
 
         configs: list[Any] = list({id(m.config): m.config for m in modules}.values())
-        name = "attngrad_vision_maps_" + uuid.uuid4().hex
-        previous = [(c, c._attn_implementation) for c in configs]
-        AttentionInterface.register(name, attention)
-        for c, _ in previous:
-            c._attn_implementation = name
-        try:
+        with attention_function(configs, attention, masks=False, prefix="attngrad_vision_maps_"):
             yield
-        finally:
-            for c, before in previous:
-                c._attn_implementation = before
-            AttentionInterface._global_mapping.pop(name, None)
 
     @contextmanager
     def frozen_weights(self) -> Iterator[None]:
