@@ -13,6 +13,7 @@ from .io import load_image
 from .losses import LOSSES, get_loss
 from .methods import METHODS, Method, Trace, get_method, rollout
 from .models import DEFAULT_MODEL, ModelAdapter, load_model, wrap_model
+from .results import Result, Spot
 from .targets import class_index, resolve_targets
 
 __all__ = [
@@ -27,7 +28,9 @@ __all__ = [
     "Method",
     "ModelAdapter",
     "Prediction",
+    "Result",
     "Seq2SeqExplainer",
+    "Spot",
     "TextExplainer",
     "Trace",
     "VLMExplainer",

@@ -45,6 +45,7 @@ from ..methods import (
     method_options,
 )
 from ..models.base import ForwardOutput, ModelAdapter
+from ..results import Result, Spot
 from .eclip import AttentionEclip, GradEclip, _Eclip
 from .model import ClipModel, load_clip
 from .towers import ImageTower, TextBatch, TextTower
@@ -74,7 +75,7 @@ def clip_method(method: str | Method, *, start_layer: int = 0) -> Method:
 
 
 @dataclass
-class ClipExplanation:
+class ClipExplanation(Result):
     """Maps for every (image, text) pair, with what produced them.
 
     Attributes:
@@ -85,6 +86,11 @@ class ClipExplanation:
         texts: the K texts; ``batch``: their tokens, word ids, offsets (for display).
         images: the images as the model saw them.
         model: the model's name; ``stand_in``: ``True`` for the LiT stand-in.
+
+    As a :class:`~attngrad.results.Result`: an item is an image ``b``, read against one text ``text=``
+    (default the first): :meth:`scores`, :meth:`position_names` and :meth:`top` take ``(b, text=k)`` and
+    cover the patch grid (image tower) or text ``k``'s real tokens (text tower; special tokens never
+    listed by :meth:`top`). :meth:`normalized` divides by each (image, text) pair's peak.
     """
 
     maps: torch.Tensor
@@ -106,6 +112,24 @@ class ClipExplanation:
 
     def numpy(self) -> np.ndarray:
         return self.maps.detach().cpu().numpy()
+
+    @property
+    def grid(self) -> tuple[int, int] | None:
+        return (self.maps.shape[-2], self.maps.shape[-1]) if self.tower == "image" else None
+
+    def scores(self, index: int, *, text: int = 0) -> torch.Tensor:
+        """Image ``index`` against text ``text``: raw scores over the grid (flattened) or the text's real tokens."""
+        if self.grid is not None:
+            return self.maps[index, text].flatten()
+        return self.maps[index, text, : len(self.batch.tokens[text])]
+
+    def position_names(self, index: int, *, text: int = 0) -> list[str]:
+        return super().position_names(index) if self.grid is not None else list(self.batch.tokens[text])
+
+    def top(self, index: int, k: int = 5, *, text: int = 0) -> list[Spot]:
+        """Image ``index`` against text ``text``: its ``k`` highest-scored positions, best first."""
+        keep = None if self.grid is not None else self.batch.content[text, : len(self.batch.tokens[text])]
+        return self._spots(self.scores(index, text=text), self.position_names(index, text=text), keep, k)
 
     def token_scores(self, image: int, text: int) -> list[tuple[str, float]]:
         """Text tower: ``(token, raw score)`` for the scored tokens of text ``text`` explained against image ``image``."""

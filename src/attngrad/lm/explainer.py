@@ -23,6 +23,7 @@ import torch
 from ..errors import AttngradError
 from ..losses import LOSSES, LossLike, get_loss
 from ..models import check_device
+from ..results import Result, Spot
 from .attnlrp import LRP_METHODS, run_lrp
 from .attribution import LM_METHODS, PATH_METHODS, PassResult, check_methods, run
 from .ig import IG_OPTIONS, batch_path, check_options
@@ -122,7 +123,7 @@ class MultiTokenWarning(UserWarning):
 
 
 @dataclass
-class LMExplanation:
+class LMExplanation(Result):
     """Token maps for a batch of prompts: what the last position's next-token prediction rests on.
 
     Attributes:
@@ -133,6 +134,9 @@ class LMExplanation:
         targets, contrasts: (B,) token ids explained (contrasts ``None`` for the ``logit`` loss).
         method, loss: names.
         target_text, contrast_text: the explained tokens as text.
+
+    As a :class:`~attngrad.results.Result`: an item is a prompt, its positions its real tokens
+    (``tokens[i]``; the left padding is not a position, so :meth:`top` never lists it).
     """
 
     maps: torch.Tensor
@@ -158,14 +162,17 @@ class LMExplanation:
         """``(token text, raw score)`` for every token of prompt ``index``, in order."""
         return list(zip(self.tokens[index], self.scores(index).tolist()))
 
-    def top(self, index: int, k: int = 5, *, skip_first: bool = False) -> list[tuple[int, str, float]]:
+    def position_names(self, index: int) -> list[str]:
+        return list(self.tokens[index])
+
+    def top(self, index: int, k: int = 5, *, skip_first: bool = False) -> list[Spot]:
         """The ``k`` highest-scored tokens of prompt ``index`` as ``(position, text, score)``.
 
         ``skip_first`` leaves the first token (often the attention sink) out of the list, not out of the maths.
         """
-        pairs = list(enumerate(self.token_scores(index)))[1 if skip_first else 0 :]
-        pairs.sort(key=lambda p: -p[1][1])
-        return [(j, t, s) for j, (t, s) in pairs[:k]]
+        if not skip_first:
+            return super().top(index, k)
+        return [s for s in super().top(index, k + 1) if s.position != 0][: max(k, 0)]
 
     def probability(self, index: int) -> float:
         """Softmax probability of the target token after prompt ``index``."""
@@ -173,7 +180,7 @@ class LMExplanation:
 
 
 @dataclass
-class GenerationExplanation:
+class GenerationExplanation(Result):
     """One map per greedily generated token over every earlier token (prompt and generated).
 
     Attributes:
@@ -184,6 +191,9 @@ class GenerationExplanation:
             ``0 .. P + k - 1``; later columns are NaN (not yet written).
         method, loss: names.
         logits: (G, V) the logits each generated token was chosen from.
+
+    As a :class:`~attngrad.results.Result`: ``maps`` is ``matrix``; an item is a generated token
+    (step ``k``), its positions the ``P + k`` tokens before it (the NaN columns are not positions).
     """
 
     prompt: str
@@ -193,6 +203,22 @@ class GenerationExplanation:
     method: str
     loss: str
     logits: torch.Tensor
+
+    @property
+    def maps(self) -> torch.Tensor:
+        """``matrix``, under the name every result uses."""
+        return self.matrix
+
+    @maps.setter
+    def maps(self, value: torch.Tensor) -> None:
+        self.matrix = value
+
+    def scores(self, index: int) -> torch.Tensor:
+        """Generated token ``index``'s scores over the tokens before it, in order (1-D)."""
+        return self.matrix[index, : self.prompt_length + index]
+
+    def position_names(self, index: int) -> list[str]:
+        return self.tokens[: self.prompt_length + index]
 
     @property
     def generated(self) -> list[str]:

@@ -34,12 +34,13 @@ from torch import nn
 from ..errors import AttngradError
 from ..losses import LossLike, get_loss
 from ..models.base import ForwardOutput, ModelAdapter
+from ..results import Result
 from .model import graph_to_maps
 from .rules import SIGNED, Relevance, head_mix, weighting
 
 
 @dataclass
-class CoAttentionExplanation:
+class CoAttentionExplanation(Result):
     """Maps of a batch of LXMERT answers for one method.
 
     Attributes:
@@ -47,6 +48,11 @@ class CoAttentionExplanation:
         region_scores: (B, n_i) the CLS row of ``R^{ti}`` over the regions (0 at padding).
         targets: (B,) explained answer indices; values: (B,) the loss values (logits by default).
         method, loss: names; ``signed``: whether the sign means support/oppose.
+        text_mask, region_mask: (B, n_t), (B, n_i) true on real tokens / regions (``None``: all real).
+
+    As a :class:`~attngrad.results.Result`: ``maps`` is ``region_scores`` (the image side, as for the
+    other image-and-text families); an item is a question, its positions the regions ``"region j"``
+    (:meth:`top` never lists a padded one). The text row has no token strings here: read ``text_scores``.
     """
 
     text_scores: torch.Tensor
@@ -56,6 +62,23 @@ class CoAttentionExplanation:
     method: str
     loss: str
     signed: bool
+    text_mask: torch.Tensor | None = None
+    region_mask: torch.Tensor | None = None
+
+    @property
+    def maps(self) -> torch.Tensor:
+        """``region_scores``, under the name every result uses."""
+        return self.region_scores
+
+    @maps.setter
+    def maps(self, value: torch.Tensor) -> None:
+        self.region_scores = value
+
+    def position_names(self, index: int) -> list[str]:
+        return [f"region {j}" for j in range(self.region_scores.shape[1])]
+
+    def _ranked(self, index: int) -> torch.Tensor | None:
+        return None if self.region_mask is None else self.region_mask[index].bool()
 
 
 def _schedule(model: nn.Module) -> list[tuple[nn.Module, list[tuple[str, str]]]]:
@@ -224,7 +247,7 @@ class CoAttentionExplainer:
                 text[:, 0] -= 1.0
                 results[name] = CoAttentionExplanation(
                     (text * text_mask).cpu(), (relevance["t", "i"][:, 0] * region_mask).cpu(), targets.cpu(),
-                    values.detach().cpu(), name, loss_fn.name, SIGNED[name],
+                    values.detach().cpu(), name, loss_fn.name, SIGNED[name], text_mask.cpu(), region_mask.cpu(),
                 )
         return results
 

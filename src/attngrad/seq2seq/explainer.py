@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import AttngradError
 from ..losses import LossLike, get_loss
+from ..results import Result, Spot
 from ..text.display import Word, merge_words
 from .model import Batch, Seq2SeqAdapter, Side
 from .rules import SIGNED, encoder_decoder, head_mix, weighting
@@ -30,7 +31,7 @@ Position = int | str | None
 
 
 @dataclass
-class Seq2SeqExplanation:
+class Seq2SeqExplanation(Result):
     """Maps of a batch of explained decoder tokens for one method.
 
     Attributes:
@@ -42,6 +43,11 @@ class Seq2SeqExplanation:
         tokens: (B,) the explained token ids; ``token_names`` their strings.
         values: (B,) the explained loss values (the logits, for ``loss="logit"``).
         method, loss: names; ``signed`` says whether the sign means support/oppose.
+
+    As a :class:`~attngrad.results.Result`: ``maps`` is ``source_scores`` (what the explained token
+    rests on in the source); an item is a pair, its positions its source tokens (special tokens included,
+    padding not). ``side="target"`` in :meth:`scores`, :meth:`position_names` and :meth:`top` reads the
+    decoder inputs instead (:meth:`top` lists none after the explained position).
     """
 
     source_scores: torch.Tensor
@@ -53,6 +59,34 @@ class Seq2SeqExplanation:
     method: str
     loss: str
     signed: bool
+
+    @property
+    def maps(self) -> torch.Tensor:
+        """``source_scores``, under the name every result uses."""
+        return self.source_scores
+
+    @maps.setter
+    def maps(self, value: torch.Tensor) -> None:
+        self.source_scores = value
+
+    def _side(self, side: str) -> tuple[Side, torch.Tensor]:
+        if side not in ("source", "target"):
+            raise AttngradError(f"side must be 'source' or 'target', not {side!r}")
+        return (self.batch.source, self.source_scores) if side == "source" else (self.batch.decoder, self.target_scores)
+
+    def scores(self, index: int, *, side: str = "source") -> torch.Tensor:
+        """Pair ``index``'s raw scores over its source (or ``side="target"``: decoder input) tokens (1-D)."""
+        tokens, scores = self._side(side)
+        return scores[index, : len(tokens.tokens[index])]
+
+    def position_names(self, index: int, *, side: str = "source") -> list[str]:
+        return list(self._side(side)[0].tokens[index])
+
+    def top(self, index: int, k: int = 5, *, side: str = "source") -> list[Spot]:
+        """Pair ``index``'s ``k`` highest-scored source (or ``side="target"``: decoder input) tokens, best first."""
+        scores = self.scores(index, side=side)
+        keep = None if side == "source" else torch.arange(scores.numel()) <= int(self.batch.positions[index])
+        return self._spots(scores, self.position_names(index, side=side), keep, k)
 
     @property
     def sources(self) -> list[str]:

@@ -50,6 +50,9 @@ class TextExplanation(MapResult):
         labels: names of the logit columns.
         against: for similarity, the texts compared with; ``reverse`` holds their maps (the other
             direction), from the same pass.
+
+    As a :class:`~attngrad.results.Result`: an item is a text, its positions its real tokens
+    (``encoded.tokens[i]``, special tokens included, padding not); :meth:`top` never lists a special token.
     """
 
     maps: torch.Tensor
@@ -67,6 +70,16 @@ class TextExplanation(MapResult):
     @property
     def texts(self) -> list[str]:
         return self.encoded.texts
+
+    def scores(self, index: int) -> torch.Tensor:
+        """Text ``index``'s raw scores over its real tokens, in order (1-D; 0 at special tokens)."""
+        return self.maps[index, : len(self.encoded.tokens[index])]
+
+    def position_names(self, index: int) -> list[str]:
+        return list(self.encoded.tokens[index])
+
+    def _ranked(self, index: int) -> torch.Tensor:
+        return self.encoded.content[index, : len(self.encoded.tokens[index])]
 
     def token_scores(self, index: int) -> list[tuple[str, float]]:
         """``(word piece, raw score)`` for the scored tokens of text ``index``, in order."""

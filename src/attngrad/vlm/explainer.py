@@ -33,6 +33,7 @@ import torch
 from ..errors import AttngradError
 from ..losses import LossLike, get_loss
 from ..methods.rollout import absolute_gradient, plain, positive_gradient, rollout, signed_gradient
+from ..results import Result, Spot
 from .model import VLMAdapter, VLMBatch
 
 #: method -> (weighting of each layer's map, needs gradients, rows renormalised)
@@ -50,7 +51,7 @@ _TOPK = re.compile(r"^top-?(\d+)$", re.IGNORECASE)
 
 
 @dataclass
-class VLMExplanation:
+class VLMExplanation(Result):
     """Maps for a batch of (image, prompt) pairs: what the next-token prediction rests on.
 
     Attributes:
@@ -60,6 +61,10 @@ class VLMExplanation:
         lengths: real tokens per prompt (at the end of each row of ``text_scores``).
         logits: (B, V) next-token logits; targets, contrasts: (B,) token ids explained.
         method, loss, reading: names.
+
+    As a :class:`~attngrad.results.Result`: an item is an (image, prompt) pair, ``maps`` its image's
+    patch grid and :meth:`scores` / :meth:`position_names` / :meth:`top_patches` read that grid. :meth:`top`
+    alone keeps its older meaning: the prompt's text tokens as ``(token, score)`` pairs (image tokens left out).
     """
 
     maps: torch.Tensor
@@ -88,8 +93,16 @@ class VLMExplanation:
         n = self.lengths[index]
         return list(zip(self.tokens[index], self.text_scores[index, -n:].tolist()))
 
-    def top(self, index: int, k: int = 5) -> list[tuple[str, float]]:
-        """The ``k`` highest-scored text tokens of prompt ``index``."""
+    @property
+    def grid(self) -> tuple[int, int]:
+        return (self.maps.shape[-2], self.maps.shape[-1])
+
+    def top_patches(self, index: int, k: int = 5) -> list[Spot]:
+        """The ``k`` highest-scored patches of pair ``index``'s image (:meth:`attngrad.results.Result.top`)."""
+        return super().top(index, k)
+
+    def top(self, index: int, k: int = 5) -> list[tuple[str, float]]:  # type: ignore[override]
+        """The ``k`` highest-scored text tokens of prompt ``index`` (the patches: :meth:`top_patches`)."""
         pairs = [p for p in self.token_scores(index) if p[0] != "<image>"]
         return sorted(pairs, key=lambda p: -p[1])[:k]
 
