@@ -95,3 +95,13 @@ def test_the_check_sees_an_upward_import(tmp_path):
     fake.write_text("from ..cli import main\n")
     deps = _imports("attngrad.methods.x", fake, {"attngrad.cli", "attngrad.methods.x"})
     assert deps == {"attngrad.cli"} and _layer("attngrad.cli") > _layer("attngrad.methods.x")
+
+
+def test_every_family_result_stands_on_the_one_base_below_it():
+    """``attngrad.results`` (the base every family's result inherits, issue 21) imports no other attngrad
+    module, and every family's result module takes it from there: downward, never sideways or upward."""
+    graph = _graph()
+    assert graph["attngrad.results"] == set()
+    families = ["attngrad.stitch", "attngrad.text.results", "attngrad.lm.explainer", "attngrad.vlm.explainer",
+                "attngrad.clip.explainer", "attngrad.seq2seq.explainer", "attngrad.seq2seq.coattention"]
+    assert all("attngrad.results" in graph[m] and _layer(m) > _layer("attngrad.results") for m in families)

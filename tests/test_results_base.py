@@ -34,6 +34,12 @@ GRID_2x3 = ["(0, 0)", "(0, 1)", "(0, 2)", "(1, 0)", "(1, 1)", "(1, 2)"]
 def test_the_base_is_public():
     assert attngrad.Result is Result and attngrad.Spot is Spot
     assert {"Result", "Spot"} <= set(attngrad.__all__)
+    from attngrad.results import Explanation
+    from attngrad.stitch import GuidedExplanation
+
+    for cls in (Explanation, GuidedExplanation, TextExplanation, LMExplanation, GenerationExplanation, VLMExplanation,
+                ClipExplanation, Seq2SeqExplanation, CoAttentionExplanation):
+        assert issubclass(cls, Result), cls
 
 
 def test_image_explanations(tiny_explainer, tiny_pixels):
