@@ -128,8 +128,8 @@ class Result:
     def top(self, index: int, k: int = 5) -> list[Spot]:
         """Item ``index``'s ``k`` highest-scored positions, best first (ties: the earlier position first).
 
-        Positions a map does not score (special tokens of text encoders, image tokens in a prompt)
-        are never listed; padding is not among an item's positions at all.
+        Positions a map does not score (special tokens of text encoders, decoder inputs after the
+        explained position) are never listed; padding is not among an item's positions at all.
         """
         return self._spots(self.scores(index), self.position_names(index), self._ranked(index), k)
 
