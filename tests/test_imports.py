@@ -7,6 +7,7 @@ Read from the source (``ast``), lazy imports inside functions included, ``if TYP
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import attngrad
@@ -54,6 +55,7 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
     return {m for m in found if m in known and m != name}
 
 
+@cache  # one parse of the source for every test here
 def _graph() -> dict[str, set[str]]:
     modules = _modules()
     return {name: _imports(name, path, set(modules)) for name, path in modules.items()}
