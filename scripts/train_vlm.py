@@ -60,11 +60,24 @@ def augment(image: Image.Image, gen: torch.Generator, share: float = 1.0) -> Ima
     return image
 
 
+def grid_view(image: Image.Image, others: list[Image.Image], preprocess, gen: torch.Generator) -> Image.Image:
+    """A 2 x 2 grid (:func:`attngrad.evaluation.grids.canvas`, the pointing game's geometry) with ``image`` in a
+    random cell and ``others`` (three images of other classes) in the rest, each mirrored half the time."""
+    from attngrad.evaluation.grids import canvas, input_size
+
+    cells = [image, *others]
+    order = torch.randperm(4, generator=gen).tolist()
+    flips = (torch.rand(4, generator=gen) < 0.5).tolist()
+    seen = [preprocess.geometry(ImageOps.mirror(im) if f else im) for im, f in zip(cells, flips)]
+    return canvas([seen[k] for k in order], input_size(preprocess), 2, preprocess.resample)
+
+
 @torch.no_grad()
 def features(model, preprocess, paths: list[Path], mirror: bool, batch: int = 50, gen: torch.Generator | None = None,
-             share: float = 1.0):
+             share: float = 1.0, grids: float = 0.0):
     """Vision tokens that become image tokens (N, K, D) and the ViT's own class probabilities (N, 1000)
-    (``gen``: of random views, :func:`augment`)."""
+    (``gen``: of random views, :func:`augment`; a share ``grids`` of them 2 x 2 grids, :func:`grid_view`, in which
+    image ``i`` fills one random cell)."""
     tower = model.model.vision_tower
     head = torch.nn.Linear(tower.config.hidden_size, 1000)
     head.load_state_dict(_classifier())
@@ -74,12 +87,21 @@ def features(model, preprocess, paths: list[Path], mirror: bool, batch: int = 50
         if mirror:
             images = [ImageOps.mirror(im) for im in images]
         if gen is not None:
-            images = [augment(im, gen, share) for im in images]
+            pick = torch.rand(len(images), generator=gen) < grids
+            images = [grid_view(im, [Image.open(paths[j]).convert("RGB") for j in _others(i + k, len(paths), gen)],
+                                preprocess, gen) if g else augment(im, gen, share)
+                      for k, (im, g) in enumerate(zip(images, pick.tolist()))]
         out = tower(preprocess(images), output_hidden_states=True)
         hidden = out.hidden_states[model.config.vision_feature_layer]
         feats.append(hidden if model.config.vision_feature_select_strategy == "full" else hidden[:, 1:])
         probs.append(head(out.last_hidden_state[:, 0]).softmax(-1))
     return torch.cat(feats), torch.cat(probs)
+
+
+def _others(i: int, n: int, gen: torch.Generator) -> list[int]:
+    """Three random indices in ``range(n)`` other than ``i`` (the sample has one image per class: other classes)."""
+    draw = torch.randperm(n - 1, generator=gen)[:3]
+    return (draw + (draw >= i).long()).tolist()
 
 
 def _classifier() -> dict:
@@ -210,6 +232,10 @@ def main() -> None:
     ap.add_argument("--augment", type=float, default=0.0,
                     help="answer stage: this share of the images seen as new random views every epoch (crops, mirrors, "
                          "half resolution); the others whole (0: each image or its mirror image)")
+    ap.add_argument("--grids", type=float, default=0.0,
+                    help="answer stage: this share of the images seen inside a 2 x 2 grid of training images of other "
+                         "classes (a random cell; the answer stays the image's class), so that a class name is tied to "
+                         "where its image is; needs --augment for the rest (0 to keep them whole)")
     ap.add_argument("--eval-limit", type=int, default=None, help="greedy answers of the first N training images only")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
@@ -249,8 +275,9 @@ def main() -> None:
         views = torch.Generator().manual_seed(args.seed)
         while bar.n < steps:
             order = torch.randperm(n)
-            if args.augment:
-                feats, _ = features(model, preprocess, [r[2] for r in train], False, gen=views, share=args.augment)
+            if args.augment or args.grids:
+                feats, _ = features(model, preprocess, [r[2] for r in train], False, gen=views, share=args.augment,
+                                    grids=args.grids)
             else:
                 flip = torch.rand(n) < 0.5  # each image or its mirror image, drawn per epoch
                 feats = torch.where(flip[:, None, None], mirrored, plain)
@@ -287,10 +314,11 @@ def main() -> None:
         "held_out_accuracy": None if held_acc is None else round(held_acc, 4), "question": args.question,
         "projector_bytes": (args.out / "projector.safetensors").stat().st_size,
         "examples": [{"class": c, "answer": s} for c, s in list(zip(names, said))[:10]],
-        "init": None if args.init is None else args.init.name, "augment": args.augment,
+        "init": None if args.init is None else args.init.name, "augment": args.augment, "grids": args.grids,
         "command": f"python scripts/train_vlm.py --data ../shared/data --held-out {every} --answer-epochs "
                    f"{args.answer_epochs:g} --answer-lr {args.answer_lr:g}" + ("" if args.bf16 else " --no-bf16")
-                   + (f" --init {args.init}" if args.init else "") + (f" --augment {args.augment:g}" if args.augment else ""),
+                   + (f" --init {args.init}" if args.init else "") + (f" --augment {args.augment:g}" if args.augment else "")
+                   + (f" --grids {args.grids:g}" if args.grids else ""),
     }
     print(json.dumps(report, indent=1))
     if args.report:

@@ -56,3 +56,16 @@ def test_contrast_equal_to_target_is_one_line(folder, tmp_path):
                                        "-c", "zebra", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and result.stderr.strip().startswith("attngrad: error: the contrast equals the target")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_multi_token_target_warns_and_explains_its_first_token(folder, tmp_path):
+    runs = {}
+    for name, target in (("two", "zebra horse"), ("one", "zebra")):
+        result = CliRunner().invoke(main, ["explain-vlm", "el1", "what animal", "--model", str(folder), "-m", "complete",
+                                           "-r", "vision", "-t", target, "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        runs[name] = result
+    warned = [line for line in runs["two"].stderr.splitlines() if line.startswith("attngrad: warning:")]
+    assert len(warned) == 1 and "is 2 tokens" in warned[0] and "first token 'zebra'" in warned[0], runs["two"].stderr
+    assert "warning" not in runs["one"].stderr
+    assert np.array_equal(np.load(tmp_path / "two" / "complete_vision.npy"), np.load(tmp_path / "one" / "complete_vision.npy"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import click
 import numpy as np
 
@@ -35,6 +37,7 @@ def explain_vlm(image, prompt, model, device, methods, reading, target, contrast
     """
     from .. import viz
     from ..io import load_image
+    from ..lm.explainer import MultiTokenWarning
     from ..vlm import VLMExplainer
     from ..vlm.display import figure, save_json, to_html
 
@@ -59,8 +62,12 @@ def explain_vlm(image, prompt, model, device, methods, reading, target, contrast
                        [[res.maps[k]] for k in range(len(res.target_text))],
                        row_titles=[repr(t) for t in res.target_text], signs=[res.signed])
     else:
-        results = list(explainer.explain_methods(picture, prompt, methods, readings=readings, target=target,
-                                                 contrast=contrast, loss=loss).values())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", MultiTokenWarning)
+            results = list(explainer.explain_methods(picture, prompt, methods, readings=readings, target=target,
+                                                     contrast=contrast, loss=loss).values())
+        for message in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, MultiTokenWarning)):
+            click.echo(f"attngrad: warning: {message}", err=True)
         first = results[0]
         said = f"{first.target_text[0]!r}" + ("" if first.contrasts is None else
                                              f" rather than {explainer.adapter.token_text([int(first.contrasts[0])])[0]!r}")
