@@ -37,7 +37,7 @@ def check_result(res, *, item_values, item_names, allowed, method: str, loss: st
     ``item_values[i]`` / ``item_names[i]``: item ``i``'s scores and position names as the test reads them
     from the family's own fields; ``allowed[i]``: the positions ``top`` may list; ``where``: keyword options
     of the family's ``scores`` / ``position_names`` / ``top`` (``text=`` for CLIP, ``side=`` for seq2seq);
-    ``top``: the name of the method that ranks the ``maps`` positions (``top_patches`` for the VLM);
+    ``top``: the name of the method that ranks the ``maps`` positions;
     ``normalized``: the expected display maps where a family normalises otherwise than per item (CLIP).
     """
     assert isinstance(res, Result)

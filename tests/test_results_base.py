@@ -98,7 +98,7 @@ def test_text_special_tokens_and_padding_are_never_top_positions():
     assert res.target_names == ["x", "x"]
 
 
-def test_vlm_maps_are_the_image_grid_and_top_keeps_the_text_pairs():
+def test_vlm_maps_are_the_image_grid_and_top_tokens_ranks_the_words():
     maps = torch.tensor([[[1.0, -4.0, 2.0], [2.0, 0.0, 0.5]], [[0.0, 0.0, -1.0], [0.0, 0.0, 0.0]]])
     text = torch.tensor([[0.0, 0.0, 0.7, -0.2], [0.0, 0.3, 0.0, 0.9]])
     res = VLMExplanation(maps, text, [["<image>", "what", "is"], ["what", "<image>", "this"]], [3, 3],
@@ -106,10 +106,11 @@ def test_vlm_maps_are_the_image_grid_and_top_keeps_the_text_pairs():
                          ["x", "x"])
     assert res.grid == (2, 3)
     check_result(res, item_values=[maps[b].flatten().tolist() for b in range(2)], item_names=[GRID_2x3] * 2,
-                 allowed=[list(range(6))] * 2, method="complete", loss="logit", top="top_patches")
-    assert res.top_patches(0, 2) == [(2, "(0, 2)", 2.0), (3, "(1, 0)", 2.0)]
-    pairs = res.top(1, 2)  # the older meaning: text tokens as (token, score) pairs, image tokens left out
-    assert [t for t, _ in pairs] == ["this", "what"] and [s for _, s in pairs] == pytest.approx([0.9, 0.3])
+                 allowed=[list(range(6))] * 2, method="complete", loss="logit")
+    assert res.top(0, 2) == [(2, "(0, 2)", 2.0), (3, "(1, 0)", 2.0)]
+    spots = res.top_tokens(1, 2)  # the prompt's words, image tokens left out; position = index in tokens[1]
+    assert [(p, t) for p, t, _ in spots] == [(2, "this"), (0, "what")]
+    assert [s for _, _, s in spots] == pytest.approx([0.9, 0.3])
 
 
 def _text_batch(tokens, content):

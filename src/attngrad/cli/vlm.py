@@ -73,7 +73,7 @@ def explain_vlm(image, prompt, model, device, methods, reading, target, contrast
                                              f" rather than {explainer.adapter.token_text([int(first.contrasts[0])])[0]!r}")
         click.echo(f"explaining {said} (loss {first.loss}; p = {first.logits[0].softmax(-1)[first.targets[0]]:.3f})")
         for res in results:
-            top = ", ".join(f"{t!r} {s:+.3g}" for t, s in res.top(0, 5))
+            top = ", ".join(f"{t!r} {s:+.3g}" for _, t, s in res.top_tokens(0, 5))
             click.echo(f"  {res.method} ({res.reading}): top prompt tokens {top}")
         fig = figure(shown, results)
     folder = out_dir(out)

@@ -65,8 +65,8 @@ class VLMExplanation(Result):
         method, loss, reading: names.
 
     As a :class:`~attngrad.results.Result`: an item is an (image, prompt) pair, ``maps`` its image's
-    patch grid and :meth:`scores` / :meth:`position_names` / :meth:`top_patches` read that grid. :meth:`top`
-    alone keeps its older meaning: the prompt's text tokens as ``(token, score)`` pairs (image tokens left out).
+    patch grid and :meth:`scores` / :meth:`position_names` / :meth:`top` read that grid; :meth:`top_tokens`
+    ranks the prompt's text tokens the same way.
     """
 
     maps: torch.Tensor
@@ -99,14 +99,11 @@ class VLMExplanation(Result):
     def grid(self) -> tuple[int, int]:
         return (self.maps.shape[-2], self.maps.shape[-1])
 
-    def top_patches(self, index: int, k: int = 5) -> list[Spot]:
-        """The ``k`` highest-scored patches of pair ``index``'s image (:meth:`attngrad.results.Result.top`)."""
-        return super().top(index, k)
-
-    def top(self, index: int, k: int = 5) -> list[tuple[str, float]]:  # type: ignore[override]
-        """The ``k`` highest-scored text tokens of prompt ``index`` (the patches: :meth:`top_patches`)."""
-        pairs = [p for p in self.token_scores(index) if p[0] != "<image>"]
-        return sorted(pairs, key=lambda p: -p[1])[:k]
+    def top_tokens(self, index: int, k: int = 5) -> list[Spot]:
+        """The ``k`` highest-scored text tokens of prompt ``index``, best first (ties: the earlier token), image
+        tokens left out; ``position`` indexes the prompt's real tokens (``tokens[index]``). The patches: :meth:`top`."""
+        pairs = [(i, t, s) for i, (t, s) in enumerate(self.token_scores(index)) if t != "<image>"]
+        return [Spot(i, t, s) for i, t, s in sorted(pairs, key=lambda p: (-p[2], p[0]))[: max(k, 0)]]
 
 
 class VLMExplainer:
