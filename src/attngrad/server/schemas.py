@@ -203,7 +203,9 @@ class LMInfo(_Model):
     context: int | None = Field(description="the model's context in tokens (null until loaded)")
     methods: list[str] = Field(description="the language-model methods")
     method_details: list[MethodInfo] = Field(description="per method: what its colours mean")
-    default_methods: list[str]
+    family: str | None = Field(description="the model's config.model_type (null while it is not known before loading)")
+    default_methods: list[str] = Field(description="attnlrp and complete; complete alone for a family attnlrp does not "
+                                                   "know (as attngrad explain-lm)")
     losses: list[str]
     default_loss: str = Field(description='"diff", against the runner-up token unless a contrast is given (as attngrad explain-lm)')
     max_prompt_chars: int

@@ -25,6 +25,7 @@ from PIL import Image
 from ..errors import AttngradError
 from ..explainer import Explainer
 from ..lm import LM_METHODS, LMExplainer, check_methods
+from ..lm.attnlrp import DEFAULT_METHOD, default_method
 from ..lm.explainer import default_loss
 from ..losses import LOSSES, get_loss
 from ..methods import METHODS, get_method
@@ -333,6 +334,30 @@ class Explorer:
             raise http_error(422, f"max_new_tokens must be between 1 and this server's limit of {limit}",
                              field="max_new_tokens")
         return max_new_tokens
+
+    @property
+    def lm_family(self) -> str | None:
+        """The language model's ``config.model_type``: the loaded model's, else its folder's ``config.json``
+        (the default SmolLM2's converted copy included); ``None`` while it cannot be told without loading."""
+        if self._lm is not None:
+            return getattr(self._lm.adapter.model.config, "model_type", None)
+        from ..lm.model import DEFAULT_NAME, cache_dir
+
+        folder = cache_dir() / DEFAULT_NAME if self.lm_model is None else Path(self.lm_model)
+        try:
+            kind = json.loads((folder / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return kind if isinstance(kind, str) else None
+
+    def lm_default_methods(self) -> tuple[str, ...]:
+        """The LM tab's methods when none are chosen: :data:`DEFAULT_LM_METHODS`, with ``attnlrp`` replaced as
+        ``attngrad explain-lm`` does (:func:`attngrad.lm.attnlrp.default_method`) for a family it does not know."""
+        kind = self.lm_family
+        if kind is None:  # not known before loading: the default, checked again once the model is loaded
+            return DEFAULT_LM_METHODS
+        own = default_method(kind)
+        return tuple(dict.fromkeys(own if m == DEFAULT_METHOD else m for m in DEFAULT_LM_METHODS))
 
     @property
     def lm_loaded(self) -> LMExplainer | None:

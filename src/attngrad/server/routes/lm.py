@@ -18,7 +18,6 @@ from ..cache import key_of
 from ..problems import http_error
 from ..schemas import ERRORS, LMExplainResponse, LMGenerationResponse, LMInfo
 from ..service import Explorer, ExplorerDep
-from ..settings import DEFAULT_LM_METHODS
 
 router = APIRouter(prefix="/api/lm", tags=["language model"])
 
@@ -44,7 +43,8 @@ async def info(ex: ExplorerDep) -> dict:
              "legend": lm_work.legend(n)}
             for n in LM_METHODS
         ],
-        "default_methods": list(DEFAULT_LM_METHODS),
+        "family": ex.lm_family,
+        "default_methods": list(ex.lm_default_methods()),
         "losses": list(LOSSES),
         "default_loss": "diff",
         "max_prompt_chars": ex.settings.lm_max_prompt_chars,
@@ -65,7 +65,8 @@ async def explain(
     target: str | None = Form(None, description="the token explained: text (' Paris') or topK (default: top1)"),
     contrast: str | None = _CONTRAST,
     loss: str | None = _LOSS,
-    methods: str | None = Form(None, description="comma-separated method names (default: complete,grad_x_input)"),
+    methods: str | None = Form(None, description="comma-separated method names (default: attnlrp,complete; "
+                                                  "complete alone for a family attnlrp does not know, see /api/lm/info)"),
     hide_first: bool = _HIDE_FIRST,
 ) -> dict:
     """Scores of every prompt token for the next token, every method from one forward + backward pass.
@@ -76,10 +77,11 @@ async def explain(
     ``score`` and ``normalized`` = ``S / max|S|`` over the prompt's tokens.
     """
     ex.check_lm_prompt(prompt)
-    names = ex.check_lm_methods(methods)
+    names = ex.check_lm_methods(methods) if _given(methods) else None
     loss_name, contrast = ex.check_lm_loss(loss, _given(contrast))
     target = _given(target)
     lm = await ex.lm_explainer()
+    names = names or list(ex.lm_default_methods())  # the loaded model's family decides (as attngrad explain-lm)
     key = key_of("explain-lm", ex.lm_name, prompt, target, contrast, loss_name, names, hide_first)
     return await ex.cached(
         key, lm_work.explain, lm, prompt, methods=names, target=target, contrast=contrast, loss=loss_name,
