@@ -376,6 +376,7 @@ class Family:
         inputs: ``(adapter, pixels, batch)`` -> the model's keyword inputs.
         vision_maps: ``(adapter, modules, into)`` -> a context keeping the vision attention maps in ``into``.
         vision_maps_per_image: the vision attention runs once per image (maps (1, H, M, M)), not per batch.
+        processor: the image-processor config assumed when a model comes without one (``None``: none).
     """
 
     vision: str
@@ -386,6 +387,7 @@ class Family:
     inputs: Callable[[VLMAdapter, torch.Tensor, VLMBatch], dict[str, Any]]
     vision_maps: Callable[[VLMAdapter, Sequence[nn.Module], list[torch.Tensor]], ContextManager[None]] = _hooked_maps
     vision_maps_per_image: bool = False
+    processor: dict[str, Any] | None = None
 
 
 LLAVA_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
@@ -397,5 +399,6 @@ FAMILIES: dict[str, Family] = {
     "Idefics3ForConditionalGeneration": Family("model.vision_model", "model.text_model", LLAVA_TEMPLATE,
                                                _fixed_size, _idefics_tokens, _plain_inputs(True)),
     "Qwen2VLForConditionalGeneration": Family("model.visual", "model.language_model", QWEN2VL_TEMPLATE, _qwen_size,
-                                              _qwen_tokens, _qwen_inputs, _qwen_vision_maps, vision_maps_per_image=True),
+                                              _qwen_tokens, _qwen_inputs, _qwen_vision_maps, vision_maps_per_image=True,
+                                              processor={"image_processor_type": "Qwen2VLImageProcessor"}),
 }
