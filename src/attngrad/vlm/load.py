@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import AttngradError
-from ..models.hf import check_model_folder, first_line, load_config
+from ..models.hf import check_model_folder, first_line, image_processor_config, load_config
 from .model import VLMAdapter
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "vlm"
@@ -118,8 +118,9 @@ def build_stand_in(*, projector: bool = True, quiet: bool = False):
 def load_vlm(name_or_path=None, *, device=None, quiet: bool = False):
     """``(VLMAdapter, preprocessor)`` for a LLaVA, Idefics3 or Qwen2-VL folder / Hub name, or the stand-in (``None``).
 
-    The image preprocessor is read from the folder's image-processor config; without one, none (the explainer's
-    default) or, for Qwen2-VL, its processor's defaults. Qwen2-VL is explained at one square image size (the config's ``attngrad_image_size``, else 448 px):
+    The image preprocessor is read from the image-processor config as transformers reads it (a local folder, else
+    the Hub cache or download); without one, none (the explainer's default) or, for Qwen2-VL, its processor's
+    defaults. Qwen2-VL is explained at one square image size (the config's ``attngrad_image_size``, else 448 px):
     its preprocessor resizes to it and normalises with the processor config's mean and std.
     """
     from transformers.utils import logging as hf_logging
@@ -149,8 +150,7 @@ def load_vlm(name_or_path=None, *, device=None, quiet: bool = False):
             model = cls.from_pretrained(where, attn_implementation="eager", dtype=torch.float32)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
             raise AttngradError(f"cannot load {where!r} as a vision-language model ({first_line(err)})") from None
-        processor = Path(where) / "preprocessor_config.json"
-        settings = json.loads(processor.read_text()) if processor.exists() else None
+        settings = image_processor_config(where)  # as AutoImageProcessor reads it: a folder or the Hub (cache)
     if dev is not None:
         model = model.to(dev)
     adapter = VLMAdapter(model, tokenizer)
