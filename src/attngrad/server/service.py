@@ -117,13 +117,8 @@ class Explorer:
         self.text_model = text_model
         self._text: TextExplainer | None = None
         self._text_methods: list[str] = []
-        self._lm = lm_model if isinstance(lm_model, LMExplainer) else None
-        self.lm_model = None if isinstance(lm_model, LMExplainer) else lm_model
-        if self._lm is not None:
-            config = self._lm.adapter.model.config
-            self.lm_name = getattr(config, "name_or_path", "") or type(self._lm.adapter.model).__name__
-        else:
-            self.lm_name = "SmolLM2-135M-Instruct" if lm_model is None else str(lm_model)
+        self._lm: LMExplainer | None
+        self._lm, self.lm_model, self.lm_name = _tab_model_given(lm_model, LMExplainer, "SmolLM2-135M-Instruct")
         self.lm_missing: str | None = None
         if not lm:
             self.lm_missing = "the language-model tab is switched off (attngrad serve --no-lm)"
@@ -294,13 +289,7 @@ class Explorer:
     def check_lm_prompt(self, prompt: str) -> str:
         """A prompt that is not empty and within ``lm_max_prompt_chars`` (checked before tokenising;
         its length in tokens is checked with the model, :func:`~attngrad.server.lm_work.check_prompt`)."""
-        if not prompt.strip():
-            raise http_error(422, "the prompt is empty; type at least one word", field="prompt")
-        limit = self.settings.lm_max_prompt_chars
-        if len(prompt) > limit:
-            raise http_error(422, f"the prompt has {len(prompt)} characters, more than this server's {limit}; shorten it",
-                             field="prompt")
-        return prompt
+        return _check_prompt(prompt, self.settings.lm_max_prompt_chars, "prompt", "type at least one word")
 
     @staticmethod
     def check_lm_methods(
@@ -403,25 +392,14 @@ class Explorer:
         from ..vlm import VLMExplainer
         from ..vlm.load import STAND_IN
 
-        self._vlm = vlm_model if isinstance(vlm_model, VLMExplainer) else None
-        self.vlm_model = None if isinstance(vlm_model, VLMExplainer) else vlm_model
-        if self._vlm is not None:
-            config = self._vlm.adapter.model.config
-            self.vlm_name = getattr(config, "name_or_path", "") or type(self._vlm.adapter.model).__name__
-        else:
-            self.vlm_name = STAND_IN if vlm_model is None else str(vlm_model)
+        self._vlm: VLMExplainer | None
+        self._vlm, self.vlm_model, self.vlm_name = _tab_model_given(vlm_model, VLMExplainer, STAND_IN)
         self.vlm_missing: str | None = default_vlm_missing() if vlm_model is None else None
 
     def check_vlm_prompt(self, prompt: str) -> str:
         """A question that is not empty and within ``vlm_max_prompt_chars``."""
-        if not prompt.strip():
-            raise http_error(422, "the question is empty; ask something about the image "
-                             f"({DEFAULT_VLM_PROMPT!r})", field="prompt")
-        limit = self.settings.vlm_max_prompt_chars
-        if len(prompt) > limit:
-            raise http_error(422, f"the question has {len(prompt)} characters, more than this server's {limit}; "
-                             "shorten it", field="prompt")
-        return prompt
+        return _check_prompt(prompt, self.settings.vlm_max_prompt_chars, "question",
+                             f"ask something about the image ({DEFAULT_VLM_PROMPT!r})")
 
     @staticmethod
     def check_vlm_names(value: str | None, default: tuple[str, ...], valid: tuple[str, ...], field: str) -> list[str]:
@@ -475,6 +453,25 @@ class Explorer:
 
         return await self._tab_model("vlm", "vision-language model", VLMUnavailable, lambda: VLMExplainer.from_pretrained(
             self.vlm_model, device=self.explainer.device, quiet=True))
+
+
+def _tab_model_given(model: Any, loaded: type, default: str) -> tuple[Any, Any, str]:
+    """A tab's model as given: ``(the explainer when given loaded, else None; the folder or Hub name to load, else
+    None; the name shown: the loaded model's, the folder or Hub name, else ``default``)``."""
+    if isinstance(model, loaded):
+        inner = model.adapter.model  # type: ignore[attr-defined]  # an LMExplainer or VLMExplainer
+        return model, None, getattr(inner.config, "name_or_path", "") or type(inner).__name__
+    return None, model, default if model is None else str(model)
+
+
+def _check_prompt(prompt: str, limit: int, what: str, empty: str) -> str:
+    """A tab's prompt that is not empty (else: ``the {what} is empty; {empty}``) and has at most ``limit`` characters."""
+    if not prompt.strip():
+        raise http_error(422, f"the {what} is empty; {empty}", field="prompt")
+    if len(prompt) > limit:
+        raise http_error(422, f"the {what} has {len(prompt)} characters, more than this server's {limit}; shorten it",
+                         field="prompt")
+    return prompt
 
 
 def _defined_on_text(text_explainer: TextExplainer, name: str) -> bool:
