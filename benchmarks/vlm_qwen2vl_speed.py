@@ -69,7 +69,7 @@ def main() -> None:
     def base():
         px = pixels.clone().requires_grad_(True)
         with a.frozen_weights():
-            logits = a.model(**a._qwen_inputs(px, batch), use_cache=False).logits[:, -1]
+            logits = a.model(**a.inputs(px, batch), use_cache=False).logits[:, -1]
             logits.gather(1, logits.argmax(-1, keepdim=True)).sum().backward()
 
     def explain():

@@ -63,3 +63,18 @@ def test_attention_path_ends_are_the_real_model(lm64):
     for layer in ("attention:0", "attention:2"):
         out = lm_integrated_gradients(lm64, PROMPTS, layer=layer, steps=2, rule="trapezoid")
         torch.testing.assert_close(out.result.f_input, logits.gather(1, out.targets.view(-1, 1))[:, 0])
+
+
+def test_the_public_signature_states_the_one_list_of_options():
+    """``lm_integrated_gradients`` keeps its typed keywords; they are :class:`IGOptions`' names, types and defaults."""
+    import dataclasses
+    import inspect
+
+    from attngrad.lm.ig import IG_OPTIONS, IGOptions
+
+    params = inspect.signature(lm_integrated_gradients, eval_str=True).parameters
+    hints = __import__("typing").get_type_hints(IGOptions)
+    for f in dataclasses.fields(IGOptions):
+        assert params[f.name].kind is inspect.Parameter.KEYWORD_ONLY
+        assert params[f.name].default == f.default and params[f.name].annotation == hints[f.name], f.name
+    assert IG_OPTIONS == tuple(f.name for f in dataclasses.fields(IGOptions))

@@ -291,3 +291,25 @@ def test_damaged_weights_are_503_once_then_unavailable_never_500(tiny_explainer,
         info = c.get("/api/lm/info").json()
         assert info["available"] is False and "incomplete metadata" in info["reason"]
         assert tries == ["damaged/lm"]
+
+
+def test_default_methods_follow_the_models_family(tiny_explainer, lm, monkeypatch, tmp_path):
+    """As ``attngrad explain-lm``: attnlrp for a family it knows; complete for one it does not (the info route
+    says so, so the page preselects it, and an explanation without methods uses it)."""
+    info = lambda c: c.get("/api/lm/info").json()  # noqa: E731
+    with TestClient(create_app(tiny_explainer, ServerSettings(), model_name="tiny", lm_model=lm)) as c:
+        assert info(c)["family"] == "llama" and info(c)["default_methods"] == ["attnlrp", "complete"]
+    monkeypatch.delitem(__import__("attngrad.lm.attnlrp", fromlist=["FAMILIES"]).FAMILIES, "llama")
+    with TestClient(create_app(tiny_explainer, ServerSettings(), model_name="tiny", lm_model=lm)) as c:
+        got = info(c)
+        assert got["family"] == "llama" and got["default_methods"] == ["complete"]
+        body = c.post("/api/lm/explain", data={"prompt": PROMPT}).json()
+        assert [m["name"] for m in body["methods"]] == ["complete"]
+        r = c.post("/api/lm/explain", data={"prompt": PROMPT, "methods": "attnlrp"})  # asked for by name: refused
+        assert r.status_code == 422 and "attnlrp and tattr know the" in r.text
+    folder = tmp_path / "unloaded"  # not loaded yet: the family is read from the folder's config.json
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    with TestClient(create_app(tiny_explainer, ServerSettings(), model_name="tiny", lm_model=folder)) as c:
+        got = info(c)
+        assert got["loaded"] is False and got["family"] == "llama" and got["default_methods"] == ["complete"]

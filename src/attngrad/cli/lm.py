@@ -8,6 +8,7 @@ import warnings
 import click
 
 from ..errors import AttngradError
+from ..lm.attnlrp import DEFAULT_METHOD, FALLBACK_METHOD, default_method
 from ..lm.attribution import LM_METHODS
 from ..losses import LOSSES
 from . import main
@@ -17,9 +18,8 @@ from .common import OutDir, device_option, method_options_option, methods_option
 #: kept prompts, docs/results/lm-peers.md): ``attnlrp`` against the runner-up token (:func:`attngrad.lm.explainer.
 #: default_loss`), evidence share 0.570 ± 0.038,
 #: +0.147 ± 0.034 over ``attnlrp`` on the logit alone (LXT's AttnLRP) and +0.257 ± 0.036 over ``complete`` against
-#: the runner-up. Models outside attnlrp's families (:data:`attngrad.lm.attnlrp.FAMILIES`) fall back to ``complete``.
-DEFAULT_METHOD = "attnlrp"
-FALLBACK_METHOD = "complete"
+#: the runner-up. Models outside attnlrp's families (:data:`attngrad.lm.attnlrp.FAMILIES`) fall back to ``complete``
+#: (:func:`attngrad.lm.attnlrp.default_method`, which the explorer's LM tab follows too).
 
 @main.command("explain-lm")
 @click.argument("prompts", nargs=-1, required=True)
@@ -72,15 +72,13 @@ def explain_lm(prompts, model, device, methods, target, contrast, loss, generate
                                             streaming={"auto": None, "always": True, "never": False, "layers": "layers"}[streaming])
     explainer.batch_size = batch_size
     if click.get_current_context().get_parameter_source("methods") == click.core.ParameterSource.DEFAULT:
-        from ..lm.attnlrp import FAMILIES
-
         kind = getattr(explainer.adapter.model.config, "model_type", None)
         if streaming in ("always", "layers"):  # relevance propagation cannot stream: the paper's map can
             methods = [FALLBACK_METHOD]
             click.echo(f"attngrad: note: --streaming {streaming}: explaining with {FALLBACK_METHOD} "
                        f"({DEFAULT_METHOD} cannot stream; choose with -m)", err=True)
-        elif kind not in FAMILIES:
-            methods = [FALLBACK_METHOD]
+        elif default_method(kind) != DEFAULT_METHOD:
+            methods = [default_method(kind)]
             click.echo(f"attngrad: note: {DEFAULT_METHOD} does not know the {kind!r} family; explaining with "
                        f"{FALLBACK_METHOD} (choose with -m)", err=True)
     if hide_first and not generate:

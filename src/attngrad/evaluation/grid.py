@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,12 @@ from ..explainer import Explainer
 from ..io import load_image
 from ..methods import METHODS, is_signed
 from ..methods._common import check_positive, check_range
+from ._resumable import check_settings, compute_batches, new_paths, prepare_on_rank0
 from .data import DataSet, preprocessor_of
-from .distributed import barrier, dist_info, from_rank0
+from .distributed import barrier, dist_info
 from .grids import Grid, canvas, draw, input_size, qualify
 from .pointing import PointingGame
-from .storage import RUN_FILE, check_shard, image_records, records_digest, remove_run, shard_path, write_shard
+from .storage import RUN_FILE, check_shard, done_batches, image_records, records_digest, shard_path, write_shard
 
 
 @dataclass
@@ -170,42 +170,15 @@ def canvases(explainer: Explainer | ClipTower, seen: list, grids: list[Grid], n:
     return pre.normalize(unit * pre.rescale).to(explainer.device)
 
 
-def _prepare(out: Path, identity: dict[str, Any], resume: bool) -> str | None:
-    """Write ``run.json`` (a new run) or check it (resume); returns what this call created, as
-    :func:`~.storage.prepare_folder` does (``"folder"``, ``"files"`` or ``None``), for :func:`~.storage.remove_run`."""
+def _prepare(out: Path, identity: dict[str, Any], resume: bool) -> list[Path]:
+    """Write ``run.json`` (a new run) or check it (resume); returns what this call created (:func:`~._resumable.new_paths`)."""
     record = out / RUN_FILE
-    current = json.loads(json.dumps(identity))  # as stored: tuples become lists
-    if record.exists():
-        if not resume:
-            raise AttngradError(f"{out} already holds a grid run; pass --resume to continue it, or another --out")
-        try:
-            stored = json.loads(record.read_text())
-        except (OSError, ValueError) as err:
-            raise AttngradError(f"{record} is unreadable ({err}); remove {out} to start again") from None
-        if stored != current:
-            changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
-            raise AttngradError(f"--resume: the run in {out} was made with other settings ({', '.join(changed)}); "
-                                "use the same ones or another --out")
-        return None
-    created = "files" if out.exists() else "folder"
+    if check_settings(record, identity, resume=resume, start_on_resume=True):
+        return []
+    created = new_paths(out, record)
     out.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(identity, indent=1))
     return created
-
-
-def _done(out: Path, batches: list[int]) -> set[int]:
-    done = set()
-    for j in batches:
-        path = shard_path(out, j)
-        if not path.exists():
-            continue
-        try:
-            check_shard(path)
-            done.add(j)
-        except AttngradError as err:
-            print(f"attngrad: {err}; recomputing it", file=sys.stderr)
-            path.unlink()
-    return done
 
 
 def run_grid(explainer: Explainer | ClipTower, dataset: DataSet, out: str | Path,
@@ -235,36 +208,20 @@ def run_grid(explainer: Explainer | ClipTower, dataset: DataSet, out: str | Path
         "images_digest": records_digest(image_records(dataset.samples, dataset.root or ".")),
         "grids_digest": _grids_digest(grids),
     }
-    error, created = None, None
-    if rank == 0:
-        try:
-            created = _prepare(out, settings.identity(), settings.resume)
-        except AttngradError as err:
-            error = str(err)
-    error = from_rank0(error)
-    if error:
-        raise AttngradError(error)
+    created = prepare_on_rank0(out, lambda: _prepare(out, settings.identity(), settings.resume))
     batches = [list(range(i, min(i + settings.batch_size, len(grids)))) for i in range(0, len(grids), settings.batch_size)]
     mine = list(range(rank, len(batches), world))
-    todo = [j for j in mine if j not in _done(out, mine)]
-    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="batch", desc="grid pointing game",
-               disable=not settings.progress or rank != 0, dynamic_ncols=True)
-    written = 0
-    try:
-        for j in todo:
-            chosen = [grids[g] for g in batches[j]]
-            arrays = explain_grids(explainer, canvases(explainer, seen, chosen, settings.n), chosen,
-                                   settings.methods, settings.n, settings.loss, settings.method_options)
-            arrays["grid"] = np.asarray(batches[j])[arrays.pop("grid_row")]
-            write_shard(shard_path(out, j), arrays)
-            written += 1
-            bar.update(1)
-    except BaseException:
-        if rank == 0 and written == 0:
-            remove_run(out, created)  # nothing computed: leave nothing behind
-        raise
-    finally:
-        bar.close()
+    done = done_batches(out, batches, mine)
+
+    def compute(j: int, _: object) -> None:
+        chosen = [grids[g] for g in batches[j]]
+        arrays = explain_grids(explainer, canvases(explainer, seen, chosen, settings.n), chosen,
+                               settings.methods, settings.n, settings.loss, settings.method_options)
+        arrays["grid"] = np.asarray(batches[j])[arrays.pop("grid_row")]
+        write_shard(shard_path(out, j), arrays)
+
+    compute_batches([j for j in mine if j not in done], compute, created=created if rank == 0 else (), total=len(mine),
+               desc="grid pointing game", progress=settings.progress and rank == 0)
     barrier()
     if rank != 0:
         return None

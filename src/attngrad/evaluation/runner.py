@@ -41,8 +41,9 @@ from ..errors import AttngradError
 from ..explainer import Explainer
 from ..io import load_image
 from ..methods import get_method
+from ._resumable import compute_batches, prepare_on_rank0
 from .data import Batch, DataSet, ImageDataset, LabelResolver, collate, preprocessor_of
-from .distributed import barrier, dist_info, from_rank0
+from .distributed import barrier, dist_info
 from .perturbation import DIRECTIONS, InsertionDeletion, PerturbationTest, blur, class_probability
 from .storage import (
     GUIDED_PROTOCOLS,
@@ -54,7 +55,6 @@ from .storage import (
     prepare_folder,
     records_digest,
     relative,
-    remove_run,
     shard_path,
     write_shard,
 )
@@ -263,19 +263,13 @@ def run_perturbation(
         samples = [s for s in samples if s.label != guide_class]
     if not samples:
         raise AttngradError("no labelled images left to evaluate (see the skipped files above)")
-    error, created = None, None
-    if rank == 0:
-        try:
-            records = image_records(samples, dataset.root or ".")
-            record = _record(explainer, dataset, settings, out, samples, skipped_guide, records_digest(records), world)
-            created = prepare_folder(out, record, settings.resume, records)
-        except AttngradError as err:
-            error = str(err)
-        except Exception as err:  # noqa: BLE001 - told to every rank, so none waits for rank 0 forever
-            error = f"cannot prepare {out}: {err}"
-    error = from_rank0(error)
-    if error:
-        raise AttngradError(error)
+
+    def prepare() -> list[Path]:
+        records = image_records(samples, dataset.root or ".")
+        record = _record(explainer, dataset, settings, out, samples, skipped_guide, records_digest(records), world)
+        return prepare_folder(out, record, settings.resume, records)
+
+    created = prepare_on_rank0(out, prepare)
 
     batch_size = settings.batch_size
     batches = [list(range(i, min(i + batch_size, len(samples)))) for i in range(0, len(samples), batch_size)]
@@ -292,39 +286,29 @@ def run_perturbation(
         collate_fn=collate,
         pin_memory=explainer.device.type == "cuda",
     )
-    total = sum(len(batches[j]) for j in mine)
-    bar = tqdm(
-        total=total, initial=total - sum(len(batches[j]) for j in todo), unit="img", desc="perturbation",
-        disable=not settings.progress or rank != 0, dynamic_ncols=True,
-    )  # fmt: skip
-    written = 0
-    try:
-        for j, batch in zip(todo, loader):
-            messages = [m.replace(samples[i].path, relative(samples[i].path, root) or "") for i, m in batch.failed]
-            for message in messages:
-                tqdm.write(f"attngrad: skipped: {message}", file=sys.stderr)
-            arrays = {
-                "failed_index": np.asarray([i for i, _ in batch.failed], dtype=np.int64),
-                "failed_message": np.asarray(messages, dtype=str),
-            }
-            if batch.indices:
-                arrays["path"] = np.asarray([relative(samples[i].path, root) for i in batch.indices], dtype=str)
-                results = evaluate_batch(
-                    explainer, batch, settings.methods, explain=settings.explain,
-                    eval_batch_size=settings.eval_batch_size, guide_region=settings.guide_region,
-                    crop_region=crop_region, insertion_deletion=settings.insertion_deletion,
-                    options=settings.method_options,
-                )  # fmt: skip
-                arrays.update(results)
-            write_shard(shard_path(out, j), arrays)
-            written += 1
-            bar.update(len(batches[j]))
-    except BaseException:
-        if rank == 0 and written == 0:
-            remove_run(out, created)  # nothing computed: leave nothing behind
-        raise
-    finally:
-        bar.close()
+
+    def compute(j: int, batch: Batch) -> None:
+        messages = [m.replace(samples[i].path, relative(samples[i].path, root) or "") for i, m in batch.failed]
+        for message in messages:
+            tqdm.write(f"attngrad: skipped: {message}", file=sys.stderr)
+        arrays = {
+            "failed_index": np.asarray([i for i, _ in batch.failed], dtype=np.int64),
+            "failed_message": np.asarray(messages, dtype=str),
+        }
+        if batch.indices:
+            arrays["path"] = np.asarray([relative(samples[i].path, root) for i in batch.indices], dtype=str)
+            results = evaluate_batch(
+                explainer, batch, settings.methods, explain=settings.explain,
+                eval_batch_size=settings.eval_batch_size, guide_region=settings.guide_region,
+                crop_region=crop_region, insertion_deletion=settings.insertion_deletion,
+                options=settings.method_options,
+            )  # fmt: skip
+            arrays.update(results)
+        write_shard(shard_path(out, j), arrays)
+
+    compute_batches(todo, compute, inputs=loader, created=created if rank == 0 else (),
+               total=sum(len(batches[j]) for j in mine), weight=lambda j: len(batches[j]), unit="img",
+               desc="perturbation", progress=settings.progress and rank == 0)
     barrier()
     if rank != 0:
         return None

@@ -34,6 +34,7 @@ from typing import Any, BinaryIO, Callable, Sequence
 import numpy as np
 
 from ..errors import AttngradError
+from ._resumable import new_paths
 from .data import Sample
 
 SHARDS = "shards"
@@ -219,20 +220,20 @@ def _describe_changes(stored: Sequence[ImageRecord], now: Sequence[ImageRecord])
 # ----------------------------------------------------------------------------- the run folder
 
 
-def prepare_folder(out: Path, record: RunRecord, resume: bool, records: Sequence[ImageRecord]) -> str | None:
+def prepare_folder(out: Path, record: RunRecord, resume: bool, records: Sequence[ImageRecord]) -> list[Path]:
     """Create ``out`` with ``images.tsv`` and ``run.json``, or check that ``--resume`` may continue it.
 
     On resume the settings and the images (content, labels) must match the stored run's. The
     limit may grow when the stored images are the first of the new ones: whole batches stay
-    valid; a last, partly filled batch is deleted and redone. Returns what this call created:
-    ``"folder"`` (``out`` itself), ``"files"`` (the run's files in an existing folder) or ``None``
-    (a resumed run); a run that fails before its first result removes it (:func:`remove_run`).
+    valid; a last, partly filled batch is deleted and redone. Returns the paths this call created
+    (none for a resumed run); a run that fails before its first result removes them
+    (:func:`~._resumable.remove_created`).
     """
     run_file = out / RUN_FILE
     if not run_file.exists():
-        created = "files" if out.exists() else "folder"
         if out.exists() and not out.is_dir():
             raise AttngradError(f"{out} is a file; --out must name a folder")
+        created = new_paths(out, out / SHARDS, out / IMAGES_FILE, run_file)
         (out / SHARDS).mkdir(parents=True, exist_ok=True)
         _atomic_write(out / IMAGES_FILE, _records_text(records))
         _atomic_write(run_file, json.dumps(asdict(record), indent=2))
@@ -274,24 +275,7 @@ def prepare_folder(out: Path, record: RunRecord, resume: bool, records: Sequence
             f"cannot resume {out}: the images differ from the stored run's ({_describe_changes(stored_records, records)})"
             "; restore them or choose another --out"
         )
-    return None
-
-
-def remove_run(out: Path, created: str | None) -> None:
-    """Undo :func:`prepare_folder` for a run that failed before writing any result."""
-    import shutil
-
-    if created is None:
-        return
-    if created == "folder":
-        shutil.rmtree(out, ignore_errors=True)
-        return
-    for name in (RUN_FILE, IMAGES_FILE):
-        (out / name).unlink(missing_ok=True)
-    try:
-        (out / SHARDS).rmdir()
-    except OSError:
-        pass
+    return []
 
 
 # ----------------------------------------------------------------------------- shards

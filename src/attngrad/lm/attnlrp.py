@@ -74,6 +74,17 @@ FAMILIES: dict[str, Family] = {
     "gpt2": Family(norms=("LayerNorm",), activation="mlp.act", product=None),
 }
 
+#: The language-model method when none is chosen (``explain-lm``, the explorer's LM tab), and the one for
+#: models outside :data:`FAMILIES` (:func:`default_method`).
+DEFAULT_METHOD = "attnlrp"
+FALLBACK_METHOD = "complete"
+
+
+def default_method(kind: str | None) -> str:
+    """The method a model of ``config.model_type`` ``kind`` is explained with when none is chosen:
+    :data:`DEFAULT_METHOD` for a family it knows, else :data:`FALLBACK_METHOD`."""
+    return DEFAULT_METHOD if kind in FAMILIES else FALLBACK_METHOD
+
 
 class _Halve(torch.autograd.Function):
     """Identity forward, gradient halved: the uniform rule on one factor of a product of two."""

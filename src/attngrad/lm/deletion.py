@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import AttngradError
+from ..evaluation._resumable import check_settings, compute_batches, new_paths
 from .attribution import check_methods
 from .explainer import LMExplainer
 from .prompts import Prompt
@@ -204,24 +204,7 @@ def check_out(out: str | Path, settings: DeletionSettings, *, resume: bool = Fal
     """Check the settings and the results folder (a new run, or ``resume`` of the same settings); writes nothing."""
     settings.check()
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise AttngradError(f"{out} is a file; --out must name a folder")
-    stored = out / "settings.json"
-    if resume:
-        if not stored.exists():
-            raise AttngradError(f"nothing to resume in {out} (no settings.json); run without --resume")
-        try:
-            old = json.loads(stored.read_text())
-        except (OSError, ValueError) as err:
-            raise AttngradError(f"{stored} cannot be read ({type(err).__name__}); give a new --out") from None
-        if not isinstance(old, dict):
-            raise AttngradError(f"{stored} is not a settings object; give a new --out")
-        if old != asdict(settings):
-            diff = [k for k in old if old.get(k) != asdict(settings).get(k)]
-            raise AttngradError(f"--resume with other settings than the stored run ({', '.join(diff)}); "
-                                "give the same options or a new --out")
-    elif stored.exists():
-        raise AttngradError(f"{out} already holds a run; add --resume to continue it or give a new --out")
+    check_settings(out / "settings.json", asdict(settings), resume=resume)
     return out
 
 
@@ -242,37 +225,34 @@ def run_shards(explainer: LMExplainer, prompts: Sequence[Prompt], out: str | Pat
     content and checked on resume (an unusable shard is named and recomputed); a run refused or stopped
     before its first shard leaves nothing behind. Returns the results folder."""
     out = check_out(out, settings, resume=resume)
-    created = [p for p in (out, out / "shards", out / "settings.json") if not p.exists()]
+    created = new_paths(out, out / "shards", out / "settings.json")
     (out / "shards").mkdir(parents=True, exist_ok=True)
     _write_json(out / "settings.json", asdict(settings))
     bs = settings.batch_size
     nb = (len(prompts) + bs - 1) // bs
-    wrote = False
-    try:
-        for b in range(nb):
-            shard = out / "shards" / f"batch_{b:05d}.json"
-            chunk = list(prompts[b * bs : (b + 1) * bs])
-            if shard.exists():
-                problem = _shard_problem(shard, chunk, settings)
-                if problem is None:
-                    continue
-                print(f"attngrad: warning: {shard} cannot be used ({problem}); recomputing it", file=sys.stderr)
-            data = evaluate(explainer, chunk, settings, eval_batch_size=eval_batch_size)
-            data["prompts"] = [p.text for p in chunk]
-            data["targets"] = [p.target for p in chunk]
-            data["digest"] = _digest(data)
-            _write_json(shard, data)
-            wrote = True
-            if progress is not None:
-                progress(b + 1, nb)
-    except BaseException:
-        if not wrote:  # a run refused (or stopped) before its first result leaves nothing behind
-            for path in reversed(created):
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
-        raise
+
+    def shard(b: int) -> Path:
+        return out / "shards" / f"batch_{b:05d}.json"
+
+    def usable(b: int) -> bool:
+        if not shard(b).exists():
+            return False
+        problem = _shard_problem(shard(b), prompts[b * bs : (b + 1) * bs], settings)
+        if problem is not None:
+            print(f"attngrad: warning: {shard(b)} cannot be used ({problem}); recomputing it", file=sys.stderr)
+        return problem is None
+
+    def compute(b: int, _: object) -> None:
+        chunk = list(prompts[b * bs : (b + 1) * bs])
+        data = evaluate(explainer, chunk, settings, eval_batch_size=eval_batch_size)
+        data["prompts"] = [p.text for p in chunk]
+        data["targets"] = [p.target for p in chunk]
+        data["digest"] = _digest(data)
+        _write_json(shard(b), data)
+        if progress is not None:
+            progress(b + 1, nb)
+
+    compute_batches([b for b in range(nb) if not usable(b)], compute, created=created, progress=False)
     return out
 
 

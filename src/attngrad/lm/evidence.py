@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import AttngradError
+from ..evaluation._resumable import check_settings
 from ..evaluation.storage import DIGEST_KEY, write_shard
 from .attribution import check_methods, signed
 from .evidence_prompts import KINDS, EvidencePrompt, evidence_prompts, token_spans
@@ -213,20 +214,7 @@ def check_out(out: str | Path, settings: EvidenceSettings, *, resume: bool = Fal
     """Check the settings and the results folder (a new run, or ``resume`` of the same settings); writes nothing."""
     settings.check()
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise AttngradError(f"{out} is a file; --out must name a folder")
-    stored = out / "settings.json"
-    if resume:
-        if not stored.exists():
-            raise AttngradError(f"nothing to resume in {out} (no settings.json); run without --resume")
-        old = json.loads(stored.read_text())
-        now = asdict(settings)
-        if old != now:
-            diff = [k for k in now if old.get(k) != now.get(k)]
-            raise AttngradError(f"--resume with other settings than the stored run ({', '.join(diff)}); "
-                                "give the same options or a new --out")
-    elif stored.exists():
-        raise AttngradError(f"{out} already holds a run; add --resume to continue it or give a new --out")
+    check_settings(out / "settings.json", asdict(settings), resume=resume)
     return out
 
 

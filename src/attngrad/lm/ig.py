@@ -13,7 +13,7 @@ prompt is the attribution total, compared with ``f(x) - f(x')`` by :meth:`PathRe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Sequence
 
 import torch
@@ -42,30 +42,46 @@ class LMPath:
     kind: str
 
 
-#: The options of ``ig`` on a language model (``LMExplainer.explain_methods(..., options={"ig": {...}})``,
-#: ``explain-lm --method-option ig.OPTION=VALUE``), keyword arguments of :func:`lm_integrated_gradients`.
-IG_OPTIONS = ("layer", "baseline", "steps", "rule", "batch_size", "keep_first")
+@dataclass(frozen=True)
+class IGOptions:
+    """The options of ``ig`` on a language model, their types and defaults (the one list of them):
+    ``LMExplainer.explain_methods(..., options={"ig": {...}})``, ``explain-lm --method-option ig.OPTION=VALUE``,
+    the keyword arguments of :func:`lm_integrated_gradients` and :func:`batch_path`."""
+
+    layer: str = "input"
+    baseline: BaselineLike = "zero"
+    steps: int = 16
+    rule: str = "gauss_legendre"
+    batch_size: int = 32
+    keep_first: bool | None = False
+
+    def check(self) -> None:
+        """Refuse options that are out of range (one-line :class:`AttngradError`)."""
+        from ..methods._common import check_positive
+        from ..methods._paths import RULES
+        from ..methods.ig import check_baseline, check_layer_spec
+
+        check_layer_spec("ig", self.layer)
+        check_baseline("ig", self.baseline)
+        check_positive("ig", steps=self.steps, batch_size=self.batch_size)
+        if self.rule not in RULES:
+            raise AttngradError(f"ig: unknown rule {self.rule!r}; choose from {', '.join(RULES)}")
+        if self.keep_first not in (None, True, False):
+            raise AttngradError(f"ig: keep_first is true or false, not {self.keep_first!r}")
+        if self.keep_first and self.layer.strip() != "input":
+            raise AttngradError("ig: keep_first keeps the first token's embedding: use it with layer 'input'")
+        if isinstance(self.baseline, str) and self.baseline in ("blur",):
+            raise AttngradError("ig: baseline 'blur' is for pixels; a language model takes zero, mean, pad, mask, "
+                                "uniform (attention) or a tensor")
 
 
-def check_options(*, layer: str = "input", baseline: BaselineLike = "zero", steps: int = 16,
-                  rule: str = "gauss_legendre", batch_size: int = 32, keep_first: bool | None = False) -> None:
-    """Refuse options of :func:`lm_integrated_gradients` that are out of range (one-line :class:`AttngradError`)."""
-    from ..methods._common import check_positive
-    from ..methods._paths import RULES
-    from ..methods.ig import check_baseline, check_layer_spec
+#: The names of :class:`IGOptions`.
+IG_OPTIONS = tuple(f.name for f in fields(IGOptions))
 
-    check_layer_spec("ig", layer)
-    check_baseline("ig", baseline)
-    check_positive("ig", steps=steps, batch_size=batch_size)
-    if rule not in RULES:
-        raise AttngradError(f"ig: unknown rule {rule!r}; choose from {', '.join(RULES)}")
-    if keep_first not in (None, True, False):
-        raise AttngradError(f"ig: keep_first is true or false, not {keep_first!r}")
-    if keep_first and layer.strip() != "input":
-        raise AttngradError("ig: keep_first keeps the first token's embedding: use it with layer 'input'")
-    if isinstance(baseline, str) and baseline in ("blur",):
-        raise AttngradError("ig: baseline 'blur' is for pixels; a language model takes zero, mean, pad, mask, "
-                            "uniform (attention) or a tensor")
+
+def check_options(**options: Any) -> None:
+    """Refuse options of :func:`lm_integrated_gradients` (:class:`IGOptions`) that are out of range."""
+    IGOptions(**options).check()
 
 
 def lm_integrated_gradients(
@@ -93,36 +109,33 @@ def lm_integrated_gradients(
             (docs/results/attribution-error.md: SmolLM2's error falls to 3e-6 at 256 nodes with it, stays
             above 100 % without it). ``None``: kept at layer ``input``, not at the other layers.
     """
-    return batch_path(explainer.adapter, explainer.encode(prompts), layer=layer, baseline=baseline, steps=steps,
-                      rule=rule, batch_size=batch_size, targets=targets, loss=loss, contrasts=contrasts,
-                      keep_first=keep_first)
+    options = IGOptions(layer, baseline, steps, rule, batch_size, keep_first)
+    return batch_path(explainer.adapter, explainer.encode(prompts), targets=targets, loss=loss, contrasts=contrasts,
+                      **vars(options))
 
 
 def batch_path(
     adapter: LMAdapter,
     batch: Batch,
     *,
-    layer: str = "input",
-    baseline: BaselineLike = "zero",
-    steps: int = 16,
-    rule: str = "gauss_legendre",
-    batch_size: int = 32,
     targets: torch.Tensor | None = None,
     loss: LossLike = "logit",
     contrasts: torch.Tensor | None = None,
-    keep_first: bool | None = False,
+    **options: Any,
 ) -> LMPath:
-    """:func:`lm_integrated_gradients` of an encoded (left-padded) batch."""
-    if keep_first is None:
-        keep_first = isinstance(layer, str) and layer.strip() == "input"
-    check_options(layer=layer, baseline=baseline, steps=steps, rule=rule, batch_size=batch_size, keep_first=keep_first)
+    """:func:`lm_integrated_gradients` of an encoded (left-padded) batch; ``options``: those of :class:`IGOptions`."""
+    o = IGOptions(**options)
+    if o.keep_first is None:
+        o = replace(o, keep_first=isinstance(o.layer, str) and o.layer.strip() == "input")
+    o.check()
+    baseline = o.baseline
     loss_fn = get_loss(loss)
     embeds = adapter.embed(batch.input_ids)
     if targets is None:
         with torch.no_grad():
             targets = adapter.forward(embeds, batch, attentions=False).logits.argmax(dim=-1)
     chosen = targets.to(adapter.device)
-    if keep_first:
+    if o.keep_first:
         base = make_baseline("input", embeds, baseline, adapter=adapter, name="ig", mask=batch.attention_mask).clone()
         rows = torch.arange(embeds.shape[0], device=embeds.device)
         first = torch.tensor([embeds.shape[1] - n for n in batch.lengths], device=embeds.device)
@@ -136,7 +149,7 @@ def batch_path(
         c = None if contrasts is None else contrasts.to(logits.device)[items]
         return loss_fn(logits, chosen[items], c)
 
-    kind, result = layer_path(adapter, embeds, forward, score, layer=layer, baseline=baseline, steps=steps, rule=rule,
-                              batch_size=batch_size, mask=batch.attention_mask)
+    kind, result = layer_path(adapter, embeds, forward, score, layer=o.layer, baseline=baseline, steps=o.steps, rule=o.rule,
+                              batch_size=o.batch_size, mask=batch.attention_mask)
     scores = token_attributions(kind, result.attributions) * batch.attention_mask.to(result.attributions.dtype)
     return LMPath(scores.detach(), result, chosen, kind)

@@ -348,14 +348,22 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def folder_preprocessor(where: str) -> Preprocessor | None:
-    """The preprocessing a model folder's (or Hub repository's) image-processor config states, if any."""
+def image_processor_config(where: str) -> dict[str, Any] | None:
+    """A model folder's or Hub repository's image-processor config (``preprocessor_config.json``), read as
+    ``AutoImageProcessor.from_pretrained`` reads it (a local folder, else the Hub cache or download); ``None``
+    when it has none."""
     from transformers import ImageProcessingMixin
 
     try:
         proc_cfg, _ = ImageProcessingMixin.get_image_processor_dict(where)
     except (OSError, ValueError, json.JSONDecodeError):
         return None
+    return dict(proc_cfg) if proc_cfg else None
+
+
+def folder_preprocessor(where: str) -> Preprocessor | None:
+    """The preprocessing a model folder's (or Hub repository's) image-processor config states, if any."""
+    proc_cfg = image_processor_config(where)
     return Preprocessor.from_hf(proc_cfg) if proc_cfg else None
 
 

@@ -9,6 +9,7 @@ centre crop, rescale factor, mean, std); timm models in ``pretrained_cfg``
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -24,6 +25,23 @@ _TIMM_INTERPOLATION = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
+
+#: OpenAI CLIP's mean and std: Qwen2-VL's image processor's defaults
+_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _pixel_counts(cfg: Mapping[str, Any]) -> tuple[int, int] | None:
+    """``(fewest, most)`` pixels of a processor config in pixel counts (Qwen2-VL's), ``None`` for one in sides.
+    A bound the config does not state is left open (a model saved without its processor states none)."""
+    given = cfg.get("size")
+    size: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+    counted = "min_pixels" in cfg or "max_pixels" in cfg or str(cfg.get("image_processor_type", "")).startswith("Qwen2VL")
+    if not counted:
+        return None
+    low = cfg.get("min_pixels", size.get("shortest_edge"))
+    high = cfg.get("max_pixels", size.get("longest_edge"))
+    return int(low or 1), int(high or sys.maxsize)
 
 
 @dataclass(frozen=True)
@@ -50,8 +68,18 @@ class Preprocessor:
     crop_rounding: str = "floor"
 
     @classmethod
-    def from_hf(cls, cfg: Mapping[str, Any]) -> "Preprocessor":
-        """Build from a Hugging Face ``preprocessor_config.json`` dictionary."""
+    def from_hf(cls, cfg: Mapping[str, Any], *, image_size: int | None = None) -> "Preprocessor":
+        """Build from a Hugging Face ``preprocessor_config.json`` dictionary.
+
+        Qwen2-VL's processor states pixel counts, not sides (``min_pixels`` / ``max_pixels``, or ``size`` as
+        ``shortest_edge`` / ``longest_edge``: the fewest and most pixels of a resized image); it resizes any
+        image to a multiple of its patch size inside that range. attngrad explains such a model at one square
+        ``image_size`` (required then): the image is resized to ``image_size`` x ``image_size`` when that many
+        pixels lie in the range, else :class:`AttngradError`. ``image_size`` is not used for a config of sides.
+        """
+        counts = _pixel_counts(cfg)
+        if counts is not None:
+            return cls._from_pixel_counts(cfg, counts, image_size)
         size = cfg.get("size") or {}
         if isinstance(size, int):
             size = {"height": size, "width": size}
@@ -75,6 +103,26 @@ class Preprocessor:
             rescale=float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 1.0,
             mean=tuple(cfg.get("image_mean", (0.5, 0.5, 0.5))) if cfg.get("do_normalize", True) else None,
             std=tuple(cfg.get("image_std", (0.5, 0.5, 0.5))) if cfg.get("do_normalize", True) else None,
+        )
+
+    @classmethod
+    def _from_pixel_counts(cls, cfg: Mapping[str, Any], counts: tuple[int, int], image_size: int | None) -> "Preprocessor":
+        """A processor config in pixel counts (Qwen2-VL's) read for one square ``image_size`` (see :meth:`from_hf`)."""
+        low, high = counts
+        if image_size is None:
+            raise AttngradError(f"this image processor ({cfg.get('image_processor_type', 'Qwen2-VL')}) gives pixel "
+                                f"counts ({low} to {high} pixels per image), not a side; give the image size explained")
+        if not low <= image_size * image_size <= high:
+            raise AttngradError(f"the image size {image_size} x {image_size} px ({image_size * image_size} pixels) is "
+                                f"outside the {low} to {high} pixels its image processor resizes to; set the "
+                                "config's attngrad_image_size inside that range")
+        normalize = cfg.get("do_normalize", True)
+        return cls(
+            resize=(image_size, image_size),
+            resample=int(cfg.get("resample", Image.Resampling.BICUBIC)),  # Qwen2VLImageProcessor's defaults
+            rescale=float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 1.0,
+            mean=tuple(cfg.get("image_mean", _CLIP_MEAN)) if normalize else None,
+            std=tuple(cfg.get("image_std", _CLIP_STD)) if normalize else None,
         )
 
     @classmethod

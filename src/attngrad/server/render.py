@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import matplotlib
 import numpy as np
@@ -70,9 +70,17 @@ def legend(name: str) -> str:
     return "red is magnitude (how much, not for or against); this method has no sign"
 
 
-def method_details() -> list[dict[str, Any]]:
-    """Every registered method with its sign and legend (for ``/api/info``)."""
-    return [
-        {"name": n, "signed": is_signed(n), "red": "support" if is_signed(n) else "magnitude", "legend": legend(n)}
-        for n in METHODS
-    ]
+def method_details(methods: Iterable[str] = METHODS, signed: Callable[[str], bool] = is_signed,
+                   legend: Callable[[str], str] = legend) -> list[dict[str, Any]]:
+    """Every method (default: the image methods) with its sign and legend (for the ``info`` routes)."""
+    return [{"name": n, "signed": signed(n), "red": "support" if signed(n) else "magnitude", "legend": legend(n)}
+            for n in methods]
+
+
+def tab_info(*, missing: str | None, model: str, loaded: bool, methods: Sequence[str], signed: Callable[[str], bool],
+             legend: Callable[[str], str]) -> dict[str, Any]:
+    """The fields a model tab's ``info`` route shares (``/api/lm/info``, ``/api/vlm/info``: :class:`~.schemas.TabInfo`)."""
+    from ..losses import LOSSES
+
+    return {"available": missing is None, "reason": missing, "model": model, "loaded": loaded,
+            "methods": list(methods), "method_details": method_details(methods, signed, legend), "losses": list(LOSSES)}

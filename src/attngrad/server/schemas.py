@@ -192,21 +192,35 @@ class TextResponse(_Model):
     methods: list[TextMethod]
 
 
-# -- language model ---------------------------------------------------------------------------
+# -- the model tabs (language model, vision-language model) --------------------------------------
 
 
-class LMInfo(_Model):
-    available: bool = Field(description="false: the tab is hidden (see reason)")
-    reason: str | None = Field(description="why the language model is unavailable (switched off, not installed, failed to load)")
+class TabInfo(_Model):
+    """What every model tab's info route gives (:func:`attngrad.server.render.tab_info` and the tab's own fields)."""
+
+    available: bool = Field(description="false: the tab cannot explain (see reason)")
+    reason: str | None = Field(description="why the tab's model is unavailable")
     model: str
     loaded: bool = Field(description="true once the model has been loaded (on first use)")
-    context: int | None = Field(description="the model's context in tokens (null until loaded)")
-    methods: list[str] = Field(description="the language-model methods")
+    methods: list[str] = Field(description="the tab's methods")
     method_details: list[MethodInfo] = Field(description="per method: what its colours mean")
     default_methods: list[str]
     losses: list[str]
-    default_loss: str = Field(description='"diff", against the runner-up token unless a contrast is given (as attngrad explain-lm)')
+    default_loss: str
     max_prompt_chars: int
+
+
+# -- language model ---------------------------------------------------------------------------
+
+
+class LMInfo(TabInfo):
+    available: bool = Field(description="false: the tab is hidden (see reason)")
+    reason: str | None = Field(description="why the language model is unavailable (switched off, not installed, failed to load)")
+    context: int | None = Field(description="the model's context in tokens (null until loaded)")
+    family: str | None = Field(description="the model's config.model_type (null while it is not known before loading)")
+    default_methods: list[str] = Field(description="attnlrp and complete; complete alone for a family attnlrp does not "
+                                                   "know (as attngrad explain-lm)")
+    default_loss: str = Field(description='"diff", against the runner-up token unless a contrast is given (as attngrad explain-lm)')
     max_prompt_tokens: int
     max_new_tokens: int
 
@@ -269,20 +283,13 @@ class LMGenerationResponse(_Model):
 # -- vision-language model ----------------------------------------------------------------------
 
 
-class VLMInfo(_Model):
+class VLMInfo(TabInfo):
     available: bool = Field(description="false: the tab shows why (see reason) and how to configure a model")
     reason: str | None = Field(description="why no vision-language model is available (none configured, failed to load)")
-    model: str
-    loaded: bool = Field(description="true once the model has been loaded (on first use)")
-    methods: list[str]
-    method_details: list[MethodInfo] = Field(description="per method: what its colours mean")
-    default_methods: list[str]
     readings: list[str] = Field(description='"language": over the LM\'s layers; "vision": on through the vision encoder')
     default_readings: list[str]
-    losses: list[str]
     default_loss: str = Field(description='"logit"; "diff" when a contrast is given (as attngrad explain-vlm)')
     default_prompt: str
-    max_prompt_chars: int
     answer_tokens: int = Field(description="most tokens of the greedy answer")
 
 

@@ -25,6 +25,7 @@ from PIL import Image
 from ..errors import AttngradError
 from ..explainer import Explainer
 from ..lm import LM_METHODS, LMExplainer, check_methods
+from ..lm.attnlrp import DEFAULT_METHOD, default_method
 from ..lm.explainer import default_loss
 from ..losses import LOSSES, get_loss
 from ..methods import METHODS, get_method
@@ -32,7 +33,7 @@ from ..targets import resolve_targets
 from . import images as _images
 from .cache import LRUCache, content_hash
 from .jobs import JobManager, WorkQueue
-from .problems import LMUnavailable, TextUnavailable, VLMUnavailable, http_error, user_error
+from .problems import LMUnavailable, TextUnavailable, Unavailable, VLMUnavailable, http_error, user_error
 from .settings import (
     DEFAULT_LM_METHODS,
     DEFAULT_METHODS,
@@ -116,13 +117,8 @@ class Explorer:
         self.text_model = text_model
         self._text: TextExplainer | None = None
         self._text_methods: list[str] = []
-        self._lm = lm_model if isinstance(lm_model, LMExplainer) else None
-        self.lm_model = None if isinstance(lm_model, LMExplainer) else lm_model
-        if self._lm is not None:
-            config = self._lm.adapter.model.config
-            self.lm_name = getattr(config, "name_or_path", "") or type(self._lm.adapter.model).__name__
-        else:
-            self.lm_name = "SmolLM2-135M-Instruct" if lm_model is None else str(lm_model)
+        self._lm: LMExplainer | None
+        self._lm, self.lm_model, self.lm_name = _tab_model_given(lm_model, LMExplainer, "SmolLM2-135M-Instruct")
         self.lm_missing: str | None = None
         if not lm:
             self.lm_missing = "the language-model tab is switched off (attngrad serve --no-lm)"
@@ -293,13 +289,7 @@ class Explorer:
     def check_lm_prompt(self, prompt: str) -> str:
         """A prompt that is not empty and within ``lm_max_prompt_chars`` (checked before tokenising;
         its length in tokens is checked with the model, :func:`~attngrad.server.lm_work.check_prompt`)."""
-        if not prompt.strip():
-            raise http_error(422, "the prompt is empty; type at least one word", field="prompt")
-        limit = self.settings.lm_max_prompt_chars
-        if len(prompt) > limit:
-            raise http_error(422, f"the prompt has {len(prompt)} characters, more than this server's {limit}; shorten it",
-                             field="prompt")
-        return prompt
+        return _check_prompt(prompt, self.settings.lm_max_prompt_chars, "prompt", "type at least one word")
 
     @staticmethod
     def check_lm_methods(
@@ -335,6 +325,30 @@ class Explorer:
         return max_new_tokens
 
     @property
+    def lm_family(self) -> str | None:
+        """The language model's ``config.model_type``: the loaded model's, else its folder's ``config.json``
+        (the default SmolLM2's converted copy included); ``None`` while it cannot be told without loading."""
+        if self._lm is not None:
+            return getattr(self._lm.adapter.model.config, "model_type", None)
+        from ..lm.model import DEFAULT_NAME, cache_dir
+
+        folder = cache_dir() / DEFAULT_NAME if self.lm_model is None else Path(self.lm_model)
+        try:
+            kind = json.loads((folder / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return kind if isinstance(kind, str) else None
+
+    def lm_default_methods(self) -> tuple[str, ...]:
+        """The LM tab's methods when none are chosen: :data:`DEFAULT_LM_METHODS`, with ``attnlrp`` replaced as
+        ``attngrad explain-lm`` does (:func:`attngrad.lm.attnlrp.default_method`) for a family it does not know."""
+        kind = self.lm_family
+        if kind is None:  # not known before loading: the default, checked again once the model is loaded
+            return DEFAULT_LM_METHODS
+        own = default_method(kind)
+        return tuple(dict.fromkeys(own if m == DEFAULT_METHOD else m for m in DEFAULT_LM_METHODS))
+
+    @property
     def lm_loaded(self) -> LMExplainer | None:
         """The language model once loaded (``None`` before its first use)."""
         return self._lm
@@ -342,28 +356,35 @@ class Explorer:
     async def lm_explainer(self) -> LMExplainer:
         """The language model, loaded on the worker queue the first time it is needed;
         :class:`LMUnavailable` (503) when it is switched off or cannot load."""
-        if self._lm is None:
-            if self.lm_missing is not None:
-                raise LMUnavailable(self.lm_missing)
-            self._lm = await self.queue.run(self._load_lm)
-        return self._lm
+        return await self._tab_model("lm", "language model", LMUnavailable,
+                                     lambda: LMExplainer.from_pretrained(self.lm_model, device=self.explainer.device))
 
-    def _load_lm(self) -> LMExplainer:
-        if self._lm is not None:  # loaded by an earlier queued request
-            return self._lm
-        if self.lm_missing is not None:  # an earlier queued load failed
-            raise LMUnavailable(self.lm_missing)
-        try:
-            return LMExplainer.from_pretrained(self.lm_model, device=self.explainer.device)
-        except ImportError as err:
-            self.lm_missing = f"the language model cannot load ({err}); pip install 'attngrad[lm]'"
-        except AttngradError as err:
-            self.lm_missing = f"the language model cannot load: {err}"
-        except Exception as err:  # damaged weights (SafetensorError, ...): unavailable once and for all, never a 500
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            self.lm_missing = f"the language model cannot load ({type(err).__name__}: {first})"
-        raise LMUnavailable(self.lm_missing)
+    async def _tab_model(self, tab: str, what: str, unavailable: type[Unavailable], load: Callable[[], Any]) -> Any:
+        """The model of a tab (``"lm"``, ``"vlm"``: ``self._<tab>``), loaded by ``load`` on the worker queue the first
+        time it is needed; a tab whose model is missing or fails to load (``self.<tab>_missing`` says why, once and
+        for all) raises ``unavailable``."""
+        if getattr(self, f"_{tab}") is None:
+            if getattr(self, f"{tab}_missing") is not None:
+                raise unavailable(getattr(self, f"{tab}_missing"))
+            setattr(self, f"_{tab}", await self.queue.run(self._load_once, tab, what, unavailable, load))
+        return getattr(self, f"_{tab}")
 
+    def _load_once(self, tab: str, what: str, unavailable: type[Unavailable], load: Callable[[], Any]) -> Any:
+        if getattr(self, f"_{tab}") is not None:  # loaded by an earlier queued request
+            return getattr(self, f"_{tab}")
+        missing = getattr(self, f"{tab}_missing")
+        if missing is None:  # else an earlier queued load failed
+            try:
+                return load()
+            except ImportError as err:
+                missing = f"the {what} cannot load ({err}); pip install 'attngrad[lm]'"
+            except AttngradError as err:
+                missing = f"the {what} cannot load: {err}"
+            except Exception as err:  # damaged weights (SafetensorError, ...): unavailable once and for all, never a 500
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+                missing = f"the {what} cannot load ({type(err).__name__}: {first})"
+            setattr(self, f"{tab}_missing", missing)
+        raise unavailable(missing)
 
     # -- the vision-language model ---------------------------------------------------------------
 
@@ -371,25 +392,14 @@ class Explorer:
         from ..vlm import VLMExplainer
         from ..vlm.load import STAND_IN
 
-        self._vlm = vlm_model if isinstance(vlm_model, VLMExplainer) else None
-        self.vlm_model = None if isinstance(vlm_model, VLMExplainer) else vlm_model
-        if self._vlm is not None:
-            config = self._vlm.adapter.model.config
-            self.vlm_name = getattr(config, "name_or_path", "") or type(self._vlm.adapter.model).__name__
-        else:
-            self.vlm_name = STAND_IN if vlm_model is None else str(vlm_model)
+        self._vlm: VLMExplainer | None
+        self._vlm, self.vlm_model, self.vlm_name = _tab_model_given(vlm_model, VLMExplainer, STAND_IN)
         self.vlm_missing: str | None = default_vlm_missing() if vlm_model is None else None
 
     def check_vlm_prompt(self, prompt: str) -> str:
         """A question that is not empty and within ``vlm_max_prompt_chars``."""
-        if not prompt.strip():
-            raise http_error(422, "the question is empty; ask something about the image "
-                             f"({DEFAULT_VLM_PROMPT!r})", field="prompt")
-        limit = self.settings.vlm_max_prompt_chars
-        if len(prompt) > limit:
-            raise http_error(422, f"the question has {len(prompt)} characters, more than this server's {limit}; "
-                             "shorten it", field="prompt")
-        return prompt
+        return _check_prompt(prompt, self.settings.vlm_max_prompt_chars, "question",
+                             f"ask something about the image ({DEFAULT_VLM_PROMPT!r})")
 
     @staticmethod
     def check_vlm_names(value: str | None, default: tuple[str, ...], valid: tuple[str, ...], field: str) -> list[str]:
@@ -439,29 +449,29 @@ class Explorer:
     async def vlm_explainer(self) -> VLMExplainer:
         """The vision-language model, loaded on the worker queue the first time it is needed;
         :class:`VLMUnavailable` (409) when none is configured or it cannot load."""
-        if self._vlm is None:
-            if self.vlm_missing is not None:
-                raise VLMUnavailable(self.vlm_missing)
-            self._vlm = await self.queue.run(self._load_vlm)
-        return self._vlm
-
-    def _load_vlm(self) -> VLMExplainer:
         from ..vlm import VLMExplainer
 
-        if self._vlm is not None:  # loaded by an earlier queued request
-            return self._vlm
-        if self.vlm_missing is not None:  # an earlier queued load failed
-            raise VLMUnavailable(self.vlm_missing)
-        try:
-            return VLMExplainer.from_pretrained(self.vlm_model, device=self.explainer.device, quiet=True)
-        except ImportError as err:
-            self.vlm_missing = f"the vision-language model cannot load ({err}); pip install 'attngrad[lm]'"
-        except AttngradError as err:
-            self.vlm_missing = f"the vision-language model cannot load: {err}"
-        except Exception as err:  # damaged weights: unavailable once and for all, never a 500
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            self.vlm_missing = f"the vision-language model cannot load ({type(err).__name__}: {first})"
-        raise VLMUnavailable(self.vlm_missing)
+        return await self._tab_model("vlm", "vision-language model", VLMUnavailable, lambda: VLMExplainer.from_pretrained(
+            self.vlm_model, device=self.explainer.device, quiet=True))
+
+
+def _tab_model_given(model: Any, loaded: type, default: str) -> tuple[Any, Any, str]:
+    """A tab's model as given: ``(the explainer when given loaded, else None; the folder or Hub name to load, else
+    None; the name shown: the loaded model's, the folder or Hub name, else ``default``)``."""
+    if isinstance(model, loaded):
+        inner = model.adapter.model  # type: ignore[attr-defined]  # an LMExplainer or VLMExplainer
+        return model, None, getattr(inner.config, "name_or_path", "") or type(inner).__name__
+    return None, model, default if model is None else str(model)
+
+
+def _check_prompt(prompt: str, limit: int, what: str, empty: str) -> str:
+    """A tab's prompt that is not empty (else: ``the {what} is empty; {empty}``) and has at most ``limit`` characters."""
+    if not prompt.strip():
+        raise http_error(422, f"the {what} is empty; {empty}", field="prompt")
+    if len(prompt) > limit:
+        raise http_error(422, f"the {what} has {len(prompt)} characters, more than this server's {limit}; shorten it",
+                         field="prompt")
+    return prompt
 
 
 def _defined_on_text(text_explainer: TextExplainer, name: str) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import AttngradError
-from ..models.hf import check_model_folder, first_line, load_config
+from ..models.hf import check_model_folder, first_line, image_processor_config, load_config
 from .model import VLMAdapter
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "vlm"
@@ -118,8 +118,10 @@ def build_stand_in(*, projector: bool = True, quiet: bool = False):
 def load_vlm(name_or_path=None, *, device=None, quiet: bool = False):
     """``(VLMAdapter, preprocessor)`` for a LLaVA, Idefics3 or Qwen2-VL folder / Hub name, or the stand-in (``None``).
 
-    Qwen2-VL is explained at one square image size (the config's ``attngrad_image_size``, else 448 px): its
-    preprocessor resizes to it and normalises with the processor config's mean and std.
+    The image preprocessor is read from the image-processor config as transformers reads it (a local folder, else
+    the Hub cache or download); without one, none (the explainer's default) or, for Qwen2-VL, its processor's
+    defaults. Qwen2-VL is explained at one square image size (the config's ``attngrad_image_size``, else 448 px):
+    its preprocessor resizes to it and normalises with the processor config's mean and std.
     """
     from transformers.utils import logging as hf_logging
 
@@ -148,17 +150,12 @@ def load_vlm(name_or_path=None, *, device=None, quiet: bool = False):
             model = cls.from_pretrained(where, attn_implementation="eager", dtype=torch.float32)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
             raise AttngradError(f"cannot load {where!r} as a vision-language model ({first_line(err)})") from None
-        processor = Path(where) / "preprocessor_config.json"
-        settings = json.loads(processor.read_text()) if processor.exists() else None
-        preprocess = Preprocessor.from_hf(settings) if settings is not None else None
+        settings = image_processor_config(where)  # as AutoImageProcessor reads it: a folder or the Hub (cache)
     if dev is not None:
         model = model.to(dev)
     adapter = VLMAdapter(model, tokenizer)
-    if adapter.qwen:  # its processor resizes to any multiple of 28 px; attngrad explains one fixed square size
-        fixed = dict(settings or {}, do_resize=True, do_center_crop=False,
-                     size={"height": adapter.image_size, "width": adapter.image_size})
-        fixed.setdefault("resample", 3)  # Qwen2VLImageProcessor's defaults: bicubic, OpenAI CLIP's mean and std
-        fixed.setdefault("image_mean", [0.48145466, 0.4578275, 0.40821073])
-        fixed.setdefault("image_std", [0.26862954, 0.26130258, 0.27577711])
-        preprocess = Preprocessor.from_hf(fixed)
+    if name_or_path is not None:
+        settings = settings or adapter.family.processor
+        # Qwen2-VL's config gives pixel counts: attngrad explains its one square image size (Preprocessor.from_hf)
+        preprocess = Preprocessor.from_hf(settings, image_size=adapter.image_size) if settings else None
     return adapter, preprocess

@@ -12,13 +12,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Form
 
 from ...lm import LM_METHODS
-from ...losses import LOSSES
 from .. import lm_work
 from ..cache import key_of
 from ..problems import http_error
+from ..render import tab_info
 from ..schemas import ERRORS, LMExplainResponse, LMGenerationResponse, LMInfo
 from ..service import Explorer, ExplorerDep
-from ..settings import DEFAULT_LM_METHODS
 
 router = APIRouter(prefix="/api/lm", tags=["language model"])
 
@@ -33,19 +32,11 @@ async def info(ex: ExplorerDep) -> dict:
     """Whether the language model is available (else why), its methods, losses and limits."""
     lm = ex.lm_loaded
     return {
-        "available": ex.lm_missing is None,
-        "reason": ex.lm_missing,
-        "model": ex.lm_name,
-        "loaded": lm is not None,
+        **tab_info(missing=ex.lm_missing, model=ex.lm_name, loaded=lm is not None, methods=list(LM_METHODS),
+                   signed=lm_work.signed, legend=lm_work.legend),
         "context": None if lm is None else lm.max_length,
-        "methods": list(LM_METHODS),
-        "method_details": [
-            {"name": n, "signed": lm_work.signed(n), "red": "support" if lm_work.signed(n) else "magnitude",
-             "legend": lm_work.legend(n)}
-            for n in LM_METHODS
-        ],
-        "default_methods": list(DEFAULT_LM_METHODS),
-        "losses": list(LOSSES),
+        "family": ex.lm_family,
+        "default_methods": list(ex.lm_default_methods()),
         "default_loss": "diff",
         "max_prompt_chars": ex.settings.lm_max_prompt_chars,
         "max_prompt_tokens": ex.settings.lm_max_prompt_tokens,
@@ -65,7 +56,8 @@ async def explain(
     target: str | None = Form(None, description="the token explained: text (' Paris') or topK (default: top1)"),
     contrast: str | None = _CONTRAST,
     loss: str | None = _LOSS,
-    methods: str | None = Form(None, description="comma-separated method names (default: complete,grad_x_input)"),
+    methods: str | None = Form(None, description="comma-separated method names (default: attnlrp,complete; "
+                                                  "complete alone for a family attnlrp does not know, see /api/lm/info)"),
     hide_first: bool = _HIDE_FIRST,
 ) -> dict:
     """Scores of every prompt token for the next token, every method from one forward + backward pass.
@@ -76,10 +68,11 @@ async def explain(
     ``score`` and ``normalized`` = ``S / max|S|`` over the prompt's tokens.
     """
     ex.check_lm_prompt(prompt)
-    names = ex.check_lm_methods(methods)
+    names = ex.check_lm_methods(methods) if _given(methods) else None
     loss_name, contrast = ex.check_lm_loss(loss, _given(contrast))
     target = _given(target)
     lm = await ex.lm_explainer()
+    names = names or list(ex.lm_default_methods())  # the loaded model's family decides (as attngrad explain-lm)
     key = key_of("explain-lm", ex.lm_name, prompt, target, contrast, loss_name, names, hide_first)
     return await ex.cached(
         key, lm_work.explain, lm, prompt, methods=names, target=target, contrast=contrast, loss=loss_name,

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Form
 
-from ...losses import LOSSES
 from ...vlm import READINGS, VLM_METHODS
 from .. import vlm_work
 from ..cache import key_of
+from ..render import tab_info
 from ..schemas import ERRORS, ErrorResponse, VLMExplainResponse, VLMInfo
 from ..service import ExplorerDep
 from ..settings import DEFAULT_VLM_METHODS, DEFAULT_VLM_PROMPT, DEFAULT_VLM_READINGS
@@ -27,20 +27,11 @@ router = APIRouter(prefix="/api/vlm", tags=["vision-language model"])
 async def info(ex: ExplorerDep) -> dict:
     """Whether a vision-language model is configured (else why, and how to give one), its methods and readings."""
     return {
-        "available": ex.vlm_missing is None,
-        "reason": ex.vlm_missing,
-        "model": ex.vlm_name,
-        "loaded": ex.vlm_loaded is not None,
-        "methods": list(VLM_METHODS),
-        "method_details": [
-            {"name": n, "signed": vlm_work.signed(n), "red": "support" if vlm_work.signed(n) else "magnitude",
-             "legend": vlm_work.legend(n)}
-            for n in VLM_METHODS
-        ],
+        **tab_info(missing=ex.vlm_missing, model=ex.vlm_name, loaded=ex.vlm_loaded is not None,
+                   methods=list(VLM_METHODS), signed=vlm_work.signed, legend=vlm_work.legend),
         "default_methods": list(DEFAULT_VLM_METHODS),
         "readings": list(READINGS),
         "default_readings": list(DEFAULT_VLM_READINGS),
-        "losses": list(LOSSES),
         "default_loss": "logit",
         "default_prompt": DEFAULT_VLM_PROMPT,
         "max_prompt_chars": ex.settings.vlm_max_prompt_chars,
