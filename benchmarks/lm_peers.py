@@ -202,12 +202,12 @@ def scores_inseq(explainer, texts, targets, steps, only: str | None = None):
 
 
 def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval_batch_size: int = 64,
-          only: list[str] | None = None, deletion: bool = True) -> dict:
+          only: list[str] | None = None, deletion: bool = True, name: str = "table") -> dict:
     """Scores every stored map (``only``: these methods, in this order). Resumable: rows of ``table.json``
     scored on the same prompt counts are kept and not scored again (a row without deletion columns gets
-    them when ``deletion``); each finished method is written at once."""
+    them when ``deletion``); each finished method is written at once, to ``OUT/NAME.json`` + ``.md``."""
     tok = explainer.adapter.tokenizer
-    old = json.loads((out / "table.json").read_text()) if (out / "table.json").exists() else {}
+    old = json.loads((out / f"{name}.json").read_text()) if (out / f"{name}.json").exists() else {}
     rows: dict = {m: r for m, r in old.items() if r.get("prompts") == [len(ev), len(de)]}
     stored: dict[str, np.ndarray] = {}
     notes: dict = {}
@@ -238,7 +238,7 @@ def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval
         row["seconds_per_prompt"] = notes.get(m)
         rows[m] = row
         if not deletion or f"{m}|de|0" not in stored:  # evidence only (or the scores step stopped before deletion)
-            _write_table(out, rows)
+            _write_table(out, rows, name=name)
             continue
         seqs, tg, slots = [], [], []
         for i, p in enumerate(de):
@@ -262,18 +262,18 @@ def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval
             # per-prompt gaps (the same prompts in both directions): mean ± 1.96 standard errors
             gaps = {"del_gap": per[f"del_least_{g}"] - per[f"del_most_{g}"],
                     "ins_gap": per[f"ins_most_{g}"] - per[f"ins_least_{g}"]}
-            for name, v in gaps.items():
-                row[f"{name}_{g}"] = float(v.mean())
-                row[f"{name}_{g}_ci95"] = float(1.96 * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
-                row[f"{name}_{g}_per_prompt"] = v.tolist()
+            for gap, v in gaps.items():
+                row[f"{gap}_{g}"] = float(v.mean())
+                row[f"{gap}_{g}_ci95"] = float(1.96 * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
+                row[f"{gap}_{g}_per_prompt"] = v.tolist()
         for key in per:
             row[key] = float(per[key].mean())
-        _write_table(out, rows)  # after each method: a long run's finished rows are kept
-    return _write_table(out, rows, echo=True)
+        _write_table(out, rows, name=name)  # after each method: a long run's finished rows are kept
+    return _write_table(out, rows, echo=True, name=name)
 
 
-def _write_table(out: Path, rows: dict, echo: bool = False) -> dict:
-    (out / "table.json").write_text(json.dumps(rows, indent=1))
+def _write_table(out: Path, rows: dict, echo: bool = False, name: str = "table") -> dict:
+    (out / f"{name}.json").write_text(json.dumps(rows, indent=1))
     lines = ["| method | evidence share | top-1 | top-k | distractors' share of negative | deletion gap factual | "
              "deletion gap reviews | insertion gap factual | insertion gap reviews | s / prompt |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -289,7 +289,7 @@ def _write_table(out: Path, rows: dict, echo: bool = False) -> dict:
         lines.append(f"| {m} | " + " | ".join(f(r, k) for k in (
             "evidence_share", "top1", "topk", "distractor_negative", "del_gap_factual", "del_gap_review",
             "ins_gap_factual", "ins_gap_review")) + f" | {r['seconds_per_prompt'] or 0:.3f} |")
-    (out / "table.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     if echo:
         print("\n".join(lines))
     return rows
@@ -320,6 +320,30 @@ def compare(out: Path, a: str, b: str) -> dict:
     return res
 
 
+def paired(out: Path, names: list[str], tables: list[str], first: int | None = None) -> dict:
+    """Deletion / insertion gaps of ``names`` (found in the ``tables``' JSON, the first listed first) on
+    the first ``first`` prompts of each kind (factual, reviews) — the same prompts for every method:
+    mean ± 1.96 standard errors, and each method's paired difference from the first name."""
+    found: dict = {}
+    for t in reversed(tables):
+        found.update(json.loads((out / f"{t}.json").read_text()))
+    res: dict = {}
+    keys = [f"{g}_gap_{k}" for k in ("factual", "review") for g in ("del", "ins")]
+    ci = lambda v: float(1.96 * v.std(ddof=1) / np.sqrt(len(v)))  # noqa: E731
+    ref = {k: np.array(found[names[0]][k + "_per_prompt"][:first]) for k in keys}
+    for m in names:
+        row = {}
+        for k in keys:
+            v = np.array(found[m][k + "_per_prompt"][:first])
+            row[k] = [float(v.mean()), ci(v), len(v)]
+            if m != names[0]:
+                row[k + "_minus_" + names[0]] = [float((v - ref[k]).mean()), ci(v - ref[k])]
+        res[m] = row
+    for m, row in res.items():
+        print(m, " ".join(f"{k}={v[0]:+.3f}±{v[1]:.3f}" for k, v in row.items()))
+    return res
+
+
 def _speed_cases(explainer, peer: str, n: int, steps: int) -> dict:
     """``plain`` (one forward + backward of the ``n``-token prompt to its target's logit) and ``peer``'s methods."""
     words = "The quick brown fox jumps over the lazy dog and runs into the forest where it sleeps ."
@@ -339,6 +363,7 @@ def _speed_cases(explainer, peer: str, n: int, steps: int) -> dict:
     if peer == "attngrad":
         cases.update({m: (lambda m=m: explainer.explain(text, method=m, target=t)) for m in LM_METHODS})
     elif peer == "lxt":
+        _lxt_model(explainer)  # its patched model loaded here, not in the first timed call
         cases["lxt/attnlrp"] = lambda: scores_lxt(explainer, [text], [t])
     elif peer == "captum":
         # the steps one at a time: all at once (Captum's default) needs `steps` times the activations
@@ -426,7 +451,7 @@ def speed(explainer, peer: str, lengths: list[int], repeats: int, steps: int, me
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=["scores", "table", "compare", "speed", "peak"])
+    ap.add_argument("step", choices=["scores", "table", "compare", "paired", "speed", "peak"])
     ap.add_argument("--peer", choices=["attngrad", "lxt", "captum", "inseq"], default="attngrad")
     ap.add_argument("--evidence", default=None, help="scores, table: prompts.json of an `evaluate lm-evidence` run")
     ap.add_argument("--out", default=None, help="folder of the maps, table and timings")
@@ -437,6 +462,10 @@ def main(argv=None) -> int:
     ap.add_argument("--loss", default="logit", choices=["logit", "diff"],
                     help="scores, attngrad: the loss explained (diff: against the runner-up; stored as METHOD+diff)")
     ap.add_argument("--evidence-only", action="store_true", help="table: the evidence columns only (fast)")
+    ap.add_argument("--de-limit", type=int, default=None,
+                    help="table: the first N deletion prompts only (default --limit); written to table-deN.json")
+    ap.add_argument("--tables", default="table", help="paired: the table JSON names in OUT to read (comma-separated)")
+    ap.add_argument("--first", type=int, default=None, help="paired: the first N prompts of each kind")
     ap.add_argument("--lengths", default="256,1024,2048", help="speed: prompt lengths in tokens")
     ap.add_argument("--table-methods", default=None,
                     help="table: only these stored methods (comma-separated); compare: the two to compare")
@@ -452,6 +481,10 @@ def main(argv=None) -> int:
     if args.step == "compare":
         compare(Path(args.out), *args.table_methods.split(","))
         return 0
+    if args.step == "paired":
+        res = paired(Path(args.out), args.table_methods.split(","), args.tables.split(","), args.first)
+        (Path(args.out) / "paired.json").write_text(json.dumps(res, indent=1))
+        return 0
     explainer = LMExplainer.from_pretrained(quiet=True, device=args.device)
     if args.step == "peak":
         print(json.dumps(peak_step(explainer, args.peer, args.case, int(args.lengths), args.steps)))
@@ -466,8 +499,9 @@ def main(argv=None) -> int:
     args.methods = args.methods or ",".join(LM_METHODS)
     ev, de = _tasks(args.evidence, args.limit)
     if args.step == "table":
-        table(explainer, out, ev, de, only=args.table_methods.split(",") if args.table_methods else None,
-              deletion=not args.evidence_only)
+        name = "table" if args.de_limit is None else f"table-de{args.de_limit}"
+        table(explainer, out, ev, de[: args.de_limit], only=args.table_methods.split(",") if args.table_methods else None,
+              deletion=not args.evidence_only, name=name)
         return 0
     peer = args.peer if args.peer != "attngrad" or args.loss == "logit" else f"attngrad-{args.loss}"
     suffix = "" if args.loss == "logit" else f"+{args.loss}"
