@@ -418,7 +418,8 @@ def speed(explainer, peer: str, lengths: list[int], repeats: int, steps: int, me
     (and of the plain forward + backward): CUDA allocations on a GPU, on the CPU the peak resident memory
     of a fresh process per case and length (``peak_step``). ``methods``: attngrad's (default
     ``SPEED_CASES``). With ``out``, each row is written to ``out/speed-PEER.json`` when done, with the
-    1-minute load average before and after it, and rows already there are not measured again."""
+    1-minute load average before and after it, and rows already there are not measured again (the plain
+    forward + backward's peak, ``out/plain-peak.json``, neither)."""
     import os
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -426,12 +427,18 @@ def speed(explainer, peer: str, lengths: list[int], repeats: int, steps: int, me
 
     path = out / f"speed-{peer}.json" if out is not None else None
     rows: dict = json.loads(path.read_text()) if path is not None and path.exists() else {}
+    plain_file = out / "plain-peak.json" if out is not None else None
     device = explainer.device.type
     names = (methods or list(SPEED_CASES["attngrad"])) if peer == "attngrad" else list(SPEED_CASES[peer])
     for n in lengths:
         cases = _speed_cases(explainer, peer, n, steps)
         todo = [m for m in names if str(n) not in rows.get(m, {})]
-        plain_peak = _peak_fresh(peer, "plain", n, steps, device) if memory and todo else None
+        plain_peak = None
+        if memory and todo:  # the plain forward + backward's peak is the same for every peer: measured once per length
+            known = json.loads(plain_file.read_text()) if plain_file is not None and plain_file.exists() else {}
+            plain_peak = known.get(str(n)) or _peak_fresh(peer, "plain", n, steps, device)
+            if plain_file is not None and plain_peak is not None:
+                plain_file.write_text(json.dumps({**known, str(n): plain_peak}, indent=1))
         for name in todo:
             fn = cases[name]
             load = os.getloadavg()[0]
