@@ -53,6 +53,7 @@ from attngrad.lm.evidence_prompts import EvidencePrompt, token_spans
 from attngrad.lm.insertion import inserted_sequences, neutral_token
 from attngrad.lm.prompts import Prompt, deletion_prompts
 
+INSEQ_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "attention")
 SIGNED_PEERS = {"lxt/attnlrp": True, "captum/layer_ig": True, "inseq/saliency": False,
                 "inseq/input_x_gradient": True, "inseq/integrated_gradients": True, "inseq/attention": False}
 
@@ -65,10 +66,25 @@ def _tasks(evidence_file: str, limit: int | None):
     return ev, de
 
 
+def _stored(out: Path, peer: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """The maps and seconds a previous (possibly stopped) ``scores`` run of ``peer`` wrote."""
+    f, g = out / f"scores-{peer}.npz", out / f"seconds-{peer}.json"
+    arrays: dict[str, np.ndarray] = {}
+    if f.exists():
+        with np.load(f) as z:
+            arrays = {k: z[k] for k in z.files}
+    return arrays, json.loads(g.read_text()) if g.exists() else {}
+
+
 def _save(out: Path, peer: str, maps: dict[str, list[np.ndarray]], seconds: dict[str, float]) -> None:
-    arrays = {f"{m}|{i}": v for m, vs in maps.items() for i, v in enumerate(vs)}
-    np.savez(out / f"scores-{peer}.npz", **arrays)
-    (out / f"seconds-{peer}.json").write_text(json.dumps(seconds, indent=1))
+    """Adds ``maps`` (``{"method|task": [map per prompt]}``) to what is stored for ``peer``, written
+    atomically (a stopped run keeps every method and task it finished)."""
+    arrays, secs = _stored(out, peer)
+    arrays.update({f"{m}|{i}": v for m, vs in maps.items() for i, v in enumerate(vs)})
+    tmp = out / f".tmp-scores-{peer}.npz"  # not matched by the table step's scores-*.npz
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
+    tmp.replace(out / f"scores-{peer}.npz")
+    (out / f"seconds-{peer}.json").write_text(json.dumps({**secs, **seconds}, indent=1))
 
 
 def _load_hf(explainer: LMExplainer):
@@ -78,12 +94,18 @@ def _load_hf(explainer: LMExplainer):
 # ------------------------------------------------------------------------------------------ peers
 
 
-def scores_attngrad(explainer, texts, targets, methods):
-    maps: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+def scores_attngrad(explainer, texts, targets, methods, loss: str = "logit"):
+    """attngrad's ``methods`` explaining ``loss`` (``diff``: the target's logit minus the runner-up's,
+    stored as ``METHOD+diff``)."""
+    suffix = "" if loss == "logit" else f"+{loss}"
+    contrast = "runner-up" if loss != "logit" else None
+    maps: dict[str, list[np.ndarray]] = {m + suffix: [] for m in methods}
     for start in tqdm(range(0, len(texts), 8), desc="attngrad"):
-        res = explainer.explain_methods(texts[start : start + 8], methods, target=targets[start : start + 8])
+        res = explainer.explain_methods(texts[start : start + 8], methods, target=targets[start : start + 8],
+                                        loss=loss, contrast=contrast)
         for m in methods:
-            maps[m] += [res[m].scores(i).detach().float().cpu().numpy() for i in range(len(res[m].batch.lengths))]
+            maps[m + suffix] += [res[m].scores(i).detach().float().cpu().numpy()
+                                 for i in range(len(res[m].batch.lengths))]
     return maps
 
 
@@ -129,7 +151,7 @@ def scores_lxt(explainer, texts, targets):
     return {"lxt/attnlrp": out}
 
 
-def scores_captum(explainer, texts, targets, steps):
+def scores_captum(explainer, texts, targets, steps, internal_batch_size: int | None = None):
     from captum.attr import LayerIntegratedGradients
 
     model = explainer.adapter.model
@@ -142,7 +164,8 @@ def scores_captum(explainer, texts, targets, steps):
     out = []
     for text, t in tqdm(list(zip(texts, targets)), desc="captum", disable=len(texts) < 2):
         ids = torch.tensor([explainer.adapter.tokenize(text)], device=explainer.device)
-        attr = lig.attribute(ids, baselines=torch.full_like(ids, pad), additional_forward_args=(t,), n_steps=steps)
+        attr = lig.attribute(ids, baselines=torch.full_like(ids, pad), additional_forward_args=(t,), n_steps=steps,
+                             internal_batch_size=internal_batch_size)
         out.append(attr.sum(-1)[0].detach().cpu().numpy())
     return {"captum/layer_ig": out}
 
@@ -152,7 +175,7 @@ def scores_inseq(explainer, texts, targets, steps, only: str | None = None):
 
     model, tok = _load_hf(explainer)
     out: dict[str, list[np.ndarray]] = {}
-    for method in (only,) if only else ("saliency", "input_x_gradient", "integrated_gradients", "attention"):
+    for method in (only,) if only else INSEQ_METHODS:
         m = inseq.load_model(model, method, tokenizer=tok)
         name = f"inseq/{method}"
         out[name] = []
@@ -179,9 +202,13 @@ def scores_inseq(explainer, texts, targets, steps, only: str | None = None):
 
 
 def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval_batch_size: int = 64,
-          only: list[str] | None = None) -> dict:
+          only: list[str] | None = None, deletion: bool = True, name: str = "table") -> dict:
+    """Scores every stored map (``only``: these methods, in this order). Resumable: rows of ``table.json``
+    scored on the same prompt counts are kept and not scored again (a row without deletion columns gets
+    them when ``deletion``); each finished method is written at once, to ``OUT/NAME.json`` + ``.md``."""
     tok = explainer.adapter.tokenizer
-    rows: dict = {}
+    old = json.loads((out / f"{name}.json").read_text()) if (out / f"{name}.json").exists() else {}
+    rows: dict = {m: r for m, r in old.items() if r.get("prompts") == [len(ev), len(de)]}
     stored: dict[str, np.ndarray] = {}
     notes: dict = {}
     for f in sorted(out.glob("scores-*.npz")):
@@ -195,9 +222,12 @@ def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval
     fill, neutral = fill_token(explainer), neutral_token(explainer)
     de_targets = [explainer.adapter.word_ids(p.target)[0] for p in de]
     for m in tqdm(methods, desc="table"):
+        if m in rows and ("del_gap_factual" in rows[m] or not deletion or f"{m}|de|0" not in stored):
+            continue
         task = m.split("/", 1)
-        is_signed = SIGNED_PEERS.get(m, signed(task[-1]) if task[-1] in LM_METHODS else False)
-        row: dict = {}
+        base = task[-1].split("+")[0]
+        is_signed = SIGNED_PEERS.get(m, signed(base) if base in LM_METHODS else False)
+        row: dict = {"prompts": [len(ev), len(de)]}
         vals = [prompt_metrics(stored[f"{m}|ev|{i}"], sp[0], [j for s in sp[1:] for j in s], signed_method=is_signed)
                 for i, sp in enumerate(ev_spans)]
         for metric in ("evidence_share", "top1", "topk", "distractor_negative"):
@@ -207,7 +237,8 @@ def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval
             row[metric + "_ci95"] = float(1.96 * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
         row["seconds_per_prompt"] = notes.get(m)
         rows[m] = row
-        if f"{m}|de|0" not in stored:  # evidence maps only (the scores step was stopped before deletion)
+        if not deletion or f"{m}|de|0" not in stored:  # evidence only (or the scores step stopped before deletion)
+            _write_table(out, rows, name=name)
             continue
         seqs, tg, slots = [], [], []
         for i, p in enumerate(de):
@@ -231,18 +262,18 @@ def table(explainer, out: Path, ev: list[EvidencePrompt], de: list[Prompt], eval
             # per-prompt gaps (the same prompts in both directions): mean ± 1.96 standard errors
             gaps = {"del_gap": per[f"del_least_{g}"] - per[f"del_most_{g}"],
                     "ins_gap": per[f"ins_most_{g}"] - per[f"ins_least_{g}"]}
-            for name, v in gaps.items():
-                row[f"{name}_{g}"] = float(v.mean())
-                row[f"{name}_{g}_ci95"] = float(1.96 * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
-                row[f"{name}_{g}_per_prompt"] = v.tolist()
+            for gap, v in gaps.items():
+                row[f"{gap}_{g}"] = float(v.mean())
+                row[f"{gap}_{g}_ci95"] = float(1.96 * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
+                row[f"{gap}_{g}_per_prompt"] = v.tolist()
         for key in per:
             row[key] = float(per[key].mean())
-        _write_table(out, rows)  # after each method: a long run's finished rows are kept
-    return _write_table(out, rows, echo=True)
+        _write_table(out, rows, name=name)  # after each method: a long run's finished rows are kept
+    return _write_table(out, rows, echo=True, name=name)
 
 
-def _write_table(out: Path, rows: dict, echo: bool = False) -> dict:
-    (out / "table.json").write_text(json.dumps(rows, indent=1))
+def _write_table(out: Path, rows: dict, echo: bool = False, name: str = "table") -> dict:
+    (out / f"{name}.json").write_text(json.dumps(rows, indent=1))
     lines = ["| method | evidence share | top-1 | top-k | distractors' share of negative | deletion gap factual | "
              "deletion gap reviews | insertion gap factual | insertion gap reviews | s / prompt |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -258,13 +289,13 @@ def _write_table(out: Path, rows: dict, echo: bool = False) -> dict:
         lines.append(f"| {m} | " + " | ".join(f(r, k) for k in (
             "evidence_share", "top1", "topk", "distractor_negative", "del_gap_factual", "del_gap_review",
             "ins_gap_factual", "ins_gap_review")) + f" | {r['seconds_per_prompt'] or 0:.3f} |")
-    (out / "table.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     if echo:
         print("\n".join(lines))
     return rows
 
 
-SPEED_CASES = {"attngrad": ("complete", "attnlrp", "tattr"), "lxt": ("lxt/attnlrp",), "captum": ("captum/layer_ig",),
+SPEED_CASES = {"attngrad": ("complete", "attnlrp", "grad_x_input"), "lxt": ("lxt/attnlrp",), "captum": ("captum/layer_ig",),
                "inseq": ("inseq/saliency",)}
 
 
@@ -289,6 +320,30 @@ def compare(out: Path, a: str, b: str) -> dict:
     return res
 
 
+def paired(out: Path, names: list[str], tables: list[str], first: int | None = None) -> dict:
+    """Deletion / insertion gaps of ``names`` (found in the ``tables``' JSON, the first listed first) on
+    the first ``first`` prompts of each kind (factual, reviews) — the same prompts for every method:
+    mean ± 1.96 standard errors, and each method's paired difference from the first name."""
+    found: dict = {}
+    for t in reversed(tables):
+        found.update(json.loads((out / f"{t}.json").read_text()))
+    res: dict = {}
+    keys = [f"{g}_gap_{k}" for k in ("factual", "review") for g in ("del", "ins")]
+    ci = lambda v: float(1.96 * v.std(ddof=1) / np.sqrt(len(v)))  # noqa: E731
+    ref = {k: np.array(found[names[0]][k + "_per_prompt"][:first]) for k in keys}
+    for m in names:
+        row = {}
+        for k in keys:
+            v = np.array(found[m][k + "_per_prompt"][:first])
+            row[k] = [float(v.mean()), ci(v), len(v)]
+            if m != names[0]:
+                row[k + "_minus_" + names[0]] = [float((v - ref[k]).mean()), ci(v - ref[k])]
+        res[m] = row
+    for m, row in res.items():
+        print(m, " ".join(f"{k}={v[0]:+.3f}±{v[1]:.3f}" for k, v in row.items()))
+    return res
+
+
 def _speed_cases(explainer, peer: str, n: int, steps: int) -> dict:
     """``plain`` (one forward + backward of the ``n``-token prompt to its target's logit) and ``peer``'s methods."""
     words = "The quick brown fox jumps over the lazy dog and runs into the forest where it sleeps ."
@@ -306,11 +361,13 @@ def _speed_cases(explainer, peer: str, n: int, steps: int) -> dict:
 
     cases = {"plain": plain}
     if peer == "attngrad":
-        cases.update({m: (lambda m=m: explainer.explain(text, method=m, target=t)) for m in SPEED_CASES[peer]})
+        cases.update({m: (lambda m=m: explainer.explain(text, method=m, target=t)) for m in LM_METHODS})
     elif peer == "lxt":
+        _lxt_model(explainer)  # its patched model loaded here, not in the first timed call
         cases["lxt/attnlrp"] = lambda: scores_lxt(explainer, [text], [t])
     elif peer == "captum":
-        cases["captum/layer_ig"] = lambda: scores_captum(explainer, [text], [t], steps)
+        # the steps one at a time: all at once (Captum's default) needs `steps` times the activations
+        cases["captum/layer_ig"] = lambda: scores_captum(explainer, [text], [t], steps, internal_batch_size=1)
     else:
         cases["inseq/saliency"] = lambda: scores_inseq(explainer, [text], [t], steps, only="saliency")
     return cases
@@ -355,42 +412,67 @@ def _peak_fresh(peer: str, case: str, n: int, steps: int, device: str | None) ->
 
 
 def speed(explainer, peer: str, lengths: list[int], repeats: int, steps: int, memory: bool = True,
-          warmup: int = 1) -> dict:
+          warmup: int = 1, methods: list[str] | None = None, out: Path | None = None) -> dict:
     """Median seconds of each of ``peer``'s methods on one prompt of each length, interleaved with a plain
     forward + backward of the same prompt (the ratio's denominator); the peak memory of one call of each
     (and of the plain forward + backward): CUDA allocations on a GPU, on the CPU the peak resident memory
-    of a fresh process per case and length (``peak_step``)."""
+    of a fresh process per case and length (``peak_step``). ``methods``: attngrad's (default
+    ``SPEED_CASES``). With ``out``, each row is written to ``out/speed-PEER.json`` when done, with the
+    1-minute load average before and after it, and rows already there are not measured again (the plain
+    forward + backward's peak, ``out/plain-peak.json``, neither)."""
+    import os
+
     sys.path.insert(0, str(Path(__file__).parent))
     from _timing import ratio
 
-    rows: dict = {}
+    path = out / f"speed-{peer}.json" if out is not None else None
+    rows: dict = json.loads(path.read_text()) if path is not None and path.exists() else {}
+    plain_file = out / "plain-peak.json" if out is not None else None
     device = explainer.device.type
+    names = (methods or list(SPEED_CASES["attngrad"])) if peer == "attngrad" else list(SPEED_CASES[peer])
     for n in lengths:
         cases = _speed_cases(explainer, peer, n, steps)
-        plain_peak = _peak_fresh(peer, "plain", n, steps, device) if memory else None
-        for name, fn in cases.items():
-            if name == "plain":
-                continue
+        todo = [m for m in names if str(n) not in rows.get(m, {})]
+        plain_peak = None
+        if memory and todo:  # the plain forward + backward's peak is the same for every peer: measured once per length
+            known = json.loads(plain_file.read_text()) if plain_file is not None and plain_file.exists() else {}
+            plain_peak = known.get(str(n)) or _peak_fresh(peer, "plain", n, steps, device)
+            if plain_file is not None and plain_peak is not None:
+                plain_file.write_text(json.dumps({**known, str(n): plain_peak}, indent=1))
+        for name in todo:
+            fn = cases[name]
+            load = os.getloadavg()[0]
             r = ratio(cases["plain"], fn, repeats, warmup=warmup, device=explainer.device)
+            r["load_1min_before_after"] = [load, os.getloadavg()[0]]
             if memory and device == "cpu":
                 r["forward_backward_peak_mb"] = plain_peak
                 r["explanation_peak_mb"] = _peak_fresh(peer, name, n, steps, device)
             if r.get("explanation_peak_mb") and r.get("forward_backward_peak_mb"):
                 r["memory_ratio"] = r["explanation_peak_mb"] / r["forward_backward_peak_mb"]
-            rows.setdefault(name, {})[n] = r
+            rows.setdefault(name, {})[str(n)] = r
             print(name, n, r, flush=True)
+            if path is not None:
+                path.write_text(json.dumps(rows, indent=1))
     return rows
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=["scores", "table", "compare", "speed", "peak"])
+    ap.add_argument("step", choices=["scores", "table", "compare", "paired", "speed", "peak"])
     ap.add_argument("--peer", choices=["attngrad", "lxt", "captum", "inseq"], default="attngrad")
     ap.add_argument("--evidence", default=None, help="scores, table: prompts.json of an `evaluate lm-evidence` run")
     ap.add_argument("--out", default=None, help="folder of the maps, table and timings")
     ap.add_argument("--limit", type=int, default=None, help="first N prompts of each set")
     ap.add_argument("--steps", type=int, default=16, help="integrated-gradients steps")
-    ap.add_argument("--methods", default=",".join(m for m in LM_METHODS))
+    ap.add_argument("--methods", default=None,
+                    help="attngrad's methods (scores: default all; speed: default complete,attnlrp,grad_x_input)")
+    ap.add_argument("--loss", default="logit", choices=["logit", "diff"],
+                    help="scores, attngrad: the loss explained (diff: against the runner-up; stored as METHOD+diff)")
+    ap.add_argument("--evidence-only", action="store_true", help="table: the evidence columns only (fast)")
+    ap.add_argument("--de-limit", type=int, default=None,
+                    help="table: the first N deletion prompts only (default --limit); written to table-deN.json")
+    ap.add_argument("--tables", default="table", help="paired: the table JSON names in OUT to read (comma-separated)")
+    ap.add_argument("--first", type=int, default=None, help="paired: the first N prompts of each kind")
     ap.add_argument("--lengths", default="256,1024,2048", help="speed: prompt lengths in tokens")
     ap.add_argument("--table-methods", default=None,
                     help="table: only these stored methods (comma-separated); compare: the two to compare")
@@ -406,6 +488,10 @@ def main(argv=None) -> int:
     if args.step == "compare":
         compare(Path(args.out), *args.table_methods.split(","))
         return 0
+    if args.step == "paired":
+        res = paired(Path(args.out), args.table_methods.split(","), args.tables.split(","), args.first)
+        (Path(args.out) / "paired.json").write_text(json.dumps(res, indent=1))
+        return 0
     explainer = LMExplainer.from_pretrained(quiet=True, device=args.device)
     if args.step == "peak":
         print(json.dumps(peak_step(explainer, args.peer, args.case, int(args.lengths), args.steps)))
@@ -413,34 +499,41 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.step == "speed":
-        rows = speed(explainer, args.peer, [int(x) for x in args.lengths.split(",")], args.repeats, args.steps,
-                     memory=not args.no_memory, warmup=args.warmup)
-        (out / f"speed-{args.peer}.json").write_text(json.dumps(rows, indent=1))
+        speed(explainer, args.peer, [int(x) for x in args.lengths.split(",")], args.repeats, args.steps,
+              memory=not args.no_memory, warmup=args.warmup,
+              methods=args.methods.split(",") if args.methods else None, out=out)
         return 0
+    args.methods = args.methods or ",".join(LM_METHODS)
     ev, de = _tasks(args.evidence, args.limit)
     if args.step == "table":
-        table(explainer, out, ev, de, only=args.table_methods.split(",") if args.table_methods else None)
+        name = "table" if args.de_limit is None else f"table-de{args.de_limit}"
+        table(explainer, out, ev, de[: args.de_limit], only=args.table_methods.split(",") if args.table_methods else None,
+              deletion=not args.evidence_only, name=name)
         return 0
-    maps: dict[str, list[np.ndarray]] = {}
-    seconds: dict[str, float] = {}
-    for task, prompts in (("ev", ev), ("de", de)):
-        texts = [p.text for p in prompts]
-        targets = [explainer.adapter.word_ids(p.target)[0] for p in prompts]
-        start = time.perf_counter()
-        if args.peer == "attngrad":
-            got = scores_attngrad(explainer, texts, targets, args.methods.split(","))
-        elif args.peer == "lxt":
-            got = scores_lxt(explainer, texts, targets)
-        elif args.peer == "captum":
-            got = scores_captum(explainer, texts, targets, args.steps)
-        else:
-            got = scores_inseq(explainer, texts, targets, args.steps)
-        took = (time.perf_counter() - start) / len(texts) / max(len(got), 1)
-        for m, vs in got.items():
-            maps[f"{m}|{task}"] = vs
-            seconds[m] = seconds.get(m, 0.0) + took / 2
-        _save(out, args.peer, maps, seconds)  # the evidence maps are usable before the deletion ones are done
-    print(f"wrote {out}/scores-{args.peer}.npz", file=sys.stderr)
+    peer = args.peer if args.peer != "attngrad" or args.loss == "logit" else f"attngrad-{args.loss}"
+    suffix = "" if args.loss == "logit" else f"+{args.loss}"
+    jobs = {"attngrad": [[m + suffix for m in args.methods.split(",")]], "lxt": [["lxt/attnlrp"]],
+            "captum": [["captum/layer_ig"]], "inseq": [[f"inseq/{m}"] for m in INSEQ_METHODS]}[args.peer]
+    for names in jobs:  # each job's maps are stored as soon as each task is done; a rerun skips stored ones
+        for task, prompts in (("ev", ev), ("de", de)):
+            have, secs = _stored(out, peer)
+            if all(f"{m}|{task}|{len(prompts) - 1}" in have for m in names):
+                continue
+            texts = [p.text for p in prompts]
+            targets = [explainer.adapter.word_ids(p.target)[0] for p in prompts]
+            start = time.perf_counter()
+            if args.peer == "attngrad":
+                got = scores_attngrad(explainer, texts, targets, [m.split("+")[0] for m in names], loss=args.loss)
+            elif args.peer == "lxt":
+                got = scores_lxt(explainer, texts, targets)
+            elif args.peer == "captum":
+                got = scores_captum(explainer, texts, targets, args.steps)
+            else:
+                got = scores_inseq(explainer, texts, targets, args.steps, only=names[0].split("/")[1])
+            took = (time.perf_counter() - start) / len(texts) / max(len(got), 1)
+            _save(out, peer, {f"{m}|{task}": vs for m, vs in got.items()},
+                  {m: secs.get(m, 0.0) * (task == "de") + took / 2 for m in got})
+    print(f"wrote {out}/scores-{peer}.npz", file=sys.stderr)
     return 0
 
 
