@@ -176,3 +176,12 @@ def test_coattention_maps_are_the_regions():
     legacy = CoAttentionExplanation(torch.zeros(1, 2), regions[:1], torch.tensor([0]), torch.zeros(1), "gae", "logit",
                                     True)  # built without masks: every region counts
     assert [s.position for s in legacy.top(0, 3)] == [2, 0, 1]
+
+
+def test_a_nan_score_is_never_a_top_position():
+    """torch sorts NaN first; a degenerate row's NaN must not come back as the best position."""
+    maps = torch.tensor([[[1.0, float("nan"), 2.0], [0.5, float("nan"), -1.0]]])
+    res = VLMExplanation(maps, torch.zeros(1, 2), [["a", "b"]], [2], torch.zeros(1, 5), torch.zeros(1, dtype=torch.long),
+                         None, "complete", "logit", "language", ["x"])
+    assert res.top(0, 3) == [(2, "(0, 2)", 2.0), (0, "(0, 0)", 1.0), (3, "(1, 0)", 0.5)]
+    assert [s.position for s in res.top(0, 10)] == [2, 0, 3, 5]

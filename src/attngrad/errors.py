@@ -28,3 +28,7 @@ class AttngradError(ValueError):
 
     def __reduce__(self):  # keep ``field`` and ``choices`` through pickling (worker processes)
         return functools.partial(type(self), field=self.field, choices=self.choices), self.args
+
+
+class MultiTokenWarning(UserWarning):
+    """A target or contrast text is longer than one token; only its first token is explained."""

@@ -129,7 +129,7 @@ class Result:
         """Item ``index``'s ``k`` highest-scored positions, best first (ties: the earlier position first).
 
         Positions a map does not score (special tokens of text encoders, decoder inputs after the
-        explained position) are never listed; padding is not among an item's positions at all.
+        explained position, NaN scores) are never listed; padding is not among an item's positions at all.
         """
         return self._spots(self.scores(index), self.position_names(index), self._ranked(index), k)
 
@@ -138,6 +138,7 @@ class Result:
         """The ``k`` best of ``scores`` (1-D) among ``keep`` (``None``: all), best first, ties in position order."""
         scores = scores.detach().cpu()
         candidates = torch.arange(scores.numel()) if keep is None else keep.cpu().nonzero().flatten()
+        candidates = candidates[~scores[candidates].isnan()]  # a NaN is no score (torch sorts it first)
         order = torch.sort(scores[candidates], descending=True, stable=True).indices[: max(k, 0)]
         return [Spot(p, names[p], float(scores[p])) for p in candidates[order].tolist()]
 

@@ -7,7 +7,7 @@ import warnings
 import click
 import numpy as np
 
-from ..errors import AttngradError
+from ..errors import AttngradError, MultiTokenWarning
 from ..losses import LOSSES
 from . import main
 from .common import IMAGE, OutDir, device_option, methods_option, model_option, out_dir, safe_name
@@ -37,7 +37,6 @@ def explain_vlm(image, prompt, model, device, methods, reading, target, contrast
     """
     from .. import viz
     from ..io import load_image
-    from ..lm.explainer import MultiTokenWarning
     from ..vlm import VLMExplainer
     from ..vlm.display import figure, save_json, to_html
 
@@ -66,7 +65,7 @@ def explain_vlm(image, prompt, model, device, methods, reading, target, contrast
             warnings.simplefilter("always", MultiTokenWarning)
             results = list(explainer.explain_methods(picture, prompt, methods, readings=readings, target=target,
                                                      contrast=contrast, loss=loss).values())
-        for message in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, MultiTokenWarning)):
+        for message in dict.fromkeys(str(w.message) for w in caught):
             click.echo(f"attngrad: warning: {message}", err=True)
         first = results[0]
         said = f"{first.target_text[0]!r}" + ("" if first.contrasts is None else

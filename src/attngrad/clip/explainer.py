@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -109,9 +108,6 @@ class ClipExplanation(Result):
         flat = self.maps.flatten(2)
         peak = flat.abs().amax(dim=2).clamp(min=torch.finfo(self.maps.dtype).tiny)
         return self.maps / peak.view(*peak.shape, *[1] * (self.maps.ndim - 2))
-
-    def numpy(self) -> np.ndarray:
-        return self.maps.detach().cpu().numpy()
 
     @property
     def grid(self) -> tuple[int, int] | None:

@@ -110,7 +110,7 @@ def compute_batches(todo: Sequence[int], compute: Callable[[int, T], object], *,
     items: Iterable[Any] = inputs if inputs is not None else (None for _ in todo)
     written = 0
     try:
-        for j, item in zip(todo, items):
+        for j, item in zip(todo, items, strict=True):
             compute(j, item)
             written += 1
             bar.update(size(j))

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence, Union
 
 import torch
 
-from ..errors import AttngradError
+from ..errors import AttngradError, MultiTokenWarning
 from ..losses import LOSSES, LossLike, get_loss
 from ..models import check_device
 from ..results import Result, Spot
@@ -116,10 +116,6 @@ def _passes(adapter: LMAdapter, batch: Batch, names: Sequence[str], loss, choose
     if rest:
         maps = {**run(adapter, batch, rest, loss, lambda _: (targets, contrasts), start_layer=start_layer).maps, **maps}
     return PassResult(logits, targets, contrasts, {n: maps[n] for n in names})
-
-
-class MultiTokenWarning(UserWarning):
-    """A target or contrast text is longer than one token; only its first token is explained."""
 
 
 @dataclass

@@ -31,8 +31,7 @@ from typing import Sequence, Union
 
 import torch
 
-from ..errors import AttngradError
-from ..lm.explainer import MultiTokenWarning
+from ..errors import AttngradError, MultiTokenWarning
 from ..losses import LossLike, get_loss
 from ..methods.rollout import absolute_gradient, plain, positive_gradient, rollout, signed_gradient
 from ..results import Result, Spot
