@@ -8,7 +8,7 @@ import json
 import pytest
 
 from attngrad.errors import AttngradError
-from attngrad.evaluation._resumable import check_settings, compute_batches, new_paths, prepare_on_rank0
+from attngrad.evaluation.resumable import check_settings, compute_batches, new_paths, prepare_on_rank0
 
 
 def _prepared(tmp_path):

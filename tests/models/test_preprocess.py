@@ -83,6 +83,12 @@ def test_qwen2vl_pixel_counts_are_not_a_side(cfg):
         Preprocessor.from_hf(cfg, image_size=28)
 
 
+def test_a_null_pixel_bound_falls_back_to_the_size():
+    cfg = {**_QWEN_SAVED, "min_pixels": None, "max_pixels": None}
+    with pytest.raises(AttngradError, match="outside the 3136 to 12845056 pixels"):
+        Preprocessor.from_hf(cfg, image_size=28)
+
+
 def test_qwen2vl_preprocessing_equals_its_processor_at_a_size_it_keeps():
     """For an image already at a size Qwen2VLImageProcessor keeps (a multiple of 28 px in range), its flattened
     patches equal ours laid out the same way."""

@@ -27,11 +27,11 @@ from ..explainer import Explainer
 from ..io import load_image
 from ..methods import METHODS, is_signed
 from ..methods._common import check_positive, check_range
-from ._resumable import check_settings, compute_batches, new_paths, prepare_on_rank0
 from .data import DataSet, preprocessor_of
 from .distributed import barrier, dist_info
 from .grids import Grid, canvas, draw, input_size, qualify
 from .pointing import PointingGame
+from .resumable import check_settings, compute_batches, new_paths, prepare_on_rank0
 from .storage import RUN_FILE, check_shard, done_batches, image_records, records_digest, shard_path, write_shard
 
 
@@ -171,7 +171,7 @@ def canvases(explainer: Explainer | ClipTower, seen: list, grids: list[Grid], n:
 
 
 def _prepare(out: Path, identity: dict[str, Any], resume: bool) -> list[Path]:
-    """Write ``run.json`` (a new run) or check it (resume); returns what this call created (:func:`~._resumable.new_paths`)."""
+    """Write ``run.json`` (a new run) or check it (resume); returns what this call created (:func:`~.resumable.new_paths`)."""
     record = out / RUN_FILE
     if check_settings(record, identity, resume=resume, start_on_resume=True):
         return []

@@ -41,10 +41,10 @@ from ..errors import AttngradError
 from ..explainer import Explainer
 from ..io import load_image
 from ..methods import get_method
-from ._resumable import compute_batches, prepare_on_rank0
 from .data import Batch, DataSet, ImageDataset, LabelResolver, collate, preprocessor_of
 from .distributed import barrier, dist_info
 from .perturbation import DIRECTIONS, InsertionDeletion, PerturbationTest, blur, class_probability
+from .resumable import compute_batches, prepare_on_rank0
 from .storage import (
     GUIDED_PROTOCOLS,
     INSERTION_PROTOCOL,

@@ -34,8 +34,8 @@ from typing import Any, BinaryIO, Callable, Sequence
 import numpy as np
 
 from ..errors import AttngradError
-from ._resumable import new_paths
 from .data import Sample
+from .resumable import new_paths
 
 SHARDS = "shards"
 RUN_FILE = "run.json"
@@ -227,7 +227,7 @@ def prepare_folder(out: Path, record: RunRecord, resume: bool, records: Sequence
     limit may grow when the stored images are the first of the new ones: whole batches stay
     valid; a last, partly filled batch is deleted and redone. Returns the paths this call created
     (none for a resumed run); a run that fails before its first result removes them
-    (:func:`~._resumable.remove_created`).
+    (:func:`~.resumable.remove_created`).
     """
     run_file = out / RUN_FILE
     if not run_file.exists():

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import AttngradError
-from ..evaluation._resumable import check_settings, compute_batches, new_paths
+from ..evaluation.resumable import check_settings, compute_batches, new_paths
 from .attribution import check_methods
 from .explainer import LMExplainer
 from .prompts import Prompt

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import AttngradError
-from ..evaluation._resumable import check_settings
+from ..evaluation.resumable import check_settings
 from ..evaluation.storage import DIGEST_KEY, write_shard
 from .attribution import check_methods, signed
 from .evidence_prompts import KINDS, EvidencePrompt, evidence_prompts, token_spans

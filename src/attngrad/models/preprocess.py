@@ -39,8 +39,8 @@ def _pixel_counts(cfg: Mapping[str, Any]) -> tuple[int, int] | None:
     counted = "min_pixels" in cfg or "max_pixels" in cfg or str(cfg.get("image_processor_type", "")).startswith("Qwen2VL")
     if not counted:
         return None
-    low = cfg.get("min_pixels", size.get("shortest_edge"))
-    high = cfg.get("max_pixels", size.get("longest_edge"))
+    low = cfg.get("min_pixels") or size.get("shortest_edge")  # a null min_pixels falls back to the size
+    high = cfg.get("max_pixels") or size.get("longest_edge")
     return int(low or 1), int(high or sys.maxsize)
 
 
