@@ -17,7 +17,7 @@ import argparse
 import json
 
 import torch
-from _timing import ratio  # type: ignore[import-not-found]
+from vlm_speed import measure  # type: ignore[import-not-found]
 
 from attngrad.vlm import VLMAdapter, VLMExplainer
 
@@ -59,30 +59,13 @@ def main() -> None:
     model, tokenizer = _model_and_tokenizer()
     ex = VLMExplainer(VLMAdapter(model, tokenizer, template="user <image> {prompt} answer", image_size=args.image_size),
                       batch_size=args.batch_size)
-    a = ex.adapter
     pixels = torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=torch.Generator().manual_seed(1))
-    question = "what is in this photo"
-    ids, start = a.prompt_ids(question)
-    batch = a.batch([ids] * args.batch_size, [start] * args.batch_size)
     methods = [m.strip() for m in args.methods.split(",")]
-
-    def base():
-        px = pixels.clone().requires_grad_(True)
-        with a.frozen_weights():
-            logits = a.model(**a.inputs(px, batch), use_cache=False).logits[:, -1]
-            logits.gather(1, logits.argmax(-1, keepdim=True)).sum().backward()
-
-    def explain():
-        ex.explain_methods(pixels, question, methods, readings=["language", "vision"])
-
-    result = ratio(base, explain, args.repeats) | {"batch_size": args.batch_size, "image_size": args.image_size,
-                                                   "image_tokens": a.num_image_tokens, "methods": methods,
-                                                   "threads": torch.get_num_threads()}
+    result = measure(ex, pixels, "what is in this photo", methods, args.repeats) | {"image_size": args.image_size}
     print(json.dumps(result, indent=1) if args.json else
-          f"batch {args.batch_size}, {args.image_size} px ({a.num_image_tokens} image tokens), {','.join(methods)}: "
+          f"batch {args.batch_size}, {args.image_size} px ({result['image_tokens']} image tokens), {','.join(methods)}: "
           f"forward+backward {result['forward_backward_s']:.3f} s, explanation {result['explanation_s']:.3f} s, "
           f"ratio {result['ratio']:.2f}")
-
 
 if __name__ == "__main__":
     main()

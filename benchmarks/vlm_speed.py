@@ -37,29 +37,32 @@ def main() -> None:
     model, tokenizer, preprocess = build_stand_in(projector=False, quiet=True)
     ex = VLMExplainer(VLMAdapter(model, tokenizer), preprocess=preprocess)
     ex.batch_size = args.batch_size
-    a = ex.adapter
     pixels = ex.pixels(["el1", "catdog", "tusker", "snail"] * ((args.batch_size + 3) // 4))[: args.batch_size]
-    ids, start = a.prompt_ids(QUESTION)
-    batch = a.batch([ids] * args.batch_size, [start] * args.batch_size)
     methods = [m.strip() for m in args.methods.split(",")]
-
-    def base():
-        px = pixels.clone().requires_grad_(True)
-        with a.frozen_weights():
-            out = a.model(input_ids=batch.input_ids, pixel_values=px, attention_mask=batch.attention_mask,
-                          position_ids=batch.position_ids, use_cache=False)
-            logits = out.logits[:, -1]
-            logits.gather(1, logits.argmax(-1, keepdim=True)).sum().backward()
-
-    def explain():
-        ex.explain_methods(pixels, QUESTION, methods, readings=["language", "vision"])
-
-    result = ratio(base, explain, args.repeats) | {"batch_size": args.batch_size, "methods": methods,
-                                                   "threads": torch.get_num_threads()}
+    result = measure(ex, pixels, QUESTION, methods, args.repeats)
     print(json.dumps(result, indent=1) if args.json else
           f"batch {args.batch_size}, {','.join(methods)}: forward+backward {result['forward_backward_s']:.3f} s, "
           f"explanation {result['explanation_s']:.3f} s, ratio {result['ratio']:.2f}")
 
+
+def measure(ex: VLMExplainer, pixels: torch.Tensor, question: str, methods: list[str], repeats: int) -> dict:
+    """Interleaved timings of ``methods`` (both readings, one pass) against one forward + backward of the whole VLM
+    on the same batch (the target logit, weights frozen): any family, through the adapter's own inputs."""
+    a = ex.adapter
+    ids, start = a.prompt_ids(question)
+    batch = a.batch([ids] * len(pixels), [start] * len(pixels))
+
+    def base():
+        px = pixels.clone().requires_grad_(True)
+        with a.frozen_weights():
+            logits = a.model(**a.inputs(px, batch), use_cache=False).logits[:, -1]
+            logits.gather(1, logits.argmax(-1, keepdim=True)).sum().backward()
+
+    def explain():
+        ex.explain_methods(pixels, question, methods, readings=["language", "vision"])
+
+    return ratio(base, explain, repeats) | {"batch_size": len(pixels), "methods": methods,
+                                            "image_tokens": a.num_image_tokens, "threads": torch.get_num_threads()}
 
 if __name__ == "__main__":
     main()

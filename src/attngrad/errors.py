@@ -32,3 +32,11 @@ class AttngradError(ValueError):
 
 class MultiTokenWarning(UserWarning):
     """A target or contrast text is longer than one token; only its first token is explained."""
+
+
+def warn_first_token(what: str, spec: str, pieces: list[str]) -> None:
+    """Warn (:class:`MultiTokenWarning`) that ``spec``, a text of several tokens ``pieces``, is explained by its first."""
+    import warnings
+
+    warnings.warn(f"{what} {spec!r} is {len(pieces)} tokens {pieces}; explaining its first token {pieces[0]!r}",
+                  MultiTokenWarning, stacklevel=5)  # the caller of the explainer method

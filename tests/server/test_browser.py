@@ -298,7 +298,8 @@ def test_vlm_tab_overlays_tokens_and_answer(page, tiny_explainer, tmp_path):
     from attngrad.server import create_app
     from attngrad.vlm import VLMExplainer
 
-    from .test_vlm_tab import PROMPT, save_tiny_llava
+    from ..vlm.conftest import save_tiny_llava
+    from .test_vlm_tab import PROMPT
 
     folder = save_tiny_llava(tmp_path)
     with _served(create_app(tiny_explainer, vlm_model=str(folder))) as url:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 
 import numpy as np
 import pytest
@@ -27,22 +26,9 @@ from attngrad.server import ServerSettings, create_app
 from attngrad.server.images import sample_registry
 from attngrad.vlm import READINGS, VLM_METHODS, VLMExplainer
 
-from ..vlm.conftest import TEMPLATE, tiny_llava, word_tokenizer
+from ..vlm.conftest import save_tiny_llava
 
 PROMPT = "what animal is in this photo"
-
-
-def save_tiny_llava(root):
-    """A tiny random LLaVA with its word tokenizer and a 16 px preprocessor, saved as a Hugging Face folder."""
-    model = tiny_llava("vit")
-    model.config.attngrad_template = TEMPLATE
-    model.save_pretrained(root)
-    word_tokenizer().save_pretrained(root)
-    (root / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "ViTImageProcessor", "do_resize": True, "size": {"height": 16, "width": 16},
-        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
-        "resample": 2}))
-    return root
 
 
 @pytest.fixture(scope="module")

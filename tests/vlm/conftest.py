@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -92,3 +94,16 @@ def explainer(request, tokenizer):
     else:
         model = tiny_idefics3() if vision == "idefics3" else tiny_llava(vision, strategy=strategy, layer=layer)
     return VLMExplainer(VLMAdapter(model, tokenizer, template=TEMPLATE), batch_size=2)
+
+
+def save_tiny_llava(root):
+    """A tiny random LLaVA with its word tokenizer and a 16 px preprocessor, saved as a Hugging Face folder."""
+    model = tiny_llava("vit")
+    model.config.attngrad_template = TEMPLATE
+    model.save_pretrained(root)
+    word_tokenizer().save_pretrained(root)
+    (root / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "ViTImageProcessor", "do_resize": True, "size": {"height": 16, "width": 16},
+        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
+        "resample": 2}))
+    return root

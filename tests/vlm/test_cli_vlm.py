@@ -10,21 +10,12 @@ from click.testing import CliRunner
 
 from attngrad.cli import main
 
-from .conftest import TEMPLATE, tiny_llava, word_tokenizer
+from .conftest import save_tiny_llava
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("llava")
-    model = tiny_llava("vit")
-    model.config.attngrad_template = TEMPLATE
-    model.save_pretrained(root)
-    word_tokenizer().save_pretrained(root)
-    (root / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "ViTImageProcessor", "do_resize": True, "size": {"height": 16, "width": 16},
-        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
-        "resample": 2}))
-    return root
+    return save_tiny_llava(tmp_path_factory.mktemp("llava"))
 
 
 def test_explain_vlm_writes_maps_and_scores(folder, tmp_path):

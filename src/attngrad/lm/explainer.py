@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence, Union
 
 import torch
 
-from ..errors import AttngradError, MultiTokenWarning
+from ..errors import AttngradError, MultiTokenWarning, warn_first_token
 from ..losses import LOSSES, LossLike, get_loss
 from ..models import check_device
 from ..results import Result, Spot
@@ -315,9 +315,7 @@ class LMExplainer:
         if not ids:
             raise AttngradError(f"{what} {spec!r} tokenises to nothing; give a word (with its leading space: ' Paris')")
         if len(ids) > 1:
-            pieces = self.adapter.token_text(ids)
-            warnings.warn(f"{what} {spec!r} is {len(ids)} tokens {pieces}; explaining its first token {pieces[0]!r}",
-                          MultiTokenWarning, stacklevel=4)
+            warn_first_token(what, spec, self.adapter.token_text(ids))
         return int(ids[0])
 
     def _resolve(self, spec: TokenSpec, logits: torch.Tensor, what: str) -> torch.Tensor:

@@ -23,7 +23,6 @@ model's input embeddings (image tokens included) for (a) and on the pixels, summ
 from __future__ import annotations
 
 import re
-import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Sequence, Union
 
 import torch
 
-from ..errors import AttngradError, MultiTokenWarning
+from ..errors import AttngradError, warn_first_token
 from ..losses import LossLike, get_loss
 from ..methods.rollout import absolute_gradient, plain, positive_gradient, rollout, signed_gradient
 from ..results import Result, Spot
@@ -166,9 +165,7 @@ class VLMExplainer:
         if not ids:
             raise AttngradError(f"{what} {spec!r} tokenises to nothing; give a word (with its leading space: ' zebra')")
         if len(ids) > 1:
-            pieces = self.adapter.token_text(ids)
-            warnings.warn(f"{what} {spec!r} is {len(ids)} tokens {pieces}; explaining its first token {pieces[0]!r}",
-                          MultiTokenWarning, stacklevel=4)
+            warn_first_token(what, spec, self.adapter.token_text(ids))
         return torch.full((logits.shape[0],), int(ids[0]), dtype=torch.long, device=logits.device)
 
     # ------------------------------------------------------------------ explaining
