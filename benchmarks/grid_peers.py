@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="grids per batch")
     parser.add_argument("--ig-steps", type=int, default=20)
     parser.add_argument("--ig-grids", type=int, default=25, help="IntegratedGradients on the first K grids only (its cost)")
+    parser.add_argument("--ig-batch", type=int, default=64, help="IntegratedGradients' internal batch size")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -61,12 +63,12 @@ def main() -> None:
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     torch.manual_seed(0)
-    ex = Explainer.from_pretrained()
+    ex = Explainer.from_pretrained(device=args.device)
     pre = ex.adapter.preprocessor
     dataset = discover(args.data, ex.labels)
     seen = [pre.geometry(load_image(s.path)) for s in dataset.samples]
     labels = [s.label for s in dataset.samples]
-    probs = qualify(lambda x: ex.adapter.forward(x).logits, pre, seen, labels, 2, min_confidence=args.min_confidence)
+    probs = qualify(lambda x: ex.adapter.forward(x.to(ex.device)).logits, pre, seen, labels, 2, min_confidence=args.min_confidence)
     candidates = [i for i in range(len(seen)) if probs[i] >= args.min_confidence]
     grids = [Grid(tuple(candidates[i] for i in g.images), g.labels)
              for g in draw([labels[i] for i in candidates], args.grids, 2, seed=args.seed)]
@@ -88,21 +90,25 @@ def main() -> None:
         chosen = grids[start:start + args.batch_size]
         pixels = canvases(ex, seen, chosen, 2)
         x = pixels.repeat_interleave(4, dim=0)
-        targets = torch.tensor([lab for g in chosen for lab in g.labels])
+        targets = torch.tensor([lab for g in chosen for lab in g.labels], device=ex.device)
         cells = torch.arange(4).repeat(len(chosen))
 
         def run(name, fn):
+            if ex.device.type == "cuda":
+                torch.cuda.synchronize(ex.device)
             t0 = time.perf_counter()
             maps = fn()
+            if ex.device.type == "cuda":
+                torch.cuda.synchronize(ex.device)
             seconds[name] += time.perf_counter() - t0
-            scores[name].append(game(torch.as_tensor(maps).float(), cells)["pointing"].numpy())
+            scores[name].append(game(torch.as_tensor(maps).float().cpu(), cells)["pointing"].numpy())
 
         run("gradcam", lambda: cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets]))
         run("saliency", lambda: saliency.attribute(x, target=targets, abs=True).sum(dim=1).detach())
         if start < args.ig_grids:
             run("integrated_gradients", lambda: ig.attribute(x, baselines=torch.zeros_like(x), target=targets,
                                                              n_steps=args.ig_steps,
-                                                             internal_batch_size=64).sum(dim=1).detach())
+                                                             internal_batch_size=args.ig_batch).sum(dim=1).detach())
             ig_cells += len(targets)
         for name in ("complete", "gae"):
             run(name, lambda name=name: ex.explain(x, method=name, target=targets).maps)
@@ -113,6 +119,7 @@ def main() -> None:
            for name, v in scores.items()}
     result = {"grids": len(grids), "cells": cells_done, "seed": args.seed, "min_confidence": args.min_confidence,
               "qualifying": len(candidates), "ig_steps": args.ig_steps, "threads": torch.get_num_threads(),
+              "device": str(ex.device) if ex.device.type != "cuda" else torch.cuda.get_device_name(ex.device),
               "methods": out}
     for name, e in out.items():
         print(f"{name:>22}: pointing {e['mean']:.3f} [{e['low']:.3f}, {e['high']:.3f}]  {e['ms_per_cell']:.1f} ms/cell")
