@@ -18,27 +18,8 @@ GRIDS=${GRIDS:-250}  # grids per stage (a smaller number rehearses the script)
 HERE=$(cd "$(dirname "$0")" && pwd)
 START=$(date +%s)
 mkdir -p "$OUT"
-left() { echo $((BUDGET - ($(date +%s) - START))); }
-stage() {  # stage NAME SECONDS COMMAND...: run COMMAND for at most SECONDS, its output in OUT/NAME.log
-  local name=$1 secs=$2
-  shift 2
-  if [ "$secs" -lt 5 ]; then echo "== $name: skipped (no time left)"; return; fi
-  echo "== $name: up to ${secs}s ($(left)s left)"
-  local t0=$(date +%s)
-  timeout --signal=INT --kill-after=10 "$secs" "$@" >"$OUT/$name.log" 2>&1
-  echo "== $name: exit $? after $(($(date +%s) - t0))s"
-  tail -n 25 "$OUT/$name.log"
-}
-
-# float32 everywhere: a sitecustomize that switches TF32 off in every Python process of this script
-NOTF32=$(mktemp -d)
-cat >"$NOTF32/sitecustomize.py" <<'EOF'
-import torch
-torch.backends.cudnn.allow_tf32 = False
-torch.backends.cuda.matmul.allow_tf32 = False
-EOF
-export PYTHONPATH="$NOTF32${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-PY=${PYTHON:-python3}  # the interpreter that has torch (and attngrad, or src on PYTHONPATH)
+# shellcheck source=_stages.sh
+source "$HERE/_stages.sh"
 AG=("$PY" -m attngrad)
 
 RIVALS=complete,gae,tam,bi,bi_token,dix,vitcx,lrp,ig,grad_x_input,random
