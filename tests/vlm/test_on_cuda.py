@@ -1,7 +1,8 @@
 """VLMs on a device give the CPU's maps: every method of :data:`attngrad.vlm.VLM_METHODS` and both
 readings (language model's map, and the vision rollout) on tiny random LLaVA (ViT, CLIP layer -2,
 full features), Idefics3 and Qwen2-VL; three images with prompts of different lengths (left padding)
-over two batches, the top token and a ``diff`` loss (token 5 against 6); and one generation.
+over two batches, the top token and a ``diff`` loss (token 5 against 6); one generation; and a saved LLaVA
+folder loaded with ``device=`` and fed shipped images through its preprocessor.
 
 Skipped unless ``ATTNGRAD_TEST_DEVICE`` (default ``cuda``) is present; see :mod:`tests._devices`.
 """
@@ -53,3 +54,20 @@ def test_generation(pair):
     b = there.explain_generation(image, "animal", max_new_tokens=3)
     assert b.tokens == a.tokens, kind
     assert_same(a.maps, b.maps, (kind, "generation"))
+
+
+def test_folder_loaded_with_device(tmp_path):
+    """A saved tiny LLaVA loaded with ``device=`` and explained from images through its preprocessor."""
+    from attngrad.io import load_image
+
+    from .conftest import save_tiny_llava
+
+    folder = save_tiny_llava(tmp_path / "llava")
+    cpu = VLMExplainer.from_pretrained(folder, device="cpu", quiet=True)
+    there = VLMExplainer.from_pretrained(folder, device=DEVICE, quiet=True)
+    assert there.adapter.device.type == DEVICE.split(":")[0]
+    images = [load_image("el1"), load_image("catdog")]
+    a = cpu.explain_methods(images, ["animal", "what is in this photo"], ["complete", "gae"], readings=READINGS)
+    b = there.explain_methods(images, ["animal", "what is in this photo"], ["complete", "gae"], readings=READINGS)
+    for key in a:
+        assert_same(a[key].maps, b[key].maps, ("folder", *key))
