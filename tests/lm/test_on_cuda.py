@@ -1,6 +1,7 @@
 """Causal LMs on a device give the CPU's maps: every method of :data:`attngrad.lm.LM_METHODS`
 (relevance propagation and ``ig`` included) on tiny random Llama (GQA) and GPT-2, left-padded prompts
-split over two batches, each streaming mode forced, and a generation explained token by token.
+split over two batches, each streaming mode forced, a generation explained token by token, and a saved
+folder loaded with ``device=``.
 
 Skipped unless ``ATTNGRAD_TEST_DEVICE`` (default ``cuda``) is present; see :mod:`tests._devices`.
 """
@@ -62,3 +63,17 @@ def test_generation(pair):
     assert a.tokens == b.tokens, kind
     assert b.matrix.isnan().cpu().equal(a.matrix.isnan()), kind  # the columns after each step
     assert_same(a.matrix.nan_to_num(), b.matrix.nan_to_num(), (kind, "generation"))
+
+
+def test_folder_loaded_with_device(tmp_path, tiny_llama, tokenizer):
+    """A saved tiny Llama loaded with ``device=`` (the loader's own placement, not a moved copy)."""
+    tiny_llama.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    cpu = LMExplainer.from_pretrained(tmp_path, device="cpu", quiet=True)
+    there = LMExplainer.from_pretrained(tmp_path, device=DEVICE, quiet=True)
+    assert there.device.type == DEVICE.split(":")[0]
+    methods = ["complete", "gae", "attnlrp", "grad_x_input"]
+    a = cpu.explain_methods(PROMPTS, methods)
+    b = there.explain_methods(PROMPTS, methods)
+    for m in methods:
+        assert_same(a[m].maps, b[m].maps, ("folder", m))

@@ -1,7 +1,7 @@
 """Encoder-decoder models on a device give the CPU's maps: every weighting of
 :data:`attngrad.seq2seq.WEIGHTINGS` on tiny float64 BART, T5 and Marian, sources and targets of
 different lengths padded together, with teacher-forced positions, every target position (``"all"``),
-the greedy next token after a prefix, and a two-token loss.
+the greedy next token after a prefix, and a two-token loss; and a saved BART folder loaded with ``device=``.
 
 Skipped unless ``ATTNGRAD_TEST_DEVICE`` (default ``cuda``) is present; see :mod:`tests._devices`.
 """
@@ -44,3 +44,19 @@ def test_every_weighting(kind):
             assert_same(a[m].source_scores, b[m].source_scores, what)
             assert_same(a[m].target_scores, b[m].target_scores, (*what, "target"))
             assert_same(a[m].values[:, None], b[m].values[:, None], (*what, "values"))
+
+
+def test_folder_loaded_with_device(tmp_path):
+    """A saved tiny BART loaded with ``device=`` (the loader's own placement)."""
+    from .conftest import make_model
+
+    model, tokenizer = make_model("bart")
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    cpu = Seq2SeqExplainer.from_pretrained(tmp_path, device="cpu")
+    there = Seq2SeqExplainer.from_pretrained(tmp_path, device=DEVICE)
+    assert there.adapter.device.type == DEVICE.split(":")[0]
+    a = cpu.explain_methods(SOURCES, TARGETS, METHODS, position=[2, 1, 3])
+    b = there.explain_methods(SOURCES, TARGETS, METHODS, position=[2, 1, 3])
+    for m in METHODS:
+        assert_same(a[m].source_scores, b[m].source_scores, ("folder", m))
