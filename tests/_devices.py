@@ -49,7 +49,7 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def assert_same(on_cpu: torch.Tensor, on_device: torch.Tensor, what: object, *, float64: bool | None = None) -> None:
     """``on_device`` is finite, on :data:`DEVICE` or the CPU, the shape of ``on_cpu`` and equal to it:
-    ``allclose`` (rtol 1e-6) for float64 maps, else cosine similarity >= 0.9999 per item."""
+    ``allclose`` (rtol 1e-6) for float64 maps, else per item cosine similarity >= 0.9999 and norms within 0.1 %."""
     assert on_device.device.type in (torch.device(DEVICE).type, "cpu"), (what, on_device.device)
     assert on_device.shape == on_cpu.shape, (what, tuple(on_device.shape), tuple(on_cpu.shape))
     assert torch.isfinite(on_device).all(), what
@@ -62,5 +62,7 @@ def assert_same(on_cpu: torch.Tensor, on_device: torch.Tensor, what: object, *, 
     nonzero = rows.abs().amax(1) > 0
     similarity = cosine(rows, got)
     assert (similarity[nonzero] >= 0.9999).all(), (what, similarity.tolist())
+    ratio = got.norm(dim=1)[nonzero] / rows.norm(dim=1)[nonzero]  # the cosine cannot see a scale
+    assert ((ratio - 1).abs() <= 1e-3).all(), (what, "norms differ", ratio.tolist())
     scale = float(rows.abs().max()) if rows.numel() else 0.0
     assert (got[~nonzero].abs() <= 1e-6 * max(scale, 1e-30)).all(), (what, "rows that are zero on the CPU are not")

@@ -39,6 +39,8 @@ def test_rounding_passes_and_float64_is_tight():
     gen = torch.Generator().manual_seed(0)
     maps = torch.rand(3, 10, generator=gen)
     assert_same(maps, maps * (1 + 1e-7 * torch.randn(3, 10, generator=gen)), "float32 rounding")
+    with pytest.raises(AssertionError):
+        assert_same(maps, maps * 1.01, "float32 scaled by 1 %")
     double = maps.double()
     assert_same(double, double * (1 + 1e-9), "float64 rounding")
     with pytest.raises(AssertionError):
