@@ -111,6 +111,11 @@ def test_matmul_relevance_matches_loops_and_halves():
     torch.testing.assert_close(out_x, rx, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(out_y, ry, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(out_x.sum() + out_y.sum(), r.sum(), rtol=1e-8, atol=0)
+    # the forward's own product (A V is recorded as the projection's input) gives the same, untouched
+    product = x @ y
+    kept = product.clone()
+    given = matmul_relevance(x, y, r, product=product)
+    assert torch.equal(given[0], out_x) and torch.equal(given[1], out_y) and torch.equal(product, kept)
 
 
 def test_zb_conv_matches_loops():

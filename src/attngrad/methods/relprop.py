@@ -59,11 +59,18 @@ def safe_divide(a: torch.Tensor, b: torch.Tensor, eps: float = EPS) -> torch.Ten
     return (a / (b + eps)).masked_fill_(b == 0, 0)
 
 
+def _divide_into(relevance: torch.Tensor, z: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """:func:`safe_divide` ``(relevance, z, eps)`` written into ``z``, a temporary of the caller's
+    (the same values; no new tensors of that size on the hot path)."""
+    zero = z == 0
+    return torch.div(relevance, z.add_(eps), out=z).masked_fill_(zero, 0)
+
+
 def _stabilised(z: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """``z + epsilon * sign(z)`` (sign 0 counted as +): the LRP-epsilon denominator; ``z`` itself when 0."""
+    """``z + epsilon * sign(z)`` (sign 0 counted as +), in place: the LRP-epsilon denominator."""
     if not epsilon:
         return z
-    return z + torch.where(z >= 0, epsilon, -epsilon)
+    return z.add_(torch.where(z >= 0, epsilon, -epsilon))
 
 
 def zplus_linear(
@@ -92,8 +99,8 @@ def zplus_linear(
         z2 = F.linear(x_abs, w_abs).add_(F.linear(x, weight))
     else:
         z2 = F.linear(x_abs, w_abs, None if bias is None else -bias).add_(output)
-    s = safe_divide(relevance, z2, 2 * EPS)
-    return (x * (s @ weight)).addcmul_(x_abs, s @ w_abs)
+    s = _divide_into(relevance, z2, 2 * EPS)
+    return (s @ weight).mul_(x).addcmul_(x_abs, s @ w_abs)
 
 
 def concat_bias(layers: Sequence[nn.Linear]) -> torch.Tensor | None:
@@ -117,26 +124,29 @@ def residual_split(
     ``|sum R_a| / (|sum R_a| + |sum R_b|) * sum R`` and likewise for ``b``. With ``epsilon``,
     ``y`` is replaced by ``y + epsilon * sign(y)`` in the first step.
     """
-    s = safe_divide(relevance, _stabilised(a + b, epsilon))
-    r_a, r_b = a * s, b * s
+    s = _divide_into(relevance, _stabilised(a + b, epsilon))
+    r_a, r_b = a * s, s.mul_(b)
     sum_a, sum_b, total = per_image_sum(r_a), per_image_sum(r_b), per_image_sum(relevance)
     denom = sum_a.abs() + sum_b.abs()
     fact_a = safe_divide(sum_a.abs(), denom) * total
     fact_b = safe_divide(sum_b.abs(), denom) * total
-    return r_a * safe_divide(fact_a, sum_a), r_b * safe_divide(fact_b, sum_b)
+    return r_a.mul_(safe_divide(fact_a, sum_a)), r_b.mul_(safe_divide(fact_b, sum_b))
 
 
 def matmul_relevance(
-    x: torch.Tensor, y: torch.Tensor, relevance: torch.Tensor, *, epsilon: float = 0.0
+    x: torch.Tensor, y: torch.Tensor, relevance: torch.Tensor, *, epsilon: float = 0.0, product: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The z-rule through a bilinear product ``Z = x @ y``, each operand's share halved.
 
     ``R_x = x * ((R / Z) @ y^T) / 2``, ``R_y = y * (x^T @ (R / Z)) / 2``: each operand alone
     would receive all of ``sum R``; halving keeps the total. With ``epsilon``, ``Z`` is replaced
-    by ``Z + epsilon * sign(Z)`` (the relevance the epsilon absorbs is lost).
+    by ``Z + epsilon * sign(Z)`` (the relevance the epsilon absorbs is lost). ``product``: ``x @ y``
+    when the forward pass already computed it (``A V``: the projection's recorded input), copied,
+    not changed.
     """
-    s = safe_divide(relevance, _stabilised(x @ y, epsilon))
-    return x * (s @ y.transpose(-1, -2)) / 2, y * (x.transpose(-1, -2) @ s) / 2
+    z = x @ y if product is None else product.clone(memory_format=torch.contiguous_format)
+    s = _divide_into(relevance, _stabilised(z, epsilon)).mul_(0.5)
+    return (s @ y.transpose(-1, -2)).mul_(x), (x.transpose(-1, -2) @ s).mul_(y)
 
 
 def zb_conv(x: torch.Tensor, conv: nn.Conv2d, relevance: torch.Tensor) -> torch.Tensor:
@@ -358,7 +368,8 @@ def _block(
     qkv = torch.cat(rec.qkv, dim=-1)
     q, k, v = _heads(qkv, 3, blk.num_heads)
     (r_ctx,) = _heads(r_ctx, 1, blk.num_heads)
-    r_attn, r_v = matmul_relevance(attn, v, r_ctx, epsilon=epsilon)  # O = A V; softmax / dropout: pass-through
+    (ctx,) = _heads(_got(rec.ctx, "attention context"), 1, blk.num_heads)
+    r_attn, r_v = matmul_relevance(attn, v, r_ctx, epsilon=epsilon, product=ctx)  # O = A V; softmax / dropout: pass-through
     if stop:
         return r_attn, None
     r_q, r_kt = matmul_relevance(q, k.transpose(-1, -2), r_attn, epsilon=epsilon)  # A ~ Q K^T
