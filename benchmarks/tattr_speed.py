@@ -8,7 +8,9 @@ time is the whole explanation: its forward pass (with the recording hooks), its 
 to the attention maps, the relevance propagation and the rollout. Target (issue 6): <= 3x on CPU.
 ``lrp`` (to the pixels) and ``partial_lrp`` (last layer only, no backward) are timed alongside.
 Timings are medians over ``--repeats`` rounds after one warm-up round; each round runs every
-case once, in turn, so that load from other processes affects all cases alike.
+case once, in turn, so that load from other processes affects all cases alike. On a machine
+shared with other jobs, ``--cpu-time`` (with ``OMP_NUM_THREADS=1``) times by the process's CPU
+seconds, which waiting for a core does not count.
 
 ``--reference-rules`` also times each method with the propagation's rules computed in the
 reference code's form (:data:`REFERENCE_RULES`: z+ with four products, ``Z = x+ W+ + x- W-``,
@@ -78,15 +80,16 @@ def with_rules(rules: dict[str, Callable], fn: Callable[[], object]) -> Callable
     return run
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds per function, run in turns (one warm-up round) so load drifts hit all alike."""
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, clock: Callable[[], float] = time.perf_counter
+                        ) -> dict[str, float]:
+    """Median seconds per function by ``clock``, run in turns (one warm-up round) so load drifts hit all alike."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for round_ in range(repeats + 1):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
             if round_:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -97,6 +100,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--reference-rules", action="store_true", help="also time the rules in the reference code's form")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time by the process's CPU seconds, not wall seconds (a shared machine, 1 thread)")
     args = parser.parse_args()
 
     ex = Explainer.from_pretrained(args.model, device=args.device)
@@ -114,10 +119,10 @@ def main() -> None:
         fns[m] = lambda m=m: ex.explain(batch, method=m).maps
         if args.reference_rules:
             fns[f"{m} (reference form)"] = with_rules(REFERENCE_RULES, fns[m])
-    times = interleaved_medians(fns, args.repeats)
+    times = interleaved_medians(fns, args.repeats, time.process_time if args.cpu_time else time.perf_counter)
     base = times["forward+backward"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {ex.device}, batch {args.batch}, "
-          f"model {type(ex.adapter.model).__name__}, median of {args.repeats}")
+          f"model {type(ex.adapter.model).__name__}, median of {args.repeats}, {'CPU' if args.cpu_time else 'wall'} seconds")
     print(f"{'forward+backward':>16}: {base:8.3f} s")
     for method in methods:
         t = times[method]
