@@ -111,6 +111,11 @@ def test_matmul_relevance_matches_loops_and_halves():
     torch.testing.assert_close(out_x, rx, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(out_y, ry, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(out_x.sum() + out_y.sum(), r.sum(), rtol=1e-8, atol=0)
+    # the forward's own product (A V is recorded as the projection's input) gives the same, untouched
+    product = x @ y
+    kept = product.clone()
+    given = matmul_relevance(x, y, r, product=product)
+    assert torch.equal(given[0], out_x) and torch.equal(given[1], out_y) and torch.equal(product, kept)
 
 
 def test_zb_conv_matches_loops():
@@ -175,3 +180,66 @@ def test_one_table_serves_the_blocks_and_the_relevance_layout(tiny_vit):
     assert family(tm).name == "timm" and [b.qkv for b in model_layout(tm).blocks] == [[b.attn.qkv] for b in tm.blocks]
     with pytest.raises(AttngradError, match="cannot find its Transformer blocks"):
         blocks(nn.Sequential(nn.Linear(3, 3)))
+
+
+def test_epsilon_adds_signed_epsilon_to_the_z_rule_denominators():
+    # residual: y = [1, -0.5]; y + eps sign(y) = [1.5, -1] with eps = 0.5
+    a = torch.tensor([[[3.0, 0.5]]], dtype=torch.float64)
+    b = torch.tensor([[[-2.0, -1.0]]], dtype=torch.float64)
+    r = torch.tensor([[[1.0, 2.0]]], dtype=torch.float64)
+    r_a, r_b = residual_split(a, b, r, epsilon=0.5)
+    raw_a = torch.tensor([3.0 / 1.5, 0.5 * 2 / -1.0], dtype=torch.float64)  # [2, -1], sum 1
+    raw_b = torch.tensor([-2.0 / 1.5, -1.0 * 2 / -1.0], dtype=torch.float64)  # [-4/3, 2], sum 2/3
+    total, sa, sb = 3.0, raw_a.sum(), raw_b.sum()
+    torch.testing.assert_close(r_a[0, 0], raw_a * (abs(sa) / (abs(sa) + abs(sb)) * total / sa), rtol=1e-8, atol=0)
+    torch.testing.assert_close(r_b[0, 0], raw_b * (abs(sb) / (abs(sa) + abs(sb)) * total / sb), rtol=1e-8, atol=0)
+    # bilinear product: loops with Z + eps sign(Z) (a zero Z counts as positive)
+    torch.manual_seed(4)
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    y = torch.randn(2, 4, 5, dtype=torch.float64)
+    y[0, :, 0] = 0  # Z = 0 there: divided by +eps, contributions 0
+    r = torch.randn(2, 3, 5, dtype=torch.float64)
+    rx, ry = torch.zeros_like(x), torch.zeros_like(y)
+    for bb in range(2):
+        for i in range(3):
+            for j in range(5):
+                z = sum(x[bb, i, k] * y[bb, k, j] for k in range(4))
+                z = z + (0.25 if z >= 0 else -0.25) + 1e-9  # then safe_divide's own 1e-9
+                for k in range(4):
+                    rx[bb, i, k] += x[bb, i, k] * y[bb, k, j] * r[bb, i, j] / z / 2
+                    ry[bb, k, j] += x[bb, i, k] * y[bb, k, j] * r[bb, i, j] / z / 2
+    out_x, out_y = matmul_relevance(x, y, r, epsilon=0.25)
+    torch.testing.assert_close(out_x, rx, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(out_y, ry, rtol=1e-9, atol=1e-12)
+    # 0 is the reference rule exactly
+    assert torch.equal(matmul_relevance(x, y, r, epsilon=0.0)[0], matmul_relevance(x, y, r)[0])
+
+
+def test_lrp_epsilon_reaches_every_signed_z_rule(monkeypatch, tiny_explainer, tiny_pixels):
+    from attngrad.methods import relprop
+
+    seen: list[tuple[str, float]] = []
+    for name in ("residual_split", "matmul_relevance"):
+        rule = getattr(relprop, name)
+        monkeypatch.setattr(relprop, name, lambda *args, _rule=rule, _name=name, **kw: (
+            seen.append((_name, kw.get("epsilon", 0.0))), _rule(*args, **kw))[1])
+    tiny_explainer.explain_methods(tiny_pixels[:1], ["lrp"], options={"lrp": {"epsilon": 0.03}})
+    layers = 3  # 2 residual splits and 2 products per block, the position-embedding split
+    assert sorted(seen) == sorted([("residual_split", 0.03)] * (2 * layers + 1) + [("matmul_relevance", 0.03)] * (2 * layers))
+
+
+def test_lrp_epsilon_option_is_checked_and_kept_apart_from_the_shared_pass(tiny_explainer, tiny_pixels):
+    from attngrad.methods import get_method
+
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(AttngradError, match="lrp: epsilon must be a number"):
+            get_method("lrp", epsilon=bad)
+    targets = [1, 3, 0]
+    both = tiny_explainer.explain_methods(tiny_pixels, ["lrp", "tattr", "partial_lrp"], target=targets,
+                                          options={"lrp": {"epsilon": 0.1}})
+    plain = tiny_explainer.explain_methods(tiny_pixels, ["lrp", "tattr", "partial_lrp"], target=targets)
+    alone = tiny_explainer.explain_methods(tiny_pixels, ["lrp"], target=targets, options={"lrp": {"epsilon": 0.1}})
+    torch.testing.assert_close(both["lrp"].maps, alone["lrp"].maps)
+    for name in ("tattr", "partial_lrp"):  # the epsilon is lrp's alone
+        torch.testing.assert_close(both[name].maps, plain[name].maps)
+    assert not torch.allclose(both["lrp"].maps, plain["lrp"].maps)

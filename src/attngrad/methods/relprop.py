@@ -15,6 +15,11 @@ Attention Visualization" (CVPR 2021), as their reference code computes them
   minimum and maximum input value;
 - safe division ``a / (b + 1e-9)``, 0 where ``b == 0``.
 
+Not in the reference code: an optional ``epsilon`` (default 0, the authors' rules) that adds
+``epsilon * sign(z)`` to the two signed z-rule denominators (the residual sum ``y = a + b`` and
+the bilinear products ``x @ y``), LRP-epsilon style: entries of those denominators near 0 make
+full LRP's pixel map change with input changes of 1e-5 (docs/results/lrp-stability.md).
+
 The reference code patches model classes with ``relprop`` methods; here forward hooks
 record the activations of the real Hugging Face / timm modules during the Explainer's
 single forward pass (:func:`record_activations`), and :func:`propagate` walks the
@@ -54,6 +59,20 @@ def safe_divide(a: torch.Tensor, b: torch.Tensor, eps: float = EPS) -> torch.Ten
     return (a / (b + eps)).masked_fill_(b == 0, 0)
 
 
+def _divide_into(relevance: torch.Tensor, z: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """:func:`safe_divide` ``(relevance, z, eps)`` written into ``z``, a temporary of the caller's
+    (the same values; no new tensors of that size on the hot path)."""
+    zero = z == 0
+    return torch.div(relevance, z.add_(eps), out=z).masked_fill_(zero, 0)
+
+
+def _stabilised(z: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """``z + epsilon * sign(z)`` (sign 0 counted as +), in place: the LRP-epsilon denominator."""
+    if not epsilon:
+        return z
+    return z.add_(torch.where(z >= 0, epsilon, -epsilon))
+
+
 def zplus_linear(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -80,8 +99,8 @@ def zplus_linear(
         z2 = F.linear(x_abs, w_abs).add_(F.linear(x, weight))
     else:
         z2 = F.linear(x_abs, w_abs, None if bias is None else -bias).add_(output)
-    s = safe_divide(relevance, z2, 2 * EPS)
-    return (x * (s @ weight)).addcmul_(x_abs, s @ w_abs)
+    s = _divide_into(relevance, z2, 2 * EPS)
+    return (s @ weight).mul_(x).addcmul_(x_abs, s @ w_abs)
 
 
 def concat_bias(layers: Sequence[nn.Linear]) -> torch.Tensor | None:
@@ -96,29 +115,38 @@ def per_image_sum(t: torch.Tensor) -> torch.Tensor:
     return t.sum(dim=tuple(range(1, t.ndim)), keepdim=True)
 
 
-def residual_split(a: torch.Tensor, b: torch.Tensor, relevance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def residual_split(
+    a: torch.Tensor, b: torch.Tensor, relevance: torch.Tensor, *, epsilon: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Relevance of ``y = a + b`` split between ``a`` and ``b``, conserving ``sum R`` per image.
 
     First ``R_a = a R / y``, ``R_b = b R / y``; then each is rescaled so that the totals are
-    ``|sum R_a| / (|sum R_a| + |sum R_b|) * sum R`` and likewise for ``b``.
+    ``|sum R_a| / (|sum R_a| + |sum R_b|) * sum R`` and likewise for ``b``. With ``epsilon``,
+    ``y`` is replaced by ``y + epsilon * sign(y)`` in the first step.
     """
-    s = safe_divide(relevance, a + b)
-    r_a, r_b = a * s, b * s
+    s = _divide_into(relevance, _stabilised(a + b, epsilon))
+    r_a, r_b = a * s, s.mul_(b)
     sum_a, sum_b, total = per_image_sum(r_a), per_image_sum(r_b), per_image_sum(relevance)
     denom = sum_a.abs() + sum_b.abs()
     fact_a = safe_divide(sum_a.abs(), denom) * total
     fact_b = safe_divide(sum_b.abs(), denom) * total
-    return r_a * safe_divide(fact_a, sum_a), r_b * safe_divide(fact_b, sum_b)
+    return r_a.mul_(safe_divide(fact_a, sum_a)), r_b.mul_(safe_divide(fact_b, sum_b))
 
 
-def matmul_relevance(x: torch.Tensor, y: torch.Tensor, relevance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def matmul_relevance(
+    x: torch.Tensor, y: torch.Tensor, relevance: torch.Tensor, *, epsilon: float = 0.0, product: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The z-rule through a bilinear product ``Z = x @ y``, each operand's share halved.
 
     ``R_x = x * ((R / Z) @ y^T) / 2``, ``R_y = y * (x^T @ (R / Z)) / 2``: each operand alone
-    would receive all of ``sum R``; halving keeps the total.
+    would receive all of ``sum R``; halving keeps the total. With ``epsilon``, ``Z`` is replaced
+    by ``Z + epsilon * sign(Z)`` (the relevance the epsilon absorbs is lost). ``product``: ``x @ y``
+    when the forward pass already computed it (``A V``: the projection's recorded input), copied,
+    not changed.
     """
-    s = safe_divide(relevance, x @ y)
-    return x * (s @ y.transpose(-1, -2)) / 2, y * (x.transpose(-1, -2) @ s) / 2
+    z = x @ y if product is None else product.clone(memory_format=torch.contiguous_format)
+    s = _divide_into(relevance, _stabilised(z, epsilon)).mul_(0.5)
+    return (s @ y.transpose(-1, -2)).mul_(x), (x.transpose(-1, -2) @ s).mul_(y)
 
 
 def zb_conv(x: torch.Tensor, conv: nn.Conv2d, relevance: torch.Tensor) -> torch.Tensor:
@@ -325,24 +353,26 @@ def _heads(t: torch.Tensor, groups: int, heads: int) -> torch.Tensor:
 
 
 def _block(
-    blk: BlockLayout, rec: BlockRecord, attn: torch.Tensor, relevance: torch.Tensor, stop: bool, totals: dict, name: str
+    blk: BlockLayout, rec: BlockRecord, attn: torch.Tensor, relevance: torch.Tensor, stop: bool, totals: dict, name: str,
+    epsilon: float,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One block backwards; returns ``(R_A, R_input)`` (``R_input`` is ``None`` when ``stop``)."""
     mid, mlp_out, attn_out = _got(rec.mid, "norm2 input"), _got(rec.mlp_out, "MLP output"), _got(rec.attn_out, "attention output")
-    r_mid_res, r_mlp = residual_split(mid, mlp_out, relevance)
+    r_mid_res, r_mlp = residual_split(mid, mlp_out, relevance, epsilon=epsilon)
     r_act = zplus_linear(_got(rec.act, "MLP activation"), blk.fc2.weight, r_mlp, mlp_out, blk.fc2.bias)
     r_h2 = zplus_linear(_got(rec.h2, "norm2 output"), blk.fc1.weight, r_act, rec.fc1_out, blk.fc1.bias)  # GELU: pass-through
     r_mid = r_mid_res + r_h2  # norm2 pass-through; the fork adds
     totals[f"{name}.mid"] = r_mid.sum(dim=(1, 2))
-    r_x_res, r_attn_out = residual_split(_got(rec.x, "block input"), attn_out, r_mid)
+    r_x_res, r_attn_out = residual_split(_got(rec.x, "block input"), attn_out, r_mid, epsilon=epsilon)
     r_ctx = zplus_linear(_got(rec.ctx, "attention context"), blk.proj.weight, r_attn_out, attn_out, blk.proj.bias)
     qkv = torch.cat(rec.qkv, dim=-1)
     q, k, v = _heads(qkv, 3, blk.num_heads)
     (r_ctx,) = _heads(r_ctx, 1, blk.num_heads)
-    r_attn, r_v = matmul_relevance(attn, v, r_ctx)  # O = A V; softmax / dropout: pass-through
+    (ctx,) = _heads(_got(rec.ctx, "attention context"), 1, blk.num_heads)
+    r_attn, r_v = matmul_relevance(attn, v, r_ctx, epsilon=epsilon, product=ctx)  # O = A V; softmax / dropout: pass-through
     if stop:
         return r_attn, None
-    r_q, r_kt = matmul_relevance(q, k.transpose(-1, -2), r_attn)  # A ~ Q K^T
+    r_q, r_kt = matmul_relevance(q, k.transpose(-1, -2), r_attn, epsilon=epsilon)  # A ~ Q K^T
     r_qkv = torch.stack([r_q, r_kt.transpose(-1, -2), r_v]).permute(1, 3, 0, 2, 4).flatten(2)
     r_h1 = zplus_linear(_got(rec.h1, "norm1 output"), blk.qkv_weight(), r_qkv, qkv, concat_bias(blk.qkv))
     r_x = r_x_res + r_h1  # norm1 pass-through; the fork adds
@@ -352,7 +382,8 @@ def _block(
 
 @torch.no_grad()
 def propagate(
-    rec: Recording, attentions: Sequence[torch.Tensor], targets: torch.Tensor, stop_layer: int = 0
+    rec: Recording, attentions: Sequence[torch.Tensor], targets: torch.Tensor, stop_layer: int = 0, *,
+    epsilon: float = 0.0,
 ) -> Relevance:
     """Propagate a one-hot relevance at ``targets`` from the logits down the recorded model.
 
@@ -362,6 +393,8 @@ def propagate(
         targets: (B,) class indices; the start is 1 at the target logit (not the logit's value).
         stop_layer: stop once ``R_A(stop_layer)`` is known (0: every layer, as T-Attr needs;
             the last layer: partial LRP); ``-1`` goes on through the embeddings to the pixels (LRP).
+        epsilon: added as ``epsilon * sign(z)`` to the signed z-rule denominators (residual sums,
+            ``A V`` and ``Q K^T``); 0 (the default) is the reference code's rules.
     """
     rec.check()
     lay = rec.layout
@@ -382,15 +415,16 @@ def propagate(
     for layer in range(num_layers - 1, max(stop_layer, 0) - 1, -1):
         blk, r = lay.blocks[layer], rec.blocks[layer]
         totals[f"block{layer}.output"] = relevance.sum(dim=(1, 2))
-        r_attn[layer], below = _block(blk, r, attentions[layer], relevance, layer == stop_layer, totals, f"block{layer}")
+        r_attn[layer], below = _block(blk, r, attentions[layer], relevance, layer == stop_layer, totals, f"block{layer}",
+                                      epsilon)
         if below is None:  # stopped at this layer: the loop ends here
             break
         relevance = below
-    pixels = _to_pixels(lay, rec, relevance, totals) if stop_layer == -1 else None
+    pixels = _to_pixels(lay, rec, relevance, totals, epsilon) if stop_layer == -1 else None
     return Relevance(r_attn, totals, pixels, stop_layer)
 
 
-def _to_pixels(lay: ViTLayout, rec: Recording, relevance: torch.Tensor, totals: dict) -> torch.Tensor:
+def _to_pixels(lay: ViTLayout, rec: Recording, relevance: torch.Tensor, totals: dict, epsilon: float) -> torch.Tensor:
     """Embeddings backwards: the position-embedding addition, the patch tokens, the z^B patch conv."""
     emb, image = _got(rec.blocks[0].x, "embedding output"), _got(rec.pixels, "input image")
     b, c, h, w = image.shape
@@ -400,7 +434,7 @@ def _to_pixels(lay: ViTLayout, rec: Recording, relevance: torch.Tensor, totals: 
         if lay.pos_embed.shape[1] not in (emb.shape[1], gh * gw):
             raise AttngradError("LRP to the pixels needs the model's own position embeddings (no interpolation)")
         pos[:, emb.shape[1] - lay.pos_embed.shape[1]:] = lay.pos_embed.detach()
-    r_tokens, _ = residual_split(emb - pos, pos.expand_as(emb), relevance)
+    r_tokens, _ = residual_split(emb - pos, pos.expand_as(emb), relevance, epsilon=epsilon)
     totals["embedding.tokens"] = r_tokens.sum(dim=(1, 2))
     r_patches = r_tokens[:, -gh * gw:].transpose(1, 2).reshape(b, -1, gh, gw)
     totals["embedding.patches"] = r_patches.sum(dim=(1, 2, 3))
