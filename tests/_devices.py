@@ -49,14 +49,17 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def assert_same(on_cpu: torch.Tensor, on_device: torch.Tensor, what: object, *, float64: bool | None = None) -> None:
     """``on_device`` is finite, on :data:`DEVICE` or the CPU, the shape of ``on_cpu`` and equal to it:
-    ``allclose`` (rtol 1e-6) for float64 maps, else per item cosine similarity >= 0.9999 and norms within 0.1 %."""
+    ``allclose`` (rtol 1e-6, atol 5e-6 of the peak) for float64 maps, else per item cosine similarity >= 0.9999 and norms within 0.1 %."""
     assert on_device.device.type in (torch.device(DEVICE).type, "cpu"), (what, on_device.device)
     assert on_device.shape == on_cpu.shape, (what, tuple(on_device.shape), tuple(on_cpu.shape))
     assert torch.isfinite(on_device).all(), what
     got = on_device.detach().cpu()
     if float64 if float64 is not None else on_cpu.dtype == torch.float64:
-        assert torch.allclose(got.double(), on_cpu.double(), rtol=1e-6, atol=1e-9), (
-            what, float((got.double() - on_cpu.double()).abs().max()))
+        # the absolute part scales with the map: some models take their softmax in float32 even in float64
+        # (CLIP's does), which leaves differences of about 4e-7 of the peak between CPU and GPU (measured on an H200)
+        peak = float(on_cpu.double().abs().max()) if on_cpu.numel() else 0.0
+        assert torch.allclose(got.double(), on_cpu.double(), rtol=1e-6, atol=max(5e-6 * peak, 1e-12)), (
+            what, float((got.double() - on_cpu.double()).abs().max()), peak)
         return
     rows, got = on_cpu.reshape(on_cpu.shape[0], -1).double(), got.reshape(on_cpu.shape[0], -1).double()
     nonzero = rows.abs().amax(1) > 0

@@ -45,3 +45,23 @@ def test_override_with_own_maps_reproduces_the_logits(seq2seq):
     torch.testing.assert_close(same.logits, out.logits)
     assert not torch.allclose(other.logits, out.logits)  # the stored maps are used
     torch.testing.assert_close(adapter.forward(batch).logits, out.logits)  # and gone afterwards
+
+
+def test_sub_model_config_copies_switched_to_eager():
+    """T5's encoder and decoder stacks hold their own copies of the config; transformers 5.17 leaves those on
+    ``sdpa`` when the top config is switched, and the model then returns no maps. The adapter switches them."""
+    from attngrad.seq2seq.model import Seq2SeqAdapter
+
+    from .conftest import make_model
+
+    model, tokenizer = make_model("t5")
+    model.config._attn_implementation = "eager"
+    for module in model.modules():  # the stacks' copies left on sdpa (as transformers 5.17 leaves them)
+        if getattr(module, "config", None) is not None and module.config is not model.config:
+            module.config._attn_implementation = "sdpa"
+    adapter = Seq2SeqAdapter(model, tokenizer)
+    configs = [m.config for m in adapter.model.modules() if getattr(m, "config", None) is not None]
+    assert configs and all(c._attn_implementation == "eager" for c in configs)
+    with torch.no_grad():
+        out = adapter.forward(adapter.encode(SOURCES, TARGETS, [1, 2]))
+    assert len(out.attentions) == adapter.num_layers

@@ -293,19 +293,25 @@ def ensure_eager(model: nn.Module) -> None:
         AttngradError: when it cannot switch (it is then no Transformer whose maps attngrad can read).
     """
     config = getattr(model, "config", None)
-    if getattr(config, "_attn_implementation", "eager") == "eager":
-        return
-    name = type(model).__name__
-    switch = getattr(model, "set_attn_implementation", None)
-    if not callable(switch):
-        raise AttngradError(f"{name} is not a Hugging Face PreTrainedModel: it cannot switch to eager attention")
-    try:
-        switch("eager")
-    except Exception as err:  # noqa: BLE001  (transformers raises several types here)
-        raise AttngradError(
-            f"{name} cannot use eager attention, so it returns no attention maps ({first_line(err)}); attngrad needs "
-            "a Transformer whose attention maps can be returned"
-        ) from None
+    if getattr(config, "_attn_implementation", "eager") != "eager":
+        name = type(model).__name__
+        switch = getattr(model, "set_attn_implementation", None)
+        if not callable(switch):
+            raise AttngradError(f"{name} is not a Hugging Face PreTrainedModel: it cannot switch to eager attention")
+        try:
+            switch("eager")
+        except Exception as err:  # noqa: BLE001  (transformers raises several types here)
+            raise AttngradError(
+                f"{name} cannot use eager attention, so it returns no attention maps ({first_line(err)}); attngrad "
+                "needs a Transformer whose attention maps can be returned"
+            ) from None
+    # sub-models holding their own copy of the config (T5's encoder and decoder stacks) are not switched by
+    # set_attn_implementation in every transformers 5.x: switch those copies too
+    if isinstance(model, nn.Module):
+        for module in model.modules():
+            sub = getattr(module, "config", None)
+            if sub is not None and sub is not config and getattr(sub, "_attn_implementation", "eager") != "eager":
+                sub._attn_implementation = "eager"
 
 
 def check_model_folder(name_or_path: str | Path, *, missing: str = "check the path") -> Path | None:
