@@ -92,7 +92,7 @@ def main() -> None:
     lo, hi = len(head) + 1, len(head) + 197  # the 196 patch tokens (the class token before them left out)
     pos = torch.arange(196)
     cell_of = ((pos // 14) // 7) * 2 + (pos % 14) // 7
-    nodes, weights = np.polynomial.legendre.leggauss(args.steps)
+    nodes, weights = np.polynomial.legendre.leggauss(max(args.steps, 1))
     alphas, wts = ((nodes + 1) / 2).tolist(), (weights / 2).tolist()
     grey = canvas([None] * 4, (224, 224), 2, pre.resample)
     gen = torch.Generator().manual_seed(args.seed)
