@@ -18,7 +18,7 @@ answer rests on) per method and reading, next to ``random``.
     python benchmarks/vlm_grid.py --data ../shared/data --grids 100 --out docs/results/vlm
 
 ``--loss diff`` explains each cell's name *rather than* the other three cells' names (the first token's logit minus
-the mean of the other three names' first-token logits; a callable loss of :class:`attngrad.vlm.VLMExplainer`), and
+the mean of the other three names' first-token logits; :func:`attngrad.vlm.against_the_others`), and
 adds ``hit``: whether the cell with the largest signed sum of the map is the named cell (chance 0.25).
 ``--deletion-images 0`` skips patch deletion.
 
@@ -43,7 +43,7 @@ from tqdm import tqdm
 from attngrad.evaluation.grids import at_cell_resolution, canvas, draw, input_size
 from attngrad.evaluation.pointing import PointingGame
 from attngrad.io import load_image
-from attngrad.vlm import VLMExplainer
+from attngrad.vlm import VLMExplainer, against_the_others
 
 METHODS = ["complete", "gae", "absolute", "rollout", "raw_attention", "grad_x_input", "random"]
 READINGS = ["language", "vision"]
@@ -55,17 +55,6 @@ def interval(values: list[float]) -> dict:
     mean = statistics.fmean(values) if values else float("nan")
     half = 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
     return {"mean": round(mean, 4), "ci95": round(half, 4), "n": len(values)}
-
-
-def _against_the_others(tokens: list[int]):
-    """Loss of row k: the logit of cell k's name minus the mean logit of the other three cells' names."""
-    others = torch.tensor([[t for j, t in enumerate(tokens) if j != k] for k in range(len(tokens))])
-
-    def diff_from_the_others(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        own = logits.gather(1, targets[:, None])[:, 0]
-        return own - logits.gather(1, others.to(logits.device)).mean(-1)
-
-    return diff_from_the_others
 
 
 @torch.no_grad()
@@ -140,7 +129,7 @@ def main() -> None:
         tokens = [first_token(ex, c) for c in cells]
         for loss in losses:
             out = ex.explain_methods(ex.pixels([image] * 4), QUESTION, METHODS, readings=READINGS, target=tokens,
-                                     loss=_against_the_others(tokens) if loss == "diff" else "logit")
+                                     loss=against_the_others(tokens) if loss == "diff" else "logit")
             for (method, reading), res in out.items():
                 scores = game(res.maps, torch.arange(4))
                 h, w = res.maps.shape[-2:]
