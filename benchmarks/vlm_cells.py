@@ -24,6 +24,9 @@ reference rows (the known answer's own method, not a rival).
     python benchmarks/vlm_cells.py --data ../shared/data --grids 10 --json docs/results/vlm/cells.json
     python benchmarks/vlm_cells.py --data ../shared/data --grids 10 --loss diff --ig-zero 0 \
         --json docs/results/vlm/cells_diff.json
+    python benchmarks/vlm_cells.py --data ../shared/data --grids 10 --steps 0 --ig-zero 0 \
+        --json docs/results/vlm/cells_logit_maps.json
+    python benchmarks/vlm_cells.py --data ../shared/data --el1 --json docs/results/vlm/el1.json
 """
 
 from __future__ import annotations
@@ -68,6 +71,24 @@ def _interval(values: list[float]) -> dict:
             "n": len(values)}
 
 
+def el1_shares(ex: VLMExplainer) -> dict:
+    """Shares of the positive map on el1's zebra (rows 5-11, columns 0-4 of the 14 x 14 grid) and elephant (columns
+    7-13, rows 1-13), the bottom-left corner patches (rows 11-13, columns 0-2) left out as in tests/vlm/test_stand_in.py;
+    " zebra" and " elephant" with the logit loss and each against the other with ``diff``."""
+    shares = {}
+    for loss, target, contrast in (("logit", " zebra", None), ("logit", " elephant", None),
+                                   ("diff", " zebra", " elephant"), ("diff", " elephant", " zebra")):
+        out = ex.explain_methods("el1", "What animal is this?", ["complete", "gae", "grad_x_input"],
+                                 readings=("language", "vision"), target=target, contrast=contrast, loss=loss)
+        for (method, reading), res in out.items():
+            m = res.maps[0].clamp(min=0).clone()
+            m[11:, :3] = 0
+            key = f"{loss}:{target.strip()}" + (f"-vs-{contrast.strip()}" if contrast else "") + f"/{method}/{reading}"
+            shares[key] = {"zebra": round(float(m[5:12, 0:5].sum() / m.sum()), 3),
+                           "elephant": round(float(m[1:, 7:].sum() / m.sum()), 3)}
+    return shares
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)
@@ -77,10 +98,18 @@ def main() -> None:
     ap.add_argument("--loss", choices=("logit", "diff"), default="logit",
                     help="diff: the cell's name's logit minus the mean of the other three names' logits")
     ap.add_argument("--ig-zero", type=int, choices=(0, 1), default=1, help="also integrated gradients from zero")
+    ap.add_argument("--el1", action="store_true", help="only the shares of el1's maps on its zebra and elephant")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     started = time.time()
     ex = VLMExplainer.from_pretrained(quiet=True)
+    if args.el1:
+        text = json.dumps({"el1": el1_shares(ex), "command": "python benchmarks/vlm_cells.py --data ../shared/data "
+                           "--el1"}, indent=1)
+        print(text)
+        if args.json:
+            args.json.write_text(text + "\n")
+        return
     model, tok, pre = ex.adapter.model, ex.adapter.tokenizer, ex.preprocess
     for p in model.parameters():
         p.requires_grad_(False)
