@@ -230,6 +230,7 @@ def main() -> None:
         "reference_hit": {k: _interval(v) for k, v in reference.items()},
         "seconds": round(time.time() - started, 1),
         "command": f"python benchmarks/vlm_cells.py --data ../shared/data --grids {args.grids} --seed {args.seed}"
+                   + (f" --steps {args.steps}" if args.steps != 16 else "")
                    + (f" --loss {args.loss} --ig-zero {args.ig_zero}" if args.loss != "logit" or not args.ig_zero else ""),
     }
     print(json.dumps(out, indent=1))
