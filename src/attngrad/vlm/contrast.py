@@ -3,7 +3,7 @@
 ``against_the_others`` explains row k's token *rather than* the mean of the other rows' tokens — on a 2 x 2 grid
 explained cell by cell (row k: cell k's class name), the cell's name against the other three cells' names. The
 evidence shared by every name ("an animal photo") cancels in the difference; on the LLaVA stand-in it lifts
-``complete`` from 0.38 to 0.56 at picking the named cell (docs/results/vlm.md). ``mean_contrast`` is the
+``complete`` from 0.38 to 0.55 at picking the named cell (docs/results/vlm.md). ``mean_contrast`` is the
 general form: per target token any number of contrast tokens. Both return a callable loss for
 :meth:`attngrad.vlm.VLMExplainer.explain_methods` (``loss=``)::
 
