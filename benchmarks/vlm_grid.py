@@ -17,6 +17,11 @@ answer rests on) per method and reading, next to ``random``.
 
     python benchmarks/vlm_grid.py --data ../shared/data --grids 100 --out docs/results/vlm
 
+``--loss diff`` explains each cell's name *rather than* the other three cells' names (the first token's logit minus
+the mean of the other three names' first-token logits; :func:`attngrad.vlm.against_the_others`), and
+adds ``hit``: whether the cell with the largest signed sum of the map is the named cell (chance 0.25).
+``--deletion-images 0`` skips patch deletion.
+
 Writes ``pointing.csv`` / ``deletion.csv`` (one row per explained cell / image) and ``summary.json``
 (mean and 95 % interval per method and reading; the paired difference ``complete`` - ``gae``).
 """
@@ -38,7 +43,7 @@ from tqdm import tqdm
 from attngrad.evaluation.grids import at_cell_resolution, canvas, draw, input_size
 from attngrad.evaluation.pointing import PointingGame
 from attngrad.io import load_image
-from attngrad.vlm import VLMExplainer
+from attngrad.vlm import VLMExplainer, against_the_others
 
 METHODS = ["complete", "gae", "absolute", "rollout", "raw_attention", "grad_x_input", "random"]
 READINGS = ["language", "vision"]
@@ -94,6 +99,9 @@ def main() -> None:
     ap.add_argument("--deletion-images", type=int, default=30)
     ap.add_argument("--deletion-step", type=int, default=28)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--loss", choices=("logit", "diff", "both"), default="logit",
+                    help="diff: each cell's name against the mean of the other three cells' names; both: each grid "
+                         "explained with both losses (the diff rows' keys start with 'diff:')")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     started = time.time()
@@ -114,17 +122,25 @@ def main() -> None:
     grids = draw([int(rows[i][0]) for i in good], args.grids, 2, seed=args.seed)
     game = PointingGame(2)
     point_rows = []
+    losses = ["logit", "diff"] if args.loss == "both" else [args.loss]
     for g, grid in enumerate(tqdm(grids, desc="grids")):
         image = canvas([seen[good[k]] for k in grid.images], size, 2, pre.resample)
         cells = [names[good[k]] for k in grid.images]
-        out = ex.explain_methods(ex.pixels([image] * 4), QUESTION, METHODS, readings=READINGS,
-                                 target=[first_token(ex, c) for c in cells])
-        for (method, reading), res in out.items():
-            scores = game(res.maps, torch.arange(4))
-            for k in range(4):
-                point_rows.append({"grid": g, "cell": k, "class": cells[k], "method": method, "reading": reading,
-                                   "pointing": float(scores["pointing"][k]),
-                                   "negative_elsewhere": float(scores["negative_elsewhere"][k])})
+        tokens = [first_token(ex, c) for c in cells]
+        for loss in losses:
+            out = ex.explain_methods(ex.pixels([image] * 4), QUESTION, METHODS, readings=READINGS, target=tokens,
+                                     loss=against_the_others(tokens) if loss == "diff" else "logit")
+            for (method, reading), res in out.items():
+                scores = game(res.maps, torch.arange(4))
+                h, w = res.maps.shape[-2:]
+                sums = res.maps.reshape(4, 2, h // 2, 2, w // 2).sum((2, 4)).reshape(4, 4)  # signed sum per cell
+                for k in range(4):
+                    point_rows.append({"grid": g, "cell": k, "class": cells[k], "loss": loss,
+                                       "method": ("diff:" if loss == "diff" else "") + method, "reading": reading,
+                                       "pointing": float(scores["pointing"][k]),
+                                       "negative_elsewhere": float(scores["negative_elsewhere"][k]),
+                                       "hit": float(int(sums[k].argmax()) == k
+                                                    and bool(sums[k].max() > sums[k].min()))})
     # 3. patch deletion on single images
     rng = np.random.default_rng(args.seed)
     chosen = [good[int(k)] for k in rng.choice(len(good), size=min(args.deletion_images, len(good)), replace=False)]
@@ -140,23 +156,27 @@ def main() -> None:
             del_rows.append({"class": names[i], "method": method, "reading": reading, "auc_logprob": auc,
                              "start_logprob": curve[0]})
     for name, table in (("pointing.csv", point_rows), ("deletion.csv", del_rows)):
+        if not table:
+            continue
         with open(args.out / name, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(table[0]))
             w.writeheader()
             w.writerows(table)
     summary: dict = {"qualifying_images": len(good), "grids": len(grids), "cells": 4 * len(grids),
                      "deletion_images": len(chosen), "deletion_step": args.deletion_step, "seed": args.seed,
-                     "seconds": round(time.time() - started, 1), "pointing": {}, "negative_elsewhere": {},
-                     "deletion_auc_logprob": {},
+                     "loss": args.loss, "seconds": round(time.time() - started, 1), "pointing": {},
+                     "negative_elsewhere": {}, "hit_signed_cell_sum": {}, "deletion_auc_logprob": {},
                      "command": f"python benchmarks/vlm_grid.py --data ../shared/data --grids {args.grids} "
-                                f"--deletion-images {args.deletion_images} --deletion-step {args.deletion_step} --out OUT"}
-    for method in METHODS:
+                                f"--deletion-images {args.deletion_images} --deletion-step {args.deletion_step} --out OUT"
+                                + (f" --loss {args.loss}" if args.loss != "logit" else "")}
+    for method in [("diff:" if loss == "diff" else "") + m for loss in losses for m in METHODS]:
         for reading in READINGS:
             key = f"{method}/{reading}"
             mine = [r for r in point_rows if r["method"] == method and r["reading"] == reading]
             summary["pointing"][key] = interval([r["pointing"] for r in mine if not math.isnan(r["pointing"])])
+            summary["hit_signed_cell_sum"][key] = interval([r["hit"] for r in mine])
             neg = [r["negative_elsewhere"] for r in mine if not math.isnan(r["negative_elsewhere"])]
-            if neg and method in ("complete", "grad_x_input"):
+            if neg and method.removeprefix("diff:") in ("complete", "grad_x_input"):
                 summary["negative_elsewhere"][key] = interval(neg)
             summary["deletion_auc_logprob"][key] = interval(
                 [r["auc_logprob"] for r in del_rows if r["method"] == method and r["reading"] == reading])
@@ -168,6 +188,15 @@ def main() -> None:
         diffs = [v["complete"] - v["gae"] for v in pair.values()
                  if len(v) == 2 and not (math.isnan(v["complete"]) or math.isnan(v["gae"]))]
         summary[f"complete_minus_gae/{reading}"] = interval(diffs)
+        if len(losses) == 2:  # the same cells explained with both losses: diff - logit, paired
+            for what in ("pointing", "hit"):
+                by: dict = {}
+                for r in point_rows:
+                    if r["reading"] == reading and r["method"] in ("complete", "diff:complete"):
+                        by.setdefault((r["grid"], r["cell"]), {})[r["method"]] = r[what]
+                gains = [v["diff:complete"] - v["complete"] for v in by.values()
+                         if len(v) == 2 and not (math.isnan(v["complete"]) or math.isnan(v["diff:complete"]))]
+                summary[f"complete_diff_minus_logit_{what}/{reading}"] = interval(gains)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
 

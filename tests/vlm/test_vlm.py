@@ -16,7 +16,7 @@ from attngrad.errors import AttngradError
 from .conftest import IMAGE, TEMPLATE, tiny_llava
 
 
-def _reference(ex, pixels, prompt, method, reading, target):
+def _reference(ex, pixels, prompt, method, reading, target, value=None):
     a = ex.adapter
     model, tok = a.model, a.tokenizer
     cfg = model.config
@@ -43,7 +43,8 @@ def _reference(ex, pixels, prompt, method, reading, target):
     emb[0, len(head):len(head) + k] = img[0]
     out = lm(inputs_embeds=emb, output_attentions=True)
     tmaps = list(out.attentions)
-    logit = model.lm_head(out.last_hidden_state)[0, -1, target]
+    last = model.lm_head(out.last_hidden_state)[0, -1]
+    logit = last[target] if value is None else value(last)  # value: the explained quantity from the logits
     grads = torch.autograd.grad(logit, tmaps + vmaps, allow_unused=True)
     grads = [torch.zeros_like(m) if g is None else g for m, g in zip(tmaps + vmaps, grads)]
 
@@ -121,6 +122,58 @@ def test_batched_and_left_padded_equal_alone(explainer):
             n = alone.lengths[0]
             assert torch.allclose(together.text_scores[i, -n:], alone.text_scores[0, -n:], atol=1e-5), method
             assert (together.text_scores[i, :-n] == 0).all()
+
+
+@pytest.mark.parametrize("reading", ["language", "vision"])
+def test_against_the_others_matches_loops(explainer, reading):
+    """Row k explains token k rather than the mean of the other rows' tokens (the grid's cell-by-cell contrast)."""
+    from attngrad.vlm import against_the_others
+
+    if explainer.adapter.qwen:
+        pytest.skip("Qwen2-VL's reference is in test_qwen2vl.py")
+    torch.manual_seed(4)
+    pixels = torch.randn(1, 3, 16, 16)
+    tokens = [5, 6, 7, 8]
+    (res,) = explainer.explain_methods(pixels.expand(4, -1, -1, -1), "animal", ["complete"], readings=[reading],
+                                       target=tokens, loss=against_the_others(tokens)).values()
+    for k, t in enumerate(tokens):
+        others = [u for u in tokens if u != t]
+
+        def value(logits, t=t, others=others):
+            return logits[t] - sum(logits[u] for u in others) / len(others)
+
+        maps, _ = _reference(explainer, pixels, "animal", "complete", reading, t, value=value)
+        assert float(maps.abs().max()) > 0
+        assert torch.allclose(res.maps[k], maps, atol=1e-5 * float(maps.abs().max())), (k, res.maps[k], maps)
+
+
+def test_against_the_others_grad_x_input_and_refusals(tokenizer):
+    from attngrad.vlm import VLMAdapter, VLMExplainer, against_the_others, mean_contrast
+
+    model = tiny_llava("vit")
+    ex = VLMExplainer(VLMAdapter(model, tokenizer, template=TEMPLATE))
+    pixels = torch.randn(1, 3, 16, 16)
+    res = ex.explain_methods(pixels.expand(3, -1, -1, -1), "animal", ["grad_x_input"], target=[4, 6, 9],
+                             loss=against_the_others([4, 6, 9]))[("grad_x_input", "language")]
+    ids = torch.tensor([tokenizer("user")["input_ids"] + [IMAGE] * 16 + tokenizer("animal answer")["input_ids"]])
+    feats = model.model.vision_tower(pixels, output_hidden_states=True).hidden_states[-1][:, 1:]
+    emb = model.get_input_embeddings()(ids).detach().clone()
+    emb[0, 1:17] = model.model.multi_modal_projector(feats)[0].detach()
+    emb.requires_grad_(True)
+    logits = model.lm_head(model.model.language_model(inputs_embeds=emb).last_hidden_state)[0, -1]
+    for k, (t, others) in enumerate([(4, (6, 9)), (6, (4, 9)), (9, (4, 6))]):
+        (g,) = torch.autograd.grad(logits[t] - (logits[others[0]] + logits[others[1]]) / 2, emb, retain_graph=True)
+        assert torch.allclose(res.maps[k].flatten(), (emb * g).sum(-1)[0, 1:17].detach(), atol=1e-5)
+    with pytest.raises(AttngradError, match="at least two different"):
+        against_the_others([4, 4])
+    with pytest.raises(AttngradError, match="same number"):
+        mean_contrast({1: [2], 2: [1, 3]})
+    with pytest.raises(AttngradError, match="the target itself"):
+        mean_contrast({4: [4, 5]})
+    with pytest.raises(AttngradError, match="no contrast tokens for target id"):
+        ex.explain(pixels, "animal", target=5, loss=against_the_others([4, 6]))
+    with pytest.raises(AttngradError, match="out of range"):
+        ex.explain(pixels, "animal", target=4, loss=mean_contrast({4: [10_000]}))
 
 
 def test_grad_x_input_is_embeddings_times_gradient(tokenizer):
