@@ -66,3 +66,24 @@ def pixels():
 
 
 TEXTS = ["a photo of a zebra", "an elephant in the grass", "two big cats"]
+
+
+def lit_like(tokenizer, device=None):
+    """A LiT-shaped pair in float64 (ViT class token + mean-pooled BERT, linear projections, seed 3):
+    ``(ClipExplainer on device, (vit, bert, img_proj, txt_proj))``."""
+    from transformers import BertConfig, BertModel, ViTConfig, ViTModel
+
+    from attngrad.clip import ClipExplainer, ClipModel, ImageTower, TextTower
+    from attngrad.models import Preprocessor
+
+    torch.manual_seed(3)
+    vit = ViTModel(ViTConfig(hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
+                             image_size=32, patch_size=8), add_pooling_layer=False).double().eval()
+    bert = BertModel(BertConfig(vocab_size=len(tokenizer.vocab), hidden_size=16, num_hidden_layers=2,
+                                num_attention_heads=2, intermediate_size=32, max_position_embeddings=24,
+                                initializer_range=0.3), add_pooling_layer=False).double().eval()
+    img_proj = torch.nn.Linear(24, 8, bias=False).double()
+    txt_proj = torch.nn.Linear(16, 8, bias=False).double()
+    image = ImageTower(vit, img_proj, lambda out: out.last_hidden_state[:, 0], Preprocessor(resize=(32, 32)), (8, 8))
+    text = TextTower(bert, txt_proj, tokenizer, read="pooled")
+    return ClipExplainer(ClipModel(image, text, 10.0, "tiny LiT"), device=device), (vit, bert, img_proj, txt_proj)

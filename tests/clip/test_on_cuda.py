@@ -8,7 +8,6 @@ Skipped unless ``ATTNGRAD_TEST_DEVICE`` (default ``cuda``) is present; see :mod:
 from __future__ import annotations
 
 import pytest
-import torch
 
 from attngrad import AttngradError
 from attngrad.clip import ClipExplainer, from_hf_clip
@@ -43,23 +42,9 @@ def test_every_method(pair, pixels, tower):
 
 def _lit_like(tokenizer, device=None):
     """The LiT-shaped pair of tests/clip/test_pooled_towers.py (ViT class token + mean-pooled BERT), float64."""
-    from transformers import BertConfig, BertModel, ViTConfig, ViTModel
+    from .conftest import lit_like
 
-    from attngrad.clip import ClipModel as Pair
-    from attngrad.clip import ImageTower, TextTower
-    from attngrad.models import Preprocessor
-
-    torch.manual_seed(3)
-    vit = ViTModel(ViTConfig(hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
-                             image_size=32, patch_size=8), add_pooling_layer=False).double().eval()
-    bert = BertModel(BertConfig(vocab_size=len(tokenizer.vocab), hidden_size=16, num_hidden_layers=2,
-                                num_attention_heads=2, intermediate_size=32, max_position_embeddings=24,
-                                initializer_range=0.3), add_pooling_layer=False).double().eval()
-    img_proj = torch.nn.Linear(24, 8, bias=False).double()
-    txt_proj = torch.nn.Linear(16, 8, bias=False).double()
-    image = ImageTower(vit, img_proj, lambda out: out.last_hidden_state[:, 0], Preprocessor(resize=(32, 32)), (8, 8))
-    text = TextTower(bert, txt_proj, tokenizer, read="pooled")
-    return ClipExplainer(Pair(image, text, 10.0, "tiny LiT"), device=device)
+    return lit_like(tokenizer, device)[0]
 
 
 @pytest.mark.parametrize("tower", ["image", "text"])

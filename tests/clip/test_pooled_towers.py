@@ -19,22 +19,9 @@ from .test_clip_methods import WEIGHTS, reference_rollout
 
 @pytest.fixture(scope="module")
 def lit_like(tokenizer):
-    from transformers import BertConfig, BertModel, ViTConfig, ViTModel
+    from .conftest import lit_like as build
 
-    from attngrad.clip import ClipExplainer, ClipModel, ImageTower, TextTower
-    from attngrad.models import Preprocessor
-
-    torch.manual_seed(3)
-    vit = ViTModel(ViTConfig(hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
-                             image_size=32, patch_size=8), add_pooling_layer=False).double().eval()
-    bert = BertModel(BertConfig(vocab_size=len(tokenizer.vocab), hidden_size=16, num_hidden_layers=2,
-                                num_attention_heads=2, intermediate_size=32, max_position_embeddings=24,
-                                initializer_range=0.3), add_pooling_layer=False).double().eval()
-    img_proj = torch.nn.Linear(24, 8, bias=False).double()
-    txt_proj = torch.nn.Linear(16, 8, bias=False).double()
-    image = ImageTower(vit, img_proj, lambda out: out.last_hidden_state[:, 0], Preprocessor(resize=(32, 32)), (8, 8))
-    text = TextTower(bert, txt_proj, tokenizer, read="pooled")
-    return ClipExplainer(ClipModel(image, text, 10.0, "tiny LiT")), (vit, bert, img_proj, txt_proj)
+    return build(tokenizer)
 
 
 def _reference(parts, tokenizer, pixel, text, tower, method):
