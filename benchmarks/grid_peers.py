@@ -5,8 +5,8 @@ seed and drawing), scored by the same :class:`attngrad.evaluation.pointing.Point
 The peers are not dependencies of attngrad: install them into a folder of their own and put it on
 PYTHONPATH for this script only, e.g.
 
-    pip install --no-deps --target /tmp/peers grad-cam ttach opencv-python-headless captum
-    PYTHONPATH=/tmp/peers python benchmarks/grid_peers.py --data ../shared/data/imagenet-sample \\
+    pip install --no-deps --target PEERS grad-cam ttach opencv-python-headless captum
+    PYTHONPATH=PEERS python benchmarks/grid_peers.py --data ../shared/data/imagenet-sample \\
         --grids 100 --json docs/results/grid/peers.json
 
 GradCAM: the last block's first LayerNorm as the target layer (pytorch-grad-cam's ViT tutorial),

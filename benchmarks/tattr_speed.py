@@ -47,11 +47,15 @@ def _zplus_four(x, weight, relevance, output=None, bias=None):
 
 
 def _matmul_plain(x, y, relevance, *, epsilon=0.0, product=None):
+    if epsilon:
+        raise SystemExit("--reference-rules compares the reference rules (epsilon 0) only")
     s = relprop.safe_divide(relevance, x @ y)
     return x * (s @ y.transpose(-1, -2)) / 2, y * (x.transpose(-1, -2) @ s) / 2
 
 
 def _residual_plain(a, b, relevance, *, epsilon=0.0):
+    if epsilon:
+        raise SystemExit("--reference-rules compares the reference rules (epsilon 0) only")
     s = relprop.safe_divide(relevance, a + b)
     r_a, r_b = a * s, b * s
     sum_a, sum_b, total = relprop.per_image_sum(r_a), relprop.per_image_sum(r_b), relprop.per_image_sum(relevance)

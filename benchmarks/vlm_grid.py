@@ -92,6 +92,15 @@ def deletion_curve(ex: VLMExplainer, pixels: torch.Tensor, maps: torch.Tensor, t
     return torch.cat(logp).reshape(maps.shape[0], len(counts)).tolist()
 
 
+
+def _no_nan(value):
+    """``value`` with every float NaN replaced by ``None`` (nested dicts and lists)."""
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="folder with imagenet_classes.tsv and imagenet-sample/")
@@ -197,6 +206,7 @@ def main() -> None:
                 gains = [v["diff:complete"] - v["complete"] for v in by.values()
                          if len(v) == 2 and not (math.isnan(v["complete"]) or math.isnan(v["diff:complete"]))]
                 summary[f"complete_diff_minus_logit_{what}/{reading}"] = interval(gains)
+    summary = _no_nan(summary)  # strict JSON: an empty row's mean is null, not NaN
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
 

@@ -45,7 +45,9 @@ def check_range(name: str, key: str, value: float, low: float, high: float, *, o
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (low < value if open_low else low <= value) and value <= high
     if not ok:
-        raise AttngradError(f"{name}: {key} must be a number in {'(' if open_low else '['}{low}, {high}], not {value!r}")
+        bounds = (f"> {low}" if open_low else f">= {low}") if math.isinf(high) else \
+            f"in {'(' if open_low else '['}{low}, {high}]"
+        raise AttngradError(f"{name}: {key} must be a finite number {bounds}, not {value!r}")
 
 
 def image_adapter(trace: Trace, name: str) -> ImageAdapter:
