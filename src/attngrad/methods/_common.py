@@ -47,7 +47,7 @@ def check_range(name: str, key: str, value: float, low: float, high: float, *, o
     if not ok:
         bounds = (f"> {low}" if open_low else f">= {low}") if math.isinf(high) else \
             f"in {'(' if open_low else '['}{low}, {high}]"
-        raise AttngradError(f"{name}: {key} must be a finite number {bounds}, not {value!r}")
+        raise AttngradError(f"{name}: {key} must be a number {bounds} (finite), not {value!r}")
 
 
 def image_adapter(trace: Trace, name: str) -> ImageAdapter:
