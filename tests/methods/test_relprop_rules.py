@@ -243,3 +243,19 @@ def test_lrp_epsilon_option_is_checked_and_kept_apart_from_the_shared_pass(tiny_
     for name in ("tattr", "partial_lrp"):  # the epsilon is lrp's alone
         torch.testing.assert_close(both[name].maps, plain[name].maps)
     assert not torch.allclose(both["lrp"].maps, plain["lrp"].maps)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.01])
+def test_rules_leave_their_inputs_untouched(epsilon):
+    """The rules divide into their own temporaries: the recorded activations, the weights and the incoming
+    relevance (which other rules and the T-Attr rollout read again) come out unchanged."""
+    torch.manual_seed(5)
+    x, weight, bias = torch.randn(2, 3, 4), torch.randn(5, 4), torch.randn(5)
+    output, relevance = x @ weight.T + bias, torch.randn(2, 3, 5)
+    a, b, r = torch.randn(2, 3, 4), torch.randn(1, 3, 4).expand(2, 3, 4), torch.randn(2, 3, 4)
+    inputs = [x, weight, bias, output, relevance, a, b, r]
+    kept = [t.clone() for t in inputs]
+    zplus_linear(x, weight, relevance, output, bias)
+    zplus_linear(x, weight, relevance)
+    residual_split(a, b, r, epsilon=epsilon)
+    assert all(torch.equal(t, k) for t, k in zip(inputs, kept))
