@@ -7,7 +7,7 @@ and shared by every method's result, so explaining without showing costs nothing
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, NamedTuple, Sequence, overload
+from typing import Any, Callable, Iterator, NamedTuple, Sequence, overload
 
 import numpy as np
 import torch
@@ -62,6 +62,18 @@ class DisplayImages(Sequence[Image.Image]):
 
     def __repr__(self) -> str:
         return f"DisplayImages({len(self)} images)" if self.built else "DisplayImages(not built yet)"
+
+
+def maps_alias(field: str) -> Any:
+    """A ``maps`` property that reads and writes ``field``, for a result whose scores have a name of their own."""
+
+    def get(self: Any) -> torch.Tensor:
+        return getattr(self, field)
+
+    def put(self: Any, value: torch.Tensor) -> None:
+        setattr(self, field, value)
+
+    return property(get, put, doc=f"``{field}``, under the name every result uses.")
 
 
 class Spot(NamedTuple):

@@ -23,7 +23,7 @@ import torch
 from ..errors import AttngradError, MultiTokenWarning, warn_first_token
 from ..losses import LOSSES, LossLike, get_loss
 from ..models import check_device
-from ..results import Result, Spot
+from ..results import Result, Spot, maps_alias
 from .attnlrp import LRP_METHODS, run_lrp
 from .attribution import LM_METHODS, PATH_METHODS, PassResult, check_methods, run
 from .ig import IG_OPTIONS, batch_path, check_options
@@ -200,14 +200,7 @@ class GenerationExplanation(Result):
     loss: str
     logits: torch.Tensor
 
-    @property
-    def maps(self) -> torch.Tensor:
-        """``matrix``, under the name every result uses."""
-        return self.matrix
-
-    @maps.setter
-    def maps(self, value: torch.Tensor) -> None:
-        self.matrix = value
+    maps = maps_alias("matrix")
 
     def scores(self, index: int) -> torch.Tensor:
         """Generated token ``index``'s scores over the tokens before it, in order (1-D)."""

@@ -205,10 +205,9 @@ class HFModelAdapter(ModelAdapter):
     def _attention_function(self, function: Callable[..., Any]) -> Iterator[None]:
         """``function`` as every layer's attention (transformers' attention interface) within the context,
         with the attention mask the model's own implementation gets (causal, padding)."""
-        config: Any = getattr(self.model, "config", None)
-        if config is None:
+        if getattr(self.model, "config", None) is None:
             raise AttngradError(f"{type(self.model).__name__} has no config, so its attention cannot be overridden")
-        with attention_function([config], function):
+        with attention_function(_configs(self.model), function):
             yield
 
 
@@ -308,10 +307,21 @@ def ensure_eager(model: nn.Module) -> None:
     # sub-models holding their own copy of the config (T5's encoder and decoder stacks) are not switched by
     # set_attn_implementation in every transformers 5.x: switch those copies too
     if isinstance(model, nn.Module):
-        for module in model.modules():
-            sub = getattr(module, "config", None)
-            if sub is not None and sub is not config and getattr(sub, "_attn_implementation", "eager") != "eager":
+        for sub in _configs(model):
+            if sub is not config:
                 sub._attn_implementation = "eager"
+
+
+def _configs(model: nn.Module) -> list[Any]:
+    """The model's config, then every config object a sub-model holds of its own (T5's stacks keep copies):
+    the configs whose ``_attn_implementation`` decides which attention each layer runs."""
+    top = getattr(model, "config", None)
+    found = {id(top): top} if top is not None else {}
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "_attn_implementation"):
+            found.setdefault(id(config), config)
+    return list(found.values())
 
 
 def check_model_folder(name_or_path: str | Path, *, missing: str = "check the path") -> Path | None:

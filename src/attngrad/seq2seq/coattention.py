@@ -34,7 +34,7 @@ from torch import nn
 from ..errors import AttngradError
 from ..losses import LossLike, get_loss
 from ..models.base import ForwardOutput, ModelAdapter
-from ..results import Result
+from ..results import Result, maps_alias
 from .model import graph_to_maps
 from .rules import SIGNED, Relevance, head_mix, weighting
 
@@ -65,14 +65,7 @@ class CoAttentionExplanation(Result):
     text_mask: torch.Tensor | None = None
     region_mask: torch.Tensor | None = None
 
-    @property
-    def maps(self) -> torch.Tensor:
-        """``region_scores``, under the name every result uses."""
-        return self.region_scores
-
-    @maps.setter
-    def maps(self, value: torch.Tensor) -> None:
-        self.region_scores = value
+    maps = maps_alias("region_scores")
 
     def position_names(self, index: int) -> list[str]:
         return [f"region {j}" for j in range(self.region_scores.shape[1])]

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import AttngradError
 from ..losses import LossLike, get_loss
-from ..results import Result, Spot
+from ..results import Result, Spot, maps_alias
 from ..text.display import Word, merge_words
 from .model import Batch, Seq2SeqAdapter, Side
 from .rules import SIGNED, encoder_decoder, head_mix, weighting
@@ -60,14 +60,7 @@ class Seq2SeqExplanation(Result):
     loss: str
     signed: bool
 
-    @property
-    def maps(self) -> torch.Tensor:
-        """``source_scores``, under the name every result uses."""
-        return self.source_scores
-
-    @maps.setter
-    def maps(self, value: torch.Tensor) -> None:
-        self.source_scores = value
+    maps = maps_alias("source_scores")
 
     def _side(self, side: str) -> tuple[Side, torch.Tensor]:
         if side not in ("source", "target"):

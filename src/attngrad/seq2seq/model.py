@@ -18,7 +18,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -174,28 +173,6 @@ class Seq2SeqAdapter(HFModelAdapter):
         if enc is None or dec is None:
             raise AttngradError(f"{type(self.model).__name__}: the config gives no encoder/decoder layer counts")
         return int(enc) + 2 * int(dec)
-
-    @contextmanager
-    def override_attention(self, maps: Sequence[torch.Tensor | None]) -> Iterator[None]:
-        """Layer ``l`` (in :class:`Seq2SeqOutput` ``attentions`` order) uses ``maps[l]``.
-
-        The contract's Hugging Face override switches ``model.config``; T5 gives its encoder and
-        decoder stacks their own copies of the config, so those are switched too (else the
-        override would be silently ignored).
-        """
-        with super().override_attention(maps):
-            top: Any = self.model.config
-            configs = {id(c): c for m in self.model.modules()
-                       if (c := getattr(m, "config", None)) is not None and c is not top
-                       and hasattr(c, "_attn_implementation")}
-            previous = [(c, c._attn_implementation) for c in configs.values()]
-            try:
-                for c, _ in previous:
-                    c._attn_implementation = top._attn_implementation
-                yield
-            finally:
-                for c, name in previous:
-                    c._attn_implementation = name
 
     def grid(self, inputs) -> tuple[int, int]:
         """A map scores the source tokens: ``(1, S)`` for a :class:`Batch` (padding included)."""
