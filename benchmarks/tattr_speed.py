@@ -1,12 +1,14 @@
 """T-Attr speed: time of ``explain(method="tattr")`` at batch 16 over the time of a forward+backward pass.
 
     python benchmarks/tattr_speed.py [--model PATH] [--batch 16] [--repeats 5] [--device cpu] [--reference-rules]
+                                     [--methods tattr,lrp,partial_lrp] [--cpu-time]
 
 "forward+backward" is the same minimal pass as in ``explain_speed.py``: a forward pass of the
 eager-attention model and a backward pass of the summed top logits to the input. The T-Attr
 time is the whole explanation: its forward pass (with the recording hooks), its backward pass
 to the attention maps, the relevance propagation and the rollout. Target (issue 6): <= 3x on CPU.
-``lrp`` (to the pixels) and ``partial_lrp`` (last layer only, no backward) are timed alongside.
+``lrp`` (to the pixels) and ``partial_lrp`` (last layer only, no backward) are timed alongside
+(``--methods`` names others, e.g. ``dix``, whose shared earlier blocks this measures).
 Timings are medians over ``--repeats`` rounds after one warm-up round; each round runs every
 case once, in turn, so that load from other processes affects all cases alike. On a machine
 shared with other jobs, ``--cpu-time`` (with ``OMP_NUM_THREADS=1``) times by the process's CPU
@@ -103,6 +105,7 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--methods", default="tattr,lrp,partial_lrp", help="comma-separated methods to time")
     parser.add_argument("--reference-rules", action="store_true", help="also time the rules in the reference code's form")
     parser.add_argument("--cpu-time", action="store_true",
                         help="time by the process's CPU seconds, not wall seconds (a shared machine, 1 thread)")
@@ -117,7 +120,7 @@ def main() -> None:
         logits = ex.adapter.forward(x).logits
         torch.autograd.grad(logits.max(dim=1).values.sum(), x)
 
-    methods = ("tattr", "lrp", "partial_lrp")
+    methods = [m for m in args.methods.split(",") if m]
     fns: dict[str, Callable[[], object]] = {"forward+backward": fwd_bwd}
     for m in methods:
         fns[m] = lambda m=m: ex.explain(batch, method=m).maps

@@ -237,6 +237,14 @@ def _first(args: tuple, kwargs: dict) -> torch.Tensor:
     return found
 
 
+def _with_first(args: tuple, kwargs: dict, value: torch.Tensor) -> tuple[tuple, dict]:
+    """A forward pre-hook's return: the block's call with its input tensor replaced by ``value``."""
+    if args:
+        return (value, *args[1:]), kwargs
+    key = "hidden_states" if "hidden_states" in kwargs else "x"
+    return args, {**kwargs, key: value}
+
+
 @contextmanager
 def record_block_inputs(model: nn.Module, store: list[torch.Tensor]) -> Iterator[None]:
     """Append every block's input ``z_l`` (detached) to ``store`` during the forward passes inside."""
@@ -279,16 +287,34 @@ def forward_from_last_block(adapter: Any, pixel_values: torch.Tensor) -> Any:
 
     def hook(module, args, kwargs):
         torch.set_grad_enabled(True)  # restored when the no_grad block below is left
-        z = _first(args, kwargs).detach().requires_grad_(True)
-        if args:
-            return (z, *args[1:]), kwargs
-        key = "hidden_states" if "hidden_states" in kwargs else "x"
-        return args, {**kwargs, key: z}
+        return _with_first(args, kwargs, _first(args, kwargs).detach().requires_grad_(True))
 
     handle = last.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         with torch.no_grad():
             return adapter.forward(pixel_values)
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def branch_at_block(model: nn.Module, layer: int, copies: int, store: list[torch.Tensor]) -> Iterator[None]:
+    """Inside, block ``layer``'s input ``z`` (B, N, D) is repeated ``copies`` times per sequence (rows ``b * copies +
+    c``): the blocks before ``layer`` run once per sequence, the blocks from ``layer`` on once per copy.
+
+    The repeated input is a fresh leaf, so a backward pass from the output stops there; ``store`` receives ``z``
+    (still in the earlier blocks' graph) and the leaf, so that the copies' gradients at the leaf can be carried
+    on through the earlier blocks separately (``torch.autograd.grad(z, ..., is_grads_batched=True)``)."""
+
+    def hook(module, args, kwargs):
+        z = _first(args, kwargs)
+        copied = z.detach().repeat_interleave(copies, dim=0).requires_grad_(True)
+        store.extend([z, copied])
+        return _with_first(args, kwargs, copied)
+
+    handle = blocks(model)[layer].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
     finally:
         handle.remove()
 
