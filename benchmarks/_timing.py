@@ -55,3 +55,34 @@ def ratio(base: Callable[[], object], explain: Callable[[], object], repeats: in
         out["forward_backward_peak_mb"] = (peak_bytes(base, device) or 0) / 2**20
         out["explanation_peak_mb"] = (peak_bytes(explain, device) or 0) / 2**20
     return out
+
+
+class _MatmulFlops(torch.utils._python_dispatch.TorchDispatchMode):
+    """Adds up the floating-point operations of every matrix product and convolution dispatched inside
+    (PyTorch's own per-operator formulas, :data:`torch.utils.flop_counter.flop_registry`; elementwise work
+    is not counted). Unlike ``FlopCounterMode`` it tracks no modules, so ``torch.autograd.grad`` works inside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        from torch.utils._pytree import tree_map
+        from torch.utils.flop_counter import flop_registry
+
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            def shape(t):
+                return t.shape if isinstance(t, torch.Tensor) else t
+
+            self.total += formula(*tree_map(shape, args), **tree_map(shape, kwargs), out_val=tree_map(shape, out))
+        return out
+
+
+def matmul_flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations of the matrix products and convolutions of one call of ``fn``."""
+    with _MatmulFlops() as counter:
+        fn()
+    return counter.total

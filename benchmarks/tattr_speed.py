@@ -1,7 +1,7 @@
 """T-Attr speed: time of ``explain(method="tattr")`` at batch 16 over the time of a forward+backward pass.
 
     python benchmarks/tattr_speed.py [--model PATH] [--batch 16] [--repeats 5] [--device cpu] [--reference-rules]
-                                     [--methods tattr,lrp,partial_lrp] [--cpu-time]
+                                     [--methods tattr,lrp,partial_lrp] [--cpu-time] [--flops]
 
 "forward+backward" is the same minimal pass as in ``explain_speed.py``: a forward pass of the
 eager-attention model and a backward pass of the summed top logits to the input. The T-Attr
@@ -13,6 +13,12 @@ Timings are medians over ``--repeats`` rounds after one warm-up round; each roun
 case once, in turn, so that load from other processes affects all cases alike. On a machine
 shared with other jobs, ``--cpu-time`` (with ``OMP_NUM_THREADS=1``) times by the process's CPU
 seconds, which waiting for a core does not count.
+
+``--flops`` also counts the floating-point operations of every matrix product and convolution (PyTorch's
+formulas; elementwise work not counted) of each method and of the forward+backward, and prints their ratio:
+the part of the cost no scheduling can remove. T-Attr's z+ rule needs three products per linear layer
+(``|x| |W|^T`` for ``Z`` and ``S W``, ``S |W|`` for ``R_x``) on top of its own forward pass (one) and backward
+pass to the maps (one), against the plain pass's two.
 
 ``--reference-rules`` also times each method with the propagation's rules computed in the
 reference code's form (:data:`REFERENCE_RULES`: z+ with four products, ``Z = x+ W+ + x- W-``,
@@ -30,6 +36,8 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from _timing import matmul_flops  # noqa: E402  (the benchmarks folder is on sys.path when run as a script)
 
 from attngrad import Explainer
 from attngrad.demo import asset_image
@@ -107,6 +115,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--methods", default="tattr,lrp,partial_lrp", help="comma-separated methods to time")
     parser.add_argument("--reference-rules", action="store_true", help="also time the rules in the reference code's form")
+    parser.add_argument("--flops", action="store_true", help="also count the matrix products' operations")
     parser.add_argument("--cpu-time", action="store_true",
                         help="time by the process's CPU seconds, not wall seconds (a shared machine, 1 thread)")
     args = parser.parse_args()
@@ -141,6 +150,12 @@ def main() -> None:
             diff = float((ours - theirs).abs().max() / theirs.abs().max())  # type: ignore[operator]
             print(f"{'reference form':>16}: {ref:8.3f} s   ratio {ref / base:.2f}x   ours / reference form "
                   f"{t / ref:.2f}; maps' max |difference| / max |map| {diff:.1e}")
+    if args.flops:
+        base_flops = matmul_flops(fwd_bwd)
+        print(f"matrix-product operations per batch (GFLOP), ratio to forward+backward's {base_flops / 1e9:.2f}:")
+        for method in methods:
+            flops = matmul_flops(fns[method])
+            print(f"{method:>16}: {flops / 1e9:8.2f}   ratio {flops / base_flops:.2f}x")
 
 if __name__ == "__main__":
     main()

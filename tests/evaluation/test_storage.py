@@ -77,6 +77,17 @@ def test_resume_refuses_an_image_replaced_under_the_same_name(tiny_explainer, im
         _run(tiny_explainer, image_dir, tmp_path / "out", resume=True)
 
 
+@pytest.mark.parametrize("content, words", [("[1, 2]", "is not a settings object"), ("{", "cannot be read")])
+def test_resume_refuses_a_damaged_run_file_in_one_line(tiny_explainer, image_dir, tmp_path, content, words):
+    """The perturbation test's folder goes through the same settings checks as every resumable run."""
+    assert _run(tiny_explainer, image_dir, tmp_path / "out", max_batches=1) is None
+    (tmp_path / "out" / "run.json").write_text(content)
+    with pytest.raises(AttngradError, match=words):
+        _run(tiny_explainer, image_dir, tmp_path / "out", resume=True)
+    with pytest.raises(AttngradError, match="already holds a run"):
+        _run(tiny_explainer, image_dir, tmp_path / "out")
+
+
 def _full_and_cut(explainer, data, tmp_path):
     full = _run(explainer, data, tmp_path / "full")
     assert _run(explainer, data, tmp_path / "cut", max_batches=3) is None

@@ -6,6 +6,8 @@ one shard per finished batch. The pieces every such run shares live here:
 
 - :func:`prepare_on_rank0`: prepare the folder (with the run's own integrity checks) on rank 0 only,
   and raise the same one-line error on every rank when it refuses;
+- :func:`stored_settings`: read a run's settings file with the refusals every run shares (the folder is a
+  file, a new run over a stored one, ``--resume`` with nothing to resume, an unreadable file);
 - :func:`check_settings`: the settings file of a run whose identity is one JSON object: a new run may
   not overwrite a stored one, and ``--resume`` must give the same settings (the differences named);
 - :func:`compute_batches`: compute the batches not yet done, with a progress bar; a run that fails or is
@@ -60,12 +62,12 @@ def prepare_on_rank0(out: Path, prepare: Callable[[], list[Path]]) -> list[Path]
     return created
 
 
-def check_settings(path: Path, settings: dict[str, Any], *, resume: bool, start_on_resume: bool = False) -> bool:
-    """Check the settings file ``path`` of a run against ``settings``; writes nothing.
+def stored_settings(path: Path, *, resume: bool, start_on_resume: bool = False) -> dict[str, Any] | None:
+    """The settings object a run stored in ``path`` (``None``: no run there yet); writes nothing.
 
-    A new run (``resume`` false) may not find one; ``--resume`` needs one equal to ``settings`` (as stored:
-    tuples become lists), or, with ``start_on_resume``, none (a new run starts). Returns whether it exists.
-    Raises :class:`AttngradError` naming what differs.
+    Refuses (:class:`AttngradError`) a results folder that is a file, a stored run without ``resume``,
+    ``resume`` without a stored run (unless ``start_on_resume``: a new run starts) and a settings file
+    that cannot be read or is not one JSON object.
     """
     out = path.parent
     if out.exists() and not out.is_dir():
@@ -73,19 +75,32 @@ def check_settings(path: Path, settings: dict[str, Any], *, resume: bool, start_
     if not path.exists():
         if resume and not start_on_resume:
             raise AttngradError(f"nothing to resume in {out} (no {path.name}); run without --resume")
-        return False
+        return None
     if not resume:
         raise AttngradError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     try:
         stored = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise AttngradError(f"{path} cannot be read ({type(err).__name__}); choose another --out") from None
-    current = json.loads(json.dumps(settings))
     if not isinstance(stored, dict):
         raise AttngradError(f"{path} is not a settings object; choose another --out")
+    return stored
+
+
+def check_settings(path: Path, settings: dict[str, Any], *, resume: bool, start_on_resume: bool = False) -> bool:
+    """Check the settings file ``path`` of a run against ``settings``; writes nothing.
+
+    A new run (``resume`` false) may not find one; ``--resume`` needs one equal to ``settings`` (as stored:
+    tuples become lists), or, with ``start_on_resume``, none (a new run starts). Returns whether it exists.
+    Raises :class:`AttngradError` naming what differs (:func:`stored_settings` for the other refusals).
+    """
+    stored = stored_settings(path, resume=resume, start_on_resume=start_on_resume)
+    if stored is None:
+        return False
+    current = json.loads(json.dumps(settings))
     if stored != current:
         changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
-        raise AttngradError(f"--resume: the run in {out} was made with other settings ({', '.join(changed)}); "
+        raise AttngradError(f"--resume: the run in {path.parent} was made with other settings ({', '.join(changed)}); "
                             "use the same ones or choose another --out")
     return True
 

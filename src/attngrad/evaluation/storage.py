@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import AttngradError
 from .data import Sample
-from .resumable import new_paths
+from .resumable import new_paths, stored_settings
 
 SHARDS = "shards"
 RUN_FILE = "run.json"
@@ -230,20 +230,13 @@ def prepare_folder(out: Path, record: RunRecord, resume: bool, records: Sequence
     (:func:`~.resumable.remove_created`).
     """
     run_file = out / RUN_FILE
-    if not run_file.exists():
-        if out.exists() and not out.is_dir():
-            raise AttngradError(f"{out} is a file; --out must name a folder")
+    stored = stored_settings(run_file, resume=resume, start_on_resume=True)
+    if stored is None:
         created = new_paths(out, out / SHARDS, out / IMAGES_FILE, run_file)
         (out / SHARDS).mkdir(parents=True, exist_ok=True)
         _atomic_write(out / IMAGES_FILE, _records_text(records))
         _atomic_write(run_file, json.dumps(asdict(record), indent=2))
         return created
-    if not resume:
-        raise AttngradError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-    try:
-        stored = json.loads(run_file.read_text())
-    except (OSError, ValueError) as err:
-        raise AttngradError(f"{run_file} cannot be read ({err}); choose another --out") from None
     stored_records = read_records(out)
     if stored_records is None:
         raise AttngradError(
