@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import math
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -86,3 +89,21 @@ def matmul_flops(fn: Callable[[], object]) -> int:
     with _MatmulFlops() as counter:
         fn()
     return counter.total
+
+
+def _strict(value: object) -> object:
+    """``value`` with every non-finite float replaced by ``None`` (JSON has no NaN or infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
+def write_json(path: str | Path, record: object) -> None:
+    """Write a benchmark's measurements to ``path`` (parent folders made; strict JSON: NaN -> null)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_strict(record), indent=1, allow_nan=False) + "\n")

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import sys
 import time
@@ -45,6 +44,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _timing import write_json  # noqa: E402  (the benchmarks folder is on sys.path when run as a script)
 from torch import nn
 
 from attngrad import Explainer
@@ -407,8 +407,7 @@ def main() -> None:
               f" pearson >= {r['min_pearson']:.4f}", flush=True)
     env["load_after"] = os.getloadavg()
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"settings": env, "methods": results}, indent=1) + "\n")
+        write_json(args.json, {"settings": env, "methods": results})
 
 
 if __name__ == "__main__":

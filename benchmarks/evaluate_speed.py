@@ -15,12 +15,12 @@ Prints, for N images:
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _timing import write_json  # noqa: E402  (the benchmarks folder is on sys.path when run as a script)
 
 from attngrad import Explainer
 from attngrad.evaluation import RunSettings, discover, run_perturbation
@@ -117,8 +117,7 @@ def main() -> None:
         result.update(single_s=single_s, single_images_per_s=n / single_s, speedup=single_s / run_s)
         print(f"one at a time:    {single_s:8.1f} s  {n / single_s:7.3f} images/s  batched speed-up {single_s / run_s:.2f}x")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

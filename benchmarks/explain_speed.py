@@ -21,13 +21,11 @@ steps, masked passes; TIS's sequences keep ``tokens_ratio`` of the tokens).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
-from _timing import ratio, timed  # noqa: E402  (the benchmarks folder is on sys.path when run as a script)
+from _timing import ratio, timed, write_json  # noqa: E402  (the benchmarks folder is on sys.path when run as a script)
 
 from attngrad import METHODS, Explainer
 from attngrad.demo import asset_image
@@ -135,8 +133,7 @@ def main() -> None:
         print(f"{m:>14} {counter[0] / 2:9.1f}")
         record["sequences"][m] = counter[0] / 2
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(record, indent=1))
+        write_json(args.json, record)
 
 
 if __name__ == "__main__":

@@ -19,12 +19,11 @@ mid-grey), ``--ig-steps`` Gauss-Legendre steps (Captum's default rule), summed o
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from _timing import write_json  # noqa: E402  (the benchmarks folder is on sys.path when run as a script)
 from torch import nn
 
 from attngrad import Explainer
@@ -124,8 +123,7 @@ def main() -> None:
     for name, e in out.items():
         print(f"{name:>22}: pointing {e['mean']:.3f} [{e['low']:.3f}, {e['high']:.3f}]  {e['ms_per_cell']:.1f} ms/cell")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import sys
 import time
 
 import torch
+from _timing import write_json  # noqa: E402  (the benchmarks folder is on sys.path when run as a script)
 
 
 def _rss_mb() -> float:
@@ -180,8 +181,7 @@ def main() -> None:
             print(f"{length:5d} tokens  {case:19s} {r['seconds']:8.3f} s  peak {r['peak_mb']:8.0f} MB  {ratios}",
                   flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,9 @@ the relevance rules and the result objects included. Runs alternate; medians are
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
-from _timing import ratio
+from _timing import ratio, write_json
 
 from attngrad.seq2seq import Seq2SeqExplainer
 
@@ -93,8 +92,7 @@ def main() -> None:
         print(f"{'+'.join(methods):26s} forward+backward {result['forward_backward_s'] * 1000:7.1f} ms  "
               f"explanation {result['explanation_s'] * 1000:7.1f} ms  ratio {result['ratio']:.3f}")
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"threads": args.threads, "device": args.device, "results": rows}, f, indent=1)
+        write_json(args.out, {"threads": args.threads, "device": args.device, "results": rows})
 
 
 if __name__ == "__main__":

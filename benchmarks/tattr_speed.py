@@ -36,7 +36,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-
 from _timing import matmul_flops  # noqa: E402  (the benchmarks folder is on sys.path when run as a script)
 
 from attngrad import Explainer
