@@ -109,6 +109,8 @@ def test_prompt_set_is_deterministic_and_large_enough():
 def test_resume_gives_the_same_numbers(lm, tmp_path):
     settings = lambda: DeletionSettings(["grad_x_input", "random"], batch_size=2)  # noqa: E731
     whole = run_deletion(lm, PROMPTS, tmp_path / "a", settings())
+    row = whole["methods"]["grad_x_input"]  # deletion: a faithful map keeps least-first high, so gap = least - most
+    assert row["gap"] == pytest.approx(row["auc_least"] - row["auc_most"]) and row["gap"] != 0
     run_deletion(lm, PROMPTS[:2], tmp_path / "b", settings())
     assert json.loads((tmp_path / "b" / "results.json").read_text())["prompts"] == 2
     (tmp_path / "b" / "shards" / "batch_00000.json").unlink()  # an interrupted batch is recomputed

@@ -118,17 +118,19 @@ def target_id(explainer: LMExplainer, prompt: Prompt) -> int:
     return int(ids[0])
 
 
-def evaluate_batch(explainer: LMExplainer, prompts: Sequence[Prompt], settings: DeletionSettings, *,
-                   eval_batch_size: int = 64) -> dict:
-    """Deletion curves of every method and direction for one batch of prompts (one explanation pass).
+def token_curves(explainer: LMExplainer, prompts: Sequence[Prompt], settings: DeletionSettings,
+                 perturb: Callable[[Sequence[int], Sequence[int]], list[tuple[int, ...]]], *,
+                 eval_batch_size: int = 64) -> dict:
+    """The curves of a token test (deletion, insertion) for one batch of prompts (one explanation pass).
 
+    ``perturb(ids, ranked)`` gives a prompt's perturbed sequences, one per fraction, for its token ids and
+    its positions in the order of a direction (``most``: highest score first; ``least``: the reverse).
     Returns ``{"curves": {method: {direction: [[log p per fraction] per prompt]}}, "sink": {method:
     [first token's share of |scores| per prompt]}, "lengths": [...], "kinds": [...]}``.
     """
     targets = [target_id(explainer, p) for p in prompts]
     results = explainer.explain_methods([p.text for p in prompts], settings.methods, target=targets,
                                         contrast=settings.contrast, loss=settings.loss)
-    fill = fill_token(explainer)
     sequences, seq_targets, slots = [], [], []
     sink: dict[str, list[float]] = {}
     for name, res in results.items():
@@ -140,7 +142,7 @@ def evaluate_batch(explainer: LMExplainer, prompts: Sequence[Prompt], settings: 
             order = deletion_order(scores, skip_first=settings.skip_first)
             ids = res.batch.ids(i)
             for direction, ranked in (("most", order), ("least", order[::-1])):
-                seqs = deleted_sequences(ids, ranked, fill=fill)
+                seqs = perturb(ids, ranked)
                 sequences += seqs
                 seq_targets += [targets[i]] * len(seqs)
                 slots.append((name, direction, i))
@@ -151,6 +153,14 @@ def evaluate_batch(explainer: LMExplainer, prompts: Sequence[Prompt], settings: 
         curves[name][direction][i] = lp[k * steps : (k + 1) * steps]
     lengths = [len(results[settings.methods[0]].batch.ids(i)) for i in range(len(prompts))]
     return {"curves": curves, "sink": sink, "lengths": lengths, "kinds": [p.kind for p in prompts]}
+
+
+def evaluate_batch(explainer: LMExplainer, prompts: Sequence[Prompt], settings: DeletionSettings, *,
+                   eval_batch_size: int = 64) -> dict:
+    """Deletion curves of every method and direction for one batch of prompts (:func:`token_curves`)."""
+    fill = fill_token(explainer)
+    return token_curves(explainer, prompts, settings, lambda ids, ranked: deleted_sequences(ids, ranked, fill=fill),
+                        eval_batch_size=eval_batch_size)
 
 
 def auc(curve: Sequence[float], fractions: Sequence[float] = FRACTIONS) -> float:
@@ -256,34 +266,46 @@ def run_shards(explainer: LMExplainer, prompts: Sequence[Prompt], out: str | Pat
     return out
 
 
-def summarise(out: Path, settings: DeletionSettings, *, count: int) -> dict:
-    """Mean AUC per method and direction, mean curves and the first token's share over the first ``count`` prompts."""
+def mean_table(out: Path, settings: DeletionSettings, *, count: int, better: str) -> dict:
+    """Per method, over the first ``count`` prompts: mean AUC per direction (and per prompt kind), mean curves,
+    ``gap`` (the ``better`` direction's AUC less the other's) and the first token's share of the scores."""
     bs = settings.batch_size
     shards = [json.loads((out / "shards" / f"batch_{b:05d}.json").read_text()) for b in range((count + bs - 1) // bs)]
-    methods = settings.methods
+    kinds = [k for s in shards for k in s["kinds"]][:count]
     table: dict = {}
-    for name in methods:
+    for name in settings.methods:
         row: dict = {}
         for d in DIRECTIONS:
             curves = [c for s in shards for c in s["curves"][name][d]][:count]
             row[f"auc_{d}"] = sum(auc(c) for c in curves) / len(curves)
             row[f"curve_{d}"] = [sum(c[k] for c in curves) / len(curves) for k in range(len(FRACTIONS))]
-            kinds = [k for s in shards for k in s["kinds"]][:count]
             for kind in sorted(set(kinds)):
                 sel = [auc(c) for c, k in zip(curves, kinds) if k == kind]
                 row[f"auc_{d}_{kind}"] = sum(sel) / len(sel)
-        row["gap"] = row["auc_least"] - row["auc_most"]
+        worse = next(d for d in DIRECTIONS if d != better)
+        row["gap"] = row[f"auc_{better}"] - row[f"auc_{worse}"]
         shares = [v for s in shards for v in s["sink"][name]][:count]
         row["first_token_share"] = sum(shares) / len(shares)
         table[name] = row
-    summary = {"settings": asdict(settings), "prompts": count, "fractions": list(FRACTIONS), "methods": table}
-    _write_json(out / "results.json", summary)
-    (out / "results.md").write_text(results_markdown(summary))
+    return table
+
+
+def write_curves(out: Path, table: dict) -> None:
+    """``curves.csv``: the mean curve of every method and direction."""
     lines = ["method,direction," + ",".join(f"{f:.1f}" for f in FRACTIONS)]
     for name, row in table.items():
         for d in DIRECTIONS:
             lines.append(f"{name},{d}," + ",".join(f"{v:.4f}" for v in row[f"curve_{d}"]))
     (out / "curves.csv").write_text("\n".join(lines) + "\n")
+
+
+def summarise(out: Path, settings: DeletionSettings, *, count: int) -> dict:
+    """Mean AUC per method and direction, mean curves and the first token's share over the first ``count`` prompts."""
+    table = mean_table(out, settings, count=count, better="least")
+    summary = {"settings": asdict(settings), "prompts": count, "fractions": list(FRACTIONS), "methods": table}
+    _write_json(out / "results.json", summary)
+    (out / "results.md").write_text(results_markdown(summary))
+    write_curves(out, table)
     return summary
 
 
