@@ -59,6 +59,16 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def check_test_loss(loss: str, contrast: str | None) -> str | None:
+    """The contrast a token test's ``loss`` explains against: ``"runner-up"`` when ``diff`` / ``normdiff``
+    name none; a contrast with ``logit`` (or an unknown loss) is refused in one line."""
+    if loss not in ("logit", "diff", "normdiff"):
+        raise AttngradError(f"unknown loss {loss!r}; choose logit, diff or normdiff")
+    if loss == "logit" and contrast is not None:
+        raise AttngradError("a contrast needs --loss diff or normdiff")
+    return "runner-up" if loss != "logit" and contrast is None else contrast
+
+
 def signed(name: str) -> bool:
     """Whether a method's sign means support / opposition (else it is a magnitude)."""
     if name in SIGNED:

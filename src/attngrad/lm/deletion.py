@@ -32,7 +32,7 @@ import torch
 
 from ..errors import AttngradError
 from ..evaluation.resumable import check_settings, compute_batches, new_paths
-from .attribution import check_methods
+from .attribution import check_methods, check_test_loss
 from .explainer import LMExplainer
 from .prompts import Prompt
 
@@ -56,12 +56,7 @@ class DeletionSettings:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise AttngradError(f"--batch-size must be at least 1, not {self.batch_size}")
         self.methods = check_methods(self.methods)
-        if self.loss not in ("logit", "diff", "normdiff"):
-            raise AttngradError(f"unknown loss {self.loss!r}; choose logit, diff or normdiff")
-        if self.loss != "logit" and self.contrast is None:
-            self.contrast = "runner-up"
-        if self.loss == "logit" and self.contrast is not None:
-            raise AttngradError("a contrast needs --loss diff or normdiff")
+        self.contrast = check_test_loss(self.loss, self.contrast)
 
 
 def deletion_order(scores: torch.Tensor, *, skip_first: bool = False) -> list[int]:

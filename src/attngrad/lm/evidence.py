@@ -36,7 +36,7 @@ import torch
 from ..errors import AttngradError
 from ..evaluation.resumable import check_settings
 from ..evaluation.storage import DIGEST_KEY, write_shard
-from .attribution import check_methods, signed
+from .attribution import check_methods, check_test_loss, signed
 from .evidence_prompts import KINDS, EvidencePrompt, evidence_prompts, token_spans
 from .explainer import LMExplainer
 
@@ -65,12 +65,7 @@ class EvidenceSettings:
         if not isinstance(self.seed, int) or self.seed < 0:
             raise AttngradError(f"--seed must be at least 0, not {self.seed}")
         self.methods = check_methods(self.methods)
-        if self.loss not in ("logit", "diff", "normdiff"):
-            raise AttngradError(f"unknown loss {self.loss!r}; choose logit, diff or normdiff")
-        if self.loss != "logit" and self.contrast is None:
-            self.contrast = "runner-up"
-        if self.loss == "logit" and self.contrast is not None:
-            raise AttngradError("a contrast needs --loss diff or normdiff")
+        self.contrast = check_test_loss(self.loss, self.contrast)
 
 
 # ---------------------------------------------------------------------------- metrics
