@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from attngrad.cli import main
+from attngrad.errors import AttngradError
 from attngrad.lm import LMExplainer
 from attngrad.lm.deletion import FRACTIONS, DeletionSettings, auc, evaluate_batch, run_deletion
 from attngrad.lm.prompts import Prompt, deletion_prompts
@@ -227,3 +228,16 @@ def test_a_refused_run_leaves_nothing_and_a_corrected_rerun_works(saved_llama, t
     assert r.exit_code == 2 and "contrast equals the target" in r.output, r.output
     assert not out.exists()
     assert CliRunner().invoke(main, base).exit_code == 0
+
+
+def test_the_loss_and_its_contrast_are_checked_alike_in_every_token_test():
+    from attngrad.lm.evidence import EvidenceSettings
+
+    for make in (DeletionSettings, EvidenceSettings):
+        with pytest.raises(AttngradError, match="a contrast needs --loss diff or normdiff"):
+            make(["random"], contrast=" Rome").check()
+        with pytest.raises(AttngradError, match="unknown loss 'kl'"):
+            make(["random"], loss="kl").check()
+        runner_up = make(["random"], loss="diff")
+        runner_up.check()
+        assert runner_up.contrast == "runner-up"
