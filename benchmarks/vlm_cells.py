@@ -100,12 +100,21 @@ def main() -> None:
     ap.add_argument("--ig-zero", type=int, choices=(0, 1), default=1, help="also integrated gradients from zero")
     ap.add_argument("--el1", action="store_true", help="only the shares of el1's maps on its zebra and elephant")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--projector", type=Path, default=None,
+                    help="the stand-in with this projector (a scripts/train_vlm.py output) instead of the shipped one")
     args = ap.parse_args()
     started = time.time()
     ex = VLMExplainer.from_pretrained(quiet=True)
+    if args.projector is not None:
+        from safetensors.torch import load_file
+
+        proj = ex.adapter.model.model.multi_modal_projector
+        proj.load_state_dict({k: v.float() for k, v in load_file(str(args.projector)).items()})
     if args.el1:
-        text = json.dumps({"el1": el1_shares(ex), "command": "python benchmarks/vlm_cells.py --data ../shared/data "
-                           "--el1"}, indent=1)
+        said = ex.adapter.tokenizer.decode(ex.generate("el1", "What animal is this?", max_new_tokens=6))
+        text = json.dumps({"el1": el1_shares(ex), "answer": said, "command": "python benchmarks/vlm_cells.py --data "
+                           "../shared/data --el1" + (f" --projector {args.projector}" if args.projector else "")},
+                          indent=1)
         print(text)
         if args.json:
             args.json.write_text(text + "\n")
