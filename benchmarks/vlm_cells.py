@@ -145,7 +145,8 @@ def main() -> None:
         proj = ex.adapter.model.model.multi_modal_projector
         proj.load_state_dict({k: v.float() for k, v in load_file(str(args.projector)).items()})
     if args.el1:
-        said = ex.adapter.tokenizer.decode(ex.generate("el1", "What animal is this?", max_new_tokens=6))
+        said = ex.adapter.tokenizer.decode(ex.generate("el1", "What animal is this?", max_new_tokens=6),
+                                           skip_special_tokens=True)
         text = json.dumps({"el1": el1_shares(ex), "answer": said, "occlusion_logits": el1_occlusion(ex), "command": "python benchmarks/vlm_cells.py --data "
                            "../shared/data --el1" + (f" --projector {args.projector}" if args.projector else "")},
                           indent=1)

@@ -14,6 +14,12 @@ language model (SmolLM2-135M-Instruct) stay locked; only LLaVA's two-layer MLP p
    ``Image: <image>\\nQuestion: What is in this photo?\\nAnswer:``, through the locked language model,
    for ``--answer-epochs`` epochs (each image or its mirror image drawn per epoch).
 
+A later stage starts from a trained projector (``--init``): random views (``--augment``), grids (``--grids``), or
+**multi-object composites** (``--composites``): two training images of different classes on one canvas (side by
+side or one above the other; ``--composite-grids``: four in a 2 x 2 grid) answered with the multi-name loss, the
+mean over the names present of their answer losses (:func:`multi_name_loss`), mixed with single images; tried, not
+shipped (docs/vlm.md).
+
     python scripts/train_vlm.py --data ../shared/data                 # all 1000 images: the shipped projector
     python scripts/train_vlm.py --data ../shared/data --held-out 20 --out /tmp/vlm-split   # every 20th held out
 
