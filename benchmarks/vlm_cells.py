@@ -27,6 +27,11 @@ reference rows (the known answer's own method, not a rival).
     python benchmarks/vlm_cells.py --data ../shared/data --grids 10 --steps 0 --ig-zero 0 \
         --json docs/results/vlm/cells_logit_maps.json
     python benchmarks/vlm_cells.py --data ../shared/data --el1 --json docs/results/vlm/el1.json
+
+``--el1`` also writes the greedy answer to "What animal is this?" on el1 and, as the maps' reference, the first-token
+logits of " zebra", " elephant" and " African" with the zebra's or the elephant's box greyed (:func:`el1_occlusion`).
+``--projector PATH`` measures a candidate projector (a ``scripts/train_vlm.py --out`` folder's file) instead of the
+shipped one.
 """
 
 from __future__ import annotations
@@ -89,6 +94,35 @@ def el1_shares(ex: VLMExplainer) -> dict:
     return shares
 
 
+@torch.no_grad()
+def el1_occlusion(ex: VLMExplainer) -> dict:
+    """The reference for el1's maps: the first-token logits of " zebra", " elephant" and " African" after "What animal
+    is this?" on el1 (resized to 224 px) as it is, with the zebra's box (rows 5-11, columns 0-4 of the patch grid)
+    painted grey (the pointing game's blank colour), and with the elephant's box (rows 1-13, columns 7-13)."""
+    from attngrad.cases import asset_image
+    from attngrad.evaluation.grids import BLANK
+
+    model, tok = ex.adapter.model, ex.adapter.tokenizer
+    size = model.config.vision_config.image_size
+    patch = size // 14
+    image = Image.open(asset_image("el1.jpg")).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+    boxes = {"none": None, "zebra": (0, 5 * patch, 5 * patch, 12 * patch), "elephant": (7 * patch, patch, size, size)}
+    images = []
+    for box in boxes.values():
+        im = image.copy()
+        if box is not None:
+            im.paste(Image.new("RGB", (box[2] - box[0], box[3] - box[1]), BLANK), box[:2])
+        images.append(im)
+    head, tail, _ = sequences(tok, stand_in_settings()["template"], "What animal is this?", [])
+    hidden = model.model.vision_tower(ex.preprocess(images), output_hidden_states=True).hidden_states[-1]
+    x = prompt_embeds(model, head, tail, hidden)
+    logits = model.lm_head(model.model.language_model(inputs_embeds=x).last_hidden_state[:, -1])
+    words = (" zebra", " elephant", " African")
+    ids = [tok(w, add_special_tokens=False)["input_ids"][0] for w in words]
+    return {f"greyed:{name}": {w.strip(): round(float(row[i]), 2) for w, i in zip(words, ids)}
+            for name, row in zip(boxes, logits)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)
@@ -100,12 +134,22 @@ def main() -> None:
     ap.add_argument("--ig-zero", type=int, choices=(0, 1), default=1, help="also integrated gradients from zero")
     ap.add_argument("--el1", action="store_true", help="only the shares of el1's maps on its zebra and elephant")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--projector", type=Path, default=None,
+                    help="the stand-in with this projector (a scripts/train_vlm.py output) instead of the shipped one")
     args = ap.parse_args()
     started = time.time()
     ex = VLMExplainer.from_pretrained(quiet=True)
+    if args.projector is not None:
+        from safetensors.torch import load_file
+
+        proj = ex.adapter.model.model.multi_modal_projector
+        proj.load_state_dict({k: v.float() for k, v in load_file(str(args.projector)).items()})
     if args.el1:
-        text = json.dumps({"el1": el1_shares(ex), "command": "python benchmarks/vlm_cells.py --data ../shared/data "
-                           "--el1"}, indent=1)
+        said = ex.adapter.tokenizer.decode(ex.generate("el1", "What animal is this?", max_new_tokens=6),
+                                           skip_special_tokens=True)
+        text = json.dumps({"el1": el1_shares(ex), "answer": said, "occlusion_logits": el1_occlusion(ex), "command": "python benchmarks/vlm_cells.py --data "
+                           "../shared/data --el1" + (f" --projector {args.projector}" if args.projector else "")},
+                          indent=1)
         print(text)
         if args.json:
             args.json.write_text(text + "\n")

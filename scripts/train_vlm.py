@@ -14,6 +14,12 @@ language model (SmolLM2-135M-Instruct) stay locked; only LLaVA's two-layer MLP p
    ``Image: <image>\\nQuestion: What is in this photo?\\nAnswer:``, through the locked language model,
    for ``--answer-epochs`` epochs (each image or its mirror image drawn per epoch).
 
+A later stage starts from a trained projector (``--init``): random views (``--augment``), grids (``--grids``), or
+**multi-object composites** (``--composites``): two training images of different classes on one canvas (side by
+side or one above the other; ``--composite-grids``: four in a 2 x 2 grid) answered with the multi-name loss, the
+mean over the names present of their answer losses (:func:`multi_name_loss`), mixed with single images; tried, not
+shipped (docs/vlm.md).
+
     python scripts/train_vlm.py --data ../shared/data                 # all 1000 images: the shipped projector
     python scripts/train_vlm.py --data ../shared/data --held-out 20 --out /tmp/vlm-split   # every 20th held out
 
@@ -70,6 +76,52 @@ def grid_view(image: Image.Image, others: list[Image.Image], preprocess, gen: to
     flips = (torch.rand(4, generator=gen) < 0.5).tolist()
     seen = [preprocess.geometry(ImageOps.mirror(im) if f else im) for im, f in zip(cells, flips)]
     return canvas([seen[k] for k in order], input_size(preprocess), 2, preprocess.resample)
+
+
+def _view(image: Image.Image, w: int, h: int, gen: torch.Generator) -> Image.Image:
+    """A random crop of ``image`` with the aspect ``w / h`` (50-100 % of the largest such crop's area), mirrored half
+    the time, resized to ``(w, h)``."""
+    iw, ih = image.size
+    u = torch.rand(4, generator=gen).tolist()
+    scale = (0.5 + 0.5 * u[0]) ** 0.5
+    cw, ch = (iw, iw * h / w) if iw * h / w <= ih else (ih * w / h, ih)
+    cw, ch = max(1, round(cw * scale)), max(1, round(ch * scale))
+    left, top = round(u[1] * (iw - cw)), round(u[2] * (ih - ch))
+    image = image.crop((left, top, left + cw, top + ch))
+    if u[3] < 0.5:
+        image = ImageOps.mirror(image)
+    return image.resize((w, h), Image.Resampling.BICUBIC)
+
+
+def composite(images: list[Image.Image], gen: torch.Generator, size: int = 224) -> Image.Image:
+    """Two images side by side or one above the other (the split at 35-65 % of the side, which image comes first
+    at random), or four in a 2 x 2 grid; each part a random crop of its image with the part's aspect
+    (:func:`_view`)."""
+    out = Image.new("RGB", (size, size))
+    if len(images) == 4:
+        half = size // 2
+        for k, im in enumerate(images):
+            out.paste(_view(im, half, half, gen), ((k % 2) * half, (k // 2) * half))
+        return out
+    if len(images) != 2:
+        raise ValueError("a composite holds 2 or 4 images")
+    u = torch.rand(2, generator=gen).tolist()
+    cut = round(size * (0.35 + 0.3 * u[0]))
+    if u[1] < 0.5:  # side by side
+        out.paste(_view(images[0], cut, size, gen), (0, 0))
+        out.paste(_view(images[1], size - cut, size, gen), (cut, 0))
+    else:  # one above the other
+        out.paste(_view(images[0], size, cut, gen), (0, 0))
+        out.paste(_view(images[1], size, size - cut, gen), (0, cut))
+    return out
+
+
+@torch.no_grad()
+def vision_tokens(model, preprocess, images: list[Image.Image]) -> torch.Tensor:
+    """The vision tokens that become image tokens (N, K, D) of ``images``."""
+    out = model.model.vision_tower(preprocess(images), output_hidden_states=True)
+    hidden = out.hidden_states[model.config.vision_feature_layer]
+    return hidden if model.config.vision_feature_select_strategy == "full" else hidden[:, 1:]
 
 
 @torch.no_grad()
@@ -182,6 +234,36 @@ def answer_loss(model, head, tail, feats, answers) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits, ids[real])
 
 
+def answer_losses(model, head, tail, feats, answers) -> torch.Tensor:
+    """Each sequence's own answer loss (B,): the mean cross-entropy over its answer's tokens (teacher-forced)."""
+    emb = model.get_input_embeddings()
+    x = prompt_embeds(model, head, tail, feats)
+    longest = max(len(a) for a in answers)
+    ids = torch.zeros((len(answers), longest), dtype=torch.long, device=x.device)
+    real = torch.zeros((len(answers), longest), dtype=torch.bool, device=x.device)
+    for i, a in enumerate(answers):
+        ids[i, :len(a)] = torch.tensor(a)
+        real[i, :len(a)] = True
+    start = x.shape[1]
+    x = torch.cat([x, emb(ids)], dim=1)
+    mask = torch.cat([torch.ones((len(answers), start), dtype=torch.long, device=x.device), real.long()], dim=1)
+    hidden = model.model.language_model(inputs_embeds=x, attention_mask=mask, use_cache=False).last_hidden_state
+    logits = model.lm_head(hidden[:, start - 1:start - 1 + longest]).float()
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids, reduction="none")
+    return (ce * real).sum(1) / real.sum(1)
+
+
+def multi_name_loss(model, head, tail, feats, answers: list[list[list[int]]]) -> torch.Tensor:
+    """The multi-name answer loss: per image (``feats[i]``), the mean over the names present (``answers[i]``, each
+    " <name><eos>" as token ids) of that name's answer loss; the mean over the images. So the first answer token is
+    pushed towards every present name alike."""
+    counts = torch.tensor([len(a) for a in answers], device=feats.device)
+    per_name = answer_losses(model, head, tail, feats.repeat_interleave(counts, 0), [n for a in answers for n in a])
+    image = torch.arange(len(answers), device=feats.device).repeat_interleave(counts)
+    per_image = torch.zeros(len(answers), dtype=per_name.dtype, device=feats.device).index_add(0, image, per_name)
+    return (per_image / counts).mean()
+
+
 @torch.no_grad()
 def answer(model, tokenizer, head, tail, feats, steps: int = 8) -> list[str]:
     """Greedy answers, with the key/value cache."""
@@ -207,6 +289,52 @@ def accuracy(model, tokenizer, head, tail, feats, names, batch=50) -> tuple[floa
         said += answer(model, tokenizer, head, tail, feats[i:i + batch])
     hits = sum(n.lower() in s.lower() for s, n in zip(said, names))
     return hits / max(len(names), 1), said
+
+
+ANIMAL_QUESTION = "What animal is this?"
+#: ImageNet's animal classes: indices 0-397
+ANIMALS = 398
+
+
+def composite_stage(model, tokenizer, preprocess, proj, train, args, steps: int, save) -> None:
+    """The answer stage on a mix of whole (or augmented) single images and multi-object composites
+    (:func:`composite`), with the multi-name answer loss (:func:`multi_name_loss`). A share ``--animal-question`` of
+    the steps asks "What animal is this?" about animal classes only (the other steps: ``--question``, any class).
+    ``save`` is called after every epoch's worth of steps (a checkpoint)."""
+    template = stand_in_settings()["template"]
+    names = [r[1] for r in train]
+    asked = {q: sequences(tokenizer, template, q, names) for q in (args.question, ANIMAL_QUESTION)}
+    animals = [i for i, r in enumerate(train) if r[0] < ANIMALS]
+    opt = torch.optim.AdamW(proj.parameters(), lr=args.answer_lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.answer_lr, total_steps=steps, pct_start=0.1)
+    gen = torch.Generator().manual_seed(args.seed)
+    per_epoch = max(1, (len(train) + args.batch_size - 1) // args.batch_size)
+    n_comp = round(args.batch_size * args.composites)
+    for step in tqdm(range(steps), desc="composites + multi-name loss"):
+        animal = bool(torch.rand(1, generator=gen).item() < args.animal_question) and len(animals) >= 4
+        pool = animals if animal else list(range(len(train)))
+        head, tail, answers = asked[ANIMAL_QUESTION if animal else args.question]
+        images, present = [], []
+        for k in range(args.batch_size):
+            if k < n_comp:
+                many = 4 if torch.rand(1, generator=gen).item() < args.composite_grids else 2
+                picked = [pool[j] for j in torch.randperm(len(pool), generator=gen)[:many].tolist()]
+                images.append(composite([Image.open(train[j][2]).convert("RGB") for j in picked], gen))
+            else:
+                picked = [pool[int(torch.randint(len(pool), (1,), generator=gen))]]
+                images.append(augment(Image.open(train[picked[0]][2]).convert("RGB"), gen, args.augment))
+            present.append([answers[j] for j in picked])
+        feats = vision_tokens(model, preprocess, images)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            loss = multi_name_loss(model, head, tail, feats, present)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if (step + 1) % per_epoch == 0 or step + 1 == steps:
+            save()
+        if step % 10 == 0:
+            tqdm.write(f"step {step} loss {loss.item():.3f} ({'animal' if animal else 'photo'} question)")
 
 
 def main() -> None:
@@ -236,6 +364,15 @@ def main() -> None:
                     help="answer stage: this share of the images seen inside a 2 x 2 grid of training images of other "
                          "classes (a random cell; the answer stays the image's class), so that a class name is tied to "
                          "where its image is; needs --augment for the rest (0 to keep them whole)")
+    ap.add_argument("--composites", type=float, default=0.0,
+                    help="answer stage: this share of each batch multi-object composites (two training images of "
+                         "different classes side by side or one above the other, or four in a 2 x 2 grid: "
+                         "--composite-grids) answered with the multi-name loss (the mean of the names' answer losses); "
+                         "the rest single images (--augment of them random views). Needs --init")
+    ap.add_argument("--composite-grids", type=float, default=0.0,
+                    help="with --composites: this share of the composites 2 x 2 grids of four classes")
+    ap.add_argument("--animal-question", type=float, default=0.0,
+                    help=f"with --composites: this share of the steps asks '{ANIMAL_QUESTION}' about animal classes only")
     ap.add_argument("--eval-limit", type=int, default=None, help="greedy answers of the first N training images only")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
@@ -268,7 +405,19 @@ def main() -> None:
     head, tail, answers = sequences(tokenizer, settings["template"], args.question, names)
     n = len(names)
     steps = int(args.answer_epochs * ((n + args.batch_size - 1) // args.batch_size))
-    if steps:
+    if args.composites and steps:
+        if args.init is None:
+            raise SystemExit("train_vlm.py: error: --composites needs --init (a projector to start from)")
+        args.out.mkdir(parents=True, exist_ok=True)
+
+        def save_checkpoint() -> None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().half().contiguous() for k, v in proj.state_dict().items()},
+                      str(args.out / "checkpoint.safetensors"))
+
+        composite_stage(model, tokenizer, preprocess, proj, train, args, steps, save_checkpoint)
+    elif steps:
         opt = torch.optim.AdamW(proj.parameters(), lr=args.answer_lr, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.answer_lr, total_steps=steps, pct_start=0.1)
         bar = tqdm(total=steps, desc="answer loss")
@@ -315,10 +464,15 @@ def main() -> None:
         "projector_bytes": (args.out / "projector.safetensors").stat().st_size,
         "examples": [{"class": c, "answer": s} for c, s in list(zip(names, said))[:10]],
         "init": None if args.init is None else args.init.name, "augment": args.augment, "grids": args.grids,
+        "composites": args.composites, "composite_grids": args.composite_grids, "animal_question": args.animal_question,
         "command": f"python scripts/train_vlm.py --data ../shared/data --held-out {every} --answer-epochs "
                    f"{args.answer_epochs:g} --answer-lr {args.answer_lr:g}" + ("" if args.bf16 else " --no-bf16")
                    + (f" --init {args.init}" if args.init else "") + (f" --augment {args.augment:g}" if args.augment else "")
-                   + (f" --grids {args.grids:g}" if args.grids else ""),
+                   + (f" --grids {args.grids:g}" if args.grids else "")
+                   + (f" --composites {args.composites:g}" if args.composites else "")
+                   + (f" --composite-grids {args.composite_grids:g}" if args.composite_grids else "")
+                   + (f" --animal-question {args.animal_question:g}" if args.animal_question else "")
+                   + (f" --batch-size {args.batch_size}" if args.batch_size != 16 else ""),
     }
     print(json.dumps(report, indent=1))
     if args.report:
