@@ -4,9 +4,9 @@ rule and steps (issue 24; docs/results/attribution-error.md).
 Captum is never an attngrad dependency: install it into a folder of its own and put that folder on
 PYTHONPATH for this script only:
 
-    python -m pip install --no-deps --target /work/peers/captum captum
-    PYTHONPATH=src:/work/peers/captum python benchmarks/ig_captum.py --subject vit --limit 4 --out OUT
-    PYTHONPATH=src:/work/peers/captum python benchmarks/ig_captum.py --subject lm --limit 4 --out OUT
+    python -m pip install --no-deps --target ../peers/captum captum
+    PYTHONPATH=src:../peers/captum python benchmarks/ig_captum.py --subject vit --limit 4 --out OUT
+    PYTHONPATH=src:../peers/captum python benchmarks/ig_captum.py --subject lm --limit 4 --out OUT
 
 Pairs compared (the same path, the same points):
 

@@ -4,17 +4,17 @@ same SmolLM2-135M-Instruct weights and prompts (issue 22; docs/results/lm-peers.
 Peers are never attngrad dependencies: install them into folders of their own and put those on
 PYTHONPATH for this script only, one peer per process (LXT patches transformers' Llama module in place):
 
-    python -m pip install --no-deps --target /work/peers/lxt lxt zennit tabulate
-    python -m pip install --no-deps --target /work/peers/captum captum
-    python -m pip install --no-deps --target /work/peers/inseq inseq jaxtyping wadler_lindig "typeguard<=2.13.3" treescope
+    python -m pip install --no-deps --target ../peers/lxt lxt zennit tabulate
+    python -m pip install --no-deps --target ../peers/captum captum
+    python -m pip install --no-deps --target ../peers/inseq inseq jaxtyping wadler_lindig "typeguard<=2.13.3" treescope
 
 Steps (every map explains the target token's logit after the prompt, over the prompt's tokens as
 attngrad's tokenizer call gives them):
 
     PYTHONPATH=src python benchmarks/lm_peers.py scores --peer attngrad --evidence RUN/prompts.json --out OUT
-    PYTHONPATH=src:/work/peers/lxt python benchmarks/lm_peers.py scores --peer lxt --evidence ... --out OUT
-    PYTHONPATH=src:/work/peers/captum python benchmarks/lm_peers.py scores --peer captum ...
-    PYTHONPATH=src:/work/peers/inseq:/work/peers/captum python benchmarks/lm_peers.py scores --peer inseq ...
+    PYTHONPATH=src:../peers/lxt python benchmarks/lm_peers.py scores --peer lxt --evidence ... --out OUT
+    PYTHONPATH=src:../peers/captum python benchmarks/lm_peers.py scores --peer captum ...
+    PYTHONPATH=src:../peers/inseq:../peers/captum python benchmarks/lm_peers.py scores --peer inseq ...
     PYTHONPATH=src python benchmarks/lm_peers.py table --evidence RUN/prompts.json --out OUT
 
 ``RUN/prompts.json`` is the prompt list an ``attngrad evaluate lm-evidence`` run kept. ``table`` scores
@@ -30,7 +30,7 @@ curves of attngrad.lm.deletion / attngrad.lm.insertion, unpatched model) and wri
 the CPU the peak resident set of a fresh process per case and length (``peak`` step, Linux):
 
     PYTHONPATH=src python benchmarks/lm_peers.py speed --peer attngrad --out OUT --lengths 256,1024,2048
-    PYTHONPATH=src:/work/peers/lxt python benchmarks/lm_peers.py speed --peer lxt --out OUT --lengths 256,1024,2048
+    PYTHONPATH=src:../peers/lxt python benchmarks/lm_peers.py speed --peer lxt --out OUT --lengths 256,1024,2048
 """
 
 from __future__ import annotations
