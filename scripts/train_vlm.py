@@ -21,7 +21,7 @@ mean over the names present of their answer losses (:func:`multi_name_loss`), mi
 shipped (docs/vlm.md).
 
     python scripts/train_vlm.py --data ../shared/data                 # all 1000 images: the shipped projector
-    python scripts/train_vlm.py --data ../shared/data --held-out 20 --out /tmp/vlm-split   # every 20th held out
+    python scripts/train_vlm.py --data ../shared/data --held-out 20 --out OUT   # every 20th held out
 
 Prints and writes (``--report``) the time and the accuracy (the greedy answer contains the class name) on the
 training images and on the held-out ones. Held-out images are of classes never seen in training (the sample
