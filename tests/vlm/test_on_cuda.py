@@ -1,7 +1,8 @@
 """VLMs on a device give the CPU's maps: every method of :data:`attngrad.vlm.VLM_METHODS` and both
 readings (language model's map, and the vision rollout) on tiny random LLaVA (ViT, CLIP layer -2,
 full features), Idefics3 and Qwen2-VL; three images with prompts of different lengths (left padding)
-over two batches, the top token and a ``diff`` loss (token 5 against 6); one generation; and a saved LLaVA
+over two batches, the top token, a ``diff`` loss (token 5 against 6) and each image's token against
+the mean of the others' (``against_the_others``); one generation; and a saved LLaVA
 folder loaded with ``device=`` and fed shipped images through its preprocessor.
 
 Skipped unless ``ATTNGRAD_TEST_DEVICE`` (default ``cuda``) is present; see :mod:`tests._devices`.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attngrad.vlm import READINGS, VLM_METHODS, VLMAdapter, VLMExplainer
+from attngrad.vlm import READINGS, VLM_METHODS, VLMAdapter, VLMExplainer, against_the_others
 
 from .._devices import DEVICE, assert_same, moved, on_device
 from .conftest import TEMPLATE, tiny_idefics3, tiny_llava, tiny_qwen2vl
@@ -36,7 +37,9 @@ def pair(request, tokenizer):
 def test_every_method_and_reading(pair):
     kind, cpu, there = pair
     pixels = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    for spec in (dict(target=None), dict(target=5, loss="diff", contrast=6)):
+    names = [5, 6, 7]  # one per image, each against the mean of the other two (vlm.against_the_others)
+    for spec in (dict(target=None), dict(target=5, loss="diff", contrast=6),
+                 dict(target=names, loss=against_the_others(names))):
         a = cpu.explain_methods(pixels, PROMPTS, VLM_METHODS, readings=READINGS, **spec)
         b = there.explain_methods(pixels, PROMPTS, VLM_METHODS, readings=READINGS, **spec)
         for key in a:
