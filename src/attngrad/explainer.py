@@ -18,7 +18,7 @@ from torch import nn
 
 from .errors import AttngradError
 from .io import ImageLike, load_image
-from .losses import LossLike, get_loss
+from .losses import LossLike, check_contrast, get_loss
 from .methods import METHODS, Method, Trace, method_options
 from .methods.base import NOT_COMPUTED
 from .models import ModelAdapter, check_device, load_model, wrap_model
@@ -160,6 +160,7 @@ class Explainer:
         """
         pixel_values = images if isinstance(images, torch.Tensor) else self.prepare(images)[0]
         loss_fn = get_loss(loss)
+        check_contrast(loss_fn, contrast)
         needs_grad = any(m.needs_gradients for m in methods) or not methods
         extras: dict[str, Any] = {}
         with ExitStack() as stack:
@@ -170,7 +171,7 @@ class Explainer:
             out = self.adapter.forward(inputs)
             targets = resolve_targets(target, out.logits, self.labels)
             contrasts = None
-            if loss_fn.needs_contrast:
+            if loss_fn.needs_contrast or contrast is not None:  # (a callable of three arguments reads it too)
                 if contrast is None:
                     raise AttngradError(f"loss {loss_fn.name!r} compares two classes: give a contrast class (e.g. 'top2')")
                 contrasts = resolve_targets(contrast, out.logits, self.labels)

@@ -93,6 +93,7 @@ def test_two_token_loss_uses_the_contrast(bart):
     ({"target": ["a", "b"]}, "2 target values for 1"),
     ({"target": "die", "position": 0, "loss": "diff"}, "contrast"),
     ({"target": "die", "position": 0, "loss": "diff", "contrast": "zzz"}, "not a token"),
+    ({"target": "die", "position": 0, "contrast": "hund"}, "a contrast token needs a two-token loss"),  # logit: ignored
 ])
 def test_user_mistakes_raise_attngrad_errors(bart, kwargs, message):
     with pytest.raises(AttngradError, match=message):

@@ -307,6 +307,10 @@ class LMExplainer:
         ids = self.adapter.word_ids(spec)
         if not ids:
             raise AttngradError(f"{what} {spec!r} tokenises to nothing; give a word (with its leading space: ' Paris')")
+        unknown = getattr(self.adapter.tokenizer, "unk_token_id", None)
+        if unknown is not None and ids[0] == unknown and spec.strip() != self.adapter.tokenizer.unk_token:
+            raise AttngradError(f"{what} {spec!r} is not in this model's vocabulary (it tokenises to the unknown "
+                                f"token {self.adapter.tokenizer.unk_token!r}); give a word the model knows")
         if len(ids) > 1:
             warn_first_token(what, spec, self.adapter.token_text(ids))
         return int(ids[0])

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import AttngradError
-from ..losses import LossLike, get_loss
+from ..losses import LossLike, check_contrast, get_loss
 from ..results import Result, Spot, maps_alias
 from ..text.display import Word, merge_words
 from .model import Batch, Seq2SeqAdapter, Side
@@ -244,6 +244,7 @@ class Seq2SeqExplainer:
         sources, targets, positions = self._expand(sources, targets, position)
         if loss_fn.needs_contrast and contrast is None:
             raise AttngradError(f"loss {loss_fn.name!r} compares two tokens; give contrast=... (a token or id)")
+        check_contrast(loss_fn, contrast, what="token")
         contrasts = None if contrast is None else self._token_ids(contrast, len(sources))
         adapter = self.adapter
         batch = adapter.encode(sources, targets, positions)
