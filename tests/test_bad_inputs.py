@@ -263,6 +263,7 @@ ROWS = [
     pytest.param(["explain-seq2seq", "a cat", "--model", "{MISSING}"], "folder", id="explain-seq2seq-model-missing"),
     pytest.param(["explain-seq2seq", "a cat", "-c", "die"], "a contrast token needs a two-token loss",
                  id="explain-seq2seq-contrast-with-logit"),
+    pytest.param(["explain-seq2seq", "a cat", "-t", " "], "--target is empty", id="explain-seq2seq-target-empty"),
     pytest.param(["explain-seq2seq", "a cat", "--model", "{DIR}"], "config.json", id="explain-seq2seq-model-empty-dir"),
     pytest.param(["explain-seq2seq", "a cat", "--model", "{DIR}", "--position", "sideways"], "--position",
                  id="explain-seq2seq-position"),
