@@ -159,6 +159,8 @@ ROWS = [
     *_out_rows("compare", IMAGE),
     *_model_rows("compare", IMAGE),
     # ------------------------------------------------------------------ demo
+    pytest.param(["demo", *MODEL_ARGS], "demo explains ImageNet classes this model does not have ('bull mastiff'",
+                 id="demo-not-imagenet"),  # was: el1 written, then 'unknown class' half-way
     *_out_rows("demo"),
     *_model_rows("demo"),
     pytest.param(["demo", *MODEL_ARGS, "--multiclass", "{MISSING}"], "--multiclass", id="demo-multiclass-missing"),
@@ -200,6 +202,8 @@ ROWS = [
     *_out_rows("rewrite", IMAGE, "--to", "zebra"),
     *_model_rows("rewrite", IMAGE, "--to", "zebra"),
     # ------------------------------------------------------------------ reproduce
+    pytest.param(["reproduce", *MODEL_ARGS], "reproduce explains ImageNet classes this model does not have",
+                 id="reproduce-not-imagenet"),  # was: single_class.png written, then 'unknown class'
     pytest.param(["reproduce", *MODEL_ARGS, "--gallery", "{MISSING}"], "--gallery", id="reproduce-gallery-missing"),
     pytest.param(["reproduce", *MODEL_ARGS, "--gallery", "{FILE}"], "--gallery", id="reproduce-gallery-file"),
     *_count_rows("reproduce", "--batch-images", bad=("-1", "abc")),
