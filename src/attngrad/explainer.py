@@ -7,6 +7,7 @@ are built only when a result's ``images`` is read (:class:`~attngrad.results.Dis
 
 from __future__ import annotations
 
+import numbers
 import os
 from contextlib import ExitStack
 from pathlib import Path
@@ -37,6 +38,9 @@ def _instances(methods: Sequence[str | Method], start_layer: int | None,
     named method that takes it (an error if none does)."""
     from .methods.options import check_options, instance
 
+    if start_layer is not None and (isinstance(start_layer, bool) or not isinstance(start_layer, numbers.Integral)):
+        raise AttngradError(f"start_layer must be a whole number (a layer index counted from 0), not {start_layer!r}",
+                            field="start_layer")
     options = check_options(options, methods)
     out, took = [], False
     for m in methods:

@@ -215,3 +215,9 @@ def test_folder_without_an_lm_head_is_refused(tmp_path, tokenizer):
     assert r.exit_code == 2 and not out.exists(), r.output
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("attngrad: error:") and "would be random" in lines[0], lines
+
+
+@pytest.mark.parametrize("count", [1.5, float("nan"), True])
+def test_generation_length_must_be_a_whole_number(tiny_lm, count):
+    with pytest.raises(AttngradError, match="max_new_tokens must be a whole number"):
+        tiny_lm.explain_generation("the cat", max_new_tokens=count)
