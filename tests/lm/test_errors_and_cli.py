@@ -150,6 +150,8 @@ def test_cli_explain_lm(saved_model, tmp_path):
     (["the cat", "--target", "paris", "--contrast", "paris"], "contrast equals the target"),
     (["the cat", "--target", " "], "tokenises to nothing"),
     ([" ".join(["cat"] * 40)], "context of 32"),
+    (["the cat", "--target", "zebra"], "target 'zebra' is not in this model's vocabulary"),
+    (["the cat", "--contrast", "99999"], "contrast '99999' is not in this model's vocabulary"),
 ])
 def test_cli_errors_are_one_line(saved_model, tmp_path, args, message):
     out = tmp_path / "o"
@@ -187,3 +189,35 @@ def test_cli_streaming_without_a_method_explains_with_complete(saved_model, tmp_
     r = CliRunner().invoke(main, ["explain-lm", "the cat", "--model", str(saved_model), "--streaming", "always",
                                   "-m", "attnlrp", "--out", str(tmp_path / "p")])
     assert r.exit_code == 2 and "cannot stream" in r.stderr
+
+
+def test_word_outside_the_vocabulary_is_refused_not_explained_as_unknown(tiny_lm):
+    """A word-level tokenizer maps an unknown word to <unk>: explaining <unk> instead is a silent wrong answer."""
+    with pytest.raises(AttngradError, match="target ' zebra' is not in this model's vocabulary"):
+        tiny_lm.explain("the cat", target=" zebra")
+    with pytest.raises(AttngradError, match="contrast ' zebra' is not in this model's vocabulary"):
+        tiny_lm.explain("the cat", contrast=" zebra", loss="diff")
+    assert tiny_lm.explain("the cat", target="<unk>").target_text == ["<unk>"]  # asked for by name
+
+
+def test_folder_without_an_lm_head_is_refused(tmp_path, tokenizer):
+    """A BERT classifier folder loads as BertLMHeadModel with a random LM head: refused, in one line."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    folder = tmp_path / "bert"
+    BertForSequenceClassification(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=32)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    with pytest.raises(AttngradError, match="weights of BertLMHeadModel are not in the folder"):
+        LMExplainer.from_pretrained(folder)
+    out = tmp_path / "o"
+    r = CliRunner().invoke(main, ["explain-lm", "the cat", "--model", str(folder), "--out", str(out)])
+    assert r.exit_code == 2 and not out.exists(), r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("attngrad: error:") and "would be random" in lines[0], lines
+
+
+@pytest.mark.parametrize("count", [1.5, float("nan"), True])
+def test_generation_length_must_be_a_whole_number(tiny_lm, count):
+    with pytest.raises(AttngradError, match="max_new_tokens must be a whole number"):
+        tiny_lm.explain_generation("the cat", max_new_tokens=count)

@@ -93,10 +93,19 @@ def test_two_token_loss_uses_the_contrast(bart):
     ({"target": ["a", "b"]}, "2 target values for 1"),
     ({"target": "die", "position": 0, "loss": "diff"}, "contrast"),
     ({"target": "die", "position": 0, "loss": "diff", "contrast": "zzz"}, "not a token"),
+    ({"target": "die", "position": 0, "contrast": "hund"}, "a contrast token needs a two-token loss"),  # logit: ignored
+    ({"target": "die", "position": 0, "loss": "diff", "contrast": -1}, "contrast token id -1 is out of range"),
+    ({"target": "die", "position": 0, "loss": "diff", "contrast": 10**6}, "contrast token id 1000000 is out of range"),
+    ({"target": " "}, "target 1 is empty"),  # was: explained from the start token as if no target were given
 ])
 def test_user_mistakes_raise_attngrad_errors(bart, kwargs, message):
     with pytest.raises(AttngradError, match=message):
         bart.explain(SOURCES[0], **kwargs)
+
+
+def test_empty_source_is_refused(bart):
+    with pytest.raises(AttngradError, match="source 2 is empty"):
+        bart.explain([SOURCES[0], "  "])
 
 
 def test_not_an_encoder_decoder_is_refused():

@@ -134,3 +134,29 @@ def test_missing_text_model_folder_talks_about_folders(tmp_path):
             TextExplainer.from_pretrained(name)
     with pytest.raises(AttngradError, match="unknown device 'banana'"):
         TextExplainer.from_pretrained(str(tmp_path), device="banana")
+
+
+def test_classifier_folder_without_its_head_is_refused(tmp_path, tiny_classifier, tiny_tokenizer):
+    """transformers fills missing weights with random values: a classifier without its head explained noise."""
+    import copy
+
+    from safetensors.torch import load_file, save_file
+    from transformers.utils import logging as hf_logging
+
+    folder = tmp_path / "headless"
+    copy.deepcopy(tiny_classifier).float().save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    weights = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("classifier.")}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(AttngradError, match=r"2 weights of BertForSequenceClassification are not in the folder \(classifier"):
+        TextExplainer.from_pretrained(folder)
+    was = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()  # transformers' loading table must not come before the one line
+    try:
+        result = CliRunner().invoke(main, ["explain-text", "a cat", "--model", str(folder), "--out", str(tmp_path / "o")])
+    finally:
+        hf_logging.set_verbosity(was)
+    assert result.exit_code == 2 and not (tmp_path / "o").exists(), result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith("so they would be random"), lines

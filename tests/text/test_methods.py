@@ -210,6 +210,14 @@ def test_contrast_equal_to_target_is_refused_on_text(classifier_explainer, encod
         encoder_explainer.explain(TEXTS, labels="sports,finance,repair", target="top1", contrast="top1", loss=loss)
 
 
+def test_contrast_with_the_logit_loss_is_refused_on_text(classifier_explainer, encoder_explainer):
+    """logit never reads the contrast: the map would be the one-label map, not the comparison asked for."""
+    with pytest.raises(AttngradError, match="a contrast class needs a two-class loss"):
+        classifier_explainer.explain(TEXTS, target="repair", contrast="sports")
+    with pytest.raises(AttngradError, match="a contrast class needs a two-class loss"):
+        encoder_explainer.explain(TEXTS, labels="sports,finance,repair", contrast="top2")
+
+
 def test_start_layer_reaches_text_methods_that_take_it(classifier_explainer):
     res = classifier_explainer.explain_methods(TEXTS, ["complete", "raw_attention"], target="repair", start_layer=1)
     alone = classifier_explainer.explain(TEXTS, target="repair", start_layer=1)

@@ -20,7 +20,7 @@ from .evaluate import evaluate
               help="Held-out sentences of the synthetic task to evaluate.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seed of the sentence generator (and of the random baseline).")
-@click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(min=10),
+@click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(min=10, max=100_000),
               help="Bootstrap resamples of sentences for the 95 % intervals.")
 @click.option("--batch-size", "-b", default=16, show_default=True, type=click.IntRange(min=1),
               help="Sentences per explanation pass (each brings one row per target token).")

@@ -38,6 +38,9 @@ def explain_clip(image, texts, methods, tower, model, device, start_layer, out, 
     from ..io import load_image
     from ..text.display import merge_words, terminal
 
+    for i, text in enumerate(texts):  # before the model loads (as the explainer words it)
+        if not text.strip():
+            raise AttngradError(f"text {i + 1} is empty; give at least one word")
     names = [safe_name(t) for t in texts]
     if len(set(names)) != len(names):
         raise AttngradError("two --text values give the same file name; make the texts differ in letters or digits")
@@ -53,10 +56,10 @@ def explain_clip(image, texts, methods, tower, model, device, start_layer, out, 
     if tower in ("both", "text"):
         text_methods = [m for m in methods if _text_ok(explainer, m)]
         skipped = [m for m in methods if m not in text_methods]
+        if not text_methods and tower == "text":  # the one line, without the note before it
+            raise AttngradError(f"none of {', '.join(methods)} is defined on this text tower; use complete, gae, absolute or rollout")
         if skipped:
             click.echo(f"attngrad: note: not defined on this text tower, skipped there: {', '.join(skipped)}", err=True)
-        if not text_methods and tower == "text":
-            raise AttngradError(f"none of {', '.join(methods)} is defined on this text tower; use complete, gae, absolute or rollout")
         if text_methods:
             text_results = explainer.explain_methods(picture, texts, text_methods, tower="text", start_layer=start_layer)
     probs = explainer.zero_shot(picture, texts)[0] if len(texts) > 1 else None

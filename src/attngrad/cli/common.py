@@ -127,6 +127,21 @@ def methods_option(*decls: str, default: str = "complete", help: str = "Method(s
                         help=f"{help}: {method_names(names)}.")  # fmt: skip
 
 
+def require_classes(labels: Sequence[str], names: Iterable[str], command: str) -> None:
+    """Refuse, before anything is written, a model without the ImageNet classes ``command`` explains by name."""
+    from ..targets import class_index
+
+    missing = []
+    for name in dict.fromkeys(names):
+        try:
+            class_index(name, labels)
+        except AttngradError:
+            missing.append(name)
+    if missing:
+        raise AttngradError(f"{command} explains ImageNet classes this model does not have ({', '.join(map(repr, missing))}); "
+                            "give an ImageNet classifier (its classes: `attngrad classes --model ...`)")
+
+
 def split_classes(values: str | Sequence[str] | None, labels: Sequence[str]) -> list[str]:
     """Classes given as repeated options and/or comma lists: ``("zebra,African elephant", "top3")``.
 

@@ -13,7 +13,7 @@ from ..errors import AttngradError
 from ..experiments.guidance import IMAGE_SUFFIXES
 from ..io import resolve_image_path
 from . import main
-from .common import FOLDER, IMAGE, IMAGES_HELP, FiniteRange, model_options, out_dir, out_option, safe_name, split_classes
+from .common import FOLDER, IMAGE, IMAGES_HELP, FiniteRange, model_options, out_dir, out_option, require_classes, safe_name, split_classes
 
 
 @main.command(epilog=IMAGES_HELP)
@@ -156,6 +156,9 @@ def rewrite(images, explainer, to, from_, eps, steps, probability, loss, limit, 
               help="Random images for the batch-rewriting table (0: skip).")
 def reproduce(explainer, out, gallery, batch_images):
     """Regenerate the equivalent of each of the paper's figures on the model into OUT/report.html."""
-    from ..experiments.report import build_report
+    from ..cases import CASES
+    from ..experiments.report import MULTI, build_report
 
+    named = [c for table in (CASES, MULTI) for classes in table.values() for c in classes]
+    require_classes(explainer.labels, [*named, "bald eagle", "kite"], "reproduce")
     click.echo(f"report written: {build_report(explainer, out, gallery, batch_images=batch_images)}")

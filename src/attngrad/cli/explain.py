@@ -27,6 +27,7 @@ from .common import (
     model_options,
     out_dir,
     out_option,
+    require_classes,
     safe_name,
     split_classes,
     write_method_options,
@@ -155,7 +156,8 @@ def classes(model, search):
 def demo(explainer, out, multiclass):
     """Write the demo gallery (el1: elephant + zebra, catdog: dog + cat; gae / complete / absolute),
     and compare.html: the paper's Figure 13 methods side by side."""
-    from ..demo import build_demo
+    from ..demo import CASES, build_demo
 
+    require_classes(explainer.labels, [c for classes in CASES.values() for c in classes], "demo")
     index = build_demo(explainer, out, multiclass=multiclass)
     click.echo(f"demo written: {index}")

@@ -47,12 +47,15 @@ def explain_seq2seq(sources, model, target, position, methods, loss, contrast, d
     the method (complete: signed, red supports, blue opposes). Writes OUT/explanation.html,
     OUT/scores.json and, with --position all, OUT/alignment-METHOD.png.
     """
-    from ..losses import get_loss
+    from ..losses import check_contrast, get_loss
     from ..seq2seq import Seq2SeqExplainer
     from ..seq2seq.display import save_alignment, save_html, save_json, terminal_lines
 
     where = _position(position)
-    get_loss(loss)
+    check_contrast(get_loss(loss), contrast, what="token")  # before the model loads
+    if target is not None and not target.strip():
+        raise AttngradError("--target is empty; give the target text, or leave --target out to explain the model's "
+                            "first token", field="target")
     if where is not None and target is None:
         raise AttngradError(f"--position {position} needs --target (the text whose tokens are explained)",
                             field="position")

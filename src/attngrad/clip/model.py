@@ -126,10 +126,12 @@ def stand_in_towers(projections: dict[str, torch.Tensor] | None = None) -> tuple
     projections (the raw features, used by ``scripts/train_lit.py`` to cache them).
     """
     from transformers import AutoModel, AutoTokenizer, ViTForImageClassification
+    from transformers.utils import logging as hf_logging
 
     from ..models import DEFAULT_MODEL, load_model
     from ..text.explainer import default_model
 
+    hf_logging.disable_progress_bar()  # stderr carries one line per mistake, no progress bar before it
     vit = ViTForImageClassification.from_pretrained(str(DEFAULT_MODEL), attn_implementation="eager")
     pre = getattr(load_model(DEFAULT_MODEL), "preprocessor")  # noqa: B009  (the default model is an image adapter)
     minilm = default_model()

@@ -12,6 +12,7 @@ prompt's map equals its map alone.
 
 from __future__ import annotations
 
+import numbers
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -307,6 +308,10 @@ class LMExplainer:
         ids = self.adapter.word_ids(spec)
         if not ids:
             raise AttngradError(f"{what} {spec!r} tokenises to nothing; give a word (with its leading space: ' Paris')")
+        unknown = getattr(self.adapter.tokenizer, "unk_token_id", None)
+        if unknown is not None and ids[0] == unknown and spec.strip() != self.adapter.tokenizer.unk_token:
+            raise AttngradError(f"{what} {spec!r} is not in this model's vocabulary (it tokenises to the unknown "
+                                f"token {self.adapter.tokenizer.unk_token!r}); give a word the model knows")
         if len(ids) > 1:
             warn_first_token(what, spec, self.adapter.token_text(ids))
         return int(ids[0])
@@ -455,8 +460,8 @@ class LMExplainer:
     def generate(self, prompt: str, *, max_new_tokens: int = 20) -> list[int]:
         """Greedy continuation of ``prompt`` (token ids, stopping at the end-of-sequence token)."""
         batch = self.encode(prompt)
-        if max_new_tokens < 1:
-            raise AttngradError("max_new_tokens must be at least 1")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 1:
+            raise AttngradError(f"max_new_tokens must be a whole number, at least 1, not {max_new_tokens!r}")
         room = self.max_length - batch.lengths[0]
         if max_new_tokens > room:
             raise AttngradError(

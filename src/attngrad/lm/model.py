@@ -22,7 +22,7 @@ import tempfile
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import nn
@@ -201,16 +201,29 @@ class LMAdapter(HFModelAdapter):
             tokenizer = AutoTokenizer.from_pretrained(where)
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise AttngradError(f"{where}: no usable tokenizer ({first_line(err)})") from None
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # missing weights are refused below, in one line, not in transformers' table
         try:
-            model = AutoModelForCausalLM.from_pretrained(where, attn_implementation="eager", dtype=torch.float32)
+            loaded: Any = AutoModelForCausalLM.from_pretrained(where, attn_implementation="eager", dtype=torch.float32,
+                                                               output_loading_info=True)
+            model, info = loaded
         except (OSError, ValueError, KeyError) as err:
             raise AttngradError(
                 f"cannot load {where!r} as a causal LM with eager attention ({first_line(err)}); attngrad needs "
                 "a decoder-only Transformer whose attention maps can be returned (Llama, Qwen2, Mistral, GPT-2 ...)"
             ) from None
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        missing = sorted(info.get("missing_keys") or ())
+        if missing:  # transformers fills them with random values: the explanation would be of noise
+            raise AttngradError(
+                f"{where}: {len(missing)} weights of {type(model).__name__} are not in the folder ({', '.join(missing[:3])}"
+                f"{', ...' if len(missing) > 3 else ''}), so they would be random; is it a causal LM? "
+                f"(its architectures: {', '.join(getattr(config, 'architectures', None) or ['none given'])})"
+            )
         if device is not None:
             # transformers' @wraps(nn.Module.to) on PreTrainedModel.to hides the bound self from mypy
-            model = model.to(device)  # type: ignore[arg-type]
+            model = model.to(device)
         return cls(model, tokenizer)
 
     # ------------------------------------------------------------------ the contract

@@ -16,12 +16,13 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import AttngradError
-from ..losses import LossLike, get_loss
+from ..losses import LossLike, check_contrast, get_loss
 from ..results import Result, Spot, maps_alias
 from ..text.display import Word, merge_words
 from .model import Batch, Seq2SeqAdapter, Side
@@ -183,9 +184,13 @@ class Seq2SeqExplainer:
         out_s: list[str] = []
         out_t: list[str | None] = []
         out_p: list[int | None] = []
-        for s, t, p in zip(sources, targets, positions):
+        for i, (s, t, p) in enumerate(zip(sources, targets, positions)):
+            if not s.strip():
+                raise AttngradError(f"source {i + 1} is empty; give the text to translate or summarise")
             if t is not None and not isinstance(t, str):
                 raise AttngradError(f"target must be a text or None, not {type(t).__name__}")
+            if t is not None and not t.strip():
+                raise AttngradError(f"target {i + 1} is empty; give its text, or None to explain the first token")
             if p == "all":
                 if t is None:
                     raise AttngradError("position='all' needs a target text")
@@ -205,6 +210,10 @@ class Seq2SeqExplainer:
         ids = []
         for v in _as_list(values, n, "contrast"):
             if isinstance(v, int) and not isinstance(v, bool):
+                model: Any = self.adapter.model  # a transformers model (nn.Module hides its methods from mypy)
+                size = model.get_output_embeddings().weight.shape[0]
+                if not 0 <= v < size:
+                    raise AttngradError(f"contrast token id {v} is out of range; this model has ids 0..{size - 1}")
                 ids.append(v)
             else:
                 found = self.adapter.tokenizer.convert_tokens_to_ids(v)
@@ -244,6 +253,7 @@ class Seq2SeqExplainer:
         sources, targets, positions = self._expand(sources, targets, position)
         if loss_fn.needs_contrast and contrast is None:
             raise AttngradError(f"loss {loss_fn.name!r} compares two tokens; give contrast=... (a token or id)")
+        check_contrast(loss_fn, contrast, what="token")
         contrasts = None if contrast is None else self._token_ids(contrast, len(sources))
         adapter = self.adapter
         batch = adapter.encode(sources, targets, positions)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -145,10 +145,21 @@ class TextAdapter(HFModelAdapter):
             raise AttngradError(f"{where}: no usable tokenizer ({first_line(err)}); a text model folder needs one") from None
         classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
         loader = AutoModelForSequenceClassification if classifier else AutoModel
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # transformers' loading table would come before any one-line error
         try:
-            model = loader.from_pretrained(where, attn_implementation="eager", local_files_only=True)
+            loaded: Any = loader.from_pretrained(where, attn_implementation="eager", local_files_only=True,
+                                                 output_loading_info=True)
+            model, info = loaded
         except (OSError, ValueError, KeyError) as err:
             raise AttngradError(f"cannot load text model {where!r}: {first_line(err)}") from None
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        # the pooler is never read (a classifier reads its own head, an encoder pools the token states)
+        missing = sorted(k for k in info.get("missing_keys") or () if "pooler." not in k)
+        if missing:
+            raise AttngradError(f"{where}: {len(missing)} weights of {type(model).__name__} are not in the folder "
+                                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}), so they would be random")
         pooling = None if classifier or folder is None else Pooling.from_folder(folder)
         limit = None
         st_config = folder / "sentence_bert_config.json" if folder is not None else None
