@@ -40,3 +40,12 @@ def warn_first_token(what: str, spec: str, pieces: list[str]) -> None:
 
     warnings.warn(f"{what} {spec!r} is {len(pieces)} tokens {pieces}; explaining its first token {pieces[0]!r}",
                   MultiTokenWarning, stacklevel=5)  # the caller of the explainer method
+
+
+def refuse_unknown_token(tokenizer: object, what: str, spec: str, first: int) -> None:
+    """Refuse a target or contrast text whose first token ``first`` is the tokenizer's unknown token (the word is not
+    in the vocabulary: its map would explain ``<unk>``), unless the text names that token itself."""
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    if unknown is not None and first == unknown and spec.strip() != getattr(tokenizer, "unk_token", None):
+        raise AttngradError(f"{what} {spec!r} is not in this model's vocabulary (it tokenises to the unknown token "
+                            f"{getattr(tokenizer, 'unk_token', None)!r}); give a word the model knows")

@@ -49,6 +49,18 @@ def test_contrast_equal_to_target_is_one_line(folder, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("option", ["-t", "-c"])
+def test_a_word_outside_the_vocabulary_is_refused_not_explained_as_unknown(folder, tmp_path, option):
+    """The tiny model's word tokenizer maps 'zzqq' to <unk>: explaining <unk> would be a silent wrong answer."""
+    extra = ["-t", "zebra", "-c", "zzqq", "--loss", "diff"] if option == "-c" else ["-t", "zzqq"]
+    result = CliRunner().invoke(main, ["explain-vlm", "el1", "what animal", "--model", str(folder), *extra,
+                                       "--out", str(tmp_path / "x")])
+    what = "contrast" if option == "-c" else "target"
+    assert result.exit_code == 2 and result.stderr.strip().startswith(
+        f"attngrad: error: {what} 'zzqq' is not in this model's vocabulary"), result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
 def test_a_multi_token_target_warns_and_explains_its_first_token(folder, tmp_path):
     runs = {}
     for name, target in (("two", "zebra horse"), ("one", "zebra")):

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence, Union
 
 import torch
 
-from ..errors import AttngradError, MultiTokenWarning, warn_first_token
+from ..errors import AttngradError, MultiTokenWarning, refuse_unknown_token, warn_first_token
 from ..losses import LOSSES, LossLike, get_loss
 from ..models import check_device
 from ..results import Result, Spot, maps_alias
@@ -308,10 +308,7 @@ class LMExplainer:
         ids = self.adapter.word_ids(spec)
         if not ids:
             raise AttngradError(f"{what} {spec!r} tokenises to nothing; give a word (with its leading space: ' Paris')")
-        unknown = getattr(self.adapter.tokenizer, "unk_token_id", None)
-        if unknown is not None and ids[0] == unknown and spec.strip() != self.adapter.tokenizer.unk_token:
-            raise AttngradError(f"{what} {spec!r} is not in this model's vocabulary (it tokenises to the unknown "
-                                f"token {self.adapter.tokenizer.unk_token!r}); give a word the model knows")
+        refuse_unknown_token(self.adapter.tokenizer, what, spec, ids[0])
         if len(ids) > 1:
             warn_first_token(what, spec, self.adapter.token_text(ids))
         return int(ids[0])

@@ -30,7 +30,7 @@ from typing import Sequence, Union
 
 import torch
 
-from ..errors import AttngradError, warn_first_token
+from ..errors import AttngradError, refuse_unknown_token, warn_first_token
 from ..losses import LossLike, get_loss
 from ..methods.rollout import absolute_gradient, plain, positive_gradient, rollout, signed_gradient
 from ..results import Result, Spot
@@ -164,6 +164,7 @@ class VLMExplainer:
         ids = list(self.adapter.tokenizer(spec, add_special_tokens=False)["input_ids"])
         if not ids:
             raise AttngradError(f"{what} {spec!r} tokenises to nothing; give a word (with its leading space: ' zebra')")
+        refuse_unknown_token(self.adapter.tokenizer, what, spec, ids[0])
         if len(ids) > 1:
             warn_first_token(what, spec, self.adapter.token_text(ids))
         return torch.full((logits.shape[0],), int(ids[0]), dtype=torch.long, device=logits.device)
