@@ -62,3 +62,22 @@ def test_every_loader_refuses_bad_folders_alike(places, family):
     for where, message in (("file", "is a file"), ("empty", "no config.json"), ("missing", "no such model folder")):
         with pytest.raises(AttngradError, match=message):
             load(str(places[where]))
+
+
+def test_an_image_folder_without_its_classifier_is_refused_not_explained_with_a_random_head(tmp_path):
+    """A ViTModel folder (no classification head) loads as ViTForImageClassification with a random classifier:
+    the maps would explain noise with exit code 0. Refused in one line, from the API and the command line."""
+    from click.testing import CliRunner
+    from transformers import ViTModel
+
+    from attngrad.cli import main
+    from attngrad.models import load_model
+
+    from ..conftest import tiny_vit_config
+
+    ViTModel(tiny_vit_config()).save_pretrained(tmp_path / "backbone")
+    with pytest.raises(AttngradError, match=r"weights of ViTForImageClassification are not in the folder \(classifier"):
+        load_model(str(tmp_path / "backbone"))
+    result = CliRunner().invoke(main, ["explain", "el1", "--model", str(tmp_path / "backbone"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+    assert "so they would be random; is it an image classifier" in result.stderr and not (tmp_path / "o").exists()

@@ -22,14 +22,14 @@ import tempfile
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import AttngradError
 from ..models.base import ForwardOutput
-from ..models.hf import HFModelAdapter, check_model_folder, first_line, load_config
+from ..models.hf import HFModelAdapter, check_model_folder, first_line, load_all_weights, load_config
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -201,26 +201,11 @@ class LMAdapter(HFModelAdapter):
             tokenizer = AutoTokenizer.from_pretrained(where)
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise AttngradError(f"{where}: no usable tokenizer ({first_line(err)})") from None
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # missing weights are refused below, in one line, not in transformers' table
-        try:
-            loaded: Any = AutoModelForCausalLM.from_pretrained(where, attn_implementation="eager", dtype=torch.float32,
-                                                               output_loading_info=True)
-            model, info = loaded
-        except (OSError, ValueError, KeyError) as err:
-            raise AttngradError(
-                f"cannot load {where!r} as a causal LM with eager attention ({first_line(err)}); attngrad needs "
-                "a decoder-only Transformer whose attention maps can be returned (Llama, Qwen2, Mistral, GPT-2 ...)"
-            ) from None
-        finally:
-            hf_logging.set_verbosity(verbosity)
-        missing = sorted(info.get("missing_keys") or ())
-        if missing:  # transformers fills them with random values: the explanation would be of noise
-            raise AttngradError(
-                f"{where}: {len(missing)} weights of {type(model).__name__} are not in the folder ({', '.join(missing[:3])}"
-                f"{', ...' if len(missing) > 3 else ''}), so they would be random; is it a causal LM? "
-                f"(its architectures: {', '.join(getattr(config, 'architectures', None) or ['none given'])})"
-            )
+        model = load_all_weights(
+            AutoModelForCausalLM, where, attn_implementation="eager", dtype=torch.float32,
+            failure=lambda why: f"cannot load {where!r} as a causal LM with eager attention ({why}); attngrad needs a "
+                                "decoder-only Transformer whose attention maps can be returned (Llama, Qwen2, Mistral, GPT-2 ...)",
+            hint=f"is it a causal LM? (its architectures: {', '.join(getattr(config, 'architectures', None) or ['none given'])})")
         if device is not None:
             # transformers' @wraps(nn.Module.to) on PreTrainedModel.to hides the bound self from mypy
             model = model.to(device)

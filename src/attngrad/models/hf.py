@@ -268,13 +268,11 @@ class HFAdapter(HFModelAdapter, ImageAdapter):
                                                 "such as google/vit-base-patch16-224 when online)")
         if path is not None and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
             raise AttngradError(f"{path}: no weights (model.safetensors or pytorch_model.bin); copy them in")
-        try:
-            model = AutoModelForImageClassification.from_pretrained(text, attn_implementation="eager")
-        except (OSError, ValueError, KeyError) as err:
-            raise AttngradError(
-                f"cannot load image classifier {name_or_path!r}: {first_line(err)}; pass a local model folder, "
-                "or a Hub name when online"
-            ) from None
+        model = load_all_weights(
+            AutoModelForImageClassification, text, attn_implementation="eager",
+            failure=lambda why: f"cannot load image classifier {name_or_path!r}: {why}; pass a local model folder, "
+                                "or a Hub name when online",
+            hint="is it an image classifier (a *ForImageClassification folder with its head)?")
         preprocessor = folder_preprocessor(text)
         if device is not None:
             model = model.to(device)
@@ -283,6 +281,32 @@ class HFAdapter(HFModelAdapter, ImageAdapter):
     def forward(self, pixel_values: torch.Tensor) -> ForwardOutput:
         out = self.model(pixel_values=pixel_values, output_attentions=True)
         return ForwardOutput(out.logits, self.check_attentions(getattr(out, "attentions", None)))
+
+
+def load_all_weights(loader: Any, where: str, *, failure: Callable[[str], str], hint: str = "",
+                     unused: Callable[[str], bool] = lambda key: False, **kwargs: Any) -> nn.Module:
+    """``loader.from_pretrained(where, **kwargs)``, refusing in one line a folder that lacks some of the model's
+    weights: transformers would fill them with random values, and the explanation would be of noise.
+
+    ``failure(first line of the error)`` is the message when loading fails; ``hint`` follows the missing weights'
+    message; ``unused(key)`` names weights the explanation never reads (e.g. a text encoder's pooler), which may
+    be missing. Transformers' own loading report is silenced (it would come before the one-line error)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = loader.from_pretrained(where, output_loading_info=True, **kwargs)
+    except (OSError, ValueError, KeyError) as err:
+        raise AttngradError(failure(first_line(err))) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = sorted(k for k in info.get("missing_keys") or () if not unused(k))
+    if missing:
+        raise AttngradError(f"{where}: {len(missing)} weights of {type(model).__name__} are not in the folder "
+                            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}), so they would be random"
+                            + (f"; {hint}" if hint else ""))
+    return model
 
 
 def ensure_eager(model: nn.Module) -> None:

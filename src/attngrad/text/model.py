@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..errors import AttngradError
 from ..models.base import ForwardOutput
-from ..models.hf import HFModelAdapter, check_model_folder, first_line, load_config
+from ..models.hf import HFModelAdapter, check_model_folder, first_line, load_all_weights, load_config
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -145,21 +145,10 @@ class TextAdapter(HFModelAdapter):
             raise AttngradError(f"{where}: no usable tokenizer ({first_line(err)}); a text model folder needs one") from None
         classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
         loader = AutoModelForSequenceClassification if classifier else AutoModel
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # transformers' loading table would come before any one-line error
-        try:
-            loaded: Any = loader.from_pretrained(where, attn_implementation="eager", local_files_only=True,
-                                                 output_loading_info=True)
-            model, info = loaded
-        except (OSError, ValueError, KeyError) as err:
-            raise AttngradError(f"cannot load text model {where!r}: {first_line(err)}") from None
-        finally:
-            hf_logging.set_verbosity(verbosity)
         # the pooler is never read (a classifier reads its own head, an encoder pools the token states)
-        missing = sorted(k for k in info.get("missing_keys") or () if "pooler." not in k)
-        if missing:
-            raise AttngradError(f"{where}: {len(missing)} weights of {type(model).__name__} are not in the folder "
-                                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}), so they would be random")
+        model = load_all_weights(loader, where, attn_implementation="eager", local_files_only=True,
+                                 failure=lambda why: f"cannot load text model {where!r}: {why}",
+                                 unused=lambda key: "pooler." in key)
         pooling = None if classifier or folder is None else Pooling.from_folder(folder)
         limit = None
         st_config = folder / "sentence_bert_config.json" if folder is not None else None
