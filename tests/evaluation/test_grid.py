@@ -215,3 +215,17 @@ def _five_classes(tmp_path):
     path = tmp_path / "classes.tsv"
     path.write_text("".join(f"{k}\tn{k:08d}\tLABEL_{k}\n" for k in range(5)))
     return path
+
+
+def test_a_folder_without_labelled_images_is_one_line(tiny_model_dir, tmp_path):
+    """Images whose names are no class: refused before loading them, naming the folder and the ways to label."""
+    from PIL import Image
+
+    data = tmp_path / "unlabelled"
+    data.mkdir()
+    Image.new("RGB", (40, 40)).save(data / "holiday.png")
+    r = _cli(tiny_model_dir, data, tmp_path / "out")
+    assert r.exit_code == 2 and r.stderr.strip().splitlines() == [
+        f"attngrad: error: {data}: no image has a class this model knows; name the images <wnid>_<name>.jpg, "
+        "put them in class sub-folders or give --image-labels"], r.output
+    assert not (tmp_path / "out").exists()

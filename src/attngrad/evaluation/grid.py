@@ -190,6 +190,9 @@ def run_grid(explainer: Explainer | ClipTower, dataset: DataSet, out: str | Path
     settings.check()
     out = Path(out)
     rank, world = dist_info()
+    if not dataset.samples:
+        raise AttngradError(f"{dataset.root or 'the data folder'}: no image has a class this model knows; name the "
+                            "images <wnid>_<name>.jpg, put them in class sub-folders or give --image-labels")
     pre = _preprocessor(explainer)
     seen = [pre.geometry(load_image(s.path)) for s in tqdm(dataset.samples, desc="loading", unit="img",
                                                              disable=not settings.progress or rank != 0)]
