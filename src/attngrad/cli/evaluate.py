@@ -123,22 +123,50 @@ def compare(results, method_a, method_b):
                    f"{e['difference']:+.2f} +- {e['ci95']:.2f} (95 %, {e['images']} images)")  # fmt: skip
 
 
+def _options(*decorators):
+    """One decorator applying ``decorators`` in the order they are listed (the order of ``--help``)."""
+    def apply(f):
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+    return apply
+
+
+def lm_test_methods(skip_first_help: str):
+    """The options every language-model token test opens with: methods, loss, contrast, --skip-first."""
+    return _options(
+        methods_option("--methods", default="complete,gae,raw_attention,grad_x_input,random", registry=LM_METHODS,
+                       kind="a language model", help="Language-model methods, comma-separated, or 'all'"),
+        click.option("--loss", "-l", type=click.Choice(["logit", "diff", "normdiff"]), default="logit", show_default=True,
+                     help="Loss the maps explain; diff / normdiff against --contrast."),
+        click.option("--contrast", "-c", default=None,
+                     help="Contrast of diff / normdiff: 'runner-up' (default), a token text or topK."),
+        click.option("--skip-first", is_flag=True, help=skip_first_help))
+
+
+def lm_test_run(resume_help: str):
+    """The results folder, --resume and the prompts per explanation pass of a language-model token test."""
+    return _options(
+        click.option("--out", "-o", required=True, type=OutDir(), help="Results folder."),
+        click.option("--resume", is_flag=True, help=resume_help),
+        click.option("--batch-size", "-b", default=8, show_default=True, type=click.IntRange(min=1),
+                     help="Prompts per explanation pass (unit of resumption)."))
+
+
+def lm_test_model():
+    """The causal LM a token test explains, and its device."""
+    return _options(model_option(default=None, help="Causal LM folder or Hub name (default: SmolLM2-135M-Instruct "
+                                                      "from attngrad[lm])."), device_option())
+
+
 @evaluate.command("lm-deletion")
-@methods_option("--methods", default="complete,gae,raw_attention,grad_x_input,random", registry=LM_METHODS,
-                kind="a language model", help="Language-model methods, comma-separated, or 'all'")
-@click.option("--loss", "-l", type=click.Choice(["logit", "diff", "normdiff"]), default="logit", show_default=True,
-              help="Loss the maps explain; diff / normdiff against --contrast.")
-@click.option("--contrast", "-c", default=None, help="Contrast of diff / normdiff: 'runner-up' (default), a token text or topK.")
-@click.option("--skip-first", is_flag=True, help="Leave the first token (the attention sink) out of the ranking: it is never removed.")
+@lm_test_methods("Leave the first token (the attention sink) out of the ranking: it is never removed.")
 @click.option("--reviews", default=100, show_default=True, type=click.IntRange(min=0), help="Review prompts in the set (after 104 factual ones, interleaved).")
 @click.option("--limit", default=None, type=click.IntRange(min=1), help="Use the first N prompts of the set.")
-@click.option("--out", "-o", required=True, type=OutDir(), help="Results folder.")
-@click.option("--resume", is_flag=True, help="Continue the run stored in --out (a larger --limit extends it).")
-@click.option("--batch-size", "-b", default=8, show_default=True, type=click.IntRange(min=1), help="Prompts per explanation pass (unit of resumption).")
+@lm_test_run("Continue the run stored in --out (a larger --limit extends it).")
 @click.option("--eval-batch-size", default=64, show_default=True, type=click.IntRange(min=1),
               help="Shortened prompts per forward pass.")
-@model_option(default=None, help="Causal LM folder or Hub name (default: SmolLM2-135M-Instruct from attngrad[lm]).")
-@device_option()
+@lm_test_model()
 def lm_deletion(methods, loss, contrast, skip_first, reviews, limit, out, resume, batch_size, eval_batch_size, model,
                 device):  # fmt: skip
     """Token-deletion test of language-model explanations: remove prompt tokens most / least

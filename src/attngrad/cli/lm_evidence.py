@@ -6,29 +6,18 @@ from pathlib import Path
 
 import click
 
-from ..lm.attribution import LM_METHODS
-from .common import OutDir, device_option, methods_option, model_option
-from .evaluate import evaluate
+from .evaluate import evaluate, lm_test_methods, lm_test_model, lm_test_run
 
 
 @evaluate.command("lm-evidence")
-@methods_option("--methods", default="complete,gae,raw_attention,grad_x_input,random", registry=LM_METHODS,
-                kind="a language model", help="Language-model methods, comma-separated, or 'all'")
-@click.option("--loss", "-l", type=click.Choice(["logit", "diff", "normdiff"]), default="logit", show_default=True,
-              help="Loss the maps explain; diff / normdiff against --contrast.")
-@click.option("--contrast", "-c", default=None, help="Contrast of diff / normdiff: 'runner-up' (default), a token text or topK.")
-@click.option("--skip-first", is_flag=True, help="Leave the first token (the attention sink) out of every metric.")
+@lm_test_methods("Leave the first token (the attention sink) out of every metric.")
 @click.option("--prompts", "-n", "count", default=200, show_default=True, type=click.IntRange(min=1),
               help="Prompts to keep (the first ones the model answers).")
 @click.option("--candidates", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Seeded prompts generated to choose them from.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the prompt generator.")
-@click.option("--out", "-o", required=True, type=OutDir(), help="Results folder.")
-@click.option("--resume", is_flag=True, help="Continue the run stored in --out (valid shards are kept).")
-@click.option("--batch-size", "-b", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Prompts per explanation pass (unit of resumption).")
-@model_option(default=None, help="Causal LM folder or Hub name (default: SmolLM2-135M-Instruct from attngrad[lm]).")
-@device_option()
+@lm_test_run("Continue the run stored in --out (valid shards are kept).")
+@lm_test_model()
 def lm_evidence(methods, loss, contrast, skip_first, count, candidates, seed, out, resume, batch_size, model, device):
     """In-context evidence test: seeded prompts with several facts and a question about one
     ("Ben lives in" -> " Lima"); per method, the share of positive score on the answering fact,
@@ -60,21 +49,13 @@ def lm_evidence(methods, loss, contrast, skip_first, count, candidates, seed, ou
 
 
 @evaluate.command("lm-insertion")
-@methods_option("--methods", default="complete,gae,raw_attention,grad_x_input,random", registry=LM_METHODS,
-                kind="a language model", help="Language-model methods, comma-separated, or 'all'")
-@click.option("--loss", "-l", type=click.Choice(["logit", "diff", "normdiff"]), default="logit", show_default=True,
-              help="Loss the maps explain; diff / normdiff against --contrast.")
-@click.option("--contrast", "-c", default=None, help="Contrast of diff / normdiff: 'runner-up' (default), a token text or topK.")
-@click.option("--skip-first", is_flag=True, help="Leave the first token out of the ranking: it is always shown.")
+@lm_test_methods("Leave the first token out of the ranking: it is always shown.")
 @click.option("--reviews", default=100, show_default=True, type=click.IntRange(min=0), help="Review prompts in the set (after 104 factual ones, interleaved).")
 @click.option("--limit", default=None, type=click.IntRange(min=1), help="Use the first N prompts of the set.")
-@click.option("--out", "-o", required=True, type=OutDir(), help="Results folder.")
-@click.option("--resume", is_flag=True, help="Continue the run stored in --out (a larger --limit extends it).")
-@click.option("--batch-size", "-b", default=8, show_default=True, type=click.IntRange(min=1), help="Prompts per explanation pass (unit of resumption).")
+@lm_test_run("Continue the run stored in --out (a larger --limit extends it).")
 @click.option("--eval-batch-size", default=64, show_default=True, type=click.IntRange(min=1),
               help="Restored prompts per forward pass.")
-@model_option(default=None, help="Causal LM folder or Hub name (default: SmolLM2-135M-Instruct from attngrad[lm]).")
-@device_option()
+@lm_test_model()
 def lm_insertion(methods, loss, contrast, skip_first, reviews, limit, out, resume, batch_size, eval_batch_size, model,
                  device):  # fmt: skip
     """Token-insertion test on lm-deletion's prompts: restore the prompt's tokens into a neutral prompt
