@@ -46,10 +46,11 @@ def ref_dix(model, pixels, target, blocks=(1, 2), steps=STEPS, own_maps=False):
     return total[1:]
 
 
+@pytest.mark.parametrize("batch_size", [4, 64])  # one image per pass (4 < steps + 1), all three in one pass
 @pytest.mark.parametrize("options", [{}, {"blocks": (1,)}, {"blocks": (2, 3), "own_maps": True}])
-def test_matches_the_authors_equations(tiny_vit, tiny_explainer, tiny_pixels, options):
+def test_matches_the_authors_equations(tiny_vit, tiny_explainer, tiny_pixels, options, batch_size):
     targets = [1, 3, 0]
-    method = get_method("dix", steps=STEPS, batch_size=4, **options)  # chunks straddle images
+    method = get_method("dix", steps=STEPS, batch_size=batch_size, **options)
     res = tiny_explainer.explain(tiny_pixels, target=targets, method=method)
     assert res.maps.shape == (3, 4, 4)
     for b, t in enumerate(targets):
@@ -66,7 +67,7 @@ def test_the_scaled_map_matters(tiny_vit, tiny_explainer, tiny_pixels):
 
 
 def test_batched_equals_one_by_one_and_timm_equals_hf(tiny_vit, tiny_explainer, tiny_pixels):
-    method = get_method("dix", steps=STEPS, batch_size=7)
+    method = get_method("dix", steps=STEPS, batch_size=10)  # two images per pass, then one
     together = tiny_explainer.explain(tiny_pixels, target=[1, 3, 0], method=method).maps
     for b, t in enumerate([1, 3, 0]):
         alone = tiny_explainer.explain(tiny_pixels[b : b + 1], target=t, method=method).maps[0]

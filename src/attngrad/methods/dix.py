@@ -19,7 +19,7 @@ branch of ``handle_transformers``; the model override in ``vit_model/ViTmodel.py
 5. DIX = the sum of the maps of the chosen blocks.
 
 Differences: the images of a batch and all their ``alpha`` steps go through the model together
-(``batch_size`` sequences per pass) instead of one pass per step and image, and the blocks before
+(``batch_size`` sequences per pass, whole images with all their steps) instead of one pass per step and image, and the blocks before
 block ``b`` (which see the unchanged image in every step) run once per image, their per-step
 gradients carried back as one batched vector-Jacobian product; the authors' final
 min-max normalisation (``blend_transformer_heatmap``) is left out (monotone; maps here are raw).
@@ -62,7 +62,9 @@ class DIX(Method):
             passes use the S + 1 points alpha = 0, 1/S, ..., 1.
         own_maps: scale block ``b``'s own attention map instead of the last block's (the
             authors' code uses the last block's map for every ``b``; default ``False``).
-        batch_size: sequences per forward pass (default 64).
+        batch_size: sequences per forward pass (default 64): ``batch_size // (steps + 1)`` images go
+            through the model together, each with all its steps (at least one image, so a
+            ``batch_size`` below ``steps + 1`` still runs ``steps + 1`` sequences per pass).
 
     Cost per image: 1 forward (shared trace) + ``len(blocks) · (steps + 1)`` forward and
     backward passes (22 with the defaults; the authors' code: 24, one image and step at a time),
@@ -126,6 +128,9 @@ class DIX(Method):
             with torch.enable_grad(), adapter.frozen_weights(), adapter.override_attention(maps), \
                     branch_at_block(adapter.model, layer, points, branch):
                 out = adapter.forward(pixels[images].requires_grad_(True))
+                if len(branch) != 2:
+                    raise AttngradError(f"{self.name}: block {layer} ran {len(branch) // 2} times in one forward pass; "
+                                        "this model's blocks cannot be branched")
                 score = out.logits.gather(1, targets[images].repeat_interleave(points).view(-1, 1)).sum()
                 *late, at_branch = torch.autograd.grad(score, [*out.attentions[layer:], branch[1]])
                 early: tuple[torch.Tensor, ...] = ()
@@ -137,4 +142,5 @@ class DIX(Method):
             for i, (attn, grad) in enumerate(zip(out.attentions[layer:], late), start=layer):
                 cam = (grad * attn.detach()).clamp(min=0).mean(dim=1)
                 sums[i][images] += cam.view(k, points, *cam.shape[1:]).sum(dim=1)
+            del out, late, early, at_branch, branch, maps, scaled  # before the next chunk's pass
         return [s / points for s in sums]
