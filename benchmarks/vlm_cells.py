@@ -104,7 +104,7 @@ def el1_occlusion(ex: VLMExplainer) -> dict:
 
     model, tok = ex.adapter.model, ex.adapter.tokenizer
     size = model.config.vision_config.image_size
-    patch = size // 14
+    patch = model.config.vision_config.patch_size  # the boxes are in patches of el1's grid
     image = Image.open(asset_image("el1.jpg")).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
     boxes = {"none": None, "zebra": (0, 5 * patch, 5 * patch, 12 * patch), "elephant": (7 * patch, patch, size, size)}
     images = []

@@ -375,6 +375,13 @@ def main() -> None:
                     help=f"with --composites: this share of the steps asks '{ANIMAL_QUESTION}' about animal classes only")
     ap.add_argument("--eval-limit", type=int, default=None, help="greedy answers of the first N training images only")
     args = ap.parse_args()
+    for name in ("augment", "grids", "composites", "composite_grids", "animal_question"):
+        if not 0 <= getattr(args, name) <= 1:
+            ap.error(f"--{name.replace('_', '-')} is a share, in [0, 1]")
+    if args.composites and args.grids:
+        ap.error("--composites and --grids are two different stages; give one")
+    if not args.composites and (args.composite_grids or args.animal_question):
+        ap.error("--composite-grids and --animal-question shape the --composites stage; give --composites too")
     torch.manual_seed(args.seed)
     started = time.time()
     model, tokenizer, preprocess = build_stand_in(projector=False)

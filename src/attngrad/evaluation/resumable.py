@@ -81,7 +81,7 @@ def stored_settings(path: Path, *, resume: bool, start_on_resume: bool = False) 
     try:
         stored = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise AttngradError(f"{path} cannot be read ({type(err).__name__}); choose another --out") from None
+        raise AttngradError(f"{path} cannot be read ({type(err).__name__}: {err}); choose another --out") from None
     if not isinstance(stored, dict):
         raise AttngradError(f"{path} is not a settings object; choose another --out")
     return stored
