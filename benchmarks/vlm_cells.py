@@ -148,7 +148,7 @@ def main() -> None:
         said = ex.adapter.tokenizer.decode(ex.generate("el1", "What animal is this?", max_new_tokens=6),
                                            skip_special_tokens=True)
         text = json.dumps({"el1": el1_shares(ex), "answer": said, "occlusion_logits": el1_occlusion(ex), "command": "python benchmarks/vlm_cells.py --data "
-                           "../shared/data --el1" + (f" --projector {args.projector}" if args.projector else "")},
+                           "../shared/data --el1" + (f" --projector OUT/{args.projector.name}" if args.projector else "")},
                           indent=1)
         print(text)
         if args.json:
