@@ -35,12 +35,11 @@ def explain_clip(image, texts, methods, tower, model, device, start_layer, out, 
     """
     from .. import viz
     from ..clip import ClipExplainer
+    from ..clip.towers import check_texts
     from ..io import load_image
     from ..text.display import merge_words, terminal
 
-    for i, text in enumerate(texts):  # before the model loads (as the explainer words it)
-        if not text.strip():
-            raise AttngradError(f"text {i + 1} is empty; give at least one word")
+    check_texts(texts)  # before the model loads
     names = [safe_name(t) for t in texts]
     if len(set(names)) != len(names):
         raise AttngradError("two --text values give the same file name; make the texts differ in letters or digits")

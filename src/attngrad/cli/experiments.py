@@ -157,8 +157,9 @@ def rewrite(images, explainer, to, from_, eps, steps, probability, loss, limit, 
 def reproduce(explainer, out, gallery, batch_images):
     """Regenerate the equivalent of each of the paper's figures on the model into OUT/report.html."""
     from ..cases import CASES
-    from ..experiments.report import MULTI, build_report
+    from ..experiments.report import DETAIL_CASES, MULTI, build_report
 
     named = [c for table in (CASES, MULTI) for classes in table.values() for c in classes]
-    require_classes(explainer.labels, [*named, "bald eagle", "kite"], "reproduce")
+    detail = [c for _, target, contrasts in DETAIL_CASES for c in [target, *(contrasts or [])] if c is not None]
+    require_classes(explainer.labels, [*named, *detail], "reproduce")
     click.echo(f"report written: {build_report(explainer, out, gallery, batch_images=batch_images)}")

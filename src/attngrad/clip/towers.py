@@ -172,6 +172,16 @@ def _take(value: Any, idx: torch.Tensor, pick: list[int]) -> Any:
     return value[idx.to(value.device)] if isinstance(value, torch.Tensor) else [value[i] for i in pick]
 
 
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """``texts`` as a list, refusing none at all or an empty one (a map of no words)."""
+    if not texts:
+        raise AttngradError("no texts given")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise AttngradError(f"text {i + 1} is empty; give at least one word")
+    return list(texts)
+
 class TextTower(Tower):
     """A text encoder and its tokenizer, read at one token per text or pooled over real tokens.
 
@@ -201,12 +211,7 @@ class TextTower(Tower):
 
     def encode(self, texts: str | Sequence[str]) -> TextBatch:
         """Tokenise and right-pad; empty or over-long texts raise."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        if not texts:
-            raise AttngradError("no texts given")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise AttngradError(f"text {i + 1} is empty; give at least one word")
+        texts = check_texts([texts] if isinstance(texts, str) else list(texts))
         tok = self.tokenizer
         fast = getattr(tok, "is_fast", False)
         enc = tok(texts, padding=True, truncation=False, return_tensors="pt", return_special_tokens_mask=True,

@@ -237,6 +237,13 @@ def guidance_section(ex: "Explainer", out: Path, gallery: str | os.PathLike | No
     return sec
 
 
+#: The detail section's images, with the class explained and its contrasts (``None``: the top two). The paper's
+#: second case is a kite image predicted "bald eagle"; the sample's kite image shows a magnolia tree (this model:
+#: "hip"), so the pair is shown on the sample's bald-eagle image instead.
+DETAIL_CASES: list[tuple[str, str | None, list[str] | None]] = [
+    ("n01944390_snail.jpg", None, None), ("n01614925_bald_eagle.jpg", "bald eagle", ["kite"])]
+
+
 def detail_section(ex: "Explainer", out: Path, gallery: str | os.PathLike | None) -> Section:
     sec = Section(
         "Detail interpretation (internal guidance)",
@@ -246,10 +253,7 @@ def detail_section(ex: "Explainer", out: Path, gallery: str | os.PathLike | None
         "pair is shown on the sample's bald-eagle image (the sample's kite image shows a magnolia tree).",
     )
     rows = []
-    # The paper's second case is a kite image predicted "bald eagle". The sample's kite image shows a
-    # magnolia tree (this model: "hip"), so the pair is shown on the sample's bald-eagle image instead.
-    cases = [("n01944390_snail.jpg", None, None), ("n01614925_bald_eagle.jpg", "bald eagle", ["kite"])]
-    for name, target, contrasts in cases:
+    for name, target, contrasts in DETAIL_CASES:
         path = find_image(name)
         if path is None:
             sec.notes.append(f"skipped (image not found): {name}")

@@ -27,7 +27,7 @@ from ..explainer import Explainer
 from ..lm import LM_METHODS, LMExplainer, check_methods
 from ..lm.attnlrp import DEFAULT_METHOD, default_method
 from ..lm.explainer import default_loss
-from ..losses import LOSSES, get_loss
+from ..losses import check_contrast, get_loss
 from ..methods import METHODS, get_method
 from ..targets import resolve_targets
 from . import images as _images
@@ -307,13 +307,9 @@ class Explorer:
         without a contrast -> against the runner-up token."""
         name, contrast = default_loss(loss, contrast)
         try:
-            loss_fn = get_loss(name)
+            check_contrast(get_loss(name), contrast, what="token")
         except AttngradError as err:
             raise user_error(err, "loss") from None
-        if contrast is not None and not loss_fn.needs_contrast:
-            two = [n for n in LOSSES if get_loss(n).needs_contrast]
-            raise http_error(422, f"a contrast token needs a two-token loss ({', '.join(two)}), not {name!r}",
-                             field="loss", valid=two)
         return name, contrast
 
     def check_new_tokens(self, max_new_tokens: int) -> int:
@@ -428,15 +424,12 @@ class Explorer:
         name = loss or ("diff" if contrast else "logit")
         try:
             loss_fn = get_loss(name)
+            check_contrast(loss_fn, contrast, what="token")
         except AttngradError as err:
             raise user_error(err, "loss") from None
-        two = [n for n in LOSSES if get_loss(n).needs_contrast]
         if loss_fn.needs_contrast and contrast is None:
             raise http_error(422, f"loss {name!r} compares two tokens: give a contrast word (' horse', or top2)",
                              field="contrast")
-        if contrast is not None and not loss_fn.needs_contrast:
-            raise http_error(422, f"a contrast word needs a two-token loss ({', '.join(two)}), not {name!r}",
-                             field="loss", valid=two)
         if contrast is not None and target is not None and contrast.strip() == target.strip():
             raise http_error(422, f"the contrast equals the target ({target!r}); pick another word", field="contrast")
         return name
