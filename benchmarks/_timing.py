@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
+from torch.utils.flop_counter import flop_registry
 
 
 def timed(fn: Callable[[], object], device: torch.device | str | None = None) -> float:
@@ -60,7 +63,11 @@ def ratio(base: Callable[[], object], explain: Callable[[], object], repeats: in
     return out
 
 
-class _MatmulFlops(torch.utils._python_dispatch.TorchDispatchMode):
+def _shape(t: object) -> object:
+    return t.shape if isinstance(t, torch.Tensor) else t
+
+
+class _MatmulFlops(TorchDispatchMode):
     """Adds up the floating-point operations of every matrix product and convolution dispatched inside
     (PyTorch's own per-operator formulas, :data:`torch.utils.flop_counter.flop_registry`; elementwise work
     is not counted). Unlike ``FlopCounterMode`` it tracks no modules, so ``torch.autograd.grad`` works inside."""
@@ -70,17 +77,11 @@ class _MatmulFlops(torch.utils._python_dispatch.TorchDispatchMode):
         self.total = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        from torch.utils._pytree import tree_map
-        from torch.utils.flop_counter import flop_registry
-
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         formula = flop_registry.get(func._overloadpacket)
         if formula is not None:
-            def shape(t):
-                return t.shape if isinstance(t, torch.Tensor) else t
-
-            self.total += formula(*tree_map(shape, args), **tree_map(shape, kwargs), out_val=tree_map(shape, out))
+            self.total += formula(*tree_map(_shape, args), **tree_map(_shape, kwargs), out_val=tree_map(_shape, out))
         return out
 
 

@@ -30,10 +30,11 @@ See docs/results/lrp-stability.md.
 from __future__ import annotations
 
 import argparse
-import sys
+import copy
 from pathlib import Path
 
 import torch
+from tattr_speed import with_rules  # noqa: E402  (the benchmarks folder is on sys.path when run as a script)
 
 from attngrad import Explainer
 from attngrad.demo import asset_image
@@ -53,10 +54,8 @@ def _fmt(values: list[float]) -> str:
 
 def their_lrp(root: Path, checkpoint: Path):
     """The reference code's full LRP as ``fn(pixels (B,3,H,W), dtype) -> (B, H, W)``."""
+    from authors_code import patch_cuda, their_path  # beside this script (its folder is on sys.path)
     from safetensors.torch import load_file
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from authors_code import patch_cuda, their_path
 
     patch_cuda()
     with their_path(root):
@@ -101,34 +100,33 @@ def stages(ex: Explainer, pixels: torch.Tensor, noisy: torch.Tensor, below: floa
         return fn
 
     runs = []
-    try:
-        for name in rules:
-            setattr(relprop, name, logging(name))
+
+    def record() -> None:
         for p in (pixels, noisy):
             log.clear()
             ex.explain_methods(p, ["lrp"], target=TARGETS)
             runs.append(list(log))
-    finally:
-        for name, rule in rules.items():
-            setattr(relprop, name, rule)
-    blocks = (len(runs[0]) - 3) // 8
-    for i, ((name, clean, clean_out), (_, moved, moved_out)) in enumerate(zip(*runs)):
-        if name == "zb_conv":
-            continue
-        where = "head" if i == 0 else "embeddings" if i > 8 * blocks else f"block {blocks - 1 - (i - 1) // 8} {_NAMES[(i - 1) % 8]}"
-        if name == "zplus_linear":
-            out, ref, den = rules[name](moved[0], clean[1], clean[2]), rules[name](*clean[:3]), None
-        else:
-            out, ref = rules[name](moved[0], moved[1], clean[2]), rules[name](*clean)
-            den = moved[0] + moved[1] if name == "residual_split" else moved[0] @ moved[1]
-        def worst(outs, refs):
-            outs, refs = (outs, refs) if isinstance(outs, tuple) else ((outs,), (refs,))
-            return [min(v) for v in zip(*[cosine(a, b) for a, b in zip(outs, refs)])]
 
-        own, carried = worst(out, ref), worst(moved_out, clean_out)
-        if min(own) < below:
-            small = "" if den is None else "  min |denominator| " + " ".join(f"{v:.1e}" for v in den.abs().flatten(1).amin(1).tolist())
-            print(f"  {where:28s} cosine {_fmt(own)}  carried {_fmt(carried)}{small}")
+    with_rules({name: logging(name) for name in rules}, record)()
+    blocks = (len(runs[0]) - 3) // 8
+    with torch.no_grad():  # the rules again, on the recorded inputs (some are weights that require grad)
+        for i, ((name, clean, clean_out), (_, moved, moved_out)) in enumerate(zip(*runs)):
+            if name == "zb_conv":
+                continue
+            where = "head" if i == 0 else "embeddings" if i > 8 * blocks else f"block {blocks - 1 - (i - 1) // 8} {_NAMES[(i - 1) % 8]}"
+            if name == "zplus_linear":
+                out, ref, den = rules[name](moved[0], clean[1], clean[2]), rules[name](*clean[:3]), None
+            else:
+                out, ref = rules[name](moved[0], moved[1], clean[2]), rules[name](*clean)
+                den = moved[0] + moved[1] if name == "residual_split" else moved[0] @ moved[1]
+            def worst(outs, refs):
+                outs, refs = (outs, refs) if isinstance(outs, tuple) else ((outs,), (refs,))
+                return [min(v) for v in zip(*[cosine(a, b) for a, b in zip(outs, refs)])]
+
+            own, carried = worst(out, ref), worst(moved_out, clean_out)
+            if min(own) < below:
+                small = "" if den is None else "  min |denominator| " + " ".join(f"{v:.1e}" for v in den.abs().flatten(1).amin(1).tolist())
+                print(f"  {where:28s} cosine {_fmt(own)}  carried {_fmt(carried)}{small}")
 
 
 def main() -> None:
@@ -146,8 +144,7 @@ def main() -> None:
     pixels = torch.cat([ex.prepare(asset_image(n))[0] for n in IMAGES])
     torch.manual_seed(0)
     noisy = pixels + args.noise * torch.randn_like(pixels)
-    ex64 = (Explainer.from_timm("vit_tiny_patch16_224", args.timm) if args.timm
-            else Explainer.from_pretrained(args.model, device="cpu"))
+    ex64 = copy.deepcopy(ex)
     ex64.adapter.model.double()
 
     def maps(explainer: Explainer, p: torch.Tensor, method: str, options: dict | None) -> torch.Tensor:

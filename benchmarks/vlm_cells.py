@@ -49,6 +49,7 @@ from PIL import Image
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from _timing import write_json  # noqa: E402  (the benchmarks folder is on sys.path when run as a script)
 from train_vlm import prompt_embeds, read_classes, sequences  # noqa: E402
 
 from attngrad.evaluation.grids import canvas  # noqa: E402
@@ -147,12 +148,12 @@ def main() -> None:
     if args.el1:
         said = ex.adapter.tokenizer.decode(ex.generate("el1", "What animal is this?", max_new_tokens=6),
                                            skip_special_tokens=True)
-        text = json.dumps({"el1": el1_shares(ex), "answer": said, "occlusion_logits": el1_occlusion(ex), "command": "python benchmarks/vlm_cells.py --data "
-                           "../shared/data --el1" + (f" --projector OUT/{args.projector.name}" if args.projector else "")},
-                          indent=1)
-        print(text)
+        record = {"el1": el1_shares(ex), "answer": said, "occlusion_logits": el1_occlusion(ex), "command": "python "
+                  "benchmarks/vlm_cells.py --data ../shared/data --el1"
+                  + (f" --projector OUT/{args.projector.name}" if args.projector else "")}
+        print(json.dumps(record, indent=1))
         if args.json:
-            args.json.write_text(text + "\n")
+            write_json(args.json, record)
         return
     model, tok, pre = ex.adapter.model, ex.adapter.tokenizer, ex.preprocess
     for p in model.parameters():
@@ -279,8 +280,7 @@ def main() -> None:
     }
     print(json.dumps(out, indent=1))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
+        write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import statistics
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _timing import write_json  # noqa: E402  (the benchmarks folder is on sys.path when run as a script)
 from tqdm import tqdm
 
 from attngrad.evaluation.grids import at_cell_resolution, canvas, draw, input_size
@@ -92,14 +92,6 @@ def deletion_curve(ex: VLMExplainer, pixels: torch.Tensor, maps: torch.Tensor, t
     return torch.cat(logp).reshape(maps.shape[0], len(counts)).tolist()
 
 
-
-def _no_nan(value):
-    """``value`` with every float NaN replaced by ``None`` (nested dicts and lists)."""
-    if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_no_nan(v) for v in value]
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -206,9 +198,8 @@ def main() -> None:
                 gains = [v["diff:complete"] - v["complete"] for v in by.values()
                          if len(v) == 2 and not (math.isnan(v["complete"]) or math.isnan(v["diff:complete"]))]
                 summary[f"complete_diff_minus_logit_{what}/{reading}"] = interval(gains)
-    summary = _no_nan(summary)  # strict JSON: an empty row's mean is null, not NaN
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(json.dumps(summary, indent=1))
+    write_json(args.out / "summary.json", summary)  # strict JSON: an empty row's mean is null, not NaN
+    print((args.out / "summary.json").read_text(), end="")
 
 
 if __name__ == "__main__":

@@ -216,26 +216,9 @@ def prompt_embeds(model, head, tail, feats):
     return torch.cat([h, img, t], dim=1)
 
 
-def answer_loss(model, head, tail, feats, answers) -> torch.Tensor:
-    """Cross-entropy of the answers' tokens (right-padded; logits only where an answer token is predicted)."""
-    emb = model.get_input_embeddings()
-    x = prompt_embeds(model, head, tail, feats)
-    longest = max(len(a) for a in answers)
-    ids = torch.zeros((len(answers), longest), dtype=torch.long)
-    real = torch.zeros((len(answers), longest), dtype=torch.bool)
-    for i, a in enumerate(answers):
-        ids[i, :len(a)] = torch.tensor(a)
-        real[i, :len(a)] = True
-    start = x.shape[1]
-    x = torch.cat([x, emb(ids)], dim=1)
-    mask = torch.cat([torch.ones((len(answers), start), dtype=torch.long), real.long()], dim=1)
-    hidden = model.model.language_model(inputs_embeds=x, attention_mask=mask, use_cache=False).last_hidden_state
-    logits = model.lm_head(hidden[:, start - 1:start - 1 + longest][real])
-    return torch.nn.functional.cross_entropy(logits, ids[real])
-
-
-def answer_losses(model, head, tail, feats, answers) -> torch.Tensor:
-    """Each sequence's own answer loss (B,): the mean cross-entropy over its answer's tokens (teacher-forced)."""
+def _answer_cross_entropy(model, head, tail, feats, answers) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sequence and answer position (B, L): the cross-entropy of the answer's token (teacher-forced,
+    right-padded) and whether the position holds one."""
     emb = model.get_input_embeddings()
     x = prompt_embeds(model, head, tail, feats)
     longest = max(len(a) for a in answers)
@@ -249,7 +232,18 @@ def answer_losses(model, head, tail, feats, answers) -> torch.Tensor:
     mask = torch.cat([torch.ones((len(answers), start), dtype=torch.long, device=x.device), real.long()], dim=1)
     hidden = model.model.language_model(inputs_embeds=x, attention_mask=mask, use_cache=False).last_hidden_state
     logits = model.lm_head(hidden[:, start - 1:start - 1 + longest]).float()
-    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids, reduction="none")
+    return torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids, reduction="none"), real
+
+
+def answer_loss(model, head, tail, feats, answers) -> torch.Tensor:
+    """Cross-entropy of the answers' tokens, the mean over every answer token of the batch."""
+    ce, real = _answer_cross_entropy(model, head, tail, feats, answers)
+    return ce[real].mean()
+
+
+def answer_losses(model, head, tail, feats, answers) -> torch.Tensor:
+    """Each sequence's own answer loss (B,): the mean cross-entropy over its answer's tokens (teacher-forced)."""
+    ce, real = _answer_cross_entropy(model, head, tail, feats, answers)
     return (ce * real).sum(1) / real.sum(1)
 
 
@@ -380,6 +374,8 @@ def main() -> None:
             ap.error(f"--{name.replace('_', '-')} is a share, in [0, 1]")
     if args.composites and args.grids:
         ap.error("--composites and --grids are two different stages; give one")
+    if args.composites and args.init is None:
+        ap.error("--composites needs --init (a projector to start from)")
     if not args.composites and (args.composite_grids or args.animal_question):
         ap.error("--composite-grids and --animal-question shape the --composites stage; give --composites too")
     torch.manual_seed(args.seed)
@@ -413,8 +409,6 @@ def main() -> None:
     n = len(names)
     steps = int(args.answer_epochs * ((n + args.batch_size - 1) // args.batch_size))
     if args.composites and steps:
-        if args.init is None:
-            raise SystemExit("train_vlm.py: error: --composites needs --init (a projector to start from)")
         args.out.mkdir(parents=True, exist_ok=True)
 
         def save_checkpoint() -> None:

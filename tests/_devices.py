@@ -17,14 +17,15 @@ DEVICE = os.environ.get("ATTNGRAD_TEST_DEVICE", "cuda")
 
 
 def _available(name: str) -> bool:
-    kind = torch.device(name).type
-    if kind == "cpu":
-        return True
-    if kind == "cuda":
-        return torch.cuda.is_available()
-    if kind == "mps":
-        return torch.backends.mps.is_available()
-    return False
+    """Whether the device ``name`` is present (the library's own check, :func:`attngrad.models.check_device`)."""
+    from attngrad.errors import AttngradError
+    from attngrad.models import check_device
+
+    try:
+        check_device(name)
+    except AttngradError:
+        return False
+    return True
 
 
 #: Put on each module: skip unless :data:`DEVICE` is present.

@@ -59,3 +59,12 @@ def tiny_lm(request, tiny_llama, tiny_gpt2, tokenizer):
 
     model = tiny_llama if request.param == "llama" else tiny_gpt2
     return LMExplainer(model, tokenizer)
+
+
+@pytest.fixture(scope="session")
+def saved_llama(tmp_path_factory, tiny_llama, tokenizer):
+    """:func:`tiny_llama` and its tokenizer saved as a model folder (for ``from_pretrained`` and the commands)."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tiny_llama.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

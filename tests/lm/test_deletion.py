@@ -124,14 +124,6 @@ def test_resume_gives_the_same_numbers(lm, tmp_path):
         run_deletion(lm, PROMPTS, tmp_path / "b", other, resume=True)
 
 
-@pytest.fixture(scope="module")
-def saved_llama(tmp_path_factory, tiny_llama, tokenizer):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tiny_llama.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def test_cli_runs_and_resumes(saved_llama, tmp_path):
     out = tmp_path / "run"
     args = ["evaluate", "lm-deletion", "--model", str(saved_llama), "--limit", "3", "--batch-size", "2",

@@ -119,14 +119,6 @@ def test_other_lm_methods_take_no_options(lm64):
         lm64.explain_methods(PROMPTS[0], ["complete"], options={"ig": {"steps": 2}})
 
 
-@pytest.fixture(scope="module")
-def saved_llama(tmp_path_factory, tiny_llama, tokenizer):
-    folder = tmp_path_factory.mktemp("tiny-llama-ig")
-    tiny_llama.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def test_explain_lm_method_options_equal_the_api(saved_llama, tmp_path):
     out = tmp_path / "out"
     args = ["explain-lm", *PROMPTS, "--model", str(saved_llama), "-m", "ig,complete", "--no-color", "--out", str(out),

@@ -65,12 +65,10 @@ def test_generation(pair):
     assert_same(a.matrix.nan_to_num(), b.matrix.nan_to_num(), (kind, "generation"))
 
 
-def test_folder_loaded_with_device(tmp_path, tiny_llama, tokenizer):
+def test_folder_loaded_with_device(saved_llama):
     """A saved tiny Llama loaded with ``device=`` (the loader's own placement, not a moved copy)."""
-    tiny_llama.save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    cpu = LMExplainer.from_pretrained(tmp_path, device="cpu", quiet=True)
-    there = LMExplainer.from_pretrained(tmp_path, device=DEVICE, quiet=True)
+    cpu = LMExplainer.from_pretrained(saved_llama, device="cpu", quiet=True)
+    there = LMExplainer.from_pretrained(saved_llama, device=DEVICE, quiet=True)
     assert there.device.type == DEVICE.split(":")[0]
     methods = ["complete", "gae", "attnlrp", "grad_x_input"]
     a = cpu.explain_methods(PROMPTS, methods)
