@@ -17,8 +17,11 @@ language model (SmolLM2-135M-Instruct) stay locked; only LLaVA's two-layer MLP p
 A later stage starts from a trained projector (``--init``): random views (``--augment``), grids (``--grids``), or
 **multi-object composites** (``--composites``): two training images of different classes on one canvas (side by
 side or one above the other; ``--composite-grids``: four in a 2 x 2 grid) answered with the multi-name loss, the
-mean over the names present of their answer losses (:func:`multi_name_loss`), mixed with single images; tried, not
-shipped (docs/vlm.md).
+mean over the names present of their answer losses (:func:`multi_name_loss`), mixed with single images. The same
+stage can take its answers from the locked ViT's own head (``--teacher``: a class drawn from the ViT's probabilities
+on the very view shown, so that the language model learns to say what the ViT sees, in composites and in views with
+a grey rectangle, ``--erase``, too). ``--device cuda`` trains on a GPU, ``--workers`` make the views in parallel
+(docs/vlm.md).
 
     python scripts/train_vlm.py --data ../shared/data                 # all 1000 images: the shipped projector
     python scripts/train_vlm.py --data ../shared/data --held-out 20 --out OUT   # every 20th held out
@@ -117,11 +120,14 @@ def composite(images: list[Image.Image], gen: torch.Generator, size: int = 224) 
 
 
 @torch.no_grad()
-def vision_tokens(model, preprocess, images: list[Image.Image]) -> torch.Tensor:
-    """The vision tokens that become image tokens (N, K, D) of ``images``."""
-    out = model.model.vision_tower(preprocess(images), output_hidden_states=True)
+def _tower(model, pixels: torch.Tensor, classifier=None):
+    """The vision tokens that become image tokens (N, K, D) of preprocessed ``pixels``, and with ``classifier`` (the
+    ViT's own head, :func:`_classifier`) the locked ViT's class probabilities (N, 1000), else None."""
+    tower = model.model.vision_tower
+    out = tower(pixels.to(tower.device), output_hidden_states=True)
     hidden = out.hidden_states[model.config.vision_feature_layer]
-    return hidden if model.config.vision_feature_select_strategy == "full" else hidden[:, 1:]
+    tokens = hidden if model.config.vision_feature_select_strategy == "full" else hidden[:, 1:]
+    return tokens, None if classifier is None else classifier(out.last_hidden_state[:, 0]).softmax(-1)
 
 
 @torch.no_grad()
@@ -130,9 +136,7 @@ def features(model, preprocess, paths: list[Path], mirror: bool, batch: int = 50
     """Vision tokens that become image tokens (N, K, D) and the ViT's own class probabilities (N, 1000)
     (``gen``: of random views, :func:`augment`; a share ``grids`` of them 2 x 2 grids, :func:`grid_view`, in which
     image ``i`` fills one random cell)."""
-    tower = model.model.vision_tower
-    head = torch.nn.Linear(tower.config.hidden_size, 1000)
-    head.load_state_dict(_classifier())
+    head = _classifier().to(model.device)
     feats, probs = [], []
     for i in tqdm(range(0, len(paths), batch), desc=f"features{' (mirrored)' if mirror else ''}"):
         images = [Image.open(p).convert("RGB") for p in paths[i:i + batch]]
@@ -143,10 +147,9 @@ def features(model, preprocess, paths: list[Path], mirror: bool, batch: int = 50
             images = [grid_view(im, [Image.open(paths[j]).convert("RGB") for j in _others(i + k, len(paths), gen)],
                                 preprocess, gen) if g else augment(im, gen, share)
                       for k, (im, g) in enumerate(zip(images, pick.tolist()))]
-        out = tower(preprocess(images), output_hidden_states=True)
-        hidden = out.hidden_states[model.config.vision_feature_layer]
-        feats.append(hidden if model.config.vision_feature_select_strategy == "full" else hidden[:, 1:])
-        probs.append(head(out.last_hidden_state[:, 0]).softmax(-1))
+        tokens, p = _tower(model, preprocess(images), head)
+        feats.append(tokens)
+        probs.append(p)
     return torch.cat(feats), torch.cat(probs)
 
 
@@ -156,13 +159,16 @@ def _others(i: int, n: int, gen: torch.Generator) -> list[int]:
     return (draw + (draw >= i).long()).tolist()
 
 
-def _classifier() -> dict:
+def _classifier() -> torch.nn.Linear:
+    """The locked ViT-Ti's own ImageNet head (on its final class token)."""
     from safetensors.torch import load_file
 
     from attngrad.vlm.load import VIT
 
     state = load_file(str(VIT / "model.safetensors"))
-    return {"weight": state["classifier.weight"], "bias": state["classifier.bias"]}
+    head = torch.nn.Linear(state["classifier.weight"].shape[1], state["classifier.weight"].shape[0])
+    head.load_state_dict({"weight": state["classifier.weight"], "bias": state["classifier.bias"]})
+    return head.requires_grad_(False)
 
 
 def name_embeddings(model, tokenizer, names: list[str]) -> torch.Tensor:
@@ -290,37 +296,93 @@ ANIMAL_QUESTION = "What animal is this?"
 ANIMALS = 398
 
 
-def composite_stage(model, tokenizer, preprocess, proj, train, args, steps: int, save) -> None:
-    """The answer stage on a mix of whole (or augmented) single images and multi-object composites
-    (:func:`composite`), with the multi-name answer loss (:func:`multi_name_loss`). A share ``--animal-question`` of
-    the steps asks "What animal is this?" about animal classes only (the other steps: ``--question``, any class).
+def teacher_draw(probs: torch.Tensor, gen: torch.Generator) -> list[int]:
+    """One class per image drawn from the locked ViT's own class probabilities ``probs`` (N, C)."""
+    return torch.multinomial(probs.float().cpu(), 1, generator=gen)[:, 0].tolist()
+
+
+def erase(image: Image.Image, gen: torch.Generator) -> Image.Image:
+    """Random erasing: one rectangle of 10-50 % of the area (aspect 1/3-3) painted the pointing game's grey."""
+    from attngrad.evaluation.grids import BLANK
+
+    w, h = image.size
+    u = torch.rand(4, generator=gen).tolist()
+    area, aspect = (0.1 + 0.4 * u[0]) * w * h, 3 ** (2 * u[1] - 1)
+    ew, eh = min(w, round((area * aspect) ** 0.5)), min(h, round((area / aspect) ** 0.5))
+    left, top = round(u[2] * (w - ew)), round(u[3] * (h - eh))
+    image = image.copy()
+    image.paste(Image.new("RGB", (ew, eh), BLANK), (left, top))
+    return image
+
+
+class Views(torch.utils.data.IterableDataset):
+    """The views of the on-the-fly stage, one batch per step: ``(pixels, classes, animal)``, where ``classes[i]`` are
+    the classes shown in view ``i`` (one for a single image, two or four for a composite) and ``animal`` says whether
+    the step asks "What animal is this?" (about animal classes only). A DataLoader's workers each draw their own
+    batches (generator seeded by ``seed`` and the worker's number)."""
+
+    def __init__(self, train, preprocess, args, steps: int):
+        self.train, self.preprocess, self.args, self.steps = train, preprocess, args, steps
+        self.animals = [i for i, r in enumerate(train) if r[0] < ANIMALS]
+        self._images: dict[int, Image.Image] = {}
+
+    def _image(self, j: int) -> Image.Image:
+        if j not in self._images:
+            self._images[j] = Image.open(self.train[j][2]).convert("RGB")
+        return self._images[j]
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        gen = torch.Generator().manual_seed(self.args.seed + 1000 * worker)
+        for _ in range(worker, self.steps, workers):
+            yield self.batch(gen)
+
+    def batch(self, gen: torch.Generator):
+        a = self.args
+        animal = bool(torch.rand(1, generator=gen).item() < a.animal_question) and len(self.animals) >= 4
+        pool = self.animals if animal else list(range(len(self.train)))
+        images, classes = [], []
+        for k in range(a.batch_size):
+            if k < round(a.batch_size * a.composites):
+                many = 4 if torch.rand(1, generator=gen).item() < a.composite_grids else 2
+                picked = [pool[j] for j in torch.randperm(len(pool), generator=gen)[:many].tolist()]
+                image = composite([self._image(j) for j in picked], gen)
+            else:
+                picked = [pool[int(torch.randint(len(pool), (1,), generator=gen))]]
+                image = augment(self._image(picked[0]), gen, a.augment)
+            if torch.rand(1, generator=gen).item() < a.erase:
+                image = erase(image, gen)
+            images.append(image)
+            classes.append([self.train[j][0] for j in picked])
+        return self.preprocess(images), classes, animal
+
+
+def composite_stage(model, tokenizer, preprocess, proj, train, names, args, steps: int, save) -> None:
+    """The answer stage on views made at every step (:class:`Views`): whole (or augmented) single images and
+    multi-object composites (:func:`composite`), a share ``--erase`` of them with a grey rectangle (:func:`erase`),
+    with the multi-name answer loss (:func:`multi_name_loss`). A share ``--animal-question`` of the steps asks
+    "What animal is this?" about animal classes only (the other steps: ``--question``, any class). With
+    ``--teacher T`` each view's answer is, with probability T, one class drawn from the locked ViT's own class
+    probabilities on that view (:func:`teacher_draw`; any of the ``names``, indexed by class), else its label(s).
     ``save`` is called after every epoch's worth of steps (a checkpoint)."""
     template = stand_in_settings()["template"]
-    names = [r[1] for r in train]
     asked = {q: sequences(tokenizer, template, q, names) for q in (args.question, ANIMAL_QUESTION)}
-    animals = [i for i, r in enumerate(train) if r[0] < ANIMALS]
+    classifier = _classifier().to(model.device) if args.teacher else None
     opt = torch.optim.AdamW(proj.parameters(), lr=args.answer_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.answer_lr, total_steps=steps, pct_start=0.1)
     gen = torch.Generator().manual_seed(args.seed)
     per_epoch = max(1, (len(train) + args.batch_size - 1) // args.batch_size)
-    n_comp = round(args.batch_size * args.composites)
-    for step in tqdm(range(steps), desc="composites + multi-name loss"):
-        animal = bool(torch.rand(1, generator=gen).item() < args.animal_question) and len(animals) >= 4
-        pool = animals if animal else list(range(len(train)))
+    views = torch.utils.data.DataLoader(Views(train, preprocess, args, steps), batch_size=None,
+                                        num_workers=args.workers, persistent_workers=False)
+    for step, (pixels, classes, animal) in enumerate(tqdm(views, total=steps, desc="views + multi-name loss")):
         head, tail, answers = asked[ANIMAL_QUESTION if animal else args.question]
-        images, present = [], []
-        for k in range(args.batch_size):
-            if k < n_comp:
-                many = 4 if torch.rand(1, generator=gen).item() < args.composite_grids else 2
-                picked = [pool[j] for j in torch.randperm(len(pool), generator=gen)[:many].tolist()]
-                images.append(composite([Image.open(train[j][2]).convert("RGB") for j in picked], gen))
-            else:
-                picked = [pool[int(torch.randint(len(pool), (1,), generator=gen))]]
-                images.append(augment(Image.open(train[picked[0]][2]).convert("RGB"), gen, args.augment))
-            present.append([answers[j] for j in picked])
-        feats = vision_tokens(model, preprocess, images)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            loss = multi_name_loss(model, head, tail, feats, present)
+        tokens, probs = _tower(model, pixels, classifier)
+        if classifier is not None:
+            taught = (torch.rand(len(classes), generator=gen) < args.teacher).tolist()
+            classes = [[c] if t else shown for t, c, shown in zip(taught, teacher_draw(probs, gen), classes)]
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            loss = multi_name_loss(model, head, tail, tokens, [[answers[c] for c in shown] for shown in classes])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -367,20 +429,33 @@ def main() -> None:
                     help="with --composites: this share of the composites 2 x 2 grids of four classes")
     ap.add_argument("--animal-question", type=float, default=0.0,
                     help=f"with --composites: this share of the steps asks '{ANIMAL_QUESTION}' about animal classes only")
+    ap.add_argument("--teacher", type=float, default=0.0,
+                    help="views made every step (as --composites): this share of the images answered with one class "
+                         "drawn from the locked ViT's own class probabilities on the view shown, the rest with their "
+                         "labels. Needs --init")
+    ap.add_argument("--erase", type=float, default=0.0,
+                    help="with --composites / --teacher: this share of the views with a grey rectangle of 10-50 %% of "
+                         "the area (random erasing)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="with --composites / --teacher: processes that make the views (0: the training process)")
+    ap.add_argument("--device", default="cpu", help="where to train: cpu, cuda, cuda:1, ...")
     ap.add_argument("--eval-limit", type=int, default=None, help="greedy answers of the first N training images only")
     args = ap.parse_args()
-    for name in ("augment", "grids", "composites", "composite_grids", "animal_question"):
+    for name in ("augment", "grids", "composites", "composite_grids", "animal_question", "teacher", "erase"):
         if not 0 <= getattr(args, name) <= 1:
             ap.error(f"--{name.replace('_', '-')} is a share, in [0, 1]")
-    if args.composites and args.grids:
-        ap.error("--composites and --grids are two different stages; give one")
-    if args.composites and args.init is None:
-        ap.error("--composites needs --init (a projector to start from)")
-    if not args.composites and (args.composite_grids or args.animal_question):
-        ap.error("--composite-grids and --animal-question shape the --composites stage; give --composites too")
+    views = bool(args.composites or args.teacher)  # the stage that makes its views at every step
+    if views and args.grids:
+        ap.error("--composites / --teacher and --grids are two different stages; give one")
+    if views and args.init is None:
+        ap.error("--composites and --teacher need --init (a projector to start from)")
+    if not views and (args.composite_grids or args.animal_question or args.erase or args.workers):
+        ap.error("--composite-grids, --animal-question, --erase and --workers shape the --composites / --teacher "
+                 "stage; give one of them")
     torch.manual_seed(args.seed)
     started = time.time()
     model, tokenizer, preprocess = build_stand_in(projector=False)
+    model.to(args.device)
     settings = stand_in_settings()
     rows = read_classes(args.data)[: args.limit]
     every = args.held_out
@@ -395,7 +470,7 @@ def main() -> None:
     (plain, p_probs), (mirrored, m_probs) = (features(model, preprocess, [r[2] for r in train], m) for m in (False, True))
     names = [r[1] for r in train]
     table = name_embeddings(model, tokenizer, [r[1] for r in read_classes(args.data)])
-    onehot = torch.nn.functional.one_hot(torch.tensor([r[0] for r in train]), table.shape[0]).float()
+    onehot = torch.nn.functional.one_hot(torch.tensor([r[0] for r in train]), table.shape[0]).float().to(table.device)
     targets = torch.cat([(0.5 * onehot + 0.5 * p_probs) @ table, (0.5 * onehot + 0.5 * m_probs) @ table])
     if args.init is None:
         align(proj, torch.cat([plain, mirrored]), targets, epochs=args.align_epochs, lr=args.align_lr,
@@ -408,7 +483,7 @@ def main() -> None:
     head, tail, answers = sequences(tokenizer, settings["template"], args.question, names)
     n = len(names)
     steps = int(args.answer_epochs * ((n + args.batch_size - 1) // args.batch_size))
-    if args.composites and steps:
+    if views and steps:
         args.out.mkdir(parents=True, exist_ok=True)
 
         def save_checkpoint() -> None:
@@ -417,7 +492,8 @@ def main() -> None:
             save_file({k: v.detach().half().contiguous() for k, v in proj.state_dict().items()},
                       str(args.out / "checkpoint.safetensors"))
 
-        composite_stage(model, tokenizer, preprocess, proj, train, args, steps, save_checkpoint)
+        composite_stage(model, tokenizer, preprocess, proj, train, [r[1] for r in read_classes(args.data)], args, steps,
+                        save_checkpoint)
     elif steps:
         opt = torch.optim.AdamW(proj.parameters(), lr=args.answer_lr, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.answer_lr, total_steps=steps, pct_start=0.1)
@@ -434,7 +510,7 @@ def main() -> None:
             for idx in order.split(args.batch_size):
                 if bar.n >= steps:
                     break
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=args.bf16):
                     loss = answer_loss(model, head, tail, feats[idx], [answers[j] for j in idx.tolist()])
                 opt.zero_grad()
                 loss.backward()
@@ -466,6 +542,7 @@ def main() -> None:
         "examples": [{"class": c, "answer": s} for c, s in list(zip(names, said))[:10]],
         "init": None if args.init is None else args.init.name, "augment": args.augment, "grids": args.grids,
         "composites": args.composites, "composite_grids": args.composite_grids, "animal_question": args.animal_question,
+        "teacher": args.teacher, "erase": args.erase, "device": str(model.device),
         "command": f"python scripts/train_vlm.py --data ../shared/data --held-out {every} --answer-epochs "
                    f"{args.answer_epochs:g} --answer-lr {args.answer_lr:g}" + ("" if args.bf16 else " --no-bf16")
                    + (f" --init {args.init}" if args.init else "") + (f" --augment {args.augment:g}" if args.augment else "")
@@ -473,6 +550,10 @@ def main() -> None:
                    + (f" --composites {args.composites:g}" if args.composites else "")
                    + (f" --composite-grids {args.composite_grids:g}" if args.composite_grids else "")
                    + (f" --animal-question {args.animal_question:g}" if args.animal_question else "")
+                   + (f" --teacher {args.teacher:g}" if args.teacher else "")
+                   + (f" --erase {args.erase:g}" if args.erase else "")
+                   + (f" --seed {args.seed}" if args.seed else "") + (f" --workers {args.workers}" if args.workers else "")
+                   + (f" --device {args.device}" if args.device != "cpu" else "")
                    + (f" --batch-size {args.batch_size}" if args.batch_size != 16 else ""),
     }
     print(json.dumps(report, indent=1))
