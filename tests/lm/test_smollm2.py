@@ -45,3 +45,19 @@ def test_evidence_prompts_on_smollm2():
     assert len(kept) == 16 and counts["kept"]["city"] > 0 and counts["kept"]["distractor"] > 0
     arrays = evaluate_batch(lm, kept, settings)
     assert arrays["complete/evidence_share"].mean() > arrays["chance"].mean()
+
+
+def test_the_end_token_is_the_one_the_gguf_file_names():
+    """SmolLM2's turns end with <|im_end|> (id 2, the file's eos); transformers 5.17 reads <|im_start|> (id 1).
+    The conversion takes the file's ids, whichever the tokenizer read; the saved model generates until it."""
+    from transformers import AutoTokenizer
+
+    from attngrad.lm.model import _gguf_file, _special_tokens_from_gguf, default_model
+
+    folder = default_model(quiet=True)
+    saved = AutoTokenizer.from_pretrained(folder)
+    assert (saved.eos_token, saved.eos_token_id, saved.bos_token_id, saved.pad_token_id) == ("<|im_end|>", 2, 1, 2)
+    wrong = AutoTokenizer.from_pretrained(folder)
+    wrong.eos_token = "<|im_start|>"  # what transformers 5.17 reads
+    assert _special_tokens_from_gguf(wrong, _gguf_file()).eos_token_id == 2
+    assert '"eos_token_id": 2' in (folder / "generation_config.json").read_text()

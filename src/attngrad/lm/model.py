@@ -69,7 +69,7 @@ def default_model(*, quiet: bool = False) -> Path:
               "(once, about a minute) ...", file=sys.stderr, flush=True)
     hf_logging.disable_progress_bar()
     source, name = str(gguf.parent), gguf.name
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=name)
+    tokenizer = _special_tokens_from_gguf(AutoTokenizer.from_pretrained(source, gguf_file=name), gguf)
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=name, dtype=torch.float32)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_NAME}-", dir=folder.parent))
@@ -81,6 +81,8 @@ def default_model(*, quiet: bool = False) -> Path:
             del config.quantization_config
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         plain.load_state_dict(model.state_dict())
+        for what in ("bos", "eos", "pad"):  # as the tokenizer's, from the file
+            setattr(plain.generation_config, f"{what}_token_id", getattr(tokenizer, f"{what}_token_id"))
         plain.save_pretrained(tmp)
         tmp.chmod(0o755)
         tokenizer.save_pretrained(tmp)
@@ -91,6 +93,20 @@ def default_model(*, quiet: bool = False) -> Path:
     if not quiet:
         print(f"attngrad: saved {folder}", file=sys.stderr, flush=True)
     return folder
+
+
+def _special_tokens_from_gguf(tokenizer, path: Path):
+    """Set the tokenizer's beginning, end and padding tokens to the ids the GGUF file names
+    (``tokenizer.ggml.{bos,eos,padding}_token_id``). Some transformers versions (5.17) read SmolLM2's
+    end token as ``<|im_start|>``; the file says ``<|im_end|>``, where the chat template ends a turn."""
+    import gguf as _gguf
+
+    fields = _gguf.GGUFReader(str(path)).fields
+    for what, key in (("bos", "bos_token_id"), ("eos", "eos_token_id"), ("pad", "padding_token_id")):
+        field = fields.get(f"tokenizer.ggml.{key}")
+        if field is not None:
+            setattr(tokenizer, f"{what}_token", tokenizer.convert_ids_to_tokens(int(field.parts[field.data[0]][0])))
+    return tokenizer
 
 
 def _gguf_file() -> Path:
