@@ -24,8 +24,6 @@ reference rows (the known answer's own method, not a rival).
     python benchmarks/vlm_cells.py --data ../shared/data --grids 10 --json docs/results/vlm/cells.json
     python benchmarks/vlm_cells.py --data ../shared/data --grids 10 --loss diff --ig-zero 0 \
         --json docs/results/vlm/cells_diff.json
-    python benchmarks/vlm_cells.py --data ../shared/data --grids 10 --steps 0 --ig-zero 0 \
-        --json docs/results/vlm/cells_logit_maps.json
     python benchmarks/vlm_cells.py --data ../shared/data --el1 --json docs/results/vlm/el1.json
 
 ``--el1`` also writes the greedy answer to "What animal is this?" on el1 and, as the maps' reference, the first-token

@@ -19,7 +19,9 @@ answer rests on) per method and reading, next to ``random``.
 
 ``--loss diff`` explains each cell's name *rather than* the other three cells' names (the first token's logit minus
 the mean of the other three names' first-token logits; :func:`attngrad.vlm.against_the_others`), and
-adds ``hit``: whether the cell with the largest signed sum of the map is the named cell (chance 0.25).
+adds ``hit``: whether the cell with the largest signed sum of the map is the named cell (chance 0.25). A grid
+in which two names share their first token cannot tell them apart by it: ``diff`` skips it (counted in
+``summary.json``'s ``diff_grids_skipped``).
 ``--deletion-images 0`` skips patch deletion.
 
 Writes ``pointing.csv`` / ``deletion.csv`` (one row per explained cell / image) and ``summary.json``
@@ -123,12 +125,16 @@ def main() -> None:
     grids = draw([int(rows[i][0]) for i in good], args.grids, 2, seed=args.seed)
     game = PointingGame(2)
     point_rows = []
+    skipped_diff = 0
     losses = ["logit", "diff"] if args.loss == "both" else [args.loss]
     for g, grid in enumerate(tqdm(grids, desc="grids")):
         image = canvas([seen[good[k]] for k in grid.images], size, 2, pre.resample)
         cells = [names[good[k]] for k in grid.images]
         tokens = [first_token(ex, c) for c in cells]
         for loss in losses:
+            if loss == "diff" and len(set(tokens)) < len(tokens):  # two names of one first token: not told apart
+                skipped_diff += 1
+                continue
             out = ex.explain_methods(ex.pixels([image] * 4), QUESTION, METHODS, readings=READINGS, target=tokens,
                                      loss=against_the_others(tokens) if loss == "diff" else "logit")
             for (method, reading), res in out.items():
@@ -164,7 +170,8 @@ def main() -> None:
             w.writeheader()
             w.writerows(table)
     summary: dict = {"qualifying_images": len(good), "grids": len(grids), "cells": 4 * len(grids),
-                     "deletion_images": len(chosen), "deletion_step": args.deletion_step, "seed": args.seed,
+                     "diff_grids_skipped": skipped_diff, "deletion_images": len(chosen),
+                     "deletion_step": args.deletion_step, "seed": args.seed,
                      "loss": args.loss, "seconds": round(time.time() - started, 1), "pointing": {},
                      "negative_elsewhere": {}, "hit_signed_cell_sum": {}, "deletion_auc_logprob": {},
                      "command": f"python benchmarks/vlm_grid.py --data ../shared/data --grids {args.grids} "

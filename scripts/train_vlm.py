@@ -428,7 +428,8 @@ def main() -> None:
     ap.add_argument("--composite-grids", type=float, default=0.0,
                     help="with --composites: this share of the composites 2 x 2 grids of four classes")
     ap.add_argument("--animal-question", type=float, default=0.0,
-                    help=f"with --composites: this share of the steps asks '{ANIMAL_QUESTION}' about animal classes only")
+                    help=f"with --composites / --teacher: this share of the steps asks '{ANIMAL_QUESTION}' about animal "
+                         "classes only")
     ap.add_argument("--teacher", type=float, default=0.0,
                     help="views made every step (as --composites): this share of the images answered with one class "
                          "drawn from the locked ViT's own class probabilities on the view shown, the rest with their "
@@ -444,6 +445,8 @@ def main() -> None:
     for name in ("augment", "grids", "composites", "composite_grids", "animal_question", "teacher", "erase"):
         if not 0 <= getattr(args, name) <= 1:
             ap.error(f"--{name.replace('_', '-')} is a share, in [0, 1]")
+    if args.workers < 0:
+        ap.error("--workers is a number of processes, 0 or more")
     views = bool(args.composites or args.teacher)  # the stage that makes its views at every step
     if views and args.grids:
         ap.error("--composites / --teacher and --grids are two different stages; give one")
