@@ -470,12 +470,17 @@ def main() -> None:
     for p in proj.parameters():
         p.requires_grad_(True)
     model.config.text_config._attn_implementation = "sdpa"  # training only: no maps needed
-    (plain, p_probs), (mirrored, m_probs) = (features(model, preprocess, [r[2] for r in train], m) for m in (False, True))
+    paths = [r[2] for r in train]
+    plain, p_probs = features(model, preprocess, paths, False)  # the accuracy's images
+    # the mirror images serve the alignment and the answer stage on fixed features only (not --init with views)
+    fixed = args.init is None or not (views or args.augment or args.grids)
+    mirrored, m_probs = features(model, preprocess, paths, True) if fixed else (None, None)
     names = [r[1] for r in train]
-    table = name_embeddings(model, tokenizer, [r[1] for r in read_classes(args.data)])
-    onehot = torch.nn.functional.one_hot(torch.tensor([r[0] for r in train]), table.shape[0]).float().to(table.device)
-    targets = torch.cat([(0.5 * onehot + 0.5 * p_probs) @ table, (0.5 * onehot + 0.5 * m_probs) @ table])
     if args.init is None:
+        table = name_embeddings(model, tokenizer, [r[1] for r in read_classes(args.data)])
+        onehot = torch.nn.functional.one_hot(torch.tensor([r[0] for r in train]), table.shape[0]).float()
+        onehot = onehot.to(table.device)
+        targets = torch.cat([(0.5 * onehot + 0.5 * p_probs) @ table, (0.5 * onehot + 0.5 * m_probs) @ table])
         align(proj, torch.cat([plain, mirrored]), targets, epochs=args.align_epochs, lr=args.align_lr,
               cls_weight=args.cls_weight, has_cls=settings["vision_feature_select_strategy"] == "full")
     else:
@@ -501,11 +506,11 @@ def main() -> None:
         opt = torch.optim.AdamW(proj.parameters(), lr=args.answer_lr, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.answer_lr, total_steps=steps, pct_start=0.1)
         bar = tqdm(total=steps, desc="answer loss")
-        views = torch.Generator().manual_seed(args.seed)
+        view_gen = torch.Generator().manual_seed(args.seed)
         while bar.n < steps:
             order = torch.randperm(n)
             if args.augment or args.grids:
-                feats, _ = features(model, preprocess, [r[2] for r in train], False, gen=views, share=args.augment,
+                feats, _ = features(model, preprocess, paths, False, gen=view_gen, share=args.augment,
                                     grids=args.grids)
             else:
                 flip = torch.rand(n) < 0.5  # each image or its mirror image, drawn per epoch

@@ -64,7 +64,11 @@ def tiny_lm(request, tiny_llama, tiny_gpt2, tokenizer):
 @pytest.fixture(scope="session")
 def saved_llama(tmp_path_factory, tiny_llama, tokenizer):
     """:func:`tiny_llama` and its tokenizer saved as a model folder (for ``from_pretrained`` and the commands)."""
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tiny_llama.save_pretrained(folder)
+    return save_folder(tmp_path_factory.mktemp("tiny-llama"), tiny_llama, tokenizer)
+
+
+def save_folder(folder, model, tokenizer):
+    """``model`` and ``tokenizer`` saved into ``folder`` as a model folder; returns ``folder``."""
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -12,6 +12,8 @@ from attngrad.cli import main
 from attngrad.errors import AttngradError
 from attngrad.lm import LMExplainer, MultiTokenWarning, save_generation_html, save_html, save_json, terminal
 
+from .conftest import save_folder
+
 
 def test_empty_prompt(tiny_lm):
     with pytest.raises(AttngradError, match="prompt 2 is empty"):
@@ -103,10 +105,7 @@ def test_views(tiny_lm, tmp_path):
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory, tiny_gpt2, tokenizer):
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    tiny_gpt2.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_folder(tmp_path_factory.mktemp("tiny-gpt2"), tiny_gpt2, tokenizer)
 
 
 def test_from_pretrained_folder(saved_model):
