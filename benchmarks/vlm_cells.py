@@ -53,7 +53,7 @@ from train_vlm import prompt_embeds, read_classes, sequences  # noqa: E402
 from attngrad.evaluation.grids import canvas  # noqa: E402
 from attngrad.evaluation.pointing import PointingGame  # noqa: E402
 from attngrad.lm.attnlrp import lrp_rules  # noqa: E402
-from attngrad.vlm import VLMExplainer  # noqa: E402
+from attngrad.vlm import VLMExplainer, against_the_others  # noqa: E402
 from attngrad.vlm.load import stand_in_settings  # noqa: E402
 
 #: sample classes the shipped stand-in names correctly alone (docs/vlm.md)
@@ -174,15 +174,13 @@ def main() -> None:
     point: dict[str, list[float]] = {k: [] for k in names}
     hit: dict[str, list[float]] = {k: [] for k in names}
     reference: dict[str, list[float]] = {"occlusion_pixels": [], "occlusion_tokens": []}
-    others = torch.tensor([[j for j in range(4) if j != k] for k in range(4)])  # (4, 3): the other cells
     game = PointingGame(2)
 
     def value_of(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """The explained quantity per row k (cell k): its name's logit, or that minus the other names' mean."""
-        own = logits.gather(1, ids[:, None])[:, 0]
         if args.loss == "logit":
-            return own
-        return own - logits.gather(1, ids[others]).mean(-1)
+            return logits.gather(1, ids[:, None])[:, 0]
+        return against_the_others(ids.tolist())(logits, ids)
 
     def logits_of(x: torch.Tensor) -> torch.Tensor:
         return model.lm_head(lm(inputs_embeds=x).last_hidden_state[:, -1])
@@ -255,7 +253,7 @@ def main() -> None:
         f = feats[:1].expand(4, -1, -1).detach().clone().requires_grad_(True)
         (grad,) = torch.autograd.grad(value_of(logits_of(prompt_embeds(model, head, tail, f)), ids).sum(), f)
         score_cells("grad_x_input_vision_out", (f * grad).sum(-1).detach()[:, 1:])  # the class token left out
-        maps_out = ex.explain_methods(ex.pixels([images[0]] * 4), QUESTION, ["complete", "gae"],
+        maps_out = ex.explain_methods(ex.pixels(images[:1]).expand(4, -1, -1, -1), QUESTION, ["complete", "gae"],
                                  readings=("language", "vision"), target=ids.tolist(),
                                  loss=lambda logits, targets, contrasts=None: value_of(logits, targets))
         for (method, reading), res in maps_out.items():
