@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -393,7 +394,24 @@ def composite_stage(model, tokenizer, preprocess, proj, train, names, args, step
             tqdm.write(f"step {step} loss {loss.item():.3f} ({'animal' if animal else 'photo'} question)")
 
 
-def main() -> None:
+def command_line(ap: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The command that repeats this run: ``--data ../shared/data`` and every option that differs from its default
+    (``--out`` and ``--report``, where the run writes, left out; other paths as given)."""
+    parts = ["python scripts/train_vlm.py", "--data ../shared/data"]
+    for action in ap._actions:
+        value = getattr(args, action.dest, None)
+        if not action.option_strings or action.dest in ("help", "data", "out", "report") or value == action.default:
+            continue
+        if isinstance(action, argparse.BooleanOptionalAction):
+            parts.append(action.option_strings[0 if value else 1])
+        else:
+            parts.append(f"{action.option_strings[0]} {value:g}" if isinstance(value, float)
+                         else f"{action.option_strings[0]} {shlex.quote(str(value))}")
+    return " ".join(parts)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line's options."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
     ap.add_argument("--held-out", type=int, default=20,
@@ -441,6 +459,11 @@ def main() -> None:
                     help="with --composites / --teacher: processes that make the views (0: the training process)")
     ap.add_argument("--device", default="cpu", help="where to train: cpu, cuda, cuda:1, ...")
     ap.add_argument("--eval-limit", type=int, default=None, help="greedy answers of the first N training images only")
+    return ap
+
+
+def main() -> None:
+    ap = parser()
     args = ap.parse_args()
     for name in ("augment", "grids", "composites", "composite_grids", "animal_question", "teacher", "erase"):
         if not 0 <= getattr(args, name) <= 1:
@@ -551,18 +574,7 @@ def main() -> None:
         "init": None if args.init is None else args.init.name, "augment": args.augment, "grids": args.grids,
         "composites": args.composites, "composite_grids": args.composite_grids, "animal_question": args.animal_question,
         "teacher": args.teacher, "erase": args.erase, "device": str(model.device),
-        "command": f"python scripts/train_vlm.py --data ../shared/data --held-out {every} --answer-epochs "
-                   f"{args.answer_epochs:g} --answer-lr {args.answer_lr:g}" + ("" if args.bf16 else " --no-bf16")
-                   + (f" --init {args.init}" if args.init else "") + (f" --augment {args.augment:g}" if args.augment else "")
-                   + (f" --grids {args.grids:g}" if args.grids else "")
-                   + (f" --composites {args.composites:g}" if args.composites else "")
-                   + (f" --composite-grids {args.composite_grids:g}" if args.composite_grids else "")
-                   + (f" --animal-question {args.animal_question:g}" if args.animal_question else "")
-                   + (f" --teacher {args.teacher:g}" if args.teacher else "")
-                   + (f" --erase {args.erase:g}" if args.erase else "")
-                   + (f" --seed {args.seed}" if args.seed else "") + (f" --workers {args.workers}" if args.workers else "")
-                   + (f" --device {args.device}" if args.device != "cpu" else "")
-                   + (f" --batch-size {args.batch_size}" if args.batch_size != 16 else ""),
+        "command": command_line(ap, args),
     }
     print(json.dumps(report, indent=1))
     if args.report:

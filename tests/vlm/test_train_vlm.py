@@ -195,3 +195,16 @@ def test_the_teacher_answers_with_a_class_drawn_from_the_vits_probabilities_on_t
     for got, shown in zip(seen, labels):
         want = [[answers[7 + k]] for k in range(8)] if share else [[answers[c] for c in s] for s in shown]
         assert got == want
+
+
+def test_the_report_command_repeats_the_run():
+    """The report's command: --data as ../shared/data, every option away from its default (booleans by their
+    flag, floats as given, text quoted), nothing where the run writes."""
+    ap = train_vlm.parser()
+    args = ap.parse_args(["--data", "/somewhere/data", "--out", "/tmp/o", "--report", "/tmp/r.json", "--teacher", "0.5",
+                          "--no-bf16", "--init", "p.safetensors", "--seed", "3", "--question", "What animal is this?",
+                          "--batch-size", "16"])
+    assert train_vlm.command_line(ap, args) == (
+        "python scripts/train_vlm.py --data ../shared/data --no-bf16 --question 'What animal is this?' --seed 3 "
+        "--init p.safetensors --teacher 0.5")
+    assert train_vlm.command_line(ap, ap.parse_args([])) == "python scripts/train_vlm.py --data ../shared/data"
