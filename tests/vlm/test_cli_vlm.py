@@ -31,6 +31,12 @@ def test_explain_vlm_writes_maps_and_scores(folder, tmp_path):
     data = json.loads((out / "scores.json").read_text())
     assert {r["reading"] for r in data["results"]} == {"language", "vision"}
     assert all(r["target"] == "zebra" for r in data["results"])
+    # the prompt tokens' scores do not depend on the reading, so each method's top tokens are printed once
+    tokens = {(r["method"], r["reading"]): r["tokens"] for r in data["results"]}
+    assert all(tokens[(m, "language")] == tokens[(m, "vision")] for m in ("complete", "gae"))
+    assert [line.split(":")[0].strip() for line in result.output.splitlines() if "top prompt tokens" in line] == [
+        "complete", "gae"]
+    assert f"wrote {out}/: explanation.png, explanation.html, 4 .npy maps and scores.json" in result.output
 
 
 def test_explain_vlm_generation(folder, tmp_path):
@@ -40,6 +46,13 @@ def test_explain_vlm_generation(folder, tmp_path):
     assert result.exit_code == 0, result.output
     maps = np.load(out / "complete_vision.npy")
     assert maps.shape[1:] == (4, 4) and 1 <= maps.shape[0] <= 3 and np.isfinite(maps).all()
+    answer = json.loads((out / "scores.json").read_text())["results"]
+    assert len(answer) == maps.shape[0]
+    line = next(x for x in result.output.splitlines() if x.startswith("[complete, vision] answer: "))
+    assert line.split("answer: ")[1].startswith(" + ".join(repr(r["target"]) for r in answer))
+    assert ("it stopped at the end token)" in line) == (len(answer) < 3)
+    page = (out / "explanation.html").read_text()
+    assert page.count("(complete, vision): <span class='text'>") == len(answer)
 
 
 def test_contrast_equal_to_target_is_one_line(folder, tmp_path):

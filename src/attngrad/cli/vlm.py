@@ -35,10 +35,9 @@ def explain_vlm(image, prompt, model, device, methods, reading, target, contrast
     """Explain the next token a vision-language model gives after IMAGE and PROMPT, over the image's patches
     (red: supports, blue: opposes) and the prompt's words. Writes OUT/explanation.png, .html, .npy maps and scores.json.
     """
-    from .. import viz
     from ..io import load_image
     from ..vlm import VLMExplainer
-    from ..vlm.display import figure, save_json, to_html
+    from ..vlm.display import figure, generation_figure, generation_html, save_json, to_html
 
     if not prompt.strip():
         raise AttngradError("the prompt is empty; ask a question (\"What animal is this?\")")
@@ -56,10 +55,11 @@ def explain_vlm(image, prompt, model, device, methods, reading, target, contrast
         res = explainer.explain_generation(picture, prompt, max_new_tokens=generate, method=methods[0], loss=loss,
                                            contrast=contrast, reading=readings[0])
         results = [res]
-        click.echo(f"[{res.method}, {res.reading}] answer: {''.join(res.target_text)!r}")
-        fig = viz.grid([shown] * len(res.target_text),
-                       [[res.maps[k]] for k in range(len(res.target_text))],
-                       row_titles=[repr(t) for t in res.target_text], signs=[res.signed])
+        n = len(res.target_text)
+        stopped = "" if n == generate else f" ({n} of {generate}: it stopped at the end token)"
+        click.echo(f"[{res.method}, {res.reading}] answer: {' + '.join(repr(t) for t in res.target_text)}{stopped}")
+        fig = generation_figure(shown, res)
+        page = generation_html(shown, res, prompt)
     else:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MultiTokenWarning)
@@ -72,9 +72,11 @@ def explain_vlm(image, prompt, model, device, methods, reading, target, contrast
                                              f" rather than {explainer.adapter.token_text([int(first.contrasts[0])])[0]!r}")
         click.echo(f"explaining {said} (loss {first.loss}; p = {first.logits[0].softmax(-1)[first.targets[0]]:.3f})")
         for res in results:
-            top = ", ".join(f"{t!r} {s:+.3g}" for _, t, s in res.top_tokens(0, 5))
-            click.echo(f"  {res.method} ({res.reading}): top prompt tokens {top}")
+            if res.reading == readings[0]:  # the prompt tokens' scores are the same in both readings
+                top = ", ".join(f"{t!r} {s:+.3g}" for _, t, s in res.top_tokens(0, 5))
+                click.echo(f"  {res.method}: top prompt tokens {top}")
         fig = figure(shown, results)
+        page = to_html(shown, results, prompt)
     folder = out_dir(out)
     import matplotlib.pyplot as plt
 
@@ -82,7 +84,7 @@ def explain_vlm(image, prompt, model, device, methods, reading, target, contrast
     plt.close(fig)
     for res in results:
         np.save(folder / f"{safe_name(res.method)}_{res.reading}.npy", res.maps.numpy())
-    if not generate:
-        (folder / "explanation.html").write_text(to_html(shown, results, prompt))
+    (folder / "explanation.html").write_text(page)
     save_json(folder / "scores.json", results, {"prompt": prompt, "image": str(image)})
-    click.echo(f"wrote {folder / 'explanation.png'} and scores.json")
+    click.echo(f"wrote {folder}/: explanation.png, explanation.html, {len(results)} .npy "
+               f"map{'s' if len(results) > 1 else ''} and scores.json")

@@ -42,16 +42,35 @@ def _tokens_html(res: "VLMExplanation", index: int) -> str:
     return "".join(spans)
 
 
+def generation_figure(image: Image.Image, res: "VLMExplanation"):
+    """One row per generated token (:meth:`~attngrad.vlm.VLMExplainer.explain_generation`): the image and its map."""
+    n = len(res.target_text)
+    return viz.grid([image] * n, [[res.maps[k]] for k in range(n)], row_titles=[repr(t) for t in res.target_text],
+                    signs=[res.signed])
+
+
 def to_html(image: Image.Image, results: Sequence["VLMExplanation"], prompt: str, index: int = 0) -> str:
+    """A page: the figure of :func:`figure`, then per result the explained token and the prompt tokens' scores."""
+    rows = "".join(f"<p><b>{html.escape(r.method)} ({html.escape(r.reading)})</b> → {html.escape(repr(r.target_text[index]))}: "
+                   f"<span class='text'>{_tokens_html(r, index)}</span></p>" for r in results)
+    return _page(prompt, figure(image, results, index), rows)
+
+
+def generation_html(image: Image.Image, res: "VLMExplanation", prompt: str) -> str:
+    """A page for a generated answer: :func:`generation_figure`, then per generated token the scores of the prompt
+    and of the tokens generated before it."""
+    rows = "".join(f"<p><b>{k + 1}. {html.escape(repr(token))}</b> ({html.escape(res.method)}, {html.escape(res.reading)}): "
+                   f"<span class='text'>{_tokens_html(res, k)}</span></p>" for k, token in enumerate(res.target_text))
+    return _page(prompt, generation_figure(image, res), rows)
+
+
+def _page(prompt: str, fig, rows: str) -> str:
     buf = io.BytesIO()
-    fig = figure(image, results, index)
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
     png = base64.b64encode(buf.getvalue()).decode()
-    rows = "".join(f"<p><b>{html.escape(r.method)} ({html.escape(r.reading)})</b> → {html.escape(repr(r.target_text[index]))}: "
-                   f"<span class='text'>{_tokens_html(r, index)}</span></p>" for r in results)
     return (f"<!doctype html><meta charset='utf-8'><title>attngrad: {html.escape(prompt)}</title>"
             f"<style>{viz.HTML_STYLE}</style><h1>{html.escape(prompt)}</h1>"
             f"<img src='data:image/png;base64,{png}' style='max-width:100%'>{colour_bar_html()}{rows}")
