@@ -311,6 +311,10 @@ ROWS = [
             (["--methods", "ig", "--method-option", "ig.stepz=1"], "no option 'stepz'"),
             (["--methods", "random", "--method-option", "ig.steps=2"], "not among the methods"),
             (["--guide", "{MISSING}"], "{MISSING}"), (["--resume"], "resume"), (["--every", "0"], "--every"),
+            (["--guide", "{MISSING}.jpg"], "no such file"), (["--guide", "zebar"], "unknown class"),
+            (["--gallery", "{DIR}"], "needs --guide with a class name"),
+            (["--guide", "{FILE}", "--gallery", "{DIR}"], "needs --guide with a class name"),
+            (["--guide", "zebra", "--gallery", "{MISSING}"], "--gallery"),
             (["--guide-region", "middle"], "--guide-region"),
         ]
     ],
@@ -565,3 +569,12 @@ def test_truncated_weights_are_one_line(tmp_path, monkeypatch):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "cannot be read (truncated or corrupt?)" in lines[0], lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vit"]
+
+
+@pytest.mark.parametrize("option", ["-t", "-c"])
+def test_explain_refuses_an_unknown_class_before_predicting(fixtures, tmp_path, option):
+    """A typo in --target or --contrast ends the run before the model's first pass: no top-5 lines are printed."""
+    extra = ["-t", "zebar"] if option == "-t" else ["-t", "top1", "-l", "diff", "-c", "zebar"]
+    result = CliRunner().invoke(main, _fill(["explain", IMAGE, *MODEL_ARGS, *extra, "--out", str(tmp_path / "o")], fixtures))
+    assert result.exit_code == 2 and "unknown class 'zebar'" in result.stderr, result.output
+    assert result.stdout == "" and not (tmp_path / "o").exists()

@@ -23,6 +23,14 @@ def test_forms():
     assert resolve_targets(torch.tensor([1, 2]), LOGITS, LABELS).tolist() == [1, 2]
 
 
+def test_names_with_underscores_resolve_as_written_and_with_spaces():
+    """Hugging Face's default labels (LABEL_0 ...) and underscored names: the name as the model writes it works
+    (it once failed with "did you mean 'label_2'"), and so does the spaced form the gallery's file names give."""
+    labels = ["LABEL_0", "LABEL_1", "great_white_shark"]
+    assert [class_index(n, labels) for n in ("LABEL_1", "label_1", "label 1", "great_white_shark", "Great white shark")] == [
+        1, 1, 1, 2, 2]
+
+
 def test_typo_lists_three_closest():
     with pytest.raises(AttngradError, match=r"unknown class 'zebr'; did you mean 'zebra'"):
         class_index("zebr", LABELS)

@@ -100,8 +100,16 @@ def resolve_guide(
     """A guide given as a PIL image, an image path, or a class name -> (RGB image, description)."""
     if isinstance(guide, Image.Image):
         return load_image(guide), "guide image"
-    path = Path(guide)
-    looks_like_path = path.exists() or path.suffix.lower() in IMAGE_SUFFIXES or len(path.parts) > 1
-    if isinstance(guide, str) and not looks_like_path:
-        path = class_image(guide, labels, gallery)
+    path = guide_path(guide, labels, gallery) if isinstance(guide, str) else Path(guide)
     return load_image(path), str(path)
+
+
+def is_class_name(guide: str) -> bool:
+    """Whether a guide given as text names a class (no such file, no image suffix, no folder) rather than a file."""
+    path = Path(guide)
+    return not (path.exists() or path.suffix.lower() in IMAGE_SUFFIXES or len(path.parts) > 1)
+
+
+def guide_path(guide: str, labels: Sequence[str], gallery: str | os.PathLike | None = None) -> Path:
+    """The file of a guide given as a path or as a class name (its image in ``gallery``)."""
+    return class_image(guide, labels, gallery) if is_class_name(guide) else Path(guide)

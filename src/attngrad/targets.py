@@ -15,12 +15,16 @@ TargetSpec = Union[None, int, str, Sequence[Union[int, str]], torch.Tensor]
 _TOPK = re.compile(r"^top-?(\d+)$", re.IGNORECASE)
 
 
-def _aliases(labels: Sequence[str]) -> dict[str, int]:
-    """Lower-cased names and their comma-separated synonyms ("tench, Tinca tinca") -> index."""
+def _aliases(labels: Sequence[str], *, spaced: bool = True) -> dict[str, int]:
+    """Lower-cased names and their comma-separated synonyms ("tench, Tinca tinca") -> index; with ``spaced``, a
+    name with underscores ("LABEL_2", "great_white_shark") also under its spaced form, which :func:`class_index`
+    looks up."""
     table: dict[str, int] = {}
     for i, label in enumerate(labels):
         for alias in [label, *label.split(",")]:
             table.setdefault(alias.strip().lower(), i)
+            if spaced:
+                table.setdefault(alias.strip().lower().replace("_", " "), i)
     return table
 
 
@@ -36,7 +40,7 @@ def class_index(name: int | str, labels: Sequence[str]) -> int:
     key = name.strip().lower().replace("_", " ")
     if key in table:
         return table[key]
-    close = difflib.get_close_matches(key, list(table), n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name.strip().lower(), list(_aliases(labels, spaced=False)), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; list them with `attngrad classes`"
     raise AttngradError(f"unknown class {name!r}{hint}", field="target", choices=labels)
 

@@ -295,6 +295,25 @@ def test_guide_is_stitched_and_its_class_skipped(tiny_explainer, image_dir, tmp_
     assert raw["gae.negative.correct"][0].tolist() == _naive_hits(tiny_explainer, path, label, "gae", False, maps)
 
 
+def test_cli_guide_by_class_name_takes_its_image_from_the_gallery(tiny_model_dir, image_dir, tmp_path):
+    """``--guide CLASS --gallery G``: the run is the run with G's image of that class as the guide file."""
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    guide = gallery / "n00000099_LABEL_2.png"
+    guide.write_bytes((image_dir / "n00000003_LABEL_3.png").read_bytes())
+    common = ["evaluate", "perturbation", "--data", str(image_dir), "--model", str(tiny_model_dir), "--workers", "0",
+              "--methods", "gae", "--guide-region", "original"]  # fmt: skip
+    runs = {}
+    for name, given in (("by_name", ["--guide", "label_2", "--gallery", str(gallery)]), ("by_file", ["--guide", str(guide)])):
+        res = CliRunner().invoke(main, [*common, *given, "--out", str(tmp_path / name)])
+        assert res.exit_code == 0, res.output
+        runs[name] = json.loads((tmp_path / name / "results.json").read_text())
+    assert runs["by_name"]["skipped"]["guide_class"] == 2
+    assert runs["by_name"]["methods"] == runs["by_file"]["methods"]
+    res = CliRunner().invoke(main, [*common, "--guide", "label_4", "--gallery", str(gallery), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "no image of class" in res.output and not (tmp_path / "x").exists()
+
+
 def test_a_larger_limit_continues_a_run_whose_batches_stay_the_same(tiny_model_dir, tiny_explainer, image_dir, tmp_path):
     def run(out, limit, **kwargs):
         return _run(tiny_explainer, image_dir, out, limit=limit, methods=["gae"], **kwargs)

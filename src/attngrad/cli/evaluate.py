@@ -9,17 +9,20 @@ from click.core import ParameterSource
 
 from ..errors import AttngradError
 from ..explainer import Explainer
+from ..gallery import guide_path, is_class_name
+from ..io import load_image
 from ..lm.attribution import LM_METHODS
 from ..models import load_model
 from . import main
-from .common import OutDir, device_option, method_options_option, methods_option, model_option, model_options
+from .common import FOLDER, OutDir, device_option, method_options_option, methods_option, model_option, model_options
 
 DEFAULT_METHODS = "gae,complete,rollout,raw_attention,attn_gradcam,random"
 
 
 @main.group()
 def evaluate() -> None:
-    """Evaluate explanation methods (perturbation test)."""
+    """Evaluate explanation methods: images (perturbation, grid pointing game, sanity, attribution error),
+    language models (evidence, token deletion and insertion) and alignments (encoder-decoder)."""
 
 
 @evaluate.command()
@@ -29,7 +32,9 @@ def evaluate() -> None:
 @method_options_option("methods")
 @methods_option("--methods", default=DEFAULT_METHODS)
 @click.option("--explain", type=click.Choice(["label", "predicted"]), default="label", show_default=True, help="Class explained and tested.")
-@click.option("--guide", default=None, type=click.Path(exists=True, dir_okay=False), help="Guide image stitched beside every image (paper: a zebra).")
+@click.option("--guide", default=None, help="Guide stitched beside every image (paper: a zebra): an image file or a class name "
+              "(zebra), whose image comes from --gallery.")
+@click.option("--gallery", default=None, type=FOLDER, help="Folder of <wnid>_<class>.jpg images for --guide CLASS (default: ImageNet sample).")
 @click.option("--guide-region", type=click.Choice(["whole", "original"]), default="whole", show_default=True,
               help="With --guide: 'whole' = the paper's protocol (the stitched image is ranked, perturbed and "
                    "classified); 'original' = the map cropped to the original, which alone is perturbed.")
@@ -44,8 +49,8 @@ def evaluate() -> None:
 @click.option("--model", default=None, help="Hugging Face folder or Hub name, or timm:NAME (default: shipped ViT-Ti).")
 @click.option("--checkpoint", type=click.Path(), default=None, help="Weights file for a timm:NAME model.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (under torchrun, cuda means cuda:LOCAL_RANK).")
-def perturbation(data, table, image_labels, methods, explain, guide, guide_region, limit, every, out, resume, batch_size,
-                 eval_batch_size, workers, insertion_deletion, model, checkpoint, device, method_options):  # fmt: skip
+def perturbation(data, table, image_labels, methods, explain, guide, gallery, guide_region, limit, every, out, resume,
+                 batch_size, eval_batch_size, workers, insertion_deletion, model, checkpoint, device, method_options):  # fmt: skip
     """Positive / negative perturbation AUC per method (Chefer et al. 2021 protocol).
 
     Writes results.json, results.csv, results.md, curves.png and the per-image raw
@@ -68,8 +73,14 @@ def perturbation(data, table, image_labels, methods, explain, guide, guide_regio
         raise AttngradError("--guide-region chooses how a guided run is scored; it needs --guide IMAGE")
     if resume and not Path(out, "run.json").is_file():
         raise AttngradError(f"--resume: {out} holds no run to continue (no run.json); leave out --resume to start one")
+    if gallery is not None and (guide is None or not is_class_name(guide)):
+        raise AttngradError("--gallery is where --guide CLASS finds its image; it needs --guide with a class name")
+    if guide is not None and not is_class_name(guide):
+        load_image(guide)  # a missing or unreadable file is refused before the model loads
     device = init_distributed(device)
     explainer = Explainer(load_model(model, device=device, checkpoint=checkpoint))
+    if guide is not None and is_class_name(guide):
+        settings.guide = str(guide_path(guide, explainer.labels, gallery))
     dataset = discover(data, explainer.labels, table, limit, image_labels, every=every)
     rank = dist_info()[0]
     if rank == 0:
@@ -104,6 +115,9 @@ def sanity(data, table, image_labels, methods, explain, limit, out, batch_size, 
         click.echo(f"attngrad: skipped: {why} ({path})", err=True)
     summary = randomisation_test(explainer, dataset, methods, explain, batch_size, seed)
     write_sanity(summary, out)
+    click.echo("Spearman correlation of each method's maps with the trained model's, after each step of randomising "
+               "the weights top-down (near 0: the maps depend on the weights; random reads none and stays at +1.00).")
+    click.echo(f"{'steps':>14}: " + ", ".join(summary["steps"]))
     for name, values in summary["methods"].items():
         click.echo(f"{name:>14}: " + " ".join(f"{v:+.2f}" for v in values))
     click.echo(f"wrote sanity.json, sanity.csv, sanity.png to {out}")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+import torch
 from PIL import Image
 from tqdm import tqdm
 
@@ -15,6 +16,7 @@ from ..experiments.guidance import LAYOUTS
 from ..io import load_image
 from ..losses import LOSSES
 from ..methods import is_signed
+from ..targets import resolve_targets
 from . import main
 from .common import (
     FOLDER,
@@ -92,6 +94,9 @@ def explain(images, explainer, method, targets, contrast, loss, start_layer, tok
     if targets and not wanted:
         raise AttngradError(f"--target {targets[0]!r} names no class; give a class name, index or topK")
     wanted = wanted or ["top1"]
+    scores = torch.zeros(1, len(explainer.labels))
+    for spec in [*wanted, *([contrast] if contrast is not None else [])]:
+        resolve_targets(spec, scores, explainer.labels)  # an unknown class is refused before any pass
     loaded, failed = _load_all(images)
     written = 0
     batches = [loaded[i : i + batch_size] for i in range(0, len(loaded), batch_size)]
@@ -120,7 +125,7 @@ def explain(images, explainer, method, targets, contrast, loss, start_layer, tok
                     written += 1
     if method_options:
         write_method_options(out, methods, method_options)
-    click.echo(f"wrote {written} maps to {out}")
+    click.echo(f"wrote {written} map{'s' if written != 1 else ''} to {out}")
     if failed:
         raise AttngradError(f"{len(failed)} of {len(images)} images could not be read (see above)")
 
