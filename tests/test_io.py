@@ -107,3 +107,14 @@ def test_a_real_file_wins_over_a_sample(tmp_path, monkeypatch):
     _rgb((20, 10)).save(tmp_path / "el1.jpg")
     assert load_image("el1.jpg").size == (20, 10)
     assert load_image("el1").size != (20, 10)  # no file called 'el1' here: the sample
+
+
+def test_every_command_reads_the_same_image_suffixes():
+    """One list of image suffixes: a .tif data set is read alike by evaluate perturbation, attribution-error, the
+    gallery and the image arguments (attribution-error once kept a shorter list of its own)."""
+    from attngrad import gallery, io
+    from attngrad.cli import attribution_error
+    from attngrad.evaluation import data
+
+    assert data.IMAGE_SUFFIXES is io.IMAGE_SUFFIXES and attribution_error.IMAGE_SUFFIXES is io.IMAGE_SUFFIXES
+    assert gallery.IMAGE_SUFFIXES is io.IMAGE_SUFFIXES and {".tif", ".gif", ".ppm"} <= set(io.IMAGE_SUFFIXES)

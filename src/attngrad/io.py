@@ -30,8 +30,9 @@ ImageLike = Union[str, os.PathLike, Image.Image]
 MAX_PIXELS = 2 * 89_478_485
 
 
-#: Suffixes of the image files looked for in folders and among the shipped samples.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: Suffixes of the image files looked for in folders (data sets, galleries, image arguments) and among the
+#: shipped samples: one list for every command.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
 
 
 def samples_folder() -> Path:

@@ -8,10 +8,9 @@ from pathlib import Path
 import click
 
 from ..errors import AttngradError
+from ..io import IMAGE_SUFFIXES
 from .common import OutDir, device_option, model_option
 from .evaluate import evaluate
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 def _ints(text: str, option: str) -> list[int]:

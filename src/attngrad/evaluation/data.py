@@ -27,12 +27,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import AttngradError
-from ..io import load_image
+from ..io import IMAGE_SUFFIXES, load_image
 from ..models.base import ImageAdapter, ModelAdapter
 from ..models.preprocess import Preprocessor
 
-#: File suffixes treated as images.
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm"}
 #: Class table looked for next to (or inside) the data folder when none is given.
 DEFAULT_TABLE = "imagenet_classes.tsv"
 
