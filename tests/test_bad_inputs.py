@@ -345,6 +345,7 @@ ROWS = [
             (["--prompts", "0"], "--prompts"), (["--candidates", "0"], "--candidates"), (["--seed", "-1"], "--seed"),
             (["--batch-size", "0"], "--batch-size"), (["--methods", "gradcam"], "gradcam"), (["--loss", "kl"], "--loss"),
             (["--contrast", " Rome"], "contrast"), (["--resume"], "resume"),
+            (["--loss", "diff", "--contrast", "top1"], "top1 is the answer itself"),
             (["--out", "{FILE}"], "file"), (["--device", "banana"], "device"), (["--model", "{MISSING}"], "folder"),
         ]
     ],

@@ -198,3 +198,32 @@ def test_cli_runs_on_a_model_folder(lm, tmp_path, monkeypatch):
     assert (out / "results.md").exists() and (out / "per_prompt.npz").exists()
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 2 and "already holds a run" in r.output
+
+
+def test_cli_warns_when_fewer_prompts_qualify_and_writes_strict_json(lm, tmp_path, monkeypatch):
+    """Two of six candidates answered while five were asked for: a warning says so; an interval of so few prompts
+    is undefined and is written as null (strict JSON), not as NaN."""
+    monkeypatch.setattr(ev, "answered", lambda explainer, prompts, **kw: [i < 2 for i in range(len(prompts))])
+    folder = tmp_path / "tiny"
+    lm.adapter.model.save_pretrained(folder)
+    lm.adapter.tokenizer.save_pretrained(folder)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["evaluate", "lm-evidence", "--model", str(folder), "--out", str(out), "--prompts", "5",
+                                  "--candidates", "6", "--methods", "complete,random"])
+    assert r.exit_code == 0, r.output
+    assert "attngrad: warning: only 2 of the 5 prompts asked for" in r.stderr
+    text = (out / "results.json").read_text()
+    summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in results.json"))
+    assert summary["prompts"] == 2 and "null" in text
+
+
+def test_a_refused_setting_leaves_no_new_folder(lm, tmp_path, monkeypatch):
+    """An error in the first batch (here a contrast equal to every target) removes the folder the run created."""
+    _everyone_answers(monkeypatch)
+    settings = ev.EvidenceSettings(["complete"], loss="diff", contrast="top2", prompts=3, candidates=3)
+    monkeypatch.setattr(ev, "evaluate_batch", lambda *a, **k: (_ for _ in ()).throw(AttngradError("refused")))
+    with pytest.raises(AttngradError, match="refused"):
+        ev.run_evidence(lm, tmp_path / "new", settings)
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(AttngradError, match="top1 is the answer itself"):
+        ev.EvidenceSettings(["complete"], loss="diff", contrast="top1").check()

@@ -44,6 +44,9 @@ def lm_evidence(methods, loss, contrast, skip_first, count, candidates, seed, ou
     summary = run_evidence(explainer, out, settings, resume=resume, progress=progress)
     bar.close()
     click.echo(f"{summary['prompts']} prompts kept, methods {', '.join(settings.methods)}, loss {settings.loss}")
+    if summary["prompts"] < count:
+        click.echo(f"attngrad: warning: only {summary['prompts']} of the {count} prompts asked for are answered by the "
+                   f"model among {candidates} candidates; give more --candidates", err=True)
     click.echo(Path(out, "results.md").read_text())
     click.echo(f"wrote settings.json, prompts.json, shards/, per_prompt.npz, results.json, results.md to {out}")
 

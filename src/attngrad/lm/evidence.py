@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 import zipfile
 from collections import Counter
@@ -66,6 +67,9 @@ class EvidenceSettings:
             raise AttngradError(f"--seed must be at least 0, not {self.seed}")
         self.methods = check_methods(self.methods)
         self.contrast = check_test_loss(self.loss, self.contrast)
+        if isinstance(self.contrast, str) and self.contrast.strip().lower() in ("top1", "top-1"):
+            raise AttngradError("--contrast top1 is the answer itself: a prompt is kept only when the model answers it; "
+                                "use top2 or runner-up")
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -221,6 +225,17 @@ def run_evidence(explainer: LMExplainer, out: str | Path, settings: EvidenceSett
     prompts, counts = select_prompts(explainer, settings)
     if not prompts:
         raise AttngradError("the model answers none of the generated prompts; give more --candidates")
+    fresh = not out.exists()
+    try:
+        return _run(explainer, out, settings, prompts, counts, progress)
+    except AttngradError:  # a refused setting leaves no half-written new folder (a resumed one keeps its shards)
+        if fresh:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _run(explainer: LMExplainer, out: Path, settings: EvidenceSettings, prompts: list[EvidencePrompt], counts: dict,
+         progress: Callable[[int, int], None] | None) -> dict:
     (out / "shards").mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(json.dumps(asdict(settings), indent=1))
     (out / "prompts.json").write_text(json.dumps({"counts": counts, "prompts": [asdict(p) for p in prompts]}, indent=1))
@@ -244,9 +259,20 @@ def run_evidence(explainer: LMExplainer, out: str | Path, settings: EvidenceSett
     per_prompt["kind"] = np.array([p.kind for p in prompts])
     write_shard(out / "per_prompt.npz", per_prompt)
     summary = summarise(per_prompt, settings, counts)
-    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    (out / "results.json").write_text(json.dumps(_nan_to_null(summary), indent=1, allow_nan=False))
     (out / "results.md").write_text(results_markdown(summary))
     return summary
+
+
+def _nan_to_null(value):
+    """NaN (a metric with no defined value, e.g. an interval of one prompt) as JSON's null, not the invalid ``NaN``."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_null(v) for v in value]
+    return value
 
 
 def _mean_ci(values: np.ndarray) -> tuple[float, float]:
