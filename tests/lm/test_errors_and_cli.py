@@ -35,6 +35,12 @@ def test_contrast_equal_to_target(tiny_lm):
         tiny_lm.explain("the cat", target=" paris", contrast="paris", loss="diff")
 
 
+@pytest.mark.parametrize("spec", ["top0", "top65"])
+def test_top_k_outside_the_vocabulary_names_its_size(tiny_lm, spec):
+    with pytest.raises(AttngradError, match=f"{spec}': k must be between 1 .* and 64 .this model's vocabulary"):
+        tiny_lm.explain("the cat", target=spec)
+
+
 def test_unknown_method_and_missing_contrast(tiny_lm):
     with pytest.raises(AttngradError, match="unknown method 'partial_lrp'"):
         tiny_lm.explain("the cat", method="partial_lrp")

@@ -236,7 +236,8 @@ def test_contrast_and_loss(explainer):
     (dict(method="tis"), "unknown method"),
     (dict(reading="both"), "unknown reading"),
     (dict(target=10_000), "out of range"),
-    (dict(target="top0"), "k counts from 1"),
+    (dict(target="top0"), "k must be between 1"),
+    (dict(target="top999999"), "this model's vocabulary"),
 ])
 def test_refusals(explainer, kwargs, message):
     with pytest.raises(AttngradError, match=message):

@@ -328,7 +328,8 @@ class LMExplainer:
             if match:
                 k = int(match.group(1))
                 if not 1 <= k <= logits.shape[1]:
-                    raise AttngradError(f"{what} {s!r}: k counts from 1 (top1 is the most likely next token)")
+                    raise AttngradError(f"{what} {s!r}: k must be between 1 (the most likely next token) and "
+                                      f"{logits.shape[1]} (this model's vocabulary)")
                 out.append(int(logits[i].topk(k).indices[k - 1]))
             else:
                 out.append(self.token_id(s, what))

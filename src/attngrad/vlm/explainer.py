@@ -159,7 +159,8 @@ class VLMExplainer:
         if match:
             k = int(match.group(1))
             if not 1 <= k <= vocab:
-                raise AttngradError(f"{what} {spec!r}: k counts from 1 (top1 is the most likely next token)")
+                raise AttngradError(f"{what} {spec!r}: k must be between 1 (the most likely next token) and {vocab} "
+                                      "(this model's vocabulary)")
             return logits.topk(k, dim=1).indices[:, k - 1]
         ids = list(self.adapter.tokenizer(spec, add_special_tokens=False)["input_ids"])
         if not ids:
