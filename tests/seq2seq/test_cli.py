@@ -106,3 +106,18 @@ def test_an_exactly_empty_map_says_so(bart_folder, tmp_path):
     assert res.exit_code == 0, res.output
     warnings = [line for line in res.stderr.splitlines() if line.startswith("attngrad: warning:")]
     assert len(warnings) == 1 and "complete: the source map of row 1 is exactly zero" in warnings[0], res.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["hello world"], "the source text 'hello world' has words this model does not know ('hello', 'world')"),
+    (["the big cat sees a dog", "--target", "mau xyzzy"], "the target text 'mau xyzzy' has words this model does not "
+                                                           "know ('xyzzy')"),
+])
+def test_words_outside_the_vocabulary_are_refused_not_explained_as_unk(tmp_path, args, message):
+    """The synthetic model's word vocabulary maps unknown words to <unk>; a map over <unk> would be a silent wrong
+    answer (it was written with exit 0)."""
+    out = tmp_path / "never"
+    res = _run(*args, "--out", out)
+    assert res.exit_code == 2 and res.stderr.strip() == f"attngrad: error: {message}: they tokenise to '<unk>'; use " \
+                                                          "words of its vocabulary", res.output
+    assert not out.exists()

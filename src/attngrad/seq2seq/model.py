@@ -213,6 +213,7 @@ class Seq2SeqAdapter(HFModelAdapter):
                 )
         tokens = [self.tokenizer.convert_ids_to_tokens(row) for row in ids]
         special = [[bool(s) for s in row] for row in enc["special_tokens_mask"]]
+        _refuse_unknown(self.tokenizer, texts, ids, enc["offset_mapping"] if fast else None, target)
         if fast:
             word_ids = [enc.word_ids(i) for i in range(len(texts))]
             offsets = [[tuple(o) for o in row] for row in enc["offset_mapping"]]
@@ -323,3 +324,17 @@ def _piece_words(tokens: list[str], special: list[bool]) -> list[int | None]:
         out.append(word)
     return out
 
+
+def _refuse_unknown(tokenizer: object, texts: Sequence[str], ids: Sequence[Sequence[int]], offsets, target: bool) -> None:
+    """Refuse a text with words the tokenizer does not know: they become its unknown token, and a map over
+    ``<unk>`` would not show them (a text that writes the unknown token itself is let through)."""
+    unknown, name = getattr(tokenizer, "unk_token_id", None), getattr(tokenizer, "unk_token", None)
+    if unknown is None:
+        return
+    for i, (text, row) in enumerate(zip(texts, ids)):
+        where = [j for j, t in enumerate(row) if t == unknown]
+        if where and not (name and name in text):
+            words = [text[offsets[i][j][0]:offsets[i][j][1]] for j in where] if offsets is not None else []
+            shown = ", ".join(repr(w) for w in dict.fromkeys(words) if w) or f"{len(where)} token(s)"
+            raise AttngradError(f"the {'target' if target else 'source'} text {text[:40]!r} has words this model does not "
+                                f"know ({shown}): they tokenise to {name!r}; use words of its vocabulary")
