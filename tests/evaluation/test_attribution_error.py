@@ -81,3 +81,20 @@ def test_cli_writes_results(tiny_folder, tmp_path):
     assert {s["method"] for s in data["summary"]} == {"grad_x_input", "complete term 0", "complete term 1",
                                                       "complete term 2", "ig"}
     assert (out / "results.csv").is_file() and "| ig | attention:2 |" in (out / "results.md").read_text()
+
+
+def test_a_path_with_nan_is_refused_not_tabulated():
+    """A model undefined somewhere on the path (SmolLM2 at an all-zero input, riemann_left evaluates it) gave NaN
+    rows in the table with exit 0; the run is refused instead, naming the configuration."""
+    from types import SimpleNamespace
+
+    from attngrad.errors import AttngradError
+
+    def path(config):
+        total = torch.tensor([1.0, float("nan")])
+        return SimpleNamespace(error=lambda: {"target": torch.ones(2), "total": total, "absolute": (total - 1).abs(),
+                                              "relative": (total - 1).abs()})
+
+    config = Config("ig", "input", "zero", "riemann_left", 4)
+    with pytest.raises(AttngradError, match="ig at input from the zero baseline .riemann_left, 4 steps. gave NaN"):
+        measure(path, [config])

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+from ..errors import AttngradError
 from ..methods._paths import RULES, PathResult, passes
 from ..methods.ig import IntegratedGradients, check_baseline, check_layer_spec
 
@@ -101,6 +102,12 @@ def measure(path: PathFn, configs: Sequence[Config], *, offset: int = 0, progres
     for config in configs:
         err = path(config).error()
         values = {k: v.detach().double().cpu().numpy() for k, v in err.items()}
+        if not all(np.isfinite(values[k]).all() for k in ("target", "total")):
+            raise AttngradError(
+                f"{config.method} at {config.layer} from the {config.baseline} baseline ({config.rule}, {config.steps} "
+                "steps) gave NaN or infinite values: the model is undefined at some point of that path (a prompt of "
+                "all-zero embeddings, say); choose another baseline (--baselines pad at a language model's input) or "
+                "rule (gauss_legendre), or with --prompts use --keep-first")
         for i in range(len(values["target"])):
             rows.append({"item": offset + i, **asdict(config), "passes": config.passes,
                          **{k: float(v[i]) for k, v in values.items()}})
