@@ -252,6 +252,13 @@ ROWS = [
     pytest.param(["explain-lm", "Hi", "-m", "ig", "--method-option", "ig.baseline=blur"], "pixels",
                  id="explain-lm-method-option-blur"),
     pytest.param(["explain-lm", "Hi", "--out", "{FILE}"], "is an existing file", id="explain-lm-out-file"),
+    # a contrast or loss that no chosen method reads (attention alone, or noise) would label identical maps
+    pytest.param(["explain-lm", "Hi", "-m", "rollout", "-c", " Rome"], "neither the loss nor a contrast",
+                 id="explain-lm-contrast-unread"),
+    pytest.param(["explain-vlm", "el1", "Hi", "-m", "rollout,raw_attention", "-c", " horse"],
+                 "neither the loss nor a contrast", id="explain-vlm-contrast-unread"),
+    pytest.param(["explain", IMAGE, *MODEL_ARGS, "-m", "rollout,random", "-t", "zebra", "-c", "cat", "-l", "diff"],
+                 "neither the loss nor a contrast", id="explain-contrast-unread"),
     pytest.param(["explain-lm", "Hi", "--model", "{MISSING}"], "folder", id="explain-lm-model-missing"),
     pytest.param(["explain-lm", "Hi", "--model", "{DIR}", "--device", "banana"], "device", id="explain-lm-device"),
     pytest.param(["explain-clip", "{MISSING}", "-t", "a zebra"], "no such file", id="explain-clip-image-missing"),

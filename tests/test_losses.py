@@ -74,3 +74,16 @@ def test_three_argument_callable_reads_the_contrast(tiny_explainer, tiny_pixels)
     own = tiny_explainer.explain(tiny_pixels, target="zebra", contrast="cat", loss=difference).maps
     builtin = tiny_explainer.explain(tiny_pixels, target="zebra", contrast="cat", loss="diff").maps
     torch.testing.assert_close(own, builtin)
+
+
+def test_a_contrast_no_method_reads_is_refused():
+    """rollout, raw_attention and random read neither the loss nor a contrast: alone, a contrast or a two-class loss
+    would label maps that are the same without them; with a gradient method among them, the run is meaningful."""
+    from attngrad.losses import check_loss_is_read
+
+    for loss, contrast in (("diff", "cat"), ("normdiff", None), ("logit", "cat")):
+        with pytest.raises(AttngradError, match="neither the loss nor a contrast"):
+            check_loss_is_read(["rollout", "random"], loss, contrast)
+    check_loss_is_read(["rollout", "complete"], "diff", "cat")
+    check_loss_is_read(["raw_attention"], "logit", None)
+    check_loss_is_read(["rollout"], None, None)

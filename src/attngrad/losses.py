@@ -8,7 +8,7 @@ tensor ``(B,)``. The gradient, and with it the map, depends on the loss
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Protocol, Union
+from typing import Callable, Protocol, Sequence, Union
 
 import torch
 
@@ -117,4 +117,20 @@ def check_contrast(loss_fn: Loss, contrast: object, *, what: str = "class") -> N
             f"a contrast {what} needs a two-{what} loss ({', '.join(two)}), not {loss_fn.name!r}: choose one of those "
             "losses, or drop the contrast",
             field="loss", choices=two,
+        )
+
+
+#: Methods whose maps read neither the loss nor a contrast (attention alone, or noise), in every model family.
+LOSS_FREE = frozenset({"rollout", "rollout_eq1", "raw_attention", "random"})
+
+
+def check_loss_is_read(methods: Sequence[str], loss: object, contrast: object) -> None:
+    """Refuse a contrast or a loss other than ``logit`` when no chosen method reads it: the maps would be the same
+    without it, yet be labelled "X rather than Y"."""
+    names = [str(m) for m in methods]
+    if names and all(n in LOSS_FREE for n in names) and (contrast is not None or loss not in (None, "logit")):
+        raise AttngradError(
+            f"{', '.join(names)} read{'s' if len(names) == 1 else ''} neither the loss nor a contrast (attention alone, or "
+            "noise): the map would be the same without them; add a gradient method (complete, gae) or drop them",
+            field="loss",
         )

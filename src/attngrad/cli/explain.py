@@ -14,7 +14,7 @@ from .. import viz
 from ..errors import AttngradError
 from ..experiments.guidance import LAYOUTS
 from ..io import load_image
-from ..losses import LOSSES
+from ..losses import LOSSES, check_loss_is_read
 from ..methods import is_signed
 from ..targets import resolve_targets
 from . import main
@@ -90,6 +90,7 @@ def explain(images, explainer, method, targets, contrast, loss, start_layer, tok
     (OUT/method_options.json records them).
     """
     methods = method
+    check_loss_is_read(methods, loss, contrast)
     wanted = split_classes(targets, explainer.labels)
     if targets and not wanted:
         raise AttngradError(f"--target {targets[0]!r} names no class; give a class name, index or topK")

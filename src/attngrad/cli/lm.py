@@ -10,7 +10,7 @@ import click
 from ..errors import AttngradError
 from ..lm.attnlrp import DEFAULT_METHOD, FALLBACK_METHOD, default_method
 from ..lm.attribution import LM_METHODS
-from ..losses import LOSSES
+from ..losses import LOSSES, check_loss_is_read
 from . import main
 from .common import OutDir, device_option, method_options_option, methods_option, model_option, out_dir, write_method_options
 
@@ -61,6 +61,7 @@ def explain_lm(prompts, model, device, methods, target, contrast, loss, generate
     from ..lm.display import describe
     from ..lm.explainer import MultiTokenWarning, default_loss
 
+    check_loss_is_read(methods, loss, contrast)  # as the user gave them, before the default below
     loss, contrast = default_loss(loss, contrast)  # "this rather than that": the contrast given, else the runner-up
     if generate and len(prompts) != 1:
         raise AttngradError(f"--generate explains one prompt's continuation; {len(prompts)} prompts were given")

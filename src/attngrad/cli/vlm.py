@@ -8,7 +8,7 @@ import click
 import numpy as np
 
 from ..errors import AttngradError, MultiTokenWarning
-from ..losses import LOSSES
+from ..losses import LOSSES, check_loss_is_read
 from . import main
 from .common import IMAGE, OutDir, device_option, methods_option, model_option, out_dir, safe_name
 
@@ -41,6 +41,7 @@ def explain_vlm(image, prompt, model, device, methods, reading, target, contrast
 
     if not prompt.strip():
         raise AttngradError("the prompt is empty; ask a question (\"What animal is this?\")")
+    check_loss_is_read(methods, loss, contrast)
     if loss is None:
         loss = "logit" if contrast is None else "diff"
     readings = ["language", "vision"] if reading == "both" else [reading]
