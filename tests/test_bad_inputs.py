@@ -230,6 +230,11 @@ ROWS = [
     *_method_rows("explain-text", "--method", "a cat", model=False),
     *_option_rows("explain-text", "--method", "a cat", model=False),
     pytest.param(["explain-text", "a cat", "--out", "{FILE}"], "is an existing file", id="explain-text-out-file"),
+    # a text whose every token is [UNK] (emoji for a WordPiece vocabulary) would be explained as [UNK]
+    pytest.param(["explain-text", "\U0001F993\U0001F993", "--against", "a dog"], "no word this model knows",
+                 id="explain-text-all-unknown"),
+    pytest.param(["explain-clip", IMAGE, "-t", "\U0001F993\U0001F993"], "no word this model knows",
+                 id="explain-clip-all-unknown"),
     pytest.param(["explain-text", "a cat", "--model", "{DIR}"], "config.json", id="explain-text-model-empty-dir"),
     pytest.param(["explain-text", "a cat", "--model", "{MISSING}"], "{MISSING}", id="explain-text-model-missing",
                  marks=core("missing folder message, text loader: attngrad/text/model.py")),

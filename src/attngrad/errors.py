@@ -8,7 +8,7 @@ the wrong input's name (``field``) and its valid values (``choices``) when known
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -49,3 +49,12 @@ def refuse_unknown_token(tokenizer: object, what: str, spec: str, first: int) ->
     if unknown is not None and first == unknown and spec.strip() != getattr(tokenizer, "unk_token", None):
         raise AttngradError(f"{what} {spec!r} is not in this model's vocabulary (it tokenises to the unknown token "
                             f"{getattr(tokenizer, 'unk_token', None)!r}); give a word the model knows")
+
+
+def refuse_unknown_text(tokenizer: object, what: str, text: str, ids: Sequence[int]) -> None:
+    """Refuse a text every token of which (special tokens left out) is the tokenizer's unknown token ("🦓🦓" for a
+    WordPiece vocabulary): its scores would all be on ``[UNK]``, which shows none of its words."""
+    unknown, name = getattr(tokenizer, "unk_token_id", None), getattr(tokenizer, "unk_token", None)
+    if unknown is not None and ids and all(int(i) == unknown for i in ids) and not (name and name in text):
+        raise AttngradError(f"{what} {text[:30]!r} has no word this model knows: every token is the unknown token "
+                            f"{name!r}; give words of its vocabulary")

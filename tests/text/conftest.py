@@ -12,6 +12,7 @@ WORDS = [
     "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
     "the", "cat", "dog", "sat", "on", "a", "mat", "play", "##ing", "##s", "fix", "flat", "tire", "bike", "car",
     "my", "is", "and", "need", "new", "wheel", "team", "won", "game", "bank", "money", "how", "do", "i", "?", ".",
+    "sports", "finance", "repair",  # the labels: a label the model reads as [UNK] is refused
 ]
 LABELS = ["sports", "finance", "repair"]
 

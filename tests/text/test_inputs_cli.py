@@ -54,7 +54,7 @@ def test_mean_sqrt_len_pooling_is_sum_over_sqrt_length():
 def test_bad_inputs_raise_one_line_errors(folder_explainer, tmp_path):
     cases = [
         (lambda: folder_explainer.explain("", against="a cat"), "text 1 is empty"),
-        (lambda: folder_explainer.explain(["a cat", "   "], labels="a,b"), "text 2 is empty"),
+        (lambda: folder_explainer.explain(["a cat", "   "], labels="cat,dog"), "text 2 is empty"),
         (lambda: folder_explainer.explain("a cat", labels="sports,repair", target="cooking"), "unknown label 'cooking'; the labels are: sports, repair"),
         (lambda: folder_explainer.explain("a cat", labels="sports"), "at least two labels"),
         (lambda: folder_explainer.explain("a cat", labels="a,A"), "distinct"),
@@ -111,9 +111,9 @@ def test_cli_zero_shot_and_truncation_warning(encoder_folder, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["", "--labels", "a,b"], "text 1 is empty"),
-        (["a cat", "--labels", "a,b", "--target", "c"], "unknown label 'c'"),
-        (["a cat", "--labels", "a,b", "--method", "attn_gradcam"], "not defined on text"),
+        (["", "--labels", "cat,dog"], "text 1 is empty"),
+        (["a cat", "--labels", "cat,dog", "--target", "c"], "unknown label 'c'"),
+        (["a cat", "--labels", "cat,dog", "--method", "attn_gradcam"], "not defined on text"),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line(encoder_folder, args, message):

@@ -100,7 +100,7 @@ def explain_clip(image, texts, methods, tower, model, device, start_layer, out, 
         (folder / "text_scores.json").write_text(json.dumps({"image": str(image), "model": explainer.model.name,
                                                             "results": records}, indent=1))
         written.append(folder / "text_scores.json")
-    click.echo(f"wrote {len(written)} files to {folder}")
+    click.echo(f"wrote {len(written)} file{'s' if len(written) != 1 else ''} to {folder}")
 
 
 def _text_ok(explainer, name: str) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import AttngradError
+from ..errors import AttngradError, refuse_unknown_text
 from ..models.base import ForwardOutput, ImageAdapter
 from ..models.hf import HFModelAdapter, ensure_eager
 from ..models.preprocess import Preprocessor
@@ -225,6 +225,8 @@ class TextTower(Tower):
             )
         lengths = mask.sum(dim=1).tolist()
         special = enc["special_tokens_mask"].bool()
+        for i, n in enumerate(lengths):
+            refuse_unknown_text(tok, f"text {i + 1}", texts[i], ids[i, :n][~special[i, :n]].tolist())
         tokens = [tok.convert_ids_to_tokens(ids[i, :n].tolist()) for i, n in enumerate(lengths)]
         if fast:
             word_ids = [enc.word_ids(i)[:n] for i, n in enumerate(lengths)]

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..errors import AttngradError
+from ..errors import AttngradError, refuse_unknown_text
 from ..explainer import Explainer
 from ..losses import LossLike, get_loss
 from ..methods import (
@@ -161,6 +161,7 @@ class TextExplainer:
         for i, ids in enumerate(plain):
             if not ids:
                 raise AttngradError(f"text {i + 1} ({texts[i][:30]!r}) has no tokens the model knows; give words")
+            refuse_unknown_text(tok, f"text {i + 1}", texts[i], ids)
             if len(ids) + extra > limit:
                 warnings.warn(
                     f"text {i + 1} has {len(ids) + extra} tokens, more than the model's limit of {limit}: "
