@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import time
 from pathlib import Path
@@ -13,6 +12,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import flop_registry
+
+from attngrad.evaluation.storage import json_safe
 
 
 def timed(fn: Callable[[], object], device: torch.device | str | None = None) -> float:
@@ -92,19 +93,8 @@ def matmul_flops(fn: Callable[[], object]) -> int:
     return counter.total
 
 
-def _strict(value: object) -> object:
-    """``value`` with every non-finite float replaced by ``None`` (JSON has no NaN or infinity)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    return value
-
-
 def write_json(path: str | Path, record: object) -> None:
     """Write a benchmark's measurements to ``path`` (parent folders made; strict JSON: NaN -> null)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_strict(record), indent=1, allow_nan=False) + "\n")
+    path.write_text(json.dumps(json_safe(record), indent=1, allow_nan=False) + "\n")

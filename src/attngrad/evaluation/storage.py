@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 import zipfile
@@ -102,6 +103,17 @@ class RunRecord:
     guided_protocol: str | None = None
     skipped_unknown: list[tuple[str, str]] = field(default_factory=list)
     skipped_guide_class: list[str] = field(default_factory=list)
+
+
+def json_safe(value: object) -> object:
+    """``value`` with every non-finite float (an undefined metric) as ``None``: strict JSON has no NaN or infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def relative(path: str | os.PathLike | None, base: str | os.PathLike) -> str | None:

@@ -36,7 +36,7 @@ import torch
 
 from ..errors import AttngradError
 from ..evaluation.resumable import check_settings
-from ..evaluation.storage import DIGEST_KEY, write_shard
+from ..evaluation.storage import DIGEST_KEY, json_safe, write_shard
 from .attribution import check_methods, check_test_loss, signed
 from .evidence_prompts import KINDS, EvidencePrompt, evidence_prompts, token_spans
 from .explainer import LMExplainer
@@ -259,20 +259,10 @@ def _run(explainer: LMExplainer, out: Path, settings: EvidenceSettings, prompts:
     per_prompt["kind"] = np.array([p.kind for p in prompts])
     write_shard(out / "per_prompt.npz", per_prompt)
     summary = summarise(per_prompt, settings, counts)
-    (out / "results.json").write_text(json.dumps(_nan_to_null(summary), indent=1, allow_nan=False))
+    (out / "results.json").write_text(json.dumps(json_safe(summary), indent=1, allow_nan=False))
     (out / "results.md").write_text(results_markdown(summary))
     return summary
 
-
-def _nan_to_null(value):
-    """NaN (a metric with no defined value, e.g. an interval of one prompt) as JSON's null, not the invalid ``NaN``."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_null(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_nan_to_null(v) for v in value]
-    return value
 
 
 def _mean_ci(values: np.ndarray) -> tuple[float, float]:
