@@ -289,3 +289,15 @@ def test_generation_rows_are_prefix_explanations(explainer):
                                    __import__("attngrad").losses.get_loss("logit"))
     (alone,) = alone.values()
     assert torch.allclose(gen.maps[last], alone.maps[0], atol=1e-6)
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_the_pass(explainer, monkeypatch):
+    """The maps and their gradients of every language-model layer are kept: a prompt too long for the free memory is
+    refused in one line (a 3,000-word prompt was killed by the system instead); with room, the same call runs."""
+    from attngrad.lm import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 10_000)
+    with pytest.raises(AttngradError, match=r"1 sequence\(s\) of \d+ tokens need about .* GB .* more than 90 % of the 0.0 GB free"):
+        explainer.explain(torch.rand(1, 3, 16, 16), "what animal")
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**40)
+    assert torch.isfinite(explainer.explain(torch.rand(1, 3, 16, 16), "what animal").maps).all()
