@@ -85,12 +85,18 @@ def el1_shares(ex: VLMExplainer) -> dict:
         out = ex.explain_methods("el1", "What animal is this?", ["complete", "gae", "grad_x_input"],
                                  readings=("language", "vision"), target=target, contrast=contrast, loss=loss)
         for (method, reading), res in out.items():
-            m = res.maps[0].clamp(min=0).clone()
-            m[11:, :3] = 0
             key = f"{loss}:{target.strip()}" + (f"-vs-{contrast.strip()}" if contrast else "") + f"/{method}/{reading}"
-            shares[key] = {"zebra": round(float(m[5:12, 0:5].sum() / m.sum()), 3),
-                           "elephant": round(float(m[1:, 7:].sum() / m.sum()), 3)}
+            shares[key] = region_shares(res.maps[0])
     return shares
+
+
+def region_shares(patch_map: torch.Tensor) -> dict:
+    """One 14 x 14 map's positive part's shares on el1's zebra (rows 5-11, columns 0-4) and elephant (rows 1-13,
+    columns 7-13), the bottom-left corner patches (rows 11-13, columns 0-2) left out."""
+    m = patch_map.clamp(min=0).clone()
+    m[11:, :3] = 0
+    return {"zebra": round(float(m[5:12, 0:5].sum() / m.sum()), 3),
+            "elephant": round(float(m[1:, 7:].sum() / m.sum()), 3)}
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from _timing import write_json  # noqa: E402
 from train_vlm import prompt_embeds, sequences  # noqa: E402
+from vlm_cells import region_shares  # noqa: E402
 
 from attngrad import Explainer  # noqa: E402
 from attngrad.vlm import VLMExplainer  # noqa: E402
@@ -122,14 +123,9 @@ def main() -> None:
                             for c in CORNERS}}
     # el1's " zebra", language reading, on the regions of vlm_cells.py --el1, with and without patch 195
     m = ex.explain("el1", "What animal is this?", target=" zebra", reading="language").maps[0].clamp(min=0)
-    m[11:, :3] = 0  # the bottom-left corner, left out as there
-    shares = {}
-    for name in ("with_patch_195", "without_patch_195"):
-        if name.startswith("without"):
-            m[13, 13] = 0
-        shares[name] = {"zebra": round(float(m[5:12, 0:5].sum() / m.sum()), 3),
-                        "elephant": round(float(m[1:, 7:].sum() / m.sum()), 3)}
-    out["el1_zebra_language"] = shares
+    without = m.clone()
+    without[13, 13] = 0
+    out["el1_zebra_language"] = {"with_patch_195": region_shares(m), "without_patch_195": region_shares(without)}
     out["mean_share_grids"] = {k: [[round(float(v), 4) for v in row] for row in g] for k, g in grids.items()}
     if args.png:
         draw(grids, args.png, len(files))

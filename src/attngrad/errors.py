@@ -51,10 +51,18 @@ def refuse_unknown_token(tokenizer: object, what: str, spec: str, first: int) ->
                             f"{getattr(tokenizer, 'unk_token', None)!r}); give a word the model knows")
 
 
+def unknown_positions(tokenizer: object, text: str, ids: Sequence[int]) -> list[int]:
+    """Where ``ids`` (the tokens of ``text``) hold the tokenizer's unknown token: words it does not know. Empty when
+    the tokenizer has no such token, or when the text writes that token itself."""
+    unknown, name = getattr(tokenizer, "unk_token_id", None), getattr(tokenizer, "unk_token", None)
+    if unknown is None or (name and name in text):
+        return []
+    return [j for j, i in enumerate(ids) if int(i) == unknown]
+
+
 def refuse_unknown_text(tokenizer: object, what: str, text: str, ids: Sequence[int]) -> None:
     """Refuse a text every token of which (special tokens left out) is the tokenizer's unknown token ("🦓🦓" for a
     WordPiece vocabulary): its scores would all be on ``[UNK]``, which shows none of its words."""
-    unknown, name = getattr(tokenizer, "unk_token_id", None), getattr(tokenizer, "unk_token", None)
-    if unknown is not None and ids and all(int(i) == unknown for i in ids) and not (name and name in text):
+    if ids and len(unknown_positions(tokenizer, text, ids)) == len(ids):
         raise AttngradError(f"{what} {text[:30]!r} has no word this model knows: every token is the unknown token "
-                            f"{name!r}; give words of its vocabulary")
+                            f"{getattr(tokenizer, 'unk_token', None)!r}; give words of its vocabulary")

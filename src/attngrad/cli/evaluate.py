@@ -73,13 +73,14 @@ def perturbation(data, table, image_labels, methods, explain, guide, gallery, gu
         raise AttngradError("--guide-region chooses how a guided run is scored; it needs --guide IMAGE")
     if resume and not Path(out, "run.json").is_file():
         raise AttngradError(f"--resume: {out} holds no run to continue (no run.json); leave out --resume to start one")
-    if gallery is not None and (guide is None or not is_class_name(guide)):
+    by_name = guide is not None and is_class_name(guide)
+    if gallery is not None and not by_name:
         raise AttngradError("--gallery is where --guide CLASS finds its image; it needs --guide with a class name")
-    if guide is not None and not is_class_name(guide):
+    if guide is not None and not by_name:
         load_image(guide)  # a missing or unreadable file is refused before the model loads
     device = init_distributed(device)
     explainer = Explainer(load_model(model, device=device, checkpoint=checkpoint))
-    if guide is not None and is_class_name(guide):
+    if by_name:
         settings.guide = str(guide_path(guide, explainer.labels, gallery))
     dataset = discover(data, explainer.labels, table, limit, image_labels, every=every)
     rank = dist_info()[0]

@@ -60,7 +60,6 @@ def explain_vlm(image, prompt, model, device, methods, reading, target, contrast
         stopped = "" if n == generate else f" ({n} of {generate}: it stopped at the end token)"
         click.echo(f"[{res.method}, {res.reading}] answer: {' + '.join(repr(t) for t in res.target_text)}{stopped}")
         fig = generation_figure(shown, res)
-        page = generation_html(shown, res, prompt)
     else:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MultiTokenWarning)
@@ -77,15 +76,13 @@ def explain_vlm(image, prompt, model, device, methods, reading, target, contrast
                 top = ", ".join(f"{t!r} {s:+.3g}" for _, t, s in res.top_tokens(0, 5))
                 click.echo(f"  {res.method}: top prompt tokens {top}")
         fig = figure(shown, results)
-        page = to_html(shown, results, prompt)
     folder = out_dir(out)
-    import matplotlib.pyplot as plt
-
     fig.savefig(folder / "explanation.png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    # the page embeds the same figure (drawn once) and closes it
+    page = generation_html(shown, results[0], prompt, fig=fig) if generate else to_html(shown, results, prompt, fig=fig)
+    (folder / "explanation.html").write_text(page)
     for res in results:
         np.save(folder / f"{safe_name(res.method)}_{res.reading}.npy", res.maps.numpy())
-    (folder / "explanation.html").write_text(page)
     save_json(folder / "scores.json", results, {"prompt": prompt, "image": str(image)})
     click.echo(f"wrote {folder}/: explanation.png, explanation.html, {len(results)} .npy "
                f"map{'s' if len(results) > 1 else ''} and scores.json")

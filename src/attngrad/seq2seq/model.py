@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import AttngradError
+from ..errors import AttngradError, unknown_positions
 from ..models.base import ForwardOutput
 from ..models.hf import HFModelAdapter, check_model_folder, first_line, load_config
 
@@ -327,14 +327,12 @@ def _piece_words(tokens: list[str], special: list[bool]) -> list[int | None]:
 
 def _refuse_unknown(tokenizer: object, texts: Sequence[str], ids: Sequence[Sequence[int]], offsets, target: bool) -> None:
     """Refuse a text with words the tokenizer does not know: they become its unknown token, and a map over
-    ``<unk>`` would not show them (a text that writes the unknown token itself is let through)."""
-    unknown, name = getattr(tokenizer, "unk_token_id", None), getattr(tokenizer, "unk_token", None)
-    if unknown is None:
-        return
+    ``<unk>`` would not show them (:func:`attngrad.errors.unknown_positions`)."""
     for i, (text, row) in enumerate(zip(texts, ids)):
-        where = [j for j, t in enumerate(row) if t == unknown]
-        if where and not (name and name in text):
+        where = unknown_positions(tokenizer, text, row)
+        if where:
             words = [text[offsets[i][j][0]:offsets[i][j][1]] for j in where] if offsets is not None else []
             shown = ", ".join(repr(w) for w in dict.fromkeys(words) if w) or f"{len(where)} token(s)"
             raise AttngradError(f"the {'target' if target else 'source'} text {text[:40]!r} has words this model does not "
-                                f"know ({shown}): they tokenise to {name!r}; use words of its vocabulary")
+                                f"know ({shown}): they tokenise to {getattr(tokenizer, 'unk_token', None)!r}; use words "
+                                "of its vocabulary")

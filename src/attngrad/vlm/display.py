@@ -49,19 +49,20 @@ def generation_figure(image: Image.Image, res: "VLMExplanation"):
                     signs=[res.signed])
 
 
-def to_html(image: Image.Image, results: Sequence["VLMExplanation"], prompt: str, index: int = 0) -> str:
-    """A page: the figure of :func:`figure`, then per result the explained token and the prompt tokens' scores."""
+def to_html(image: Image.Image, results: Sequence["VLMExplanation"], prompt: str, index: int = 0, *, fig=None) -> str:
+    """A page: the figure of :func:`figure` (``fig`` when already drawn), then per result the explained token and
+    the prompt tokens' scores."""
     rows = "".join(f"<p><b>{html.escape(r.method)} ({html.escape(r.reading)})</b> → {html.escape(repr(r.target_text[index]))}: "
                    f"<span class='text'>{_tokens_html(r, index)}</span></p>" for r in results)
-    return _page(prompt, figure(image, results, index), rows)
+    return _page(prompt, figure(image, results, index) if fig is None else fig, rows)
 
 
-def generation_html(image: Image.Image, res: "VLMExplanation", prompt: str) -> str:
-    """A page for a generated answer: :func:`generation_figure`, then per generated token the scores of the prompt
-    and of the tokens generated before it."""
+def generation_html(image: Image.Image, res: "VLMExplanation", prompt: str, *, fig=None) -> str:
+    """A page for a generated answer: :func:`generation_figure` (``fig`` when already drawn), then per generated
+    token the scores of the prompt and of the tokens generated before it."""
     rows = "".join(f"<p><b>{k + 1}. {html.escape(repr(token))}</b> ({html.escape(res.method)}, {html.escape(res.reading)}): "
                    f"<span class='text'>{_tokens_html(res, k)}</span></p>" for k, token in enumerate(res.target_text))
-    return _page(prompt, generation_figure(image, res), rows)
+    return _page(prompt, generation_figure(image, res) if fig is None else fig, rows)
 
 
 def _page(prompt: str, fig, rows: str) -> str:
